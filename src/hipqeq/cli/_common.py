@@ -1,0 +1,32 @@
+"""Arguments and helpers shared by several verbs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_config_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--config FILE``: the workflow config the verb reads its settings from."""
+    parser.add_argument("--config", type=Path, required=required, metavar="FILE",
+                        help="workflow config (YAML), validated against the package schema; "
+                             "e.g. config/toy.yaml")
+
+
+def add_output_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--output FILE`` for a verb that writes one dataset file."""
+    parser.add_argument("--output", "-o", type=Path, required=True, metavar="FILE",
+                        help=f"{what} (Parquet, hipqeq dataset contract)")
+
+
+def add_seed_argument(parser: argparse.ArgumentParser) -> None:
+    """``--seed N`` overriding the config's master seed for this job."""
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed (default: derived from the config's seed)")
+
+
+def load(args: argparse.Namespace) -> dict:
+    """The validated config named by ``args.config``."""
+    from hipqeq.config import load_config
+
+    return load_config(args.config)

@@ -1,0 +1,40 @@
+"""Merge labelled chunk files into one dataset, conserving every row.
+
+Reads any number of Parquet chunks written by `hipqeq label` or `hipqeq ingest`,
+checks each against the dataset contract, and writes them as one file. Failed rows
+(scf_not_converged, error, rejected_*) are kept: the number of rows out equals the
+number of structures selected. Per-status counts are printed and stored in the file's
+metadata (key hipqeq.status_counts), and optionally as JSON.
+
+example:
+  hipqeq gather results/labels/xtb/chunk_*.parquet -o results/datasets/xtb.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hipqeq.cli._common import add_output_argument
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="CHUNK",
+                        help="chunk files to merge")
+    add_output_argument(parser, "merged dataset")
+    parser.add_argument("--counts", type=Path, metavar="JSON",
+                        help="also write the per-status row counts here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hipqeq.data import gather
+
+    counts = gather(args.inputs, args.output)
+    total = sum(counts.values())
+    summary = ", ".join(f"{status} {n}" for status, n in counts.items())
+    print(f"gathered {total} rows from {len(args.inputs)} file(s) into {args.output}: {summary}")
+    if args.counts:
+        args.counts.parent.mkdir(parents=True, exist_ok=True)
+        args.counts.write_text(json.dumps({"total": total, "status": counts}, indent=2) + "\n")
+    return 0

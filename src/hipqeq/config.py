@@ -1,0 +1,108 @@
+"""Load and validate the workflow configuration.
+
+The schema (``schemas/config.schema.yaml``, also ``workflow/schemas/`` for Snakemake)
+is the single source of truth for keys, defaults and ranges; every CLI verb and the
+Snakefile validate against it, so a mistyped key fails at start-up with its path.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from importlib.resources import files
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from hipqeq.errors import ConfigError
+
+SCHEMA_PATH = Path(str(files("hipqeq") / "schemas" / "config.schema.yaml"))
+
+
+@functools.cache
+def schema() -> dict:
+    """The config JSON schema as a dict."""
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _extend_with_defaults(validator_class):
+    """A validator that fills ``default`` values in place while it validates
+    (the jsonschema FAQ recipe, also used by Snakemake's ``validate``)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, subschema):
+        if isinstance(instance, dict):
+            for name, prop in properties.items():
+                if "default" in prop:
+                    instance.setdefault(name, copy.deepcopy(prop["default"]))
+        yield from validate_properties(validator, properties, instance, subschema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _error_message(error: jsonschema.ValidationError, source: str) -> str:
+    where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    return f"{source}: invalid config at '{where}': {error.message}"
+
+
+def validate_config(config: dict, source: str = "config") -> dict:
+    """Validate ``config`` in place, filling defaults; return it.
+
+    Raises :class:`ConfigError` naming the key path and the problem, e.g.
+    ``invalid config at 'sampling': Additional properties are not allowed
+    ('temperature' was unexpected)``.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: the config must be a mapping, got {type(config).__name__}")
+    validator = _extend_with_defaults(jsonschema.Draft202012Validator)(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(_error_message(errors[0], source))
+    _check_cross_references(config, source)
+    return config
+
+
+def _check_cross_references(config: dict, source: str) -> None:
+    """Checks a JSON schema cannot express: seed names unique and referenced names exist."""
+    seeds = config["structures"]["seeds"]
+    names = [s["name"] for s in seeds]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"{source}: structures.seeds has duplicate name(s) {', '.join(duplicates)}")
+    required = {"ruddlesden_popper": "n", "phase": "phase", "cif": "path"}
+    for i, seed in enumerate(seeds):
+        key = required[seed["builder"]]
+        if key not in seed:
+            raise ConfigError(f"{source}: invalid config at 'structures/seeds/{i}': "
+                              f"builder {seed['builder']} needs '{key}'")
+    selectors = [("structures/strains/seeds", config["structures"]["strains"]["seeds"]),
+                 ("structures/tilts/seeds", config["structures"]["tilts"]["seeds"])]
+    selectors += [(f"structures/defects/{i}/seeds", d.get("seeds", []))
+                  for i, d in enumerate(config["structures"]["defects"])]
+    for where, selected in selectors:
+        unknown = sorted(set(selected) - set(names))
+        if unknown:
+            raise ConfigError(f"{source}: invalid config at '{where}': unknown seed(s) {', '.join(unknown)}")
+    for i, defect in enumerate(config["structures"]["defects"]):
+        if defect["kind"] == "substitution" and "by" not in defect:
+            raise ConfigError(f"{source}: invalid config at 'structures/defects/{i}': a substitution needs 'by'")
+    selection = config["selection"]
+    if selection["n_dft"] > selection["n_xtb"]:
+        raise ConfigError(f"{source}: invalid config at 'selection/n_dft': {selection['n_dft']} "
+                          f"exceeds n_xtb = {selection['n_xtb']} (DFT frames are a subset)")
+    if config["dft"]["source"] == "external" and "external" not in config["dft"]:
+        raise ConfigError(f"{source}: invalid config at 'dft': source 'external' needs dft.external.path")
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read a YAML config file, validate it and fill defaults."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    return validate_config(config, source=str(path))

@@ -1,0 +1,230 @@
+"""Write and read datasets that follow the contract of :mod:`hipqeq.data.schema`.
+
+A *record* is a plain dict keyed by column name, one per structure. ASE ``Atoms`` are
+converted to records with :func:`record_from_atoms` (identity and provenance from
+``atoms.info``, labels from an attached single-point calculator) and back with
+:func:`atoms_from_record`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from hipqeq import __version__
+from hipqeq.data import schema as S
+from hipqeq.errors import DatasetError
+from hipqeq.units import DATASET_UNITS
+
+#: ``atoms.info`` keys carried into records (everything that is not geometry or a label).
+INFO_COLUMNS = (
+    "structure_id", "parent_id", "structure_name", "family", "source", "temperature_K",
+    "config_hash", "total_charge", "charge_scheme", "method", "software", "calc_params",
+    "status", "error", "wall_time_s",
+)
+
+
+def structure_id(numbers, positions, cell, pbc, total_charge: float = 0.0) -> str:
+    """Content hash of a structure (16 hex digits).
+
+    Positions and cell are rounded to 1e-6 Angstrom so that a file round trip does not
+    change the id.
+    """
+    h = hashlib.sha256()
+    h.update(np.asarray(numbers, dtype=np.int64).tobytes())
+    for array in (positions, cell):
+        h.update(np.round(np.asarray(array, dtype=np.float64), 6).tobytes())
+    h.update(np.asarray(pbc, dtype=bool).tobytes())
+    h.update(np.float64(total_charge).tobytes())
+    return h.hexdigest()[:16]
+
+
+def atoms_id(atoms: Atoms) -> str:
+    """:func:`structure_id` of an ``Atoms`` (total charge from ``atoms.info``)."""
+    return structure_id(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc,
+                        atoms.info.get("total_charge", 0.0))
+
+
+def config_hash(section) -> str:
+    """Hash of a config section (any JSON-serialisable value), 12 hex digits."""
+    text = json.dumps(section, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def record_from_atoms(atoms: Atoms) -> dict:
+    """A dataset record from ``atoms``.
+
+    Geometry comes from the atoms, identity/provenance/outcome from ``atoms.info``
+    (missing keys take defaults: the structure is its own parent, ``status`` is ``ok``
+    when an energy is attached and ``unlabelled`` otherwise), and labels from
+    ``atoms.calc.results`` when a calculator is attached.
+    """
+    info = atoms.info
+    total_charge = float(info.get("total_charge", 0.0))
+    sid = info.get("structure_id") or atoms_id(atoms)
+    results = dict(atoms.calc.results) if atoms.calc is not None else {}
+    record = {
+        "structure_id": sid,
+        "parent_id": info.get("parent_id", sid),
+        "structure_name": info.get("structure_name", sid),
+        "family": info.get("family", "pristine"),
+        "source": info.get("source", "build"),
+        "temperature_K": info.get("temperature_K"),
+        "config_hash": info.get("config_hash", ""),
+        "numbers": atoms.numbers,
+        "positions": atoms.positions,
+        "cell": atoms.cell.array,
+        "pbc": atoms.pbc,
+        "total_charge": total_charge,
+        "energy": results.get("energy"),
+        "forces": results.get("forces"),
+        "stress": results.get("stress"),
+        "charges": results.get("charges"),
+    }
+    for key in ("charge_scheme", "method", "software", "calc_params", "error", "wall_time_s"):
+        record[key] = info.get(key)
+    record["status"] = info.get(
+        "status", S.STATUS_OK if record["energy"] is not None or record["charges"] is not None
+        else S.STATUS_UNLABELLED)
+    return record
+
+
+def atoms_from_record(record: dict) -> Atoms:
+    """An ``Atoms`` from a record; labels become a :class:`SinglePointCalculator`."""
+    atoms = Atoms(numbers=np.asarray(record["numbers"], dtype=int),
+                  positions=np.asarray(record["positions"], dtype=float).reshape(-1, 3),
+                  cell=np.asarray(record["cell"], dtype=float).reshape(3, 3),
+                  pbc=np.asarray(record["pbc"], dtype=bool))
+    for key in INFO_COLUMNS:
+        value = record.get(key)
+        if value is not None:
+            atoms.info[key] = value
+    labels = {}
+    for key in S.LABEL_COLUMNS:
+        value = record.get(key)
+        if value is not None:
+            labels[key] = value if key == "energy" else np.asarray(value, dtype=float)
+    if labels:
+        if "forces" in labels:
+            labels["forces"] = labels["forces"].reshape(-1, 3)
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+    return atoms
+
+
+def _normalise(record: dict, created_at: _dt.datetime) -> dict:
+    """Fill provenance defaults and turn numpy values into Arrow-ready Python values."""
+    row = {}
+    for col in S.COLUMNS:
+        value = record.get(col.name)
+        if col.name == "created_at" and value is None:
+            value = created_at
+        elif col.name == "package_version" and value is None:
+            value = __version__
+        elif col.name == "calc_params" and isinstance(value, dict):
+            value = json.dumps(value, sort_keys=True, default=str)
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        elif isinstance(value, np.generic):
+            value = value.item()
+        row[col.name] = value
+    return row
+
+
+def table_from_records(records: Iterable[dict]) -> pa.Table:
+    """An Arrow table with the contract's schema; raises :class:`DatasetError` on bad rows."""
+    now = _dt.datetime.now(_dt.timezone.utc)
+    rows = [_normalise(r, now) for r in records]
+    for i, row in enumerate(rows):
+        missing = [c.name for c in S.COLUMNS if not c.nullable and row[c.name] is None]
+        if missing:
+            raise DatasetError(f"record {i} ({row.get('structure_id')}) lacks required "
+                               f"column(s) {', '.join(missing)}")
+    try:
+        return pa.Table.from_pylist(rows, schema=S.SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise DatasetError(f"records do not fit the dataset schema: {exc}") from exc
+
+
+def _metadata(table: pa.Table) -> dict[bytes, bytes]:
+    counts = Counter(table.column("status").to_pylist())
+    return {
+        S.META_SCHEMA_VERSION: S.SCHEMA_VERSION.encode(),
+        S.META_UNITS: json.dumps(DATASET_UNITS).encode(),
+        S.META_PACKAGE_VERSION: __version__.encode(),
+        S.META_STATUS_COUNTS: json.dumps(dict(sorted(counts.items()))).encode(),
+    }
+
+
+def write_table(table: pa.Table, path: str | os.PathLike) -> Path:
+    """Write ``table`` to ``path`` atomically (a temporary file renamed into place), so a
+    killed job never leaves a truncated dataset behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = table.replace_schema_metadata(_metadata(table))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_dataset(items: Sequence[Atoms | dict], path: str | os.PathLike) -> Path:
+    """Write structures (``Atoms`` or records) as one Parquet dataset file."""
+    records = [record_from_atoms(x) if isinstance(x, Atoms) else x for x in items]
+    return write_table(table_from_records(records), path)
+
+
+def read_table(path: str | os.PathLike) -> pa.Table:
+    """Read and check a dataset file.
+
+    Raises :class:`DatasetError` naming the file and the column when a column is
+    missing, has the wrong type, or the schema version differs.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such dataset file")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DatasetError(f"{path}: not a readable Parquet file ({exc})") from exc
+    version = (table.schema.metadata or {}).get(S.META_SCHEMA_VERSION)
+    if version is None:
+        raise DatasetError(f"{path}: not a hipqeq dataset (no {S.META_SCHEMA_VERSION.decode()} metadata)")
+    if version.decode() != S.SCHEMA_VERSION:
+        raise DatasetError(f"{path}: schema version {version.decode()}, this hipqeq reads {S.SCHEMA_VERSION}")
+    for col in S.COLUMNS:
+        if col.name not in table.column_names:
+            raise DatasetError(f"{path}: missing column '{col.name}' ({col.doc})")
+        actual = table.schema.field(col.name).type
+        if actual != col.type:
+            raise DatasetError(f"{path}: column '{col.name}' has type {actual}, expected {col.type}")
+    extra = sorted(set(table.column_names) - set(S.COLUMN_NAMES))
+    if extra:
+        raise DatasetError(f"{path}: unknown column(s) {', '.join(extra)}")
+    return table.select(list(S.COLUMN_NAMES))
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """Rows of a dataset file as records."""
+    return read_table(path).to_pylist()
+
+
+def read_atoms(path: str | os.PathLike, status: str | None = None) -> list[Atoms]:
+    """Structures of a dataset file as ``Atoms`` (optionally only rows with ``status``)."""
+    return [atoms_from_record(r) for r in read_records(path)
+            if status is None or r["status"] == status]
+
+
+def status_counts(table: pa.Table) -> dict[str, int]:
+    """Number of rows per ``status`` value."""
+    return dict(sorted(Counter(table.column("status").to_pylist()).items()))

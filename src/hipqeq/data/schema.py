@@ -1,0 +1,93 @@
+"""The Parquet dataset contract: one row per structure, columns, Arrow types and units.
+
+Every dataset file hipqeq writes (built structures, MD frames, selections, labelled
+chunks, gathered datasets) has exactly these columns, in this order. Labels are
+nullable: an unlabelled structure, or one whose calculation failed, has null labels and
+a ``status`` that says why. The schema version and the units of every quantity travel
+in the file's key-value metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pyarrow as pa
+
+from hipqeq.units import DATASET_UNITS
+
+#: Bumped on any incompatible change of the columns below.
+SCHEMA_VERSION = "1"
+
+#: Metadata keys written into every Parquet file.
+META_SCHEMA_VERSION = b"hipqeq.schema_version"
+META_UNITS = b"hipqeq.units"
+META_PACKAGE_VERSION = b"hipqeq.package_version"
+META_STATUS_COUNTS = b"hipqeq.status_counts"
+
+#: Row outcomes. Rejections are named ``rejected_<reason>`` by the labellers.
+STATUS_OK = "ok"
+STATUS_UNLABELLED = "unlabelled"
+STATUS_SCF_NOT_CONVERGED = "scf_not_converged"
+STATUS_ERROR = "error"
+STATUS_REJECTED_PREFIX = "rejected_"
+
+#: ``source`` values: where a structure came from.
+SOURCES = ("build", "md", "rattle", "strain", "defect", "cif", "external")
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One dataset column: name, Arrow type, whether it may be null, unit and meaning."""
+
+    name: str
+    type: pa.DataType
+    nullable: bool
+    unit: str
+    doc: str
+
+
+_VEC = pa.list_(pa.float64())
+_MAT = pa.list_(pa.list_(pa.float64()))
+
+COLUMNS: tuple[Column, ...] = (
+    # identity
+    Column("structure_id", pa.string(), False, "", "content hash of numbers, positions, cell, pbc, total charge"),
+    Column("parent_id", pa.string(), False, "", "structure_id of the built structure this one derives from; splits are made by parent"),
+    Column("structure_name", pa.string(), False, "", "name of the built structure (config seed plus transformations)"),
+    Column("family", pa.string(), False, "", "pristine, strained, vacancy_<X>, substitution_<Y>_<X>, cif or external"),
+    Column("source", pa.string(), False, "", "one of " + ", ".join(SOURCES)),
+    Column("temperature_K", pa.float64(), True, "K", "MD temperature the frame was sampled at"),
+    Column("config_hash", pa.string(), False, "", "hash of the config section that produced the row"),
+    # geometry
+    Column("numbers", pa.list_(pa.int8()), False, "", "atomic numbers, shape (n_atoms,)"),
+    Column("positions", _MAT, False, DATASET_UNITS["positions"], "Cartesian positions, shape (n_atoms, 3)"),
+    Column("cell", _MAT, False, DATASET_UNITS["cell"], "lattice vectors as rows, shape (3, 3)"),
+    Column("pbc", pa.list_(pa.bool_()), False, "", "periodic directions, shape (3,)"),
+    Column("total_charge", pa.float64(), False, DATASET_UNITS["total_charge"], "formal total charge of the structure"),
+    # labels
+    Column("energy", pa.float64(), True, DATASET_UNITS["energy"], "total energy"),
+    Column("forces", _MAT, True, DATASET_UNITS["forces"], "forces, shape (n_atoms, 3)"),
+    Column("stress", _VEC, True, DATASET_UNITS["stress"], "stress, Voigt order, shape (6,)"),
+    Column("charges", _VEC, True, DATASET_UNITS["charges"], "partial charges, shape (n_atoms,)"),
+    Column("charge_scheme", pa.string(), True, "", "Mulliken, meta-Lowdin, Hirshfeld, CM5, Bader, ..."),
+    # method
+    Column("method", pa.string(), True, "", "level of theory, e.g. GFN1-xTB or PBE/gth-dzvp-molopt-sr"),
+    Column("software", pa.string(), True, "", "engine name and version"),
+    Column("calc_params", pa.string(), True, "", "all engine parameters, JSON"),
+    # outcome
+    Column("status", pa.string(), False, "", "ok, unlabelled, scf_not_converged, error or rejected_<reason>"),
+    Column("error", pa.string(), True, "", "error message of a failed calculation"),
+    Column("wall_time_s", pa.float64(), True, DATASET_UNITS["wall_time_s"], "wall time of the calculation"),
+    # provenance
+    Column("created_at", pa.timestamp("us", tz="UTC"), False, "", "when the row was written"),
+    Column("package_version", pa.string(), False, "", "hipqeq version that wrote the row"),
+)
+
+COLUMN_NAMES = tuple(c.name for c in COLUMNS)
+LABEL_COLUMNS = ("energy", "forces", "stress", "charges")
+SCHEMA = pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in COLUMNS])
+
+
+def column(name: str) -> Column:
+    """The :class:`Column` called ``name``."""
+    return COLUMNS[COLUMN_NAMES.index(name)]

@@ -1,0 +1,40 @@
+"""Typed errors. Each labelling failure maps onto a dataset ``status`` value."""
+
+
+class HipqeqError(Exception):
+    """Base class of every error hipqeq raises on purpose."""
+
+
+class ConfigError(HipqeqError):
+    """The configuration file is invalid; the message names the offending key."""
+
+
+class DatasetError(HipqeqError):
+    """A dataset file does not follow the Parquet contract (see ``hipqeq.data``)."""
+
+
+class StructureError(HipqeqError):
+    """A structure cannot be built or read (bad CIF, partial occupancy, ...)."""
+
+
+class LabellingFailed(HipqeqError):
+    """A reference calculation failed; ``status`` is the dataset status to record."""
+
+    status = "error"
+
+
+class SCFNotConverged(LabellingFailed):
+    """The self-consistent field iterations of an engine did not converge."""
+
+    status = "scf_not_converged"
+
+
+class StructureRejected(LabellingFailed):
+    """A structure was refused before any engine ran (overlapping atoms, NaN, ...).
+
+    ``status`` is set per instance so that the reason is visible in the dataset.
+    """
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,106 @@
+"""What a config asks for, as names: the structures to build and the jobs to fan out.
+
+The Snakefile and the CLI both use these functions, so the DAG Snakemake draws and the
+files the verbs write always agree; nothing here runs an engine.
+
+Structure names are ``<seed>`` for a seed and ``<seed>__<variant>`` for a derived
+structure, e.g. ``rp1_slab__biaxial_p2`` (+2 % biaxial strain), ``rp1_slab__vac_I``
+(iodine vacancy), ``rp1_slab__vac_I_qp1`` (charged, total charge +1 e),
+``rp1_slab__sub_Br_I`` (Br on an I site), ``rp1_slab__tilt_5`` (5 degree tilt).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+
+@dataclasses.dataclass(frozen=True)
+class StructureSpec:
+    """One structure ``hipqeq build`` makes.
+
+    ``transform`` is ``None`` for a seed, else a dict with a ``type`` key (``strain``,
+    ``tilt``, ``defect``) and the entry's parameters; ``family`` groups structures for
+    validation (``pristine``, ``strained``, ``tilted``, ``vacancy_I``,
+    ``substitution_Br_I``...).
+    """
+
+    name: str
+    seed: dict
+    transform: dict | None
+    family: str
+    total_charge: int = 0
+
+
+def number_tag(value: float) -> str:
+    """A number as a file-name-safe tag: 2 -> 'p2', -1.5 -> 'm1p5', 300 -> '300'."""
+    sign = "m" if value < 0 else "p"
+    text = f"{abs(value):g}".replace(".", "p")
+    return sign + text
+
+
+def _selected(seed: dict, selector: list[str]) -> bool:
+    return not selector or seed["name"] in selector
+
+
+def _defect_name(defect: dict) -> tuple[str, str]:
+    if defect["kind"] == "vacancy":
+        tag, family = f"vac_{defect['species']}", f"vacancy_{defect['species']}"
+    else:
+        tag, family = f"sub_{defect['by']}_{defect['species']}", f"substitution_{defect['by']}_{defect['species']}"
+    charge = defect.get("total_charge", 0)
+    if charge:
+        tag += f"_q{number_tag(charge)}"
+    return tag, family
+
+
+def structure_plan(config: dict) -> list[StructureSpec]:
+    """Every structure the config's ``structures`` section asks for, seeds first."""
+    section = config["structures"]
+    specs = [StructureSpec(s["name"], s, None, "cif" if s["builder"] == "cif" else "pristine")
+             for s in section["seeds"]]
+    for seed in section["seeds"]:
+        strains = section["strains"]
+        if _selected(seed, strains["seeds"]):
+            for mode in ("biaxial", "uniaxial"):
+                for pct in strains[f"{mode}_percent"]:
+                    specs.append(StructureSpec(f"{seed['name']}__{mode}_{number_tag(pct)}", seed,
+                                               {"type": "strain", "mode": mode, "percent": pct}, "strained"))
+        tilts = section["tilts"]
+        if _selected(seed, tilts["seeds"]):
+            for angle in tilts["angles_deg"]:
+                specs.append(StructureSpec(f"{seed['name']}__tilt_{number_tag(angle)[1:]}", seed,
+                                           {"type": "tilt", "angle_deg": angle}, "tilted"))
+        for defect in section["defects"]:
+            if _selected(seed, defect.get("seeds", [])):
+                tag, family = _defect_name(defect)
+                transform = {"type": "defect", **{k: v for k, v in defect.items() if k != "seeds"}}
+                specs.append(StructureSpec(f"{seed['name']}__{tag}", seed, transform, family,
+                                           defect.get("total_charge", 0)))
+    return specs
+
+
+def structure_names(config: dict) -> list[str]:
+    """Names of every structure :func:`structure_plan` yields."""
+    return [s.name for s in structure_plan(config)]
+
+
+def temperature_tags(config: dict) -> list[str]:
+    """The sampling temperatures as wildcard values ('50', '150', '297p5')."""
+    return [number_tag(t)[1:] for t in config["sampling"]["temperatures_K"]]
+
+
+def n_chunks(n_items: int, chunk_size: int) -> int:
+    """Number of labelling jobs for ``n_items`` structures, ``chunk_size`` per job."""
+    return max(1, math.ceil(n_items / chunk_size))
+
+
+def chunk_bounds(chunk: int, chunk_size: int, n_items: int) -> tuple[int, int]:
+    """Row range ``[start, stop)`` of ``chunk`` (0-based); empty past the end."""
+    start = min(chunk * chunk_size, n_items)
+    return start, min(start + chunk_size, n_items)
+
+
+def model_members(config: dict) -> list[int]:
+    """Committee member indices (0 .. n_models-1)."""
+    return list(range(config["training"]["n_models"]))
