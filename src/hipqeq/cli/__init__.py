@@ -25,6 +25,7 @@ VERBS = (
     ("label", "label"),
     ("ingest", "ingest"),
     ("gather", "gather"),
+    ("split", "split"),
     ("train", "train"),
     ("validate", "validate"),
     ("md", "md"),
@@ -33,7 +34,7 @@ VERBS = (
 
 EPILOG = """\
 pipeline (each stage is a Snakemake rule calling one verb):
-  build -> sample -> select -> label xtb / label dft (or ingest) -> gather
+  build -> sample -> select -> label xtb / label dft (or ingest) -> gather -> split
         -> train charges -> train short-range (and train baseline) -> validate
 
 Units everywhere: eV, Angstrom, elementary charge e. Settings come from the workflow

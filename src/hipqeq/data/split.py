@@ -3,10 +3,18 @@
 Frames sampled from one built structure (its MD trajectory, rattles) are strongly
 correlated; putting them on both sides of a split would make test errors look better
 than they are. Every split therefore takes whole parents.
+
+The split is made once per study over every built structure (``hipqeq split`` writes
+it to ``results/splits.json``), so the xTB and DFT datasets, the charge model, the
+short-range model and the baseline all see the same held-out parents. The test set is
+shared by all committee members; train/valid differ per member.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -16,36 +24,81 @@ from hipqeq.errors import HipqeqError
 SPLIT_NAMES = ("train", "valid", "test")
 
 
-def split_by_parent(parent_ids: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                    seed: int = 0) -> np.ndarray:
-    """Assign every row to a split, whole parents at a time.
+def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.shape != (3,) or np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
+        raise HipqeqError(f"split fractions must be three non-negative numbers (train, valid, test) "
+                          f"summing to 1, got {fractions.tolist()}")
+    return fractions
+
+
+def _take(parents: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[list, list]:
+    """Shuffle ``parents`` and cut off ``fraction`` of them (at least one when the
+    fraction is non-zero and more than one parent is left)."""
+    parents = parents.copy()
+    rng.shuffle(parents)
+    count = int(np.floor(fraction * len(parents)))
+    if fraction > 0 and count == 0 and len(parents) > 1:
+        count = 1
+    return sorted(parents[count:].tolist()), sorted(parents[:count].tolist())
+
+
+def make_splits(parent_ids: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                seed: int = 0, n_members: int = 1) -> dict:
+    """Assign parent structures to splits.
 
     Parameters
     ----------
-    parent_ids : one parent id per row.
-    fractions : target fractions of *parents* in train, valid, test (sum 1).
-    seed : random seed of the parent shuffle; same seed, same split.
+    parent_ids : parent ids (duplicates allowed; each parent is assigned once).
+    fractions : target fractions of parents in train, valid, test.
+    seed : random seed; same parents and seed, same split.
+    n_members : committee size; member ``k`` splits the non-test parents into train and
+        valid with its own seed.
 
     Returns
     -------
-    ``np.ndarray`` of strings ("train", "valid", "test"), one per row. When there are at
-    least three parents every split with a non-zero fraction gets at least one.
+    ``{"seed", "fractions", "test": [...], "members": [{"train": [...], "valid": [...]}, ...]}``
     """
-    fractions = np.asarray(fractions, dtype=float)
-    if fractions.shape != (3,) or np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
-        raise HipqeqError(f"split fractions must be three non-negative numbers summing to 1, got {fractions.tolist()}")
+    fractions = _check_fractions(fractions)
     parents = np.array(sorted(set(parent_ids)))
-    rng = np.random.default_rng(seed)
-    rng.shuffle(parents)
-    counts = np.floor(fractions * len(parents)).astype(int)
-    if len(parents) >= 3:
-        counts = np.where((fractions > 0) & (counts == 0), 1, counts)
-    counts[0] = len(parents) - counts[1:].sum()
-    if counts[0] < 1:
-        raise HipqeqError(f"{len(parents)} parent structures are too few for the split {fractions.tolist()}")
-    edges = np.cumsum(counts)
-    assignment = {}
-    for name, start, stop in zip(SPLIT_NAMES, np.r_[0, edges[:-1]], edges):
-        for p in parents[start:stop]:
-            assignment[p] = name
-    return np.array([assignment[p] for p in parent_ids])
+    if len(parents) == 0:
+        raise HipqeqError("no parent structures to split")
+    rest, test = _take(parents, fractions[2], np.random.default_rng([seed, 0]))
+    members = []
+    for member in range(n_members):
+        valid_fraction = fractions[1] / max(fractions[0] + fractions[1], 1e-12)
+        train, valid = _take(np.array(rest), valid_fraction, np.random.default_rng([seed, 1 + member]))
+        if not train:
+            raise HipqeqError(f"{len(parents)} parent structures are too few for the split {fractions.tolist()}")
+        members.append({"train": train, "valid": valid})
+    return {"seed": seed, "fractions": fractions.tolist(), "test": sorted(test), "members": members}
+
+
+def assign_splits(parent_ids: Sequence[str], splits: dict, member: int = 0) -> np.ndarray:
+    """The split name ("train", "valid", "test") of each row, for committee ``member``.
+
+    Raises :class:`HipqeqError` for a parent the split does not know (a dataset built
+    from other structures than the split).
+    """
+    lookup = {p: "test" for p in splits["test"]}
+    chosen = splits["members"][member]
+    lookup.update({p: "train" for p in chosen["train"]})
+    lookup.update({p: "valid" for p in chosen["valid"]})
+    unknown = sorted(set(parent_ids) - set(lookup))
+    if unknown:
+        raise HipqeqError(f"{len(unknown)} parent structure(s) not in the split, e.g. {unknown[0]}")
+    return np.array([lookup[p] for p in parent_ids], dtype=object)
+
+
+def write_splits(splits: dict, path: str | os.PathLike) -> None:
+    """Write a split as JSON."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(splits, indent=1) + "\n")
+
+
+def read_splits(path: str | os.PathLike) -> dict:
+    """Read a split written by :func:`write_splits`."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise HipqeqError(f"{path}: no such split file (made by `hipqeq split`)") from None

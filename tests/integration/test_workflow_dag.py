@@ -1,0 +1,154 @@
+"""The Snakemake DAG of both shipped configs, the config check at start-up, the rule
+graph, and the consistency of the rules' conda environments with pyproject."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(*args, cwd=ROOT, check=True):
+    result = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+def test_toy_dag_job_counts():
+    counts = job_counts(snakemake("-n", "--configfile", "config/toy.yaml").stdout)
+    structures = 4  # rp1_slab, alpha, rp1_slab__biaxial_p2, rp1_slab__vac_I
+    assert counts == {
+        "build_structures": 1, "split": 1,
+        "sample_md": structures * 2 * 1,  # x 2 temperatures x 1 replica
+        "sample_rattle": structures, "select": 1,
+        "label_xtb": 3,  # ceil(24 frames / 8 per chunk)
+        "label_dft": 2,  # ceil(2 / 1)
+        "gather_xtb": 1, "gather_dft": 1,
+        "train_charges": 1, "train_short_range": 1, "train_baseline": 1,
+        "md_check": 2 * 2,  # (4g, baseline) x 2 md_structures
+        "validate": 1, "all": 1,
+    }
+
+
+def test_production_dag_lists_the_whole_study():
+    counts = job_counts(snakemake("-n", "--configfile", "config/config.yaml").stdout)
+    structures = 54  # see tests/unit/test_plan.py
+    assert counts["sample_md"] == structures * 8 * 2  # 8 temperatures x 2 replicas
+    assert counts["sample_rattle"] == structures
+    assert counts["label_xtb"] == 250  # 5000 / 20
+    assert counts["label_dft"] == 200  # 400 / 2
+    assert counts["check_convergence"] == 10  # one per seed
+    for rule in ("train_charges", "train_short_range", "train_baseline"):
+        assert counts[rule] == 3  # committee of three
+    assert counts["md_check"] == 2 * 3
+    assert sum(counts.values()) > 1000
+
+
+def test_default_config_is_the_production_study():
+    default = job_counts(snakemake("-n").stdout)
+    assert default == job_counts(snakemake("-n", "--configfile", "config/config.yaml").stdout)
+
+
+def test_rulegraph_draws_every_stage():
+    dot = snakemake("--rulegraph", "--configfile", "config/toy.yaml").stdout
+    for rule in ("build_structures", "sample_md", "select", "label_xtb", "label_dft", "gather_xtb",
+                 "train_charges", "train_short_range", "train_baseline", "validate"):
+        assert f'label = "{rule}"' in dot
+
+
+def test_unknown_config_key_fails_at_start_up_naming_it(tmp_path):
+    config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+    config["sampling"]["temprature_K"] = [300]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(bad), check=False)
+    assert result.returncode != 0
+    assert "temprature_K" in result.stdout + result.stderr
+
+
+def test_command_line_overrides_are_refused():
+    result = snakemake("-n", "--configfile", "config/toy.yaml", "--config", "seed=3", check=False)
+    assert result.returncode != 0
+    assert "--config overrides are not supported" in result.stdout + result.stderr
+
+
+# --- every rule is a thin call of the CLI, in an environment that has what it needs ---
+
+RULE_BLOCK = re.compile(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", re.M | re.S)
+#: optional-dependency groups of pyproject each rule's verb imports
+RULE_EXTRAS = {
+    "build_structures": [], "split": [], "sample_rattle": [], "select": [], "ingest_dft": [],
+    "gather_xtb": [], "gather_dft": [],
+    "sample_md": ["xtb"], "label_xtb": ["xtb"], "check_convergence": ["xtb"],
+    "label_dft": ["dft"],
+    "train_charges": ["ml"], "train_short_range": ["ml"], "train_baseline": ["ml"],
+    "md_check": ["ml"], "validate": ["ml"],
+}
+#: conda-forge names of PyPI packages whose names differ
+CONDA_NAMES = {"tblite": "tblite-python", "xtb": "xtb-python", "matplotlib": "matplotlib-base",
+               "torch": "pytorch"}
+
+
+def rules() -> dict[str, str]:
+    blocks = {}
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
+        blocks.update({m.group(1): m.group(2) for m in RULE_BLOCK.finditer(smk.read_text())})
+    return blocks
+
+
+def requirement_name(spec: str) -> str:
+    return re.split(r"[<>=!\[ ;]", spec.strip(), maxsplit=1)[0].lower()
+
+
+def env_packages(path: Path) -> set[str]:
+    env = yaml.safe_load(path.read_text())
+    names = set()
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            names |= {requirement_name(p) for p in dep["pip"] if not p.startswith("-")}
+        else:
+            names.add(requirement_name(dep))
+    return names
+
+
+def test_every_rule_calls_hipqeq_and_is_known():
+    blocks = rules()
+    assert set(blocks) == set(RULE_EXTRAS), "add new rules to RULE_EXTRAS"
+    for name, body in blocks.items():
+        shell = re.search(r'shell:\n\s+"(hipqeq [\w-]+)', body)
+        assert shell, f"rule {name} must call `hipqeq VERB` in its shell directive"
+        assert "log:" in body and "conda:" in body and "resources:" in body, name
+        assert "runtime=" in body and "mem_mb=" in body, name
+    for name in ("train_charges", "train_short_range", "train_baseline"):
+        assert "gpu=1" in blocks[name]
+
+
+def test_conda_envs_hold_what_each_rule_needs():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {requirement_name(d) for d in project["dependencies"]}
+    extras = {k: {requirement_name(d) for d in v} for k, v in project["optional-dependencies"].items()}
+    for name, body in rules().items():
+        env_file = re.search(r'conda:\n\s+"([^"]+)"', body).group(1)
+        env_path = (ROOT / "workflow" / "rules" / env_file).resolve()
+        assert env_path.exists(), f"rule {name}: {env_file} does not exist"
+        have = env_packages(env_path)
+        needed = core | set().union(*(extras[e] for e in RULE_EXTRAS[name]))
+        missing = sorted(p for p in needed if CONDA_NAMES.get(p, p) not in have and p not in have)
+        assert not missing, f"rule {name}: {env_path.name} lacks {missing}"
+        env = yaml.safe_load(env_path.read_text())
+        pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+        assert "--editable .." in pip, f"{env_path.name} must install hipqeq itself"

@@ -1,0 +1,64 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hipqeq.config import load_config, validate_config
+from hipqeq.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = [ROOT / "config" / "toy.yaml", ROOT / "config" / "config.yaml"]
+
+
+@pytest.fixture
+def toy():
+    return yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    config = load_config(path)
+    assert config["structures"]["seeds"]
+
+
+def test_defaults_are_filled(toy):
+    config = validate_config(toy)
+    assert config["sampling"]["ensemble"] == "nvt"
+    assert config["training"]["network"]["cutoff_A"] == 6.0
+    assert config["structures"]["tilts"] == {"angles_deg": [], "seeds": []}
+    assert config["convergence"]["enabled"] is False
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c["sampling"].update(temperature=300), r"at 'sampling'.*'temperature' was unexpected"),
+    (lambda c: c.update(sampler={}), r"at '\(top level\)'.*'sampler' was unexpected"),
+    (lambda c: c["xtb"].update(method="GFN3-xTB"), r"at 'xtb/method'.*'GFN3-xTB' is not one of"),
+    (lambda c: c["sampling"].update(temperatures_K=[-5]), r"at 'sampling/temperatures_K/0'"),
+    (lambda c: c["selection"].update(n_xtb="many"), r"at 'selection/n_xtb'.*'many' is not of type 'integer'"),
+    (lambda c: c.pop("selection"), r"'selection' is a required property"),
+    (lambda c: c["structures"]["seeds"][0].update(name="1bad"), r"at 'structures/seeds/0/name'"),
+    (lambda c: c["structures"]["seeds"][1].update(name="rp1_slab"), r"duplicate name\(s\) rp1_slab"),
+    (lambda c: c["structures"]["seeds"][0].pop("n"), r"builder ruddlesden_popper needs 'n'"),
+    (lambda c: c["structures"]["strains"].update(seeds=["nope"]), r"unknown seed\(s\) nope"),
+    (lambda c: c["selection"].update(n_dft=1000), r"'selection/n_dft': 1000 exceeds n_xtb"),
+    (lambda c: c["structures"]["defects"].append({"kind": "substitution", "species": "I"}),
+     r"a substitution needs 'by'"),
+    (lambda c: c["dft"].update(source="external"), r"needs dft.external.path"),
+])
+def test_invalid_config_names_the_key(toy, mutate, message):
+    bad = copy.deepcopy(toy)
+    mutate(bad)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(bad, source="toy.yaml")
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.yaml")
+    (tmp_path / "bad.yaml").write_text("structures: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(tmp_path / "list.yaml")

@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from hipqeq import plan
+from hipqeq.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def production():
+    return load_config(ROOT / "config" / "config.yaml")
+
+
+def test_toy_structures():
+    config = load_config(ROOT / "config" / "toy.yaml")
+    specs = plan.structure_plan(config)
+    assert [s.name for s in specs] == ["rp1_slab", "alpha", "rp1_slab__biaxial_p2", "rp1_slab__vac_I"]
+    assert [s.family for s in specs] == ["pristine", "pristine", "strained", "vacancy_I"]
+    assert specs[3].transform == {"type": "defect", "kind": "vacancy", "species": "I", "total_charge": 0}
+
+
+def test_production_structure_count(production):
+    names = plan.structure_names(production)
+    # 10 seeds; strains 6 x 4 seeds; tilts 2 x 3 seeds; defects 4 + 5 x 2 seeds
+    assert len(names) == 10 + 24 + 6 + 14
+    assert len(set(names)) == len(names)
+    assert "rp1_slab__vac_I_qp1" in names and "rp2_slab__sub_Sn_Pb" in names
+    assert "rp1_bulk__uniaxial_m3" in names and "rp2_slab__tilt_8" in names
+    charged = [s for s in plan.structure_plan(production) if s.total_charge]
+    assert {s.name for s in charged} == {"rp1_slab__vac_I_qp1", "rp2_slab__vac_I_qp1"}
+    assert all(s.total_charge == 1 for s in charged)
+
+
+@pytest.mark.parametrize("value, tag", [(2, "p2"), (-1.5, "m1p5"), (300, "p300"), (0.25, "p0p25")])
+def test_number_tag(value, tag):
+    assert plan.number_tag(value) == tag
+
+
+def test_temperature_tags(production):
+    assert plan.temperature_tags(production) == ["50", "100", "150", "200", "250", "300", "350", "500"]
+
+
+@pytest.mark.parametrize("n, size, chunks", [(24, 8, 3), (25, 8, 4), (1, 8, 1), (0, 8, 1)])
+def test_n_chunks(n, size, chunks):
+    assert plan.n_chunks(n, size) == chunks
+
+
+def test_chunks_cover_every_row_once():
+    n, size = 23, 5
+    rows = [i for c in range(plan.n_chunks(n, size)) for i in range(*plan.chunk_bounds(c, size, n))]
+    assert rows == list(range(n))
+    assert plan.chunk_bounds(10, size, n) == (23, 23)

@@ -1,0 +1,100 @@
+# Configuration checks and the small input functions the rules share. Path and name
+# logic lives in hipqeq.plan (tested); this file only wires it in.
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from hipqeq import plan
+from hipqeq.config import validate_config
+from hipqeq.errors import ConfigError
+
+
+def config_file_path():
+    """The one YAML file the hipqeq verbs read their settings from."""
+    given = workflow.overwrite_configfiles
+    if len(given) > 1:
+        raise WorkflowError("hipqeq reads one config file: pass a single --configfile")
+    path = str(given[0]) if given else "config/config.yaml"
+    with open(path) as handle:
+        on_disk = yaml.safe_load(handle)
+    if on_disk != config:
+        # The verbs read the file, so command-line --config overrides would be ignored
+        # by them: refuse rather than run a study the files do not describe.
+        raise WorkflowError(f"--config overrides are not supported: copy {path}, edit it and "
+                            "pass it with --configfile")
+    return path
+
+
+CONFIG_FILE = config_file_path()
+validate(config, schema="../schemas/config.schema.yaml")
+try:
+    validate_config(config, source=CONFIG_FILE)
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+STRUCTURES = plan.structure_names(config)
+SEEDS = [seed["name"] for seed in config["structures"]["seeds"]]
+TEMPERATURES = dict(zip(plan.temperature_tags(config), config["sampling"]["temperatures_K"]))
+REPLICAS = list(range(config["sampling"]["replicas"]))
+XTB_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_xtb"], config["xtb"]["chunk_size"])))
+DFT_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_dft"], config["dft"]["chunk_size"])))
+MEMBERS = plan.model_members(config)
+MD_STRUCTURES = config["validation"]["md_structures"]
+FIGURES = ["parity_xtb_energy", "parity_xtb_forces", "parity_xtb_charges", "parity_dft_charges",
+           "md_stability"]
+
+unknown_md = sorted(set(MD_STRUCTURES) - set(STRUCTURES))
+if unknown_md:
+    raise WorkflowError(f"validation.md_structures names unknown structure(s) {', '.join(unknown_md)}; "
+                        f"built structures are {', '.join(STRUCTURES)}")
+
+
+wildcard_constraints:
+    structure="[A-Za-z][A-Za-z0-9_]*",
+    seed="[A-Za-z][A-Za-z0-9_]*",
+    temperature="[0-9p]+",
+    replica="[0-9]+",
+    chunk="[0-9]+",
+    member="[0-9]+",
+    kind="4g|baseline",
+
+
+def sampled_frames(wildcards):
+    """Every MD and rattle output the selection reads."""
+    md = expand("results/sampling/{structure}/T{temperature}_r{replica}.parquet",
+                structure=STRUCTURES, temperature=TEMPERATURES, replica=REPLICAS)
+    rattle = expand("results/sampling/{structure}/rattle.parquet", structure=STRUCTURES)
+    return md + rattle
+
+
+def dft_chunks(wildcards):
+    """DFT charge chunks: PySCF jobs, or one ingested external set."""
+    if config["dft"]["source"] == "external":
+        return ["results/labels/dft/external.parquet"]
+    return expand("results/labels/dft/chunk_{chunk}.parquet", chunk=DFT_CHUNKS)
+
+
+def charge_dataset(wildcards):
+    """The dataset whose charges the charge model learns (training.charge_reference)."""
+    return f"results/datasets/{config['training']['charge_reference']}.parquet"
+
+
+def models_of(kind):
+    return expand("results/models/{kind}_{member}", kind=kind, member=MEMBERS)
+
+
+def md_summaries(wildcards=None):
+    return expand("results/validation/md/{kind}_{structure}.json", kind=["4g", "baseline"],
+                  structure=MD_STRUCTURES)
+
+
+def convergence_outputs():
+    if not config["convergence"]["enabled"]:
+        return []
+    return expand("results/convergence/{seed}.json", seed=SEEDS)
+
+
+def final_outputs():
+    return (["results/validation/metrics.json", "results/datasets/xtb.parquet",
+             "results/datasets/dft.parquet"] + models_of("4g") + models_of("baseline")
+            + convergence_outputs())

@@ -1,0 +1,95 @@
+# label: xTB single points and DFT charges in chunks (or an ingested external DFT
+# set); gather: one Parquet dataset per level of theory, every row kept.
+
+
+rule label_xtb:
+    input:
+        "results/selection/xtb.parquet",
+    output:
+        "results/labels/xtb/chunk_{chunk}.parquet",
+    params:
+        settings=config["xtb"],
+    log:
+        "logs/label_xtb/chunk_{chunk}.log",
+    conda:
+        "../../envs/xtb.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    shell:
+        "hipqeq label xtb --config {CONFIG_FILE} --input {input} --chunk {wildcards.chunk}"
+        " --output {output} > {log} 2>&1"
+
+
+rule label_dft:
+    input:
+        "results/selection/dft.parquet",
+    output:
+        "results/labels/dft/chunk_{chunk}.parquet",
+    params:
+        settings=config["dft"],
+    log:
+        "logs/label_dft/chunk_{chunk}.log",
+    conda:
+        "../../envs/dft.yaml"
+    threads: 8
+    resources:
+        mem_mb=config["dft"]["max_memory_mb"] + 4000,
+        runtime=1440,
+    shell:
+        "hipqeq label dft --config {CONFIG_FILE} --input {input} --chunk {wildcards.chunk}"
+        " --output {output} > {log} 2>&1"
+
+
+rule ingest_dft:
+    output:
+        "results/labels/dft/external.parquet",
+    params:
+        settings=config["dft"],
+    log:
+        "logs/ingest_dft.log",
+    conda:
+        "../../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "hipqeq ingest --config {CONFIG_FILE} --output {output} > {log} 2>&1"
+
+
+rule gather_xtb:
+    input:
+        expand("results/labels/xtb/chunk_{chunk}.parquet", chunk=XTB_CHUNKS),
+    output:
+        dataset="results/datasets/xtb.parquet",
+        counts="results/datasets/xtb_counts.json",
+    log:
+        "logs/gather_xtb.log",
+    conda:
+        "../../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    shell:
+        "hipqeq gather {input} --output {output.dataset} --counts {output.counts} > {log} 2>&1"
+
+
+rule gather_dft:
+    input:
+        dft_chunks,
+    output:
+        dataset="results/datasets/dft.parquet",
+        counts="results/datasets/dft_counts.json",
+    log:
+        "logs/gather_dft.log",
+    conda:
+        "../../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "hipqeq gather {input} --output {output.dataset} --counts {output.counts} > {log} 2>&1"

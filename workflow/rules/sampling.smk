@@ -1,0 +1,66 @@
+# sample: xTB-driven MD per (structure, temperature, replica) and a rattle/strain
+# sampler per structure; select: farthest-point selection of frames for labelling.
+
+
+rule sample_md:
+    input:
+        "results/structures/structures.parquet",
+    output:
+        frames="results/sampling/{structure}/T{temperature}_r{replica}.parquet",
+        trajectory="results/sampling/{structure}/T{temperature}_r{replica}.traj",
+    params:
+        settings=[config["seed"], config["sampling"]],
+        temperature_K=lambda wildcards: TEMPERATURES[wildcards.temperature],
+    log:
+        "logs/sample_md/{structure}_T{temperature}_r{replica}.log",
+    conda:
+        "../../envs/xtb.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=720,
+    shell:
+        "hipqeq sample md --config {CONFIG_FILE} --structures {input} --name {wildcards.structure}"
+        " --temperature-K {params.temperature_K} --replica {wildcards.replica}"
+        " --output {output.frames} --trajectory {output.trajectory} > {log} 2>&1"
+
+
+rule sample_rattle:
+    input:
+        "results/structures/structures.parquet",
+    output:
+        "results/sampling/{structure}/rattle.parquet",
+    params:
+        settings=[config["seed"], config["sampling"]["rattle"]],
+    log:
+        "logs/sample_rattle/{structure}.log",
+    conda:
+        "../../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "hipqeq sample rattle --config {CONFIG_FILE} --structures {input} --name {wildcards.structure}"
+        " --output {output} > {log} 2>&1"
+
+
+rule select:
+    input:
+        sampled_frames,
+    output:
+        xtb="results/selection/xtb.parquet",
+        dft="results/selection/dft.parquet",
+    params:
+        settings=[config["seed"], config["selection"]],
+    log:
+        "logs/select.log",
+    conda:
+        "../../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    shell:
+        "hipqeq select --config {CONFIG_FILE} --output-xtb {output.xtb} --output-dft {output.dft}"
+        " {input} > {log} 2>&1"

@@ -1,0 +1,59 @@
+# build: every structure of config.structures, once; the study's split; convergence checks.
+
+
+rule build_structures:
+    output:
+        "results/structures/structures.parquet",
+    params:
+        settings=config["structures"],  # re-run when the section changes
+    log:
+        "logs/build_structures.log",
+    conda:
+        "../../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "hipqeq build --config {CONFIG_FILE} --output {output} > {log} 2>&1"
+
+
+rule split:
+    input:
+        "results/structures/structures.parquet",
+    output:
+        "results/splits.json",
+    params:
+        settings=[config["seed"], config["training"]["split_fractions"], config["training"]["n_models"]],
+    log:
+        "logs/split.log",
+    conda:
+        "../../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "hipqeq split --config {CONFIG_FILE} --structures {input} --output {output} > {log} 2>&1"
+
+
+rule check_convergence:
+    input:
+        "results/structures/structures.parquet",
+    output:
+        json="results/convergence/{seed}.json",
+        plot=report("results/convergence/{seed}.png", category="Finite-size convergence",
+                    caption="../report/convergence.rst"),
+    params:
+        settings=[config["convergence"], config["xtb"]],
+    log:
+        "logs/check_convergence/{seed}.log",
+    conda:
+        "../../envs/xtb.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    shell:
+        "hipqeq check-convergence --config {CONFIG_FILE} --structures {input} --name {wildcards.seed}"
+        " --output {output.json} --plot {output.plot} > {log} 2>&1"

@@ -1,0 +1,71 @@
+# train: the electronegativity HIP-NN + QEq charge model, the short-range HIP-NN on
+# top of it (the 4G potential), and the short-range-only baseline; one GPU job each
+# per committee member.
+
+
+rule train_charges:
+    input:
+        dataset=charge_dataset,
+        splits="results/splits.json",
+    output:
+        directory("results/models/charges_{member}"),
+    params:
+        settings=config["training"],
+    log:
+        "logs/train_charges/{member}.log",
+    conda:
+        "../../envs/ml.yaml"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=720,
+        gpu=1,
+    shell:
+        "hipqeq train charges --config {CONFIG_FILE} --dataset {input.dataset} --splits {input.splits}"
+        " --member {wildcards.member} --output {output} > {log} 2>&1"
+
+
+rule train_short_range:
+    input:
+        dataset="results/datasets/xtb.parquet",
+        splits="results/splits.json",
+        charge_model="results/models/charges_{member}",
+    output:
+        directory("results/models/4g_{member}"),
+    params:
+        settings=config["training"],
+    log:
+        "logs/train_short_range/{member}.log",
+    conda:
+        "../../envs/ml.yaml"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=1440,
+        gpu=1,
+    shell:
+        "hipqeq train short-range --config {CONFIG_FILE} --dataset {input.dataset}"
+        " --splits {input.splits} --charge-model {input.charge_model} --member {wildcards.member}"
+        " --output {output} > {log} 2>&1"
+
+
+rule train_baseline:
+    input:
+        dataset="results/datasets/xtb.parquet",
+        splits="results/splits.json",
+    output:
+        directory("results/models/baseline_{member}"),
+    params:
+        settings=config["training"],
+    log:
+        "logs/train_baseline/{member}.log",
+    conda:
+        "../../envs/ml.yaml"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=1440,
+        gpu=1,
+    shell:
+        "hipqeq train baseline --config {CONFIG_FILE} --dataset {input.dataset}"
+        " --splits {input.splits} --member {wildcards.member} --output {output} > {log} 2>&1"

@@ -1,0 +1,60 @@
+# validate: MD stability runs of each model, then parity plots and metrics against
+# xTB and DFT on the held-out parents, with the baseline on the same axes.
+
+
+rule md_check:
+    input:
+        models=lambda wildcards: models_of(wildcards.kind),
+        structures="results/structures/structures.parquet",
+    output:
+        summary="results/validation/md/{kind}_{structure}.json",
+        trajectory="results/validation/md/{kind}_{structure}.traj",
+    params:
+        settings=config["validation"],
+    log:
+        "logs/md_check/{kind}_{structure}.log",
+    conda:
+        "../../envs/ml.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
+    shell:
+        "hipqeq md --config {CONFIG_FILE} --model {input.models} --structures {input.structures}"
+        " --name {wildcards.structure} --output {output.summary} --trajectory {output.trajectory}"
+        " > {log} 2>&1"
+
+
+rule validate:
+    input:
+        xtb="results/datasets/xtb.parquet",
+        dft="results/datasets/dft.parquet",
+        splits="results/splits.json",
+        models=models_of("4g"),
+        baselines=models_of("baseline"),
+        md=md_summaries(),
+    output:
+        metrics=report("results/validation/metrics.json", category="Metrics",
+                       caption="../report/metrics.rst"),
+        table=report("results/validation/metrics.md", category="Metrics",
+                     caption="../report/metrics.rst"),
+        figures=[report(f"results/validation/{name}.png", category="Parity and stability",
+                        caption="../report/parity.rst") for name in FIGURES],
+        pdfs=[f"results/validation/{name}.pdf" for name in FIGURES],
+        families=report(directory("results/validation/families"), patterns=["{name}.png"],
+                        category="Parity per family", caption="../report/parity.rst"),
+    params:
+        settings=config["validation"],
+    log:
+        "logs/validate.log",
+    conda:
+        "../../envs/ml.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "hipqeq validate --config {CONFIG_FILE} --xtb {input.xtb} --dft {input.dft}"
+        " --splits {input.splits} --model {input.models} --baseline {input.baselines}"
+        " --md {input.md} --output-dir results/validation > {log} 2>&1"
