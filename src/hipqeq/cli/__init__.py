@@ -80,7 +80,3 @@ def main(argv: list[str] | None = None) -> int:
     except HipqeqError as exc:
         print(f"hipqeq {args.verb}: error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
