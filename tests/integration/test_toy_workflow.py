@@ -1,0 +1,115 @@
+"""The toy study end to end through Snakemake: every rule runs, every expected output
+exists, the metrics follow their schema, figures are real images, a re-run does
+nothing, and deleting one label chunk re-runs only what depends on it.
+
+This is the slowest test (a few minutes on 2 cores); it runs the same command as
+`make run`, in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+METRIC_KEYS = {"energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "force_mae_mev_per_A",
+               "force_rmse_mev_per_A", "charge_mae_e", "charge_rmse_e"}
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+               "--directory", str(workdir), "--configfile", str(ROOT / "config" / "toy.yaml"),
+               "--cores", "2", *args]
+    # the rules call the `hipqeq` console script installed beside this interpreter
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env)
+    if result.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in (workdir / "logs").rglob("*.log"))
+        raise AssertionError(f"snakemake failed:\n{result.stderr[-4000:]}\n{logs[-12000:]}")
+    return result
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    if "Job stats:" not in output:
+        return {}
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("toy")
+    snakemake(workdir)
+    return workdir
+
+
+@pytest.mark.slow
+def test_every_stage_produced_its_outputs(toy_run):
+    results = toy_run / "results"
+    for path in ["structures/structures.parquet", "splits.json", "selection/xtb.parquet",
+                 "selection/dft.parquet", "datasets/xtb.parquet", "datasets/dft.parquet",
+                 "models/charges_0", "models/4g_0", "models/baseline_0",
+                 "validation/metrics.json", "validation/metrics.md"]:
+        assert (results / path).exists(), path
+    assert len(list((results / "sampling").rglob("T*_r0.parquet"))) == 8
+    assert len(list((results / "labels" / "xtb").glob("chunk_*.parquet"))) == 3
+
+
+@pytest.mark.slow
+def test_counts_are_conserved_from_selection_to_gather(toy_run):
+    from hipqeq.data import read_table
+
+    results = toy_run / "results"
+    for level in ("xtb", "dft"):
+        selected = read_table(results / "selection" / f"{level}.parquet").num_rows
+        gathered = read_table(results / "datasets" / f"{level}.parquet")
+        assert gathered.num_rows == selected
+        counts = json.loads((results / "datasets" / f"{level}_counts.json").read_text())
+        assert counts["total"] == selected
+    assert json.loads((results / "datasets" / "xtb_counts.json").read_text())["status"].get("ok", 0) > 0
+
+
+@pytest.mark.slow
+def test_metrics_follow_their_schema(toy_run):
+    metrics = json.loads((toy_run / "results" / "validation" / "metrics.json").read_text())
+    for reference in ("xtb", "dft"):
+        for model in ("4g", "baseline"):
+            overall = metrics[reference][model]["overall"]
+            assert METRIC_KEYS <= set(overall)
+    assert metrics["xtb"]["4g"]["overall"]["energy_mae_mev_per_atom"] >= 0
+    assert metrics["xtb"]["baseline"]["overall"]["charge_mae_e"] is None
+    assert metrics["dft"]["4g"]["overall"]["charge_mae_e"] >= 0
+
+
+@pytest.mark.slow
+def test_figures_are_non_empty_images(toy_run):
+    figures = sorted((toy_run / "results" / "validation").rglob("*.png"))
+    assert len(figures) >= 5
+    for figure in figures:
+        image = matplotlib.image.imread(figure)
+        assert image.shape[0] > 100 and image.shape[1] > 100, figure
+        assert image.std() > 0, f"{figure} is blank"
+
+
+@pytest.mark.slow
+def test_rerun_does_nothing_and_one_chunk_reruns_only_its_dependents(toy_run):
+    assert planned_jobs(snakemake(toy_run, "-n").stdout) == {}
+    (toy_run / "results" / "labels" / "xtb" / "chunk_1.parquet").unlink()
+    jobs = planned_jobs(snakemake(toy_run, "-n").stdout)
+    assert jobs.get("label_xtb") == 1
+    assert "sample_md" not in jobs and "select" not in jobs and "label_dft" not in jobs
+    assert "train_charges" not in jobs  # the charge model learns DFT charges only
+    assert {"gather_xtb", "train_short_range", "train_baseline", "validate"} <= set(jobs)
+
+
+@pytest.mark.slow
+def test_report_builds(toy_run):
+    snakemake(toy_run, "--report", str(toy_run / "results" / "report.zip"))
+    assert (toy_run / "results" / "report.zip").stat().st_size > 10_000
