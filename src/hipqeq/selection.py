@@ -1,0 +1,126 @@
+"""Diverse frames for labelling: farthest-point sampling (FPS) on radial histograms.
+
+Descriptor of a frame: for every unordered pair of elements (A, B) from a fixed element
+list, the histogram of A-B distances up to ``cutoff_A`` under the frame's periodic
+boundary conditions, each distance smeared by a Gaussian of one bin width, divided by
+the number of atoms. Concatenated over pairs this is a fixed-length vector that
+changes with bond lengths, coordination (vacancies), composition (substitutions) and
+cell shape (strain), and does not depend on atom order, translations or rotations.
+
+FPS adds, one at a time, the frame farthest (Euclidean) from all frames chosen so far.
+Until every family is represented the candidates are restricted to unrepresented
+families, so every family gets a frame (if the budget allows) and the first frames of
+the order cover the families; after that the order is plain FPS. Any prefix of the
+order is a diverse subset: the first n_dft frames of the xTB selection go to DFT.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+from ase import Atoms
+from ase.neighborlist import neighbor_list
+from tqdm import tqdm
+
+from hipqeq.data import atoms_from_record, read_table, write_table
+from hipqeq.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+
+def radial_descriptor(atoms: Atoms, elements: Sequence[int], cutoff_A: float = 6.0,
+                      n_bins: int = 24) -> np.ndarray:
+    """Per-element-pair, Gaussian-smeared radial histograms per atom, shape
+    (n_pairs * n_bins,), pairs of ``elements`` (atomic numbers) in sorted order."""
+    elements = sorted(elements)
+    pairs = {pair: k for k, pair in enumerate(itertools.combinations_with_replacement(elements, 2))}
+    centres = np.linspace(0.0, cutoff_A, n_bins)
+    width = centres[1] - centres[0]
+    i, j, d = neighbor_list("ijd", atoms, cutoff_A)
+    descriptor = np.zeros((len(pairs), n_bins))
+    zi, zj = atoms.numbers[i], atoms.numbers[j]
+    first, second = np.minimum(zi, zj), np.maximum(zi, zj)
+    try:
+        index = np.array([pairs[(a, b)] for a, b in zip(first.tolist(), second.tolist())], dtype=int)
+    except KeyError as exc:
+        raise DatasetError(f"element pair {exc} is not among the descriptor's elements {elements}") from None
+    if len(d):
+        weights = np.exp(-0.5 * ((d[:, None] - centres[None, :]) / width) ** 2)
+        np.add.at(descriptor, index, weights)
+    # every pair appears twice in the neighbour list (i->j and j->i); halve it
+    return descriptor.ravel() / (2 * len(atoms))
+
+
+def farthest_point_order(features: np.ndarray, families: Sequence[str], n_select: int) -> list[int]:
+    """Indices of ``n_select`` rows of ``features`` in FPS order, families first.
+
+    Starts from the frame farthest from the mean; ties go to the lowest index, so the
+    order is deterministic. Returns all rows when ``n_select`` >= the number of rows.
+    """
+    n = len(features)
+    n_select = min(n_select, n)
+    if n_select == 0:
+        return []
+    families = np.asarray(families)
+    missing = set(families.tolist())
+    # the first pick is the frame farthest from the mean, later ones farthest from the chosen
+    distance = np.linalg.norm(features - features.mean(axis=0), axis=1)
+    order: list[int] = []
+    chosen = np.zeros(n, dtype=bool)
+    for _ in tqdm(range(n_select), desc="fps", unit="frame", mininterval=5.0, disable=n_select < 1000):
+        eligible = ~chosen & (np.isin(families, list(missing)) if missing else True)
+        k = int(np.argmax(np.where(eligible, distance, -1.0)))
+        order.append(k)
+        chosen[k] = True
+        missing.discard(families[k])
+        to_k = np.linalg.norm(features - features[k], axis=1)
+        distance = to_k if len(order) == 1 else np.minimum(distance, to_k)
+    return order
+
+
+def select(table: pa.Table, n_xtb: int, n_dft: int, cutoff_A: float = 6.0,
+           n_bins: int = 24) -> tuple[pa.Table, pa.Table]:
+    """The xTB selection (FPS order) and its first ``n_dft`` rows, from ``table``.
+
+    Rows with a repeated ``structure_id`` count once. Rows are copied unchanged.
+    """
+    first_row: dict[str, int] = {}
+    for k, sid in enumerate(table.column("structure_id").to_pylist()):
+        first_row.setdefault(sid, k)
+    if len(first_row) < table.num_rows:
+        log.info("%d duplicate frame(s) counted once", table.num_rows - len(first_row))
+    table = table.take(sorted(first_row.values()))
+    records = table.to_pylist()
+    frames = [atoms_from_record(r) for r in records]
+    elements = sorted({int(z) for frame in frames for z in frame.numbers})
+    features = np.array([radial_descriptor(f, elements, cutoff_A, n_bins)
+                         for f in tqdm(frames, desc="descriptors", unit="frame", mininterval=5.0,
+                                       disable=len(frames) < 1000)])
+    families = [r["family"] for r in records]
+    if n_xtb >= len(frames):
+        log.warning("asked for %d frames, %d available: selecting all", n_xtb, len(frames))
+    order = farthest_point_order(features, families, n_xtb)
+    n_families = len(set(families))
+    covered = len({families[k] for k in order})
+    if covered < n_families:
+        log.warning("only %d of %d families fit in n_xtb = %d", covered, n_families, n_xtb)
+    xtb = table.take(order)
+    return xtb, xtb.slice(0, min(n_dft, len(order)))
+
+
+def select_files(config: dict, inputs: Sequence[str | os.PathLike], output_xtb: str | os.PathLike,
+                 output_dft: str | os.PathLike) -> dict[str, int]:
+    """Run :func:`select` on the frames of ``inputs`` with the config's ``selection``
+    section and write both outputs; returns the row counts."""
+    section = config["selection"]
+    tables = [read_table(p) for p in inputs]
+    table = pa.concat_tables(tables).replace_schema_metadata(None)
+    xtb, dft = select(table, section["n_xtb"], section["n_dft"], section["cutoff_A"], section["n_bins"])
+    write_table(xtb, output_xtb)
+    write_table(dft, output_dft)
+    return {"available": table.num_rows, "xtb": xtb.num_rows, "dft": dft.num_rows}
