@@ -1,0 +1,66 @@
+"""Parity plots, error metrics and the MD stability check of trained potentials.
+
+Predicts energies, forces and charges of the held-out test structures (whole parent
+structures, shared by every committee member; --all-rows uses every row) with the full
+4G potential (--model) and the short-range-only baseline (--baseline), and compares
+them with the xTB and the DFT datasets: overall, per structure family and per
+temperature band. Rows whose label failed (status other than ok) are excluded and
+counted. DFT energies sit on another reference than the xTB energies the models learn,
+so they are compared after removing per-element offsets fitted over the compared rows.
+Writes metrics.json, metrics.md, parity_<reference>_<quantity>.png/.pdf (always, "no
+data" panels included), families/parity_<reference>_<quantity>_<group>.png/.pdf and
+md_stability.png/.pdf (from `hipqeq md` summaries).
+
+example:
+  hipqeq validate --config config/toy.yaml --xtb results/datasets/xtb.parquet \\
+      --dft results/datasets/dft.parquet --splits results/splits.json \\
+      --model results/models/4g_0 --baseline results/models/baseline_0 \\
+      --md results/validation/md/*.json --output-dir results/validation
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hipqeq.cli._common import add_config_argument, load
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    parser.add_argument("--xtb", type=Path, required=True, metavar="FILE",
+                        help="xTB dataset (gathered Parquet)")
+    parser.add_argument("--dft", type=Path, required=True, metavar="FILE",
+                        help="DFT dataset (gathered Parquet)")
+    parser.add_argument("--splits", type=Path, required=True, metavar="JSON",
+                        help="split file written by `hipqeq split`")
+    parser.add_argument("--model", type=Path, nargs="+", required=True, metavar="DIR",
+                        help="model directories of the full 4G potential (a committee)")
+    parser.add_argument("--baseline", type=Path, nargs="*", default=[], metavar="DIR",
+                        help="model directories of the short-range-only baseline (a committee)")
+    parser.add_argument("--md", type=Path, nargs="*", default=[], metavar="JSON",
+                        help="MD summaries written by `hipqeq md`")
+    parser.add_argument("--output-dir", type=Path, required=True, metavar="DIR",
+                        help="where metrics and figures go, e.g. results/validation")
+    parser.add_argument("--device", default="auto",
+                        help="torch device for the predictions: auto, cpu, cuda, cuda:1 (default auto)")
+    parser.add_argument("--all-rows", action="store_true",
+                        help="validate on every ok row, not only the held-out test parents")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hipqeq.calculator import predict
+    from hipqeq.validation import run_validation
+
+    config = load(args)
+    result = run_validation(
+        config, xtb_path=args.xtb, dft_path=args.dft, splits_path=args.splits,
+        model_dirs=args.model, baseline_dirs=args.baseline, md_paths=args.md,
+        output_dir=args.output_dir, all_rows=args.all_rows,
+        predictor=lambda dirs, atoms: predict(dirs, atoms, device=args.device))
+    for warning in result["warnings"]:
+        print(f"WARNING: {warning}")
+    print(result["summary"])
+    print(f"metrics: {args.output_dir / 'metrics.json'}, {args.output_dir / 'metrics.md'}; "
+          f"figures: {args.output_dir}")
+    return 0

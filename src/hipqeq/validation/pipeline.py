@@ -1,0 +1,206 @@
+"""`hipqeq validate` as a function: datasets + models (+ MD summaries) -> metrics and figures.
+
+:func:`run_validation` reads the xTB and DFT datasets, keeps the rows to validate on
+(held-out test parents, status ok; failures counted), predicts them with every model
+kind through ``predictor`` (``hipqeq.calculator.predict`` in the CLI; any callable
+``(model_dirs, atoms_list) -> list of {"energy", "forces", "charges"}`` in tests), and
+writes metrics.json, metrics.md, the parity figures and the MD stability figure under
+the output directory (layout in :mod:`hipqeq.validation.report`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tqdm import tqdm
+
+from hipqeq import __version__
+from hipqeq.data import atoms_from_record, read_records, read_splits
+from hipqeq.validation.md_check import md_report, md_stability_figure, read_md_summaries
+from hipqeq.validation.metrics import (
+    QUANTITIES,
+    aligned_pairs,
+    grouped_metrics,
+    paired_values,
+    row_groups,
+    usable_rows,
+)
+from hipqeq.validation.parity import ParitySeries, file_tag, parity_figure, save_figure
+from hipqeq.validation.report import (
+    SCHEMA_VERSION,
+    UNITS,
+    directory_hash,
+    metrics_markdown,
+    write_metrics_json,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Reference datasets, in report order, with the label figures use.
+REFERENCES = {"xtb": "xTB", "dft": "DFT"}
+
+#: Model kinds, in report order (the first is the primary, density-coloured series).
+MODELS = {"4g": "4G", "baseline": "short-range baseline"}
+
+#: References whose energies are compared after per-element offsets: the models learn
+#: xTB energies, and DFT energies sit on another absolute reference.
+ALIGNED_ENERGY_REFERENCES = ("dft",)
+
+_QUANTITY_TITLES = {"energy": "energy per atom", "forces": "force components", "charges": "charges"}
+
+Predictor = Callable[[Sequence[Path], list], list]
+
+
+def _distinct(rows: list[dict], key: str) -> str | None:
+    values = sorted({r[key] for r in rows if r.get(key)})
+    return ", ".join(values) or None
+
+
+def _load_reference(name: str, path: Path, splits: dict | None) -> tuple[list[dict], dict]:
+    rows, report = usable_rows(read_records(path), splits, source=f"{name} dataset {path}")
+    report = {"path": str(path), "method": _distinct(rows, "method"),
+              "charge_scheme": _distinct([r for r in rows if r.get("charges") is not None], "charge_scheme"),
+              **report, "energy_alignment": None}
+    return rows, report
+
+
+def _predict(predictor: Predictor, model_dirs: Sequence[Path], rows_by_reference: dict) -> dict:
+    """Predictions of every reference's rows, each distinct structure predicted once."""
+    structures = {}
+    for rows in rows_by_reference.values():
+        for row in rows:
+            structures.setdefault(row["structure_id"], row)
+    atoms_list = []
+    for row in structures.values():
+        atoms = atoms_from_record(row)
+        atoms.calc = None  # the predictor must not see the reference labels
+        atoms_list.append(atoms)
+    logger.info("predicting %d structures with %s", len(atoms_list), ", ".join(map(str, model_dirs)))
+    predicted = predictor(list(model_dirs), atoms_list) if atoms_list else []
+    by_id = dict(zip(structures, predicted))
+    return {ref: [by_id[row["structure_id"]] for row in rows] for ref, rows in rows_by_reference.items()}
+
+
+def _reference_pairs(reference: str, rows: list[dict], predictions: list[dict], report: dict,
+                     model: str, warnings: list[str]) -> dict:
+    """Pairs of one reference and model; for a reference of :data:`ALIGNED_ENERGY_REFERENCES`
+    the fitted offsets go into ``report`` and an uncomparable energy set into ``warnings``."""
+    if reference not in ALIGNED_ENERGY_REFERENCES:
+        return paired_values(rows, predictions)
+    pairs, fit = aligned_pairs(rows, predictions)
+    if fit["n_rows"]:
+        report["energy_alignment"] = report["energy_alignment"] or {}
+        report["energy_alignment"][model] = {"method": "per-element offsets, least squares", **fit}
+    if fit["n_rows"] and pairs["energy"] is None:
+        warnings.append(f"{reference} energies ({model}): {fit['n_rows']} row(s) cannot be compared after "
+                        f"fitting {fit['rank']} per-element offset(s); energy metrics left null")
+    return pairs
+
+
+def _note(report: dict, group: str | None, quantity: str, reference: str) -> str:
+    parts = ["held-out test parents" if report["subset"] == "test" else "ALL rows, training rows included"]
+    if group:
+        parts.append(group)
+    if quantity == "charges":
+        parts.append(f"{report['charge_scheme'] or 'unknown'} charge scheme")
+    if quantity == "energy" and reference in ALIGNED_ENERGY_REFERENCES:
+        parts.append("per-element energy offsets removed")
+    return " · ".join(parts)
+
+
+def _figure_jobs(reference: str, report: dict, pairs: dict, groups: dict, output_dir: Path) -> list:
+    """(stem, series, quantity, title, note) of every parity figure of one reference: the
+    overall ones always, per family / temperature band where that group has data."""
+    title_ref = f"{REFERENCES[reference]} reference ({report['method'] or 'unknown method'})"
+    jobs = []
+    for quantity in QUANTITIES:
+        title = f"{title_ref}: {_QUANTITY_TITLES[quantity]}"
+        present = {m: p[quantity] for m, p in pairs.items() if p[quantity] is not None}
+        series = [ParitySeries(MODELS[m], p.reference, p.predicted) for m, p in present.items()]
+        jobs.append((output_dir / f"parity_{reference}_{quantity}", series, quantity, title,
+                     _note(report, None, quantity, reference)))
+        for kind, prefix in (("family", ""), ("temperature_band", "band_")):
+            for name, mask in groups[kind].items():
+                subset = [ParitySeries(MODELS[m], sub.reference, sub.predicted)
+                          for m, p in present.items() for sub in [p.subset(mask)]]
+                if any(len(s.reference) for s in subset):
+                    label = f"family {name}" if kind == "family" else f"temperature band {name}"
+                    jobs.append((output_dir / "families" / f"parity_{reference}_{quantity}_{prefix}{file_tag(name)}",
+                                 subset, quantity, title, _note(report, label, quantity, reference)))
+    return jobs
+
+
+def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str | os.PathLike,
+                   splits_path: str | os.PathLike, model_dirs: Sequence[str | os.PathLike],
+                   baseline_dirs: Sequence[str | os.PathLike], md_paths: Sequence[str | os.PathLike],
+                   output_dir: str | os.PathLike, all_rows: bool, predictor: Predictor) -> dict:
+    """Validate the 4G potential and the baseline; write every output; return
+    ``{"metrics": metrics.json content, "warnings": [...], "summary": one-line text}``.
+    """
+    output_dir = Path(output_dir)
+    families_dir = output_dir / "families"
+    families_dir.mkdir(parents=True, exist_ok=True)  # a declared output even when empty
+    for stale in families_dir.glob("parity_*"):  # figures of groups no longer present
+        stale.unlink()
+    edges = config["validation"]["temperature_bands_K"]
+    splits = read_splits(splits_path)
+    summaries = read_md_summaries(md_paths)  # before the slow part: a bad file fails fast
+    warnings: list[str] = []
+    if all_rows:
+        warnings.append("--all-rows: validated on every ok row, training rows included: "
+                        "these errors are not test errors")
+    loaded = {ref: _load_reference(ref, Path(path), None if all_rows else splits)
+              for ref, path in (("xtb", xtb_path), ("dft", dft_path))}
+    rows = {ref: rows for ref, (rows, _) in loaded.items()}
+    reports = {ref: report for ref, (_, report) in loaded.items()}
+    warnings += [r["warning"] for r in reports.values() if r["warning"]]
+    for ref, report in reports.items():
+        if not report["rows_used"]:
+            warnings.append(f"{ref} dataset {report['path']}: no ok row to validate on")
+    model_sets = {"4g": [Path(p) for p in model_dirs], "baseline": [Path(p) for p in baseline_dirs]}
+    predictions = {m: _predict(predictor, dirs, rows) for m, dirs in model_sets.items() if dirs}
+    results, jobs = {}, []
+    for ref in REFERENCES:
+        groups = row_groups(rows[ref], edges)
+        pairs = {m: _reference_pairs(ref, rows[ref], predictions[m][ref], reports[ref], m, warnings)
+                 for m in predictions}
+        empty = {q: None for q in QUANTITIES}
+        results[ref] = {m: grouped_metrics(pairs.get(m, empty), groups) for m in MODELS}
+        jobs += _figure_jobs(ref, reports[ref], pairs, groups, output_dir)
+    for stem, series, quantity, title, note in tqdm(jobs, desc="parity figures", unit="figure"):
+        save_figure(parity_figure(series, quantity, title, note), stem)
+    save_figure(md_stability_figure(summaries), output_dir / "md_stability")
+    for warning in warnings:
+        logger.warning(warning)
+    metrics = {
+        "schema_version": SCHEMA_VERSION,
+        "units": UNITS,
+        "split": {"file": str(splits_path), "requested": "all" if all_rows else "test",
+                  "n_test_parents": len(splits["test"]), "test_parents": splits["test"]},
+        "models": {m: {"dirs": [str(d) for d in dirs], "sha256": {str(d): directory_hash(d) for d in dirs}}
+                   for m, dirs in model_sets.items()},
+        "datasets": reports,
+        "metrics": results,
+        "md": md_report(summaries),
+        "warnings": warnings,
+        "package_version": __version__,
+    }
+    write_metrics_json(metrics, output_dir / "metrics.json")
+    (output_dir / "metrics.md").write_text(metrics_markdown(metrics) + "\n")
+    return {"metrics": metrics, "warnings": warnings, "summary": _summary(results, reports, len(jobs))}
+
+
+def _summary(results: dict, reports: dict, n_figures: int) -> str:
+    parts = []
+    for ref, by_model in results.items():
+        overall = by_model["4g"]["overall"]
+        r = reports[ref]
+        numbers = [f"{label} {overall[key]:.3g} {unit}" for label, key, unit in (
+            ("E MAE", "energy_mae_mev_per_atom", "meV/atom"), ("F MAE", "force_mae_mev_per_A", "meV/A"),
+            ("q MAE", "charge_mae_e", "e")) if overall[key] is not None]
+        parts.append(f"{ref}: {r['rows_used']} rows ({r['subset']}, {sum(r['excluded'].values())} excluded)"
+                     + (", 4g " + ", ".join(numbers) if numbers else ""))
+    return "validated on " + "; ".join(parts) + f"; {n_figures} parity figures"

@@ -1,0 +1,162 @@
+"""metrics.json and its Markdown table metrics.md; model directory hashes.
+
+Layout of ``metrics.json`` (:data:`METRICS_JSON_KEYS` at the top level)::
+
+    {
+      "schema_version": 1,
+      "units": {metric key suffix: unit},
+      "split": {"file", "requested" ("test" or "all"), "n_test_parents", "test_parents"},
+      "models": {"4g" | "baseline": {"dirs": [...], "sha256": {dir: hash}}},
+      "datasets": {"xtb" | "dft": {"path", "method", "charge_scheme", "subset",
+                   "rows_total", "rows_in_subset", "rows_used", "excluded": {status: n},
+                   "warning", "energy_alignment" (DFT: {model: per-element offsets})}},
+      "metrics": {"xtb" | "dft": {"4g" | "baseline": {
+                   "overall": block, "family": {name: block},
+                   "temperature_band": {name: block}}}},
+      "md": [MD stability rows, see hipqeq.validation.md_check.MD_REPORT_KEYS],
+      "warnings": [...],
+      "package_version": "..."
+    }
+
+Every ``block`` has exactly the keys :data:`hipqeq.validation.metrics.METRIC_KEYS`
+(null where a quantity does not apply, e.g. baseline charges, or has no data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+from hipqeq.validation.metrics import QUANTITIES
+
+SCHEMA_VERSION = 1
+
+#: Top-level keys of metrics.json.
+METRICS_JSON_KEYS = ("schema_version", "units", "split", "models", "datasets", "metrics", "md",
+                     "warnings", "package_version")
+
+#: Units of the metric keys, by key suffix (MD rows: by key).
+UNITS = {"mev_per_atom": "meV/atom", "mev_per_A": "meV/Angstrom", "e": "e", "r2": "1",
+         "pearson_r": "1", "slope": "1",
+         "energy_drift_mev_per_atom_per_ps": "meV/atom/ps", "max_force_eV_per_A": "eV/Angstrom",
+         "max_displacement_A": "Angstrom", "duration_ps": "ps", "mean_temperature_K": "K"}
+
+#: Markdown column header and metric-key prefix of every quantity.
+_COLUMNS = {"energy": ("E", "energy", "mev_per_atom", "meV/atom"),
+            "forces": ("F", "force", "mev_per_A", "meV/Å"),
+            "charges": ("q", "charge", "e", "e")}
+
+
+def directory_hash(path: str | os.PathLike) -> str:
+    """sha256 over every file under ``path``: relative paths and contents, in sorted
+    order, so that the same model files always give the same hash."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _jsonable(value):
+    """NaN and infinities become null (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_metrics_json(metrics: dict, path: str | os.PathLike) -> Path:
+    """Write ``metrics`` as indented JSON (strict: NaN written as null)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def _number(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def _metric_header(first: list[str]) -> list[str]:
+    header = list(first)
+    for quantity in QUANTITIES:
+        symbol, _, _, unit = _COLUMNS[quantity]
+        header += [f"{symbol} MAE ({unit})", f"{symbol} RMSE ({unit})", f"{symbol} R²"]
+    return header + ["q r", "q slope", "n structures"]
+
+
+def _metric_cells(block: dict) -> list[str]:
+    cells = []
+    for quantity in QUANTITIES:
+        _, prefix, unit, _ = _COLUMNS[quantity]
+        cells += [_number(block[f"{prefix}_mae_{unit}"]), _number(block[f"{prefix}_rmse_{unit}"]),
+                  _number(block[f"{prefix}_r2"], 4)]
+    return cells + [_number(block["charge_pearson_r"], 4), _number(block["charge_slope"]),
+                    str(block["n_energy"] or "–")]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def metrics_markdown(metrics: dict) -> str:
+    """The content of metrics.json as Markdown tables: overall first, then per family,
+    per temperature band, the datasets, the MD stability check and the warnings."""
+    results = metrics["metrics"]
+    split = metrics["split"]
+    lines = ["# Validation metrics", "",
+             f"Rows: {'held-out test parents' if split['requested'] == 'test' else 'every ok row'} "
+             f"(split file {split['file']}). Energies per atom, force components, per-atom charges; "
+             "MAE and RMSE in the units of each column. Charges depend on the partition scheme "
+             "(see the datasets table): compare trends across schemes, not absolute values.", ""]
+    for warning in metrics["warnings"]:
+        lines.append(f"> **WARNING:** {warning}")
+    if metrics["warnings"]:
+        lines.append("")
+    sections = (("Overall", None, "overall"), ("Per family", "family", "family"),
+                ("Per temperature band", "temperature band", "temperature_band"))
+    for title, group_label, key in sections:
+        rows = []
+        for reference, by_model in results.items():
+            for model, groups in by_model.items():
+                if key == "overall":
+                    rows.append([reference, model] + _metric_cells(groups["overall"]))
+                else:
+                    rows += [[reference, model, name] + _metric_cells(block)
+                             for name, block in groups[key].items()]
+        first = ["reference", "model"] + ([group_label] if group_label else [])
+        lines += [f"## {title}", ""] + _table(_metric_header(first), rows) + [""]
+    dataset_rows = [[name, d["method"] or "–", d["charge_scheme"] or "–", d["subset"], str(d["rows_total"]),
+                     str(d["rows_in_subset"]), str(d["rows_used"]),
+                     ", ".join(f"{s} {n}" for s, n in d["excluded"].items()) or "none"]
+                    for name, d in metrics["datasets"].items()]
+    lines += ["## Datasets", ""] + _table(
+        ["reference", "method", "charge scheme", "subset", "rows total", "rows in subset", "rows used",
+         "excluded (status)"], dataset_rows) + [""]
+    model_rows = [[kind, str(path), digest[:16]] for kind, m in metrics["models"].items()
+                  for path, digest in m["sha256"].items()]
+    lines += ["## Models", ""] + _table(["model", "directory", "sha256 (first 16)"], model_rows) + [""]
+    if metrics["md"]:
+        md_rows = [[r["structure"], r["model"], _number(r["duration_ps"]), _number(r["mean_temperature_K"]),
+                    _number(r["energy_drift_mev_per_atom_per_ps"]), _number(r["max_force_eV_per_A"]),
+                    _number(r["max_displacement_A"]), _number(r["flew_off"]), _number(r["stable"])]
+                   for r in metrics["md"]]
+        lines += ["## MD stability", "", "Energy drift: slope of the total energy per atom over the NVE "
+                  "tail after the Langevin run.", ""] + _table(
+            ["structure", "model", "duration (ps)", "mean T (K)", "energy drift (meV/atom/ps)",
+             "max force (eV/Å)", "max displacement (Å)", "atom flew off", "stable"], md_rows) + [""]
+    return "\n".join(lines)

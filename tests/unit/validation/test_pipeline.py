@@ -1,0 +1,159 @@
+"""`run_validation` end to end on fixture datasets and a fixture potential, and the
+`hipqeq validate` CLI in-process.
+
+The fixture potential (conftest.FixturePotential) returns the xTB labels plus fixed
+errors, so the expected metrics are those errors in metric units.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from hipqeq.data import read_records
+from hipqeq.validation import METRIC_KEYS, METRICS_JSON_KEYS, run_validation
+from hipqeq.validation.md_check import MD_REPORT_KEYS
+
+from .conftest import ERRORS_4G, ERRORS_BASELINE, PARENTS, TEST_PARENTS
+
+REPO = Path(__file__).resolve().parents[3]
+BANDS_K = [0, 150, 300, 1000]
+FIXED_FIGURES = [f"parity_{ref}_{q}" for ref in ("xtb", "dft") for q in ("energy", "forces", "charges")] \
+    + ["md_stability"]
+
+
+def _md_summary(directory: Path) -> Path:
+    """A summary in the format of hipqeq.md (see test_md_check)."""
+    path = directory / "4g_rp1_slab.json"
+    path.write_text(json.dumps({
+        "name": "rp1_slab", "models": ["results/models/4g_0"], "n_atoms": 14, "time_fs": [0.0, 1.0, 2.0],
+        "temperature_K": [300.0, 320.0, 310.0], "total_energy_eV": [-50.0, -50.001, -50.0],
+        "phase": ["nvt", "nve", "nve"], "energy_drift_eV_per_atom_ps": 1e-3, "max_force_eV_A": 0.8,
+        "max_displacement_A": 0.3, "atoms_flew_off": False, "mean_temperature_K": 300.0, "stable": True}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory, xtb_path, dft_path, splits, potential, model_dirs):
+    """One validation run shared by the tests of this module (figures take seconds)."""
+    directory = tmp_path_factory.mktemp("validation")
+    splits_path = directory / "splits.json"
+    splits_path.write_text(json.dumps(splits))
+    out = directory / "out"
+    result = run_validation(
+        {"validation": {"temperature_bands_K": BANDS_K}}, xtb_path=xtb_path, dft_path=dft_path,
+        splits_path=splits_path, model_dirs=[model_dirs["4g_0"]], baseline_dirs=[model_dirs["baseline_0"]],
+        md_paths=[_md_summary(directory)], output_dir=out, all_rows=False, predictor=potential)
+    return result, out
+
+
+def test_metrics_json_has_exactly_the_documented_keys(validated):
+    result, out = validated
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result["metrics"]))
+    assert tuple(metrics) == METRICS_JSON_KEYS
+    assert set(metrics["metrics"]) == {"xtb", "dft"}
+    for by_model in metrics["metrics"].values():
+        assert set(by_model) == {"4g", "baseline"}
+        for groups in by_model.values():
+            assert set(groups) == {"overall", "family", "temperature_band"}
+            blocks = [groups["overall"], *groups["family"].values(), *groups["temperature_band"].values()]
+            assert all(tuple(block) == METRIC_KEYS for block in blocks)
+    assert [tuple(row) for row in metrics["md"]] == [MD_REPORT_KEYS]
+    assert set(metrics["models"]) == {"4g", "baseline"}
+    assert all(len(h) == 64 for m in metrics["models"].values() for h in m["sha256"].values())
+
+
+def test_metrics_are_the_fixture_errors(validated):
+    xtb = validated[0]["metrics"]["metrics"]["xtb"]
+    for model, errors in (("4g", ERRORS_4G), ("baseline", ERRORS_BASELINE)):
+        overall = xtb[model]["overall"]
+        assert overall["energy_mae_mev_per_atom"] == pytest.approx(1000 * abs(errors["energy_per_atom"]))
+        assert overall["energy_rmse_mev_per_atom"] == pytest.approx(1000 * abs(errors["energy_per_atom"]))
+        assert overall["force_mae_mev_per_A"] == pytest.approx(1000 * abs(errors["force"]))
+        assert overall["n_energy"] == 5, "5 ok rows of the test parents"
+    assert xtb["4g"]["overall"]["charge_mae_e"] == pytest.approx(ERRORS_4G["charge"])
+    assert xtb["baseline"]["overall"]["charge_mae_e"] is None, "the baseline has no charges"
+
+
+def test_dft_charges_are_compared_and_missing_dft_energies_are_null(validated, dft_path):
+    dft = validated[0]["metrics"]["metrics"]["dft"]["4g"]["overall"]
+    assert dft["energy_mae_mev_per_atom"] is None and dft["force_mae_mev_per_A"] is None
+    # DFT charges are 1.5 x the xTB charges, the prediction is xTB + 0.003 e
+    reference = np.concatenate([r["charges"] for r in read_records(dft_path)])
+    expected = np.mean(np.abs(reference / 1.5 + ERRORS_4G["charge"] - reference))
+    assert dft["charge_mae_e"] == pytest.approx(expected)
+
+
+def test_failed_rows_are_excluded_and_counted(validated):
+    datasets = validated[0]["metrics"]["datasets"]
+    xtb = datasets["xtb"]
+    assert xtb["subset"] == "test" and xtb["warning"] is None
+    assert (xtb["rows_total"], xtb["rows_in_subset"], xtb["rows_used"]) == (10, 7, 5)
+    assert xtb["excluded"] == {"error": 1, "scf_not_converged": 1}
+    assert xtb["method"] == "GFN1-xTB" and xtb["charge_scheme"] == "Mulliken"
+    assert datasets["dft"]["charge_scheme"] == "Mulliken"
+
+
+def test_groups_are_the_families_and_bands_of_the_test_rows(validated):
+    xtb = validated[0]["metrics"]["metrics"]["xtb"]["4g"]
+    test_families = {family for parent, family, _ in PARENTS if parent in TEST_PARENTS}
+    assert set(xtb["family"]) == test_families
+    assert list(xtb["temperature_band"]) == ["0-150K", "150-300K", "static"]
+
+
+def test_every_figure_is_a_non_empty_image(validated):
+    _, out = validated
+    for stem in FIXED_FIGURES:
+        assert matplotlib.image.imread(out / f"{stem}.png").shape[0] > 300
+        assert (out / f"{stem}.pdf").stat().st_size > 1000
+    families = {p.name for p in (out / "families").iterdir()}
+    for family in ("pristine", "vacancy_I"):
+        for quantity in ("energy", "forces", "charges"):
+            assert {f"parity_xtb_{quantity}_{family}.png", f"parity_xtb_{quantity}_{family}.pdf"} <= families
+        assert f"parity_dft_charges_{family}.png" in families
+    assert "parity_xtb_energy_band_0-150K.png" in families
+    assert not any("strained" in name for name in families), "strained is a training family only"
+    assert not any(name.startswith("parity_dft_energy") for name in families), "no DFT energies"
+    for name in families:
+        if name.endswith(".png"):
+            assert matplotlib.image.imread(out / "families" / name).size > 0
+
+
+def test_markdown_table_lists_overall_first(validated):
+    _, out = validated
+    text = (out / "metrics.md").read_text()
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections[:3] == ["## Overall", "## Per family", "## Per temperature band"]
+    assert "| xtb | 4g | 10 | 10 |" in text, "E MAE and RMSE of the fixture 4G model, meV/atom"
+    assert "error 1, scf_not_converged 1" in text
+
+
+def test_each_model_predicts_each_structure_once(validated, potential):
+    # 5 test rows in xTB; the DFT rows are two of them (same structure ids)
+    assert sorted(n for _, n in potential.calls) == [5, 5]
+
+
+def test_cli_runs_in_process(tmp_path, monkeypatch, xtb_path, dft_path, splits, potential, model_dirs):
+    calculator = pytest.importorskip(
+        "hipqeq.calculator", reason="hipqeq.calculator (the models engineer's predict) is not there yet")
+    from hipqeq.cli import main
+
+    monkeypatch.setattr(calculator, "predict", potential)
+    splits_path = tmp_path / "splits.json"
+    splits_path.write_text(json.dumps(splits))
+    out = tmp_path / "validation"
+    status = main(["validate", "--config", str(REPO / "config" / "toy.yaml"), "--xtb", str(xtb_path),
+                   "--dft", str(dft_path), "--splits", str(splits_path), "--model", str(model_dirs["4g_0"]),
+                   "--baseline", str(model_dirs["baseline_0"]), "--output-dir", str(out), "--all-rows"])
+    assert status == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"]["requested"] == "all"
+    assert metrics["datasets"]["xtb"]["rows_used"] == 7
+    assert metrics["datasets"]["xtb"]["excluded"] == {"error": 2, "scf_not_converged": 1}
+    assert any("--all-rows" in w for w in metrics["warnings"])
+    assert (out / "md_stability.png").exists() and metrics["md"] == []
