@@ -78,14 +78,20 @@ def test_counts_are_conserved_from_selection_to_gather(toy_run):
 
 @pytest.mark.slow
 def test_metrics_follow_their_schema(toy_run):
-    metrics = json.loads((toy_run / "results" / "validation" / "metrics.json").read_text())
+    from hipqeq.validation import METRICS_JSON_KEYS
+
+    report = json.loads((toy_run / "results" / "validation" / "metrics.json").read_text())
+    assert set(report) == set(METRICS_JSON_KEYS)
+    metrics = report["metrics"]
     for reference in ("xtb", "dft"):
         for model in ("4g", "baseline"):
-            overall = metrics[reference][model]["overall"]
-            assert METRIC_KEYS <= set(overall)
+            assert METRIC_KEYS <= set(metrics[reference][model]["overall"])
     assert metrics["xtb"]["4g"]["overall"]["energy_mae_mev_per_atom"] >= 0
+    assert metrics["xtb"]["4g"]["overall"]["charge_mae_e"] >= 0
     assert metrics["xtb"]["baseline"]["overall"]["charge_mae_e"] is None
     assert metrics["dft"]["4g"]["overall"]["charge_mae_e"] >= 0
+    assert len(report["md"]) == 4  # (4g, baseline) x 2 md_structures
+    assert all(isinstance(run["flew_off"], bool) for run in report["md"])
 
 
 @pytest.mark.slow

@@ -40,8 +40,8 @@ XTB_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_xtb"], config["xtb"
 DFT_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_dft"], config["dft"]["chunk_size"])))
 MEMBERS = plan.model_members(config)
 MD_STRUCTURES = config["validation"]["md_structures"]
-FIGURES = ["parity_xtb_energy", "parity_xtb_forces", "parity_xtb_charges", "parity_dft_charges",
-           "md_stability"]
+FIGURES = ["parity_xtb_energy", "parity_xtb_forces", "parity_xtb_charges", "parity_dft_energy",
+           "parity_dft_forces", "parity_dft_charges", "md_stability"]
 
 unknown_md = sorted(set(MD_STRUCTURES) - set(STRUCTURES))
 if unknown_md:

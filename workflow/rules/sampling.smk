@@ -8,6 +8,7 @@ rule sample_md:
     output:
         frames="results/sampling/{structure}/T{temperature}_r{replica}.parquet",
         trajectory="results/sampling/{structure}/T{temperature}_r{replica}.traj",
+        summary="results/sampling/{structure}/T{temperature}_r{replica}.summary.json",
     params:
         settings=[config["seed"], config["sampling"]],
         temperature_K=lambda wildcards: TEMPERATURES[wildcards.temperature],
@@ -15,10 +16,10 @@ rule sample_md:
         "logs/sample_md/{structure}_T{temperature}_r{replica}.log",
     conda:
         "../../envs/xtb.yaml"
-    threads: 1
+    threads: 4
     resources:
-        mem_mb=2000,
-        runtime=720,
+        mem_mb=4000,
+        runtime=1440,  # a killed trajectory resumes from its .traj on the next attempt
     shell:
         "hipqeq sample md --config {CONFIG_FILE} --structures {input} --name {wildcards.structure}"
         " --temperature-K {params.temperature_K} --replica {wildcards.replica}"
