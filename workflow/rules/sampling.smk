@@ -16,7 +16,7 @@ rule sample_md:
         "logs/sample_md/{structure}_T{temperature}_r{replica}.log",
     conda:
         "../../envs/xtb.yaml"
-    threads: 4
+    threads: 1  # many small jobs locally; profiles/slurm gives cluster jobs more (set-threads)
     resources:
         mem_mb=4000,
         runtime=1440,  # a killed trajectory resumes from its .traj on the next attempt
