@@ -42,9 +42,14 @@ def _extend_with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-def _error_message(error: jsonschema.ValidationError, source: str) -> str:
-    where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-    return f"{source}: invalid config at '{where}': {error.message}"
+def _validate_with_defaults(instance, subschema: dict, source: str, prefix: tuple = ()) -> None:
+    """Validate ``instance`` against ``subschema`` (filling defaults); raise
+    :class:`ConfigError` for the first error, naming its key path."""
+    validator = _extend_with_defaults(jsonschema.Draft202012Validator)(subschema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        where = "/".join(str(p) for p in (*prefix, *errors[0].absolute_path)) or "(top level)"
+        raise ConfigError(f"{source}: invalid config at '{where}': {errors[0].message}")
 
 
 def validate_config(config: dict, source: str = "config") -> dict:
@@ -56,12 +61,22 @@ def validate_config(config: dict, source: str = "config") -> dict:
     """
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: the config must be a mapping, got {type(config).__name__}")
-    validator = _extend_with_defaults(jsonschema.Draft202012Validator)(schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise ConfigError(_error_message(errors[0], source))
+    _validate_with_defaults(config, schema(), source)
     _check_cross_references(config, source)
     return config
+
+
+def validate_section(name: str, section: dict, source: str = "settings") -> dict:
+    """One top-level section (e.g. ``"xtb"``) validated on its own, defaults filled.
+
+    For verbs run without a config file (settings from flags): the same schema, defaults
+    and ranges apply. Returns a filled deep copy; raises :class:`ConfigError` naming the
+    key, e.g. ``invalid config at 'xtb/method'``.
+    """
+    full = schema()
+    settings = copy.deepcopy(section)
+    _validate_with_defaults(settings, {"$defs": full["$defs"], **full["properties"][name]}, source, (name,))
+    return settings
 
 
 def _check_cross_references(config: dict, source: str) -> None:

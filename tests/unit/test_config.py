@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hipqeq.config import load_config, validate_config
+from hipqeq.config import load_config, validate_config, validate_section
 from hipqeq.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,3 +62,13 @@ def test_missing_and_malformed_files(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(tmp_path / "list.yaml")
+
+
+def test_validate_section_fills_defaults_and_name_bad_keys():
+    settings = validate_section("xtb", {"method": "GFN2-xTB"})
+    assert settings["method"] == "GFN2-xTB" and settings["engine"] == "tblite"
+    assert settings["retry"]["enabled"] is True and settings["min_periodic_length_A"] == 18.0
+    with pytest.raises(ConfigError, match="xtb/method"):
+        validate_section("xtb", {"method": "GFN3-xTB"})
+    with pytest.raises(ConfigError, match="xtb/retry"):
+        validate_section("xtb", {"retry": {"max_iter": 3}})
