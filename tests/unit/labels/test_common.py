@@ -10,6 +10,7 @@ import pytest
 from ase import Atoms
 
 from hipqeq.data import read_records, write_dataset
+from hipqeq.config import validate_section
 from hipqeq.errors import ConfigError, StructureRejected
 from hipqeq.labels.common import (label_records, partial_path, precheck, read_structures,
                                   shortest_periodic_length)
