@@ -11,7 +11,7 @@ from ase import Atoms
 
 from hipqeq.data import read_records, write_dataset
 from hipqeq.config import validate_section
-from hipqeq.errors import ConfigError, StructureRejected
+from hipqeq.errors import StructureRejected
 from hipqeq.labels.common import (label_records, partial_path, precheck, read_structures,
                                   shortest_periodic_length)
 from hipqeq.labels.xtb import XTBLabeller
