@@ -1,0 +1,57 @@
+"""Run Langevin MD with a trained potential as a stability check.
+
+Takes one named structure from the built structures (or any Parquet dataset), runs NVT
+Langevin dynamics with the potential (a committee when several --model directories
+are given), and writes an ASE trajectory and a JSON summary: temperature series,
+energy drift (eV/atom/ps) of a short NVE tail, largest force, the charge range, and
+whether any atom flew off (no neighbour within --isolation-A). Steps, temperature and
+time step come from the config's validation section; flags override them.
+
+example:
+  hipqeq md --config config/toy.yaml --model results/models/4g_0 \\
+      --structures results/structures/structures.parquet --name rp1_slab \\
+      --output results/validation/md/4g_rp1_slab.json \\
+      --trajectory results/validation/md/4g_rp1_slab.traj
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hipqeq.cli._common import add_config_argument, add_seed_argument, load
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    parser.add_argument("--model", type=Path, nargs="+", required=True, metavar="DIR",
+                        help="model directory (several: a committee)")
+    parser.add_argument("--structures", type=Path, required=True, metavar="FILE",
+                        help="Parquet file holding the start structure (e.g. hipqeq build output)")
+    parser.add_argument("--name", required=True,
+                        help="structure_name of the start structure in --structures")
+    parser.add_argument("--output", "-o", type=Path, required=True, metavar="JSON",
+                        help="summary to write")
+    parser.add_argument("--trajectory", type=Path, required=True, metavar="TRAJ",
+                        help="ASE trajectory to write")
+    parser.add_argument("--steps", type=int, help="Langevin steps (default: validation.md_steps)")
+    parser.add_argument("--temperature-K", type=float, dest="temperature_K",
+                        help="thermostat temperature in K (default: validation.md_temperature_K)")
+    parser.add_argument("--timestep-fs", type=float, dest="timestep_fs",
+                        help="time step in fs (default: validation.md_timestep_fs)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_seed_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hipqeq.md import run_md_from_config
+
+    config = load(args)
+    summary = run_md_from_config(config, model_dirs=args.model, structures=args.structures,
+                                 name=args.name, output=args.output, trajectory=args.trajectory,
+                                 steps=args.steps, temperature_K=args.temperature_K,
+                                 timestep_fs=args.timestep_fs, device=args.device, seed=args.seed)
+    print(json.dumps({k: summary[k] for k in ("name", "steps", "stable", "energy_drift_eV_per_atom_ps",
+                                                "max_force_eV_A", "atoms_flew_off")}))
+    return 0

@@ -1,0 +1,70 @@
+"""Train one model of the potential: the charge model, the short-range model or the baseline.
+
+Three stages, each a HIP-NN trained with hippynn (early stopping on the validation
+split, learning rate cut on plateaus), writing a self-contained model directory
+(weights, hyperparameters.json, species, units, dataset hashes, split, training curves
+CSV + PNG, package version):
+
+  charges      HIP-NN electronegativities + charge equilibration, fitted to reference
+               charges (DFT by default; training.charge_reference: xtb selects xTB's)
+  short-range  HIP-NN short-range energy fitted to E_xTB - E_elec(q*) and the matching
+               forces, with the frozen charge model of --charge-model; the output
+               directory is the complete 4G potential (the charge model is copied in)
+  baseline     the same short-range HIP-NN on the full xTB energies and forces, no
+               electrostatics (a second-generation potential to compare against)
+
+Rows whose status is not ok, or whose needed labels are missing or NaN, are dropped
+with a count in the log. Rows are assigned to train/valid/test by parent structure
+from --splits; test rows are never read for training.
+
+example:
+  hipqeq train charges --config config/toy.yaml --dataset results/datasets/dft.parquet \\
+      --splits results/splits.json --member 0 --output results/models/charges_0
+  hipqeq train short-range --config config/toy.yaml --dataset results/datasets/xtb.parquet \\
+      --splits results/splits.json --charge-model results/models/charges_0 --member 0 \\
+      --output results/models/4g_0
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hipqeq.cli._common import add_config_argument, add_seed_argument, load
+
+STAGES = ("charges", "short-range", "baseline")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stage", choices=STAGES, help="which model to train")
+    add_config_argument(parser)
+    parser.add_argument("--dataset", type=Path, required=True, metavar="FILE",
+                        help="training dataset (Parquet, hipqeq dataset contract)")
+    parser.add_argument("--splits", type=Path, required=True, metavar="JSON",
+                        help="split by parent structure (hipqeq split output)")
+    parser.add_argument("--member", type=int, default=0,
+                        help="committee member index: picks the member's split and seed (default 0)")
+    parser.add_argument("--charge-model", type=Path, metavar="DIR",
+                        help="trained charge model directory (short-range only)")
+    parser.add_argument("--output", "-o", type=Path, required=True, metavar="DIR",
+                        help="model directory to write")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to train; auto takes CUDA when present (default auto)")
+    add_seed_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hipqeq.errors import HipqeqError
+    from hipqeq.training import train_model
+
+    config = load(args)
+    if args.stage == "short-range" and args.charge_model is None:
+        raise HipqeqError("train short-range needs --charge-model DIR (a trained charge model)")
+    if args.stage != "short-range" and args.charge_model is not None:
+        raise HipqeqError(f"--charge-model is only used by short-range, not {args.stage}")
+    summary = train_model(args.stage, config, dataset=args.dataset, splits=args.splits,
+                          member=args.member, output=args.output, charge_model=args.charge_model,
+                          device=args.device, seed=args.seed)
+    print(f"trained {args.stage} model in {args.output}: best epoch {summary['best_epoch']}, "
+          f"best validation loss {summary['best_valid_loss']:.6g}")
+    return 0

@@ -1,0 +1,189 @@
+"""Langevin MD with a trained potential: the validation stage's stability check.
+
+A run is NVT Langevin dynamics (ASE's ``Langevin``, friction ``friction_per_fs``) for
+``steps`` steps at ``temperature_K``, followed by an NVE tail of ``nve_steps``
+velocity-Verlet steps from the last NVT state. The summary reports:
+
+- ``energy_drift_eV_per_atom_ps``: slope of a least-squares line through the total
+  energy (potential + kinetic, eV) per atom against time (ps) over the NVE tail. With
+  exact forces and a small enough time step it is near zero; a thermostat would hide
+  the drift, hence the tail. ``null`` when the tail has fewer than 2 steps.
+- ``max_force_eV_A``: the largest force on any atom over all recorded steps;
+- ``atoms_flew_off``: whether at any recorded step some atom had no neighbour within
+  ``isolation_A`` (periodic images included), with ``flown_atoms`` their indices;
+- ``max_displacement_A``: the largest distance any atom moved from its start;
+- ``temperature_K`` / ``time_fs`` / ``potential_energy_eV`` series, and the range of
+  the charges (``charge_min_e``, ``charge_max_e``; null for a baseline model);
+- ``stable``: every energy finite and no atom flew off.
+
+The trajectory (ASE ``.traj``) holds every ``frame_interval``-th step with energy,
+forces and charges.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from ase import units
+from ase.constraints import FixCom
+from ase.io.trajectory import Trajectory
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
+from ase.md.verlet import VelocityVerlet
+from ase.neighborlist import neighbor_list
+from tqdm.auto import tqdm
+
+from hipqeq.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+
+def isolated_atoms(atoms, isolation_A: float) -> np.ndarray:
+    """Indices of atoms with no other atom (or periodic image) within ``isolation_A``."""
+    first = neighbor_list("i", atoms, isolation_A)
+    return np.setdiff1d(np.arange(len(atoms)), first)
+
+
+def drift_per_atom_ps(time_fs: np.ndarray, total_energy_eV: np.ndarray, n_atoms: int) -> float | None:
+    """Slope of total energy per atom against time, eV/atom/ps (None below 2 points)."""
+    if len(time_fs) < 2:
+        return None
+    slope_per_fs = np.polyfit(np.asarray(time_fs, dtype=float), np.asarray(total_energy_eV) / n_atoms, 1)[0]
+    return float(slope_per_fs * 1000.0)
+
+
+def run_md(atoms, calculator, steps: int, temperature_K: float, timestep_fs: float,
+           trajectory: str | os.PathLike, friction_per_fs: float = 0.01, nve_steps: int = 20,
+           frame_interval: int = 5, isolation_A: float = 5.0, seed: int = 0) -> dict:
+    """Run NVT Langevin + an NVE tail; write the trajectory and return the summary dict
+    (see the module docstring)."""
+    atoms = atoms.copy()
+    atoms.set_constraint(FixCom())  # no centre-of-mass drift (ASE's replacement for fixcm)
+    atoms.calc = calculator
+    rng = np.random.default_rng(seed)
+    thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
+    Stationary(atoms)
+    start = atoms.get_positions()
+    Path(trajectory).parent.mkdir(parents=True, exist_ok=True)
+    record = {"time_fs": [], "temperature_K": [], "potential_energy_eV": [], "total_energy_eV": [],
+              "phase": []}
+    extremes = {"max_force": 0.0, "q_min": np.inf, "q_max": -np.inf, "max_disp": 0.0}
+    flown: set[int] = set()
+    elapsed_fs = [0.0]
+
+    def observe(phase: str) -> None:
+        epot = atoms.get_potential_energy()
+        forces = atoms.get_forces()
+        record["time_fs"].append(elapsed_fs[0])
+        record["temperature_K"].append(float(atoms.get_temperature()))
+        record["potential_energy_eV"].append(float(epot))
+        record["total_energy_eV"].append(float(epot + atoms.get_kinetic_energy()))
+        record["phase"].append(phase)
+        extremes["max_force"] = max(extremes["max_force"], float(np.linalg.norm(forces, axis=1).max()))
+        charges = atoms.calc.results.get("charges")
+        if charges is not None:
+            extremes["q_min"] = min(extremes["q_min"], float(charges.min()))
+            extremes["q_max"] = max(extremes["q_max"], float(charges.max()))
+        extremes["max_disp"] = max(extremes["max_disp"],
+                                   float(np.linalg.norm(atoms.get_positions() - start, axis=1).max()))
+        flown.update(isolated_atoms(atoms, isolation_A).tolist())
+
+    nvt = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_K,
+                   friction=friction_per_fs / units.fs, fixcm=False, rng=rng)
+    nve = VelocityVerlet(atoms, timestep_fs * units.fs)
+    started = time.perf_counter()
+    with Trajectory(str(trajectory), "w", atoms, properties=["energy", "forces", "charges"]) as traj:
+        observe("nvt")
+        traj.write()
+        total = steps + nve_steps
+        with tqdm(total=total, desc="md", unit="step", leave=False) as bar:
+            for step in range(1, total + 1):
+                integrator, phase = (nvt, "nvt") if step <= steps else (nve, "nve")
+                integrator.run(1)
+                elapsed_fs[0] += timestep_fs
+                observe(phase)
+                if step % frame_interval == 0 or step == total:
+                    traj.write()
+                bar.update(1)
+                if not np.isfinite(record["total_energy_eV"][-1]):
+                    log.warning("MD stopped at step %d: the energy is not finite", step)
+                    break
+    phases = np.array(record["phase"])
+    tail = phases == "nve"
+    if tail.any():
+        # the NVE tail starts from the last NVT state, which belongs to its energy series
+        tail[np.flatnonzero(tail)[0] - 1] = True
+    drift = drift_per_atom_ps(np.array(record["time_fs"])[tail], np.array(record["total_energy_eV"])[tail],
+                              len(atoms))
+    finite = bool(np.all(np.isfinite(record["total_energy_eV"])))
+    has_charges = np.isfinite(extremes["q_min"])
+    summary = {
+        "n_atoms": len(atoms),
+        "steps": steps,
+        "nve_steps": nve_steps,
+        "temperature_target_K": temperature_K,
+        "timestep_fs": timestep_fs,
+        "friction_per_fs": friction_per_fs,
+        "energy_drift_eV_per_atom_ps": drift,
+        "max_force_eV_A": extremes["max_force"],
+        "max_displacement_A": extremes["max_disp"],
+        "isolation_A": isolation_A,
+        "atoms_flew_off": bool(flown),
+        "flown_atoms": sorted(flown),
+        "charge_min_e": extremes["q_min"] if has_charges else None,
+        "charge_max_e": extremes["q_max"] if has_charges else None,
+        "mean_temperature_K": float(np.mean(np.array(record["temperature_K"])[phases == "nvt"])),
+        "stable": finite and not flown,
+        "wall_time_s": time.perf_counter() - started,
+        "time_fs": record["time_fs"],
+        "temperature_K": record["temperature_K"],
+        "potential_energy_eV": record["potential_energy_eV"],
+        "total_energy_eV": record["total_energy_eV"],
+        "phase": record["phase"],
+    }
+    return summary
+
+
+def structure_by_name(path: str | os.PathLike, name: str):
+    """The first row named ``name`` of a Parquet dataset, as ``Atoms``."""
+    from hipqeq.data import atoms_from_record, read_table
+
+    table = read_table(path)
+    names = table.column("structure_name").to_pylist()
+    if name not in names:
+        known = ", ".join(sorted(set(names))[:10])
+        raise DatasetError(f"{path}: no structure named {name!r} (known: {known})")
+    return atoms_from_record(table.slice(names.index(name), 1).to_pylist()[0])
+
+
+def run_md_from_config(config: dict, model_dirs, structures, name: str, output, trajectory,
+                       steps: int | None = None, temperature_K: float | None = None,
+                       timestep_fs: float | None = None, device: str = "auto",
+                       seed: int | None = None) -> dict:
+    """``hipqeq md``: settings from ``config['validation']`` unless overridden; writes
+    the JSON summary to ``output`` and returns it."""
+    from hipqeq.calculator import HipQEqCalculator
+
+    settings = config["validation"]
+    atoms = structure_by_name(structures, name)
+    calculator = HipQEqCalculator([str(d) for d in model_dirs], device=device)
+    summary = run_md(
+        atoms, calculator,
+        steps=steps if steps is not None else settings["md_steps"],
+        temperature_K=temperature_K if temperature_K is not None else settings["md_temperature_K"],
+        timestep_fs=timestep_fs if timestep_fs is not None else settings["md_timestep_fs"],
+        trajectory=trajectory, friction_per_fs=settings["md_friction_per_fs"],
+        nve_steps=settings["md_nve_steps"], frame_interval=settings["md_frame_interval"],
+        isolation_A=settings["md_isolation_A"], seed=seed if seed is not None else config["seed"])
+    summary = {"name": name, "models": [str(d) for d in model_dirs], "structures": str(structures),
+               "trajectory": str(trajectory), **summary}
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps(summary, indent=1) + "\n")
+    log.info("md %s: %d steps, drift %s eV/atom/ps, max force %.3g eV/A, stable %s", name, summary["steps"],
+             summary["energy_drift_eV_per_atom_ps"], summary["max_force_eV_A"], summary["stable"])
+    return summary

@@ -1,0 +1,78 @@
+"""The charge model: HIP-NN electronegativities fed to charge equilibration.
+
+.. math::
+
+    \\chi_i = \\sum_{\\ell=0}^{L} \\mathbf{w}_\\ell \\cdot \\mathbf{z}_i^{(\\ell)} + b_\\ell
+    \\qquad
+    q^* = \\operatorname*{arg\\,min}_{\\sum_i q_i = Q}
+          E_\\mathrm{elec}(q) + \\sum_i \\left(\\chi_i q_i + \\tfrac12 J_{Z_i} q_i^2\\right)
+
+:math:`\\chi_i` (eV/e) comes from a hippynn ``HCharge`` head on the atom's HIP-NN
+features; hardness :math:`J_Z` (eV/e^2) and Gaussian widths :math:`\\sigma_Z`
+(Angstrom) are learnable per element inside :class:`hipqeq.qeq.QEq`, which also gives
+:math:`E_\\mathrm{elec}(q^*)` (eV) and the dipole (e*Angstrom).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from hippynn.layers.targets import HCharge
+
+from hipqeq.models.network import encoder_module, hipnn_module, pair_geometry
+from hipqeq.qeq import QEq
+
+
+def charge_hyperparameters(network_hp: dict, boundary: str, tolerance: float) -> dict:
+    """Network settings plus the QEq settings of the training run (boundary of the
+    training cells, Coulomb-sum tolerance)."""
+    return {**network_hp, "qeq_boundary": boundary, "qeq_tolerance": float(tolerance)}
+
+
+class ChargeModel(torch.nn.Module):
+    """HIP-NN + ``HCharge`` electronegativity head + QEq layer."""
+
+    def __init__(self, hyperparameters: dict):
+        super().__init__()
+        self.hyperparameters = dict(hyperparameters)
+        self.encoder = encoder_module(hyperparameters)
+        self.network = hipnn_module(hyperparameters)
+        self.electronegativity = HCharge(feature_sizes=self.network.feature_sizes, n_target=1)
+        self.qeq = QEq(hyperparameters["species"], boundary=hyperparameters["qeq_boundary"],
+                       tolerance=hyperparameters["qeq_tolerance"])
+
+    @property
+    def cutoff_A(self) -> float:
+        return float(self.hyperparameters["cutoff_A"])
+
+    @contextlib.contextmanager
+    def solving(self, boundary: str, solver: str):
+        """Temporarily set the QEq layer's boundary and solver (plain settings, not
+        weights): a deployed model meets open, periodic and slab cells alike."""
+        saved = self.qeq.boundary, self.qeq.solver
+        self.qeq.boundary, self.qeq.solver = boundary, solver
+        try:
+            yield
+        finally:
+            self.qeq.boundary, self.qeq.solver = saved
+
+    def electronegativities(self, species, positions, cell, pair_first, pair_second, shifts) -> torch.Tensor:
+        """(n_atoms, 1) electronegativities chi (eV/e) of one system."""
+        _, distances = pair_geometry(positions, cell, pair_first, pair_second, shifts)
+        one_hot, _ = self.encoder(species.unsqueeze(0))
+        features = self.network(one_hot.squeeze(0), pair_first, pair_second, distances)
+        chi, *_ = self.electronegativity(features)
+        return chi
+
+    def forward(self, species, positions, cell, total_charge, pair_first, pair_second, shifts):
+        """Charges (n_atoms,) e, E_elec (0-d) eV and dipole (3,) e*A of one system.
+
+        ``cell`` (3, 3) is ignored for an open boundary; ``total_charge`` is a 0-d
+        tensor (e). The boundary is the QEq layer's (see :meth:`solving`).
+        """
+        chi = self.electronegativities(species, positions, cell, pair_first, pair_second, shifts)
+        mol_index = torch.zeros(species.shape[0], dtype=torch.long, device=species.device)
+        charges, e_elec, _, dipole = self.qeq(chi, species, positions, mol_index, 1, cell.unsqueeze(0),
+                                              total_charge.reshape(1))
+        return charges.reshape(-1), e_elec.reshape(()), dipole.reshape(3)

@@ -1,0 +1,81 @@
+"""HIP-NN pieces shared by the charge model, the short-range model and the baseline.
+
+A model is a ``torch.nn.Module`` made of hippynn layers (one-hot species encoder,
+``hippynn.networks.Hipnn``, a target head); the same module instances are wrapped in
+hippynn graph nodes for training (:mod:`hipqeq.models.graphs`) and called directly on
+an external neighbour list for deployment (:mod:`hipqeq.models.potential`), so the
+weights a model directory stores fit both.
+"""
+
+from __future__ import annotations
+
+import torch
+from hippynn.layers.indexers import OneHotSpecies
+from hippynn.networks.hipnn import Hipnn
+
+#: Ratio of the last sensitivity's midpoint to the hard cutoff (hippynn's examples use
+#: dist_soft_max 3.5 A with dist_hard_max 4 A).
+SOFT_MAX_FRACTION = 0.875
+
+
+def network_hyperparameters(network: dict, species: list[int]) -> dict:
+    """JSON-able HIP-NN settings from the config's ``training.network`` section.
+
+    ``species`` are the atomic numbers the model knows; hippynn's species set adds 0
+    (padding) in front.
+    """
+    return {
+        "species": sorted({int(z) for z in species} - {0}),
+        "n_features": network["n_features"],
+        "n_sensitivities": network["n_sensitivities"],
+        "n_interaction_layers": network["n_interaction_layers"],
+        "n_atom_layers": network["n_atom_layers"],
+        "cutoff_A": network["cutoff_A"],
+        "lower_cutoff_A": network["lower_cutoff_A"],
+    }
+
+
+def species_set(hyperparameters: dict) -> list[int]:
+    """hippynn's species set: 0 for padding, then the model's atomic numbers."""
+    return [0, *hyperparameters["species"]]
+
+
+def hipnn_module(hyperparameters: dict) -> Hipnn:
+    """A fresh ``hippynn.networks.Hipnn`` with the given settings (distances in Angstrom)."""
+    cutoff = hyperparameters["cutoff_A"]
+    return Hipnn(
+        n_features=hyperparameters["n_features"],
+        n_sensitivities=hyperparameters["n_sensitivities"],
+        dist_soft_min=hyperparameters["lower_cutoff_A"],
+        dist_soft_max=SOFT_MAX_FRACTION * cutoff,
+        dist_hard_max=cutoff,
+        n_atom_layers=hyperparameters["n_atom_layers"],
+        n_interaction_layers=hyperparameters["n_interaction_layers"],
+        possible_species=species_set(hyperparameters),
+    )
+
+
+def encoder_module(hyperparameters: dict) -> OneHotSpecies:
+    """hippynn's one-hot species encoder for the model's species set."""
+    return OneHotSpecies(species_set(hyperparameters))
+
+
+def pair_geometry(positions: torch.Tensor, cell: torch.Tensor, pair_first: torch.Tensor,
+                  pair_second: torch.Tensor, shifts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pair vectors r_j + S @ cell - r_i and their lengths for an external neighbour list.
+
+    Same convention as hippynn's ``ExternalNeighbors`` and ASE's ``neighbor_list('ijS')``.
+
+    Parameters
+    ----------
+    positions : (n_atoms, 3) Angstrom.
+    cell : (3, 3) lattice vectors as rows, Angstrom.
+    pair_first, pair_second : (n_pairs,) atom indices i, j.
+    shifts : (n_pairs, 3) integer image offsets S of atom j.
+
+    Returns
+    -------
+    vectors (n_pairs, 3) and distances (n_pairs,), Angstrom.
+    """
+    vectors = positions[pair_second] - positions[pair_first] + shifts.to(cell.dtype) @ cell
+    return vectors, vectors.norm(dim=1)

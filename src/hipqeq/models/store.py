@@ -1,0 +1,100 @@
+"""The model directory: everything needed to rebuild, run and trace a trained model.
+
+::
+
+    <model dir>/
+      model.json            kind, species, units, dtype, versions, dataset and split
+                            provenance (sha256), seed, best epoch and losses
+      hyperparameters.json  network (and QEq) settings the modules are rebuilt from,
+                            plus the fit settings used
+      weights.pt            torch state_dict of the model's modules
+      training_curves.csv   per-epoch losses (train and valid) and learning rate
+      training_curves.png   the same, plotted
+      charge_model/         (4G potentials only) the frozen charge model, a complete
+                            model directory of kind "charges"
+      hippynn/              hippynn's own experiment files and log
+
+Kinds: ``charges`` (charge model), ``short-range`` (complete 4G potential: short-range
+HIP-NN + the charge model it was trained with), ``baseline`` (short-range HIP-NN only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from hipqeq.errors import HipqeqError
+from hipqeq.models.charges import ChargeModel
+from hipqeq.models.potential import Potential
+from hipqeq.models.short_range import ShortRangeModel
+
+FORMAT_VERSION = 1
+KINDS = ("charges", "short-range", "baseline")
+CHARGE_MODEL_DIR = "charge_model"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HipqeqError(f"{path.parent}: not a hipqeq model directory (no {path.name})") from None
+
+
+def read_metadata(model_dir: str | os.PathLike) -> dict:
+    """``model.json`` of a model directory."""
+    meta = _read_json(Path(model_dir) / "model.json")
+    if meta.get("format_version") != FORMAT_VERSION or meta.get("kind") not in KINDS:
+        raise HipqeqError(f"{model_dir}: model format {meta.get('format_version')} / kind "
+                          f"{meta.get('kind')!r} not readable by this hipqeq (format {FORMAT_VERSION})")
+    return meta
+
+
+def build_model(kind: str, hyperparameters: dict) -> torch.nn.Module:
+    """A fresh (untrained) model of ``kind`` from its hyperparameters."""
+    if kind == "charges":
+        return ChargeModel(hyperparameters)
+    return ShortRangeModel(hyperparameters)
+
+
+def save_model(model_dir: str | os.PathLike, kind: str, model: torch.nn.Module, metadata: dict,
+               fit_settings: dict) -> Path:
+    """Write ``model.json``, ``hyperparameters.json`` and ``weights.pt``."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), model_dir / "weights.pt")
+    hyper = {"model": model.hyperparameters, "fit": fit_settings}
+    (model_dir / "hyperparameters.json").write_text(json.dumps(hyper, indent=1) + "\n")
+    meta = {"format_version": FORMAT_VERSION, "kind": kind,
+            "species": model.hyperparameters["species"], **metadata}
+    (model_dir / "model.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    return model_dir
+
+
+def load_model(model_dir: str | os.PathLike, kind: str | None = None) -> torch.nn.Module:
+    """The trained model (charge or short-range module) of a model directory, on CPU in
+    eval mode; ``kind`` checks the directory holds that kind."""
+    meta = read_metadata(model_dir)
+    if kind is not None and meta["kind"] != kind:
+        raise HipqeqError(f"{model_dir}: holds a {meta['kind']} model, expected {kind}")
+    hyper = _read_json(Path(model_dir) / "hyperparameters.json")["model"]
+    model = build_model(meta["kind"], hyper)
+    state = torch.load(Path(model_dir) / "weights.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    dtype = getattr(torch, meta.get("dtype", "float32"))
+    return model.to(dtype).eval()
+
+
+def load_potential(model_dir: str | os.PathLike) -> Potential:
+    """The :class:`Potential` of a model directory: a 4G potential (short-range + its
+    charge model), a baseline (short-range only) or a charge model alone (its energy is
+    then E_elec only)."""
+    meta = read_metadata(model_dir)
+    if meta["kind"] == "charges":
+        return Potential(None, load_model(model_dir)).eval()
+    charges = None
+    if meta["kind"] == "short-range":
+        charges = load_model(Path(model_dir) / CHARGE_MODEL_DIR, kind="charges")
+    return Potential(load_model(model_dir), charges).eval()

@@ -1,0 +1,127 @@
+"""From a Parquet dataset to the arrays a hippynn ``Database`` trains on.
+
+Rows are kept only when their status is ``ok`` and every label the stage needs is
+present and finite; the rest are dropped with a count in the log (never silently).
+Rows are assigned to train/valid/test by parent structure from the study's split file;
+test rows never reach training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from hipqeq.data import assign_splits, padded_arrays, read_splits, read_table
+from hipqeq.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+#: Labels each training stage needs in a row.
+STAGE_LABELS = {
+    "charges": ("charges",),
+    "short-range": ("energy", "forces"),
+    "baseline": ("energy", "forces"),
+}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a file (dataset provenance in the model directory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _finite(value) -> bool:
+    return value is not None and bool(np.all(np.isfinite(np.asarray(value, dtype=float))))
+
+
+def usable_rows(table: pa.Table, labels: tuple[str, ...], source: str = "dataset") -> np.ndarray:
+    """Boolean mask of rows with status ``ok`` and every one of ``labels`` present and finite.
+
+    Logs how many rows are dropped for each reason.
+    """
+    status_ok = np.array([s == "ok" for s in table.column("status").to_pylist()], dtype=bool)
+    keep = status_ok.copy()
+    if (~status_ok).any():
+        log.warning("%s: dropping %d of %d rows whose status is not ok", source,
+                    int((~status_ok).sum()), len(table))
+    for label in labels:
+        present = np.array([_finite(v) for v in table.column(label).to_pylist()], dtype=bool)
+        missing = status_ok & ~present
+        if missing.any():
+            log.warning("%s: dropping %d ok rows whose %s is missing or not finite", source,
+                        int(missing.sum()), label)
+        keep &= present
+    return keep
+
+
+def pair_cells(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, n_atoms: np.ndarray,
+               cutoff_A: float) -> np.ndarray:
+    """Cells for hippynn's ``PeriodicPairIndexer``, which treats every direction as periodic.
+
+    Periodic lattice vectors are kept. Each non-periodic direction gets an orthonormal
+    complement vector long enough (extent of the atoms along it + cutoff + 1 A) that no
+    image of any atom comes within the cutoff, so slabs (pbc T,T,F) and open systems
+    get exactly their own neighbours.
+
+    Shapes: positions (n_sys, n_max, 3), cell (n_sys, 3, 3), pbc (n_sys, 3), n_atoms
+    (n_sys,); returns (n_sys, 3, 3), Angstrom.
+    """
+    out = np.array(cell, dtype=float, copy=True)
+    for k in range(len(out)):
+        if pbc[k].all():
+            continue
+        periodic = out[k][pbc[k]]
+        # Rows of vt beyond the rank of the periodic vectors span their orthogonal complement.
+        _, _, vt = np.linalg.svd(np.vstack([periodic, np.zeros((3 - len(periodic), 3))]))
+        complement = vt[len(periodic):]
+        coords = positions[k, :n_atoms[k]] @ complement.T
+        lengths = np.ptp(coords, axis=0) + cutoff_A + 1.0
+        out[k][~pbc[k]] = complement * lengths[:, None]
+    return out
+
+
+def training_arrays(table: pa.Table, cutoff_A: float, dtype=np.float32) -> dict[str, np.ndarray]:
+    """hippynn database arrays of a (filtered) table.
+
+    Keys: ``Z``, ``R``, ``cell`` (true lattice), ``pair_cell`` (see :func:`pair_cells`),
+    ``pbc``, ``Qtot``, ``n_atoms``, ``T`` (energy, eV), ``T_per_atom`` (eV/atom),
+    ``F`` (eV/A), ``q`` (e, shape (n_sys, n_max, 1)); label padding and absent labels
+    are 0 (rows were filtered for the labels the stage uses).
+    """
+    arrays = padded_arrays(table, dtype=np.float64)
+    arrays["pair_cell"] = pair_cells(arrays["R"], arrays["cell"], arrays["pbc"], arrays["n_atoms"], cutoff_A)
+    arrays["T_per_atom"] = arrays["T"] / arrays["n_atoms"][:, None]
+    arrays["q"] = arrays["q"][..., None]
+    for key in ("T", "T_per_atom", "F", "q"):
+        arrays[key] = np.nan_to_num(arrays[key], nan=0.0)
+    return {k: v.astype(dtype) if v.dtype == np.float64 else v for k, v in arrays.items()}
+
+
+def load_stage_table(stage: str, dataset: str | os.PathLike, splits: str | os.PathLike,
+                     member: int) -> tuple[pa.Table, np.ndarray]:
+    """Usable rows of ``dataset`` for ``stage`` outside the test split, and their split names.
+
+    Returns the filtered table and an array of "train"/"valid" per row.
+    """
+    table = read_table(dataset)
+    keep = usable_rows(table, STAGE_LABELS[stage], source=Path(dataset).name)
+    split_file = read_splits(splits)
+    if not 0 <= member < len(split_file["members"]):
+        raise DatasetError(f"{splits}: no committee member {member} "
+                           f"(the split has {len(split_file['members'])})")
+    names = assign_splits(table.column("parent_id").to_pylist(), split_file, member)
+    in_test = keep & (names == "test")
+    log.info("%s: %d usable rows held out as test", Path(dataset).name, int(in_test.sum()))
+    keep &= names != "test"
+    if not keep.any():
+        raise DatasetError(f"{dataset}: no usable training rows for {stage} "
+                           f"(status ok, labels {', '.join(STAGE_LABELS[stage])}, not in the test split)")
+    return table.filter(pa.array(keep)), names[keep]

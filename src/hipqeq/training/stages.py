@@ -1,0 +1,243 @@
+"""The three training stages behind ``hipqeq train``.
+
+- ``charges``: HIP-NN electronegativities + QEq fitted to reference charges (loss on
+  per-atom charges, optionally on dipoles).
+- ``short-range``: the 4G scheme's second stage. The frozen charge model's
+  :math:`E_\\mathrm{elec}(q^*)` and its forces are subtracted from the xTB labels and a
+  short-range HIP-NN is fitted to the rest; the output directory holds the charge model
+  too, so it is the complete potential.
+- ``baseline``: the same short-range HIP-NN fitted to the full xTB labels.
+
+Energy models start from per-species energy references fitted by least squares on the
+training rows (hippynn's ``hierarchical_energy_initialization``), kept fixed. Losses:
+energy per atom (eV/atom) squared error + force_weight x force squared error (eV/A);
+charges: charge squared error (e) + dipole_weight x dipole squared error (e*A).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import hipqeq.models  # noqa: F401  (configures hippynn before its first import)
+from hippynn import __version__ as hippynn_version
+from hippynn.graphs import inputs as hippynn_inputs
+from hippynn.graphs import targets as hippynn_targets
+from hippynn.graphs.nodes import loss as hippynn_loss
+from hippynn.pretraining import hierarchical_energy_initialization
+
+from hipqeq import __version__
+from hipqeq.data import atoms_from_record
+from hipqeq.errors import DatasetError, HipqeqError
+from hipqeq.models.charges import ChargeModel, charge_hyperparameters
+from hipqeq.models.graphs import graph_inputs, network_node, short_range_graph
+from hipqeq.models.network import network_hyperparameters
+from hipqeq.models.potential import Potential, evaluate, resolve_device
+from hipqeq.models.short_range import ShortRangeModel
+from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, save_model
+from hipqeq.qeq import boundary_from_pbc
+from hipqeq.training.data import file_sha256, load_stage_table, training_arrays
+from hipqeq.training.fit import STOPPING_KEY, fit
+from hipqeq.units import DATASET_UNITS
+
+log = logging.getLogger(__name__)
+
+#: Weight of the L2 penalty on HIP-NN weights (hippynn's examples use 1e-6).
+L2_WEIGHT = 1e-6
+
+STAGES = ("charges", "short-range", "baseline")
+
+
+def member_seed(config: dict, member: int, seed: int | None) -> int:
+    """The training seed: ``seed`` if given, else derived from the config seed and the
+    committee member (members differ in initial weights as well as splits)."""
+    return int(seed) if seed is not None else int(config["seed"]) * 1000 + 17 * member + 1
+
+
+def _rmse_mae(node, label: str) -> dict:
+    return {f"{label}-RMSE": hippynn_loss.MSELoss.of_node(node) ** 0.5,
+            f"{label}-MAE": hippynn_loss.MAELoss.of_node(node)}
+
+
+def _l2(network_node_):
+    return hippynn_loss.l2reg(network_node_)
+
+
+def _energy_losses(graph, force_weight: float):
+    """Training loss and validation metrics of an energy model."""
+    network = graph.henergy.parents[0]
+    fit_loss = (hippynn_loss.MSELoss.of_node(graph.energy_per_atom)
+                + force_weight * hippynn_loss.MSELoss.of_node(graph.forces))
+    metrics = {STOPPING_KEY: fit_loss, **_rmse_mae(graph.energy_per_atom, "E_per_atom"),
+               **_rmse_mae(graph.forces, "F")}
+    return fit_loss + L2_WEIGHT * _l2(network), metrics
+
+
+def _training_boundary(pbcs: np.ndarray, source: str) -> str:
+    """The one QEq boundary a training batch can use.
+
+    Slab rows are treated as 3D periodic when the set also holds bulk rows, as the
+    references (tblite, PySCF at Gamma) treat them; open and periodic rows cannot be
+    mixed in one charge model's training set.
+    """
+    boundaries = {boundary_from_pbc(p) for p in pbcs}
+    if len(boundaries) == 1:
+        return boundaries.pop()
+    if "open" in boundaries:
+        raise DatasetError(f"{source}: open and periodic structures in one charge-model training set "
+                           f"({sorted(boundaries)}); train them as separate models")
+    log.info("%s: slab rows are treated as 3D periodic in charge-model training", source)
+    return "periodic"
+
+
+def _charge_graph(model: ChargeModel, dipole_weight: float):
+    graph_in = graph_inputs()
+    network = network_node("HIPNN_chi", graph_in, model.network)
+    chi = hippynn_targets.HChargeNode("chi", network, module=model.electronegativity)
+    parents = [chi, graph_in.species, graph_in.positions]
+    if model.qeq.boundary != "open":
+        parents.append(hippynn_inputs.CellNode(db_name="cell"))
+    from hipqeq.qeq.nodes import QEqNode
+
+    qeq = QEqNode("qeq", parents, species_set=model.hyperparameters["species"],
+                  boundary=model.qeq.boundary, module=model.qeq)
+    charges = qeq.charges
+    charges.db_name = "q"
+    fit_loss = hippynn_loss.MSELoss.of_node(charges)
+    metrics = _rmse_mae(charges, "q")
+    if dipole_weight > 0:
+        dipole = qeq.dipoles
+        dipole.db_name = "D"
+        fit_loss = fit_loss + dipole_weight * hippynn_loss.MSELoss.of_node(dipole)
+        metrics.update(_rmse_mae(dipole, "D"))
+    metrics[STOPPING_KEY] = fit_loss
+    return fit_loss + L2_WEIGHT * _l2(network), metrics
+
+
+def _subtract_electrostatics(table, arrays: dict, charge_model_dir: Path, dtype: torch.dtype) -> None:
+    """Replace the energy and force targets by E - E_elec(q*) and F - F_elec of the frozen
+    charge model, with the boundary each structure has at deployment."""
+    potential = Potential(None, load_model(charge_model_dir, kind="charges")).to(dtype)
+    for k, record in enumerate(tqdm(table.to_pylist(), desc="E_elec of the charge model",
+                                    unit="frame", leave=False)):
+        result = evaluate(potential, atoms_from_record(record))
+        n = int(arrays["n_atoms"][k])
+        arrays["T"][k, 0] -= result["energy"]
+        arrays["F"][k, :n] -= result["forces"]
+    arrays["T_per_atom"] = arrays["T"] / arrays["n_atoms"][:, None]
+
+
+def _write_curves(history: list[dict], model_dir: Path, title: str) -> None:
+    with open(model_dir / "training_curves.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for split in ("train", "valid"):
+        ax.plot(epochs, [row[f"{split}_{STOPPING_KEY}"] for row in history], label=split)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(model_dir / "training_curves.png", dpi=120)
+    plt.close(fig)
+
+
+def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: str | os.PathLike,
+                member: int, output: str | os.PathLike, charge_model: str | os.PathLike | None = None,
+                device: str = "auto", seed: int | None = None) -> dict:
+    """Train one model and write its model directory (see :mod:`hipqeq.models.store`).
+
+    Returns a summary dict (best_epoch, best_valid_loss, n_train, n_valid, wall_time_s).
+    """
+    if stage not in STAGES:
+        raise HipqeqError(f"unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
+    if (stage == "short-range") != (charge_model is not None):
+        raise HipqeqError("the short-range stage, and only it, needs a charge model directory")
+    started = time.perf_counter()
+    training = config["training"]
+    fit_settings = dict(training["charges" if stage == "charges" else "short_range"])
+    dtype = getattr(torch, training["dtype"])
+    run_seed = member_seed(config, member, seed)
+    torch_device = resolve_device(device)
+    torch.manual_seed(run_seed)
+    output = Path(output)
+
+    table, split_names = load_stage_table(stage, dataset, splits, member)
+    cutoff = training["network"]["cutoff_A"]
+    arrays = training_arrays(table, cutoff, dtype=np.float64)
+    network_hp = network_hyperparameters(training["network"], np.unique(arrays["Z"]).tolist())
+    before_training = None
+    if stage == "charges":
+        boundary = _training_boundary(arrays["pbc"], Path(dataset).name)
+        totals = np.unique(arrays["Qtot"])
+        if len(totals) > 1:
+            raise DatasetError(f"{dataset}: rows with different total charges {totals.tolist()}; "
+                               "the QEq training node takes one total charge per run")
+        model = ChargeModel(charge_hyperparameters(network_hp, boundary, training["qeq_tolerance"]))
+        model.qeq.total_charge = float(totals[0])
+        arrays["D"] = np.einsum("sa,sax->sx", arrays["q"][..., 0], arrays["R"])
+        model.to(dtype)
+        train_loss, metrics = _charge_graph(model, fit_settings["dipole_weight"])
+    else:
+        if stage == "short-range":
+            _subtract_electrostatics(table, arrays, Path(charge_model), dtype)
+        model = ShortRangeModel(network_hp).to(dtype)
+        graph = short_range_graph(model)
+        train_loss, metrics = _energy_losses(graph, fit_settings["force_weight"])
+
+        def before_training(database):
+            hierarchical_energy_initialization(graph.henergy, database, trainable_after=False)
+
+    arrays = {k: v.astype(training["dtype"]) if v.dtype == np.float64 else v for k, v in arrays.items()}
+    if output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+    result = fit(train_loss, metrics, arrays, split_names, fit_settings, torch_device,
+                 output / "hippynn", run_seed, before_training=before_training,
+                 description=f"train {stage} (member {member})")
+    model.to("cpu")
+    n_train, n_valid = int((split_names == "train").sum()), int((split_names == "valid").sum())
+    metadata = {
+        "dtype": training["dtype"],
+        "units": {k: DATASET_UNITS[k] for k in ("energy", "forces", "stress", "charges", "positions")},
+        "dataset": {"path": str(dataset), "sha256": file_sha256(dataset)},
+        "split": {"path": str(splits), "sha256": file_sha256(splits), "member": member,
+                  "n_train": n_train, "n_valid": n_valid, "valid_is_train": result.valid_is_train},
+        "seed": run_seed,
+        "device": str(torch_device),
+        "best_epoch": result.best_epoch,
+        "best_valid_loss": result.best_valid_loss,
+        "epochs_run": len(result.history),
+        "hipqeq_version": __version__,
+        "hippynn_version": hippynn_version,
+        "torch_version": torch.__version__,
+    }
+    if stage == "short-range":
+        charge_meta = (Path(charge_model) / "model.json")
+        shutil.copytree(charge_model, output / CHARGE_MODEL_DIR,
+                        ignore=shutil.ignore_patterns("hippynn"))
+        metadata["charge_model"] = {"path": str(charge_model), "sha256": file_sha256(charge_meta)}
+    save_model(output, stage, model, metadata, fit_settings)
+    _write_curves(result.history, output, f"{stage} member {member}")
+    wall = time.perf_counter() - started
+    log.info("trained %s model (member %d) on %d rows (valid %d) in %.1f s; best epoch %d",
+             stage, member, n_train, n_valid, wall, result.best_epoch)
+    return {"best_epoch": result.best_epoch, "best_valid_loss": result.best_valid_loss,
+            "n_train": n_train, "n_valid": n_valid, "wall_time_s": wall}

@@ -1,0 +1,180 @@
+"""The combined potential: exact derivatives, charge conservation, symmetry, save/reload.
+
+Untrained models with random weights are enough for these properties; the
+electronegativity head's weights are scaled up so that the charges are far from zero
+and the electrostatic term matters.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+
+import hipqeq.models  # noqa: F401
+from hipqeq.models.charges import ChargeModel, charge_hyperparameters
+from hipqeq.models.network import network_hyperparameters
+from hipqeq.models.potential import Potential, evaluate
+from hipqeq.models.short_range import ShortRangeModel
+from hipqeq.models.store import CHARGE_MODEL_DIR, load_potential, save_model
+
+NETWORK = {"n_features": 8, "n_sensitivities": 6, "n_interaction_layers": 1, "n_atom_layers": 1,
+           "cutoff_A": 4.0, "lower_cutoff_A": 1.0}
+
+
+def make_potential(seed: int = 0, dtype=torch.float64) -> Potential:
+    torch.manual_seed(seed)
+    hp = network_hyperparameters(NETWORK, [29, 79])
+    charges = ChargeModel(charge_hyperparameters(hp, "periodic", 1e-8))
+    with torch.no_grad():
+        for layer in charges.electronegativity.layers:
+            layer.weight.mul_(20.0)
+    return Potential(ShortRangeModel(hp), charges).to(dtype).eval()
+
+
+def cell_atoms(pbc=True, seed: int = 1):
+    """An 8-atom CuAu cell (a = 3.6 A, shorter than twice the 4 A cutoff), rattled."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (1, 1, 2)
+    atoms.numbers[[1, 4, 6]] = 79
+    atoms.rattle(0.1, seed=seed)
+    if pbc != (True, True, True) and pbc is not True:
+        atoms.pbc = pbc
+        if atoms.pbc[0] and not atoms.pbc[2]:
+            atoms.center(vacuum=6.0, axis=2)
+        elif not atoms.pbc.any():
+            atoms.center(vacuum=6.0)
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def potential():
+    return make_potential()
+
+
+def finite_difference_forces(potential, atoms, step=1e-4):
+    forces = np.zeros((len(atoms), 3))
+    for i in range(len(atoms)):
+        for k in range(3):
+            energies = []
+            for sign in (1, -1):
+                moved = atoms.copy()
+                moved.positions[i, k] += sign * step
+                energies.append(evaluate(potential, moved)["energy"])
+            forces[i, k] = -(energies[0] - energies[1]) / (2 * step)
+    return forces
+
+
+@pytest.mark.parametrize("pbc", [(True, True, True), (True, True, False)], ids=["periodic", "slab"])
+def test_forces_are_minus_the_energy_gradient(potential, pbc):
+    atoms = cell_atoms(pbc)
+    result = evaluate(potential, atoms)
+    assert np.ptp(result["charges"]) > 0.05  # the electrostatic term is not negligible
+    np.testing.assert_allclose(result["forces"], finite_difference_forces(potential, atoms), atol=1e-4)
+
+
+@pytest.mark.parametrize("pbc", [(True, True, True), (True, True, False)], ids=["periodic", "slab"])
+def test_stress_is_the_strain_derivative_over_volume(potential, pbc):
+    atoms = cell_atoms(pbc)
+    stress = evaluate(potential, atoms, want_stress=True)["stress"]
+    step = 1e-5
+    voigt = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
+    expected = np.zeros(6)
+    for n, (a, b) in enumerate(voigt):
+        energies = []
+        for sign in (1, -1):
+            strain = np.zeros((3, 3))
+            strain[a, b] = strain[b, a] = sign * step / (1 if a == b else 2)
+            deformed = atoms.copy()
+            deformed.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=False)
+            deformed.positions = atoms.positions @ (np.eye(3) + strain)
+            energies.append(evaluate(potential, deformed)["energy"])
+        expected[n] = (energies[0] - energies[1]) / (2 * step) / atoms.get_volume()
+    np.testing.assert_allclose(stress, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("pbc", [(True, True, True), (True, True, False), (False, False, False)],
+                         ids=["periodic", "slab", "open"])
+@pytest.mark.parametrize("total_charge", [0.0, 1.0])
+def test_charges_sum_to_the_total_charge(potential, pbc, total_charge):
+    atoms = cell_atoms(pbc)
+    atoms.info["total_charge"] = total_charge
+    result = evaluate(potential, atoms)
+    assert result["charges"].sum() == pytest.approx(total_charge, abs=1e-9)
+    np.testing.assert_allclose(result["dipole"], result["charges"] @ atoms.positions, atol=1e-9)
+
+
+def _rotation(seed=3):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    return q * np.sign(np.linalg.det(q))
+
+
+@pytest.mark.parametrize("pbc", [(True, True, True), (False, False, False)], ids=["periodic", "open"])
+def test_invariant_under_rotation_translation_and_permutation(potential, pbc):
+    atoms = cell_atoms(pbc)
+    reference = evaluate(potential, atoms, want_stress=pbc[0])
+    rotation = _rotation()
+
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ rotation.T + np.array([0.3, -1.2, 0.7])
+    rotated.set_cell(atoms.cell.array @ rotation.T, scale_atoms=False)
+    result = evaluate(potential, rotated, want_stress=pbc[0])
+    assert result["energy"] == pytest.approx(reference["energy"], abs=1e-9)
+    np.testing.assert_allclose(result["forces"], reference["forces"] @ rotation.T, atol=1e-9)
+    np.testing.assert_allclose(result["charges"], reference["charges"], atol=1e-9)
+
+    order = np.random.default_rng(4).permutation(len(atoms))
+    permuted = atoms[order]
+    result = evaluate(potential, permuted, want_stress=pbc[0])
+    assert result["energy"] == pytest.approx(reference["energy"], abs=1e-9)
+    np.testing.assert_allclose(result["forces"], reference["forces"][order], atol=1e-9)
+    np.testing.assert_allclose(result["charges"], reference["charges"][order], atol=1e-9)
+    if pbc[0]:
+        np.testing.assert_allclose(result["stress"], reference["stress"], atol=1e-9)
+
+
+def test_saved_and_reloaded_potential_gives_identical_outputs(tmp_path):
+    potential = make_potential(seed=5, dtype=torch.float32)
+    charge_dir, potential_dir = tmp_path / "charges", tmp_path / "4g"
+    meta = {"dtype": "float32"}
+    save_model(charge_dir, "charges", potential.charges, meta, {})
+    save_model(potential_dir, "short-range", potential.short_range, meta, {})
+    (potential_dir / CHARGE_MODEL_DIR).mkdir()
+    for name in ("model.json", "hyperparameters.json", "weights.pt"):
+        (potential_dir / CHARGE_MODEL_DIR / name).write_bytes((charge_dir / name).read_bytes())
+    assert json.loads((potential_dir / "model.json").read_text())["species"] == [29, 79]
+
+    reloaded = load_potential(potential_dir)
+    atoms = cell_atoms((True, True, False))
+    before, after = evaluate(potential, atoms, True), evaluate(reloaded, atoms, True)
+    assert set(before) == set(after)
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key])
+
+
+def test_training_graph_matches_the_deployed_model():
+    """The padded hippynn graph (periodic pair finder on the pair cell) and the deployed
+    module (external neighbour list) give the same short-range energy and forces, for a
+    cell shorter than twice the cutoff, a slab and an open cluster."""
+    from hippynn.graphs import Predictor
+
+    from hipqeq.data import table_from_records, record_from_atoms
+    from hipqeq.models.graphs import short_range_graph
+    from hipqeq.training.data import training_arrays
+
+    potential = make_potential(seed=7)
+    frames = [cell_atoms(True), cell_atoms((True, True, False)), cell_atoms((False, False, False))]
+    arrays = training_arrays(table_from_records([record_from_atoms(a) for a in frames]),
+                             NETWORK["cutoff_A"], dtype=np.float64)
+    graph = short_range_graph(potential.short_range)
+    predictor = Predictor([graph.inputs.species, graph.inputs.positions, graph.inputs.pair_cell],
+                          [graph.energy, graph.forces])
+    out = predictor(Z=torch.as_tensor(arrays["Z"]), R=torch.as_tensor(arrays["R"]),
+                    pair_cell=torch.as_tensor(arrays["pair_cell"]))
+    short_only = Potential(potential.short_range)
+    for k, atoms in enumerate(frames):
+        deployed = evaluate(short_only, atoms)
+        assert float(out[graph.energy][k, 0]) == pytest.approx(deployed["energy"], abs=1e-9)
+        np.testing.assert_allclose(out[graph.forces][k].numpy(), deployed["forces"], atol=1e-9)

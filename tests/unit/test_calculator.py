@@ -1,0 +1,131 @@
+"""HipQEqCalculator, predict() and `hipqeq md` on small untrained model directories."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.io import read
+
+import hipqeq.models  # noqa: F401
+from hipqeq.calculator import HipQEqCalculator, predict
+from hipqeq.cli import main
+from hipqeq.data import write_dataset
+from hipqeq.models.charges import ChargeModel, charge_hyperparameters
+from hipqeq.models.network import network_hyperparameters
+from hipqeq.models.short_range import ShortRangeModel
+from hipqeq.models.store import CHARGE_MODEL_DIR, save_model
+
+NETWORK = {"n_features": 8, "n_sensitivities": 6, "n_interaction_layers": 1, "n_atom_layers": 1,
+           "cutoff_A": 4.0, "lower_cutoff_A": 1.0}
+
+
+def write_model(directory, seed: int, with_charges: bool = True):
+    """A model directory with random weights: a 4G potential or a baseline."""
+    torch.manual_seed(seed)
+    hp = network_hyperparameters(NETWORK, [29, 79])
+    meta = {"dtype": "float64"}
+    save_model(directory, "short-range" if with_charges else "baseline", ShortRangeModel(hp).double(), meta, {})
+    if with_charges:
+        save_model(directory / CHARGE_MODEL_DIR, "charges",
+                   ChargeModel(charge_hyperparameters(hp, "periodic", 1e-8)).double(), meta, {})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {"4g_a": write_model(root / "4g_a", 1), "4g_b": write_model(root / "4g_b", 2),
+            "baseline": write_model(root / "baseline", 3, with_charges=False)}
+
+
+def slab(seed: int = 0):
+    """An 8-atom CuAu slab (in-plane 3.6 A, shorter than twice the 4 A cutoff)."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (1, 1, 2)
+    atoms.numbers[[1, 4, 6]] = 79
+    atoms.pbc = (True, True, False)
+    atoms.center(vacuum=6.0, axis=2)
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def test_calculator_fills_every_property(models):
+    atoms = slab()
+    atoms.calc = HipQEqCalculator(models["4g_a"], device="cpu")
+    energy = atoms.get_potential_energy()
+    assert atoms.get_total_energy() - atoms.get_kinetic_energy() == pytest.approx(energy)
+    assert atoms.calc.get_property("free_energy", atoms) == energy
+    assert atoms.get_forces().shape == (8, 3) and atoms.get_stress().shape == (6,)
+    assert atoms.get_charges().sum() == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(atoms.get_dipole_moment(), atoms.get_charges() @ atoms.positions, atol=1e-9)
+    # a new geometry triggers a new calculation
+    atoms.positions[0, 0] += 0.05
+    assert atoms.get_potential_energy() != energy
+
+
+def test_committee_reports_mean_and_force_disagreement(models):
+    atoms = slab()
+    members = [HipQEqCalculator(models[name], device="cpu") for name in ("4g_a", "4g_b")]
+    single = []
+    for calc in members:
+        atoms.calc = calc
+        single.append((atoms.get_potential_energy(), atoms.get_forces().copy()))
+    atoms.calc = HipQEqCalculator([models["4g_a"], models["4g_b"]], device="cpu")
+    assert atoms.get_potential_energy() == pytest.approx(np.mean([e for e, _ in single]))
+    disagreement = atoms.calc.results["force_disagreement"]
+    expected = np.linalg.norm(single[0][1] - single[1][1], axis=1) / 2
+    np.testing.assert_allclose(disagreement, expected, atol=1e-12)
+    atoms.calc = HipQEqCalculator([models["4g_a"], models["4g_a"]], device="cpu")
+    atoms.get_forces()
+    np.testing.assert_allclose(atoms.calc.results["force_disagreement"], 0.0, atol=1e-12)
+
+
+def test_predict_matches_the_calculator_and_baseline_has_no_charges(models):
+    frames = [slab(seed) for seed in range(3)]
+    predicted = predict([models["4g_a"]], frames, device="cpu", progress=False)
+    calc = HipQEqCalculator(models["4g_a"], device="cpu")
+    for atoms, result in zip(frames, predicted):
+        atoms.calc = calc
+        assert result["energy"] == pytest.approx(atoms.get_potential_energy(), abs=1e-12)
+        np.testing.assert_allclose(result["charges"], atoms.get_charges(), atol=1e-12)
+    (baseline,) = predict(models["baseline"], frames[:1], device="cpu", progress=False)
+    assert "charges" not in baseline and baseline["forces"].shape == (8, 3)
+
+
+def test_hipqeq_md_runs_a_few_steps(models, tmp_path):
+    atoms = slab()
+    atoms.info.update(structure_name="cuau_slab", parent_id="cuau_slab")
+    structures = write_dataset([atoms], tmp_path / "structures.parquet")
+    config = tmp_path / "config.yaml"
+    config.write_text("structures: {seeds: [{name: cuau_slab, builder: phase, phase: alpha}]}\n"
+                      "selection: {n_xtb: 1, n_dft: 0}\n"
+                      "validation: {md_steps: 4, md_nve_steps: 4, md_frame_interval: 2, md_temperature_K: 100}\n")
+    output, trajectory = tmp_path / "md" / "4g_cuau.json", tmp_path / "md" / "4g_cuau.traj"
+    assert main(["md", "--config", str(config), "--model", str(models["4g_a"]), str(models["4g_b"]),
+                 "--structures", str(structures), "--name", "cuau_slab", "--output", str(output),
+                 "--trajectory", str(trajectory), "--device", "cpu"]) == 0
+    summary = json.loads(output.read_text())
+    assert summary["steps"] == 4 and len(summary["temperature_K"]) == 9
+    assert summary["stable"] and not summary["atoms_flew_off"]
+    assert summary["charge_min_e"] <= summary["charge_max_e"]
+    assert np.isfinite(summary["energy_drift_eV_per_atom_ps"])
+    frames = read(trajectory, ":")
+    assert len(frames) == 5 and frames[-1].get_charges().shape == (8,)
+    assert main(["md", "--config", str(config), "--model", str(models["4g_a"]), "--structures",
+                 str(structures), "--name", "missing", "--output", str(output),
+                 "--trajectory", str(trajectory), "--device", "cpu"]) == 2
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_calculator_on_gpu_matches_cpu(models, device):
+    atoms = slab()
+    atoms.calc = HipQEqCalculator(models["4g_a"], device="cpu")
+    cpu = atoms.get_potential_energy(), atoms.get_forces().copy(), atoms.get_charges().copy()
+    atoms.calc = HipQEqCalculator(models["4g_a"], device=device)
+    assert atoms.get_potential_energy() == pytest.approx(cpu[0], abs=1e-8)
+    np.testing.assert_allclose(atoms.get_forces(), cpu[1], atol=1e-8)
+    np.testing.assert_allclose(atoms.get_charges(), cpu[2], atol=1e-8)

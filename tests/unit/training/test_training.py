@@ -1,0 +1,127 @@
+"""Training stages on a tiny synthetic dataset (seconds each on one CPU core)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from hipqeq.cli import main
+from hipqeq.data import make_splits, read_table, write_dataset, write_splits
+from hipqeq.errors import HipqeqError
+from hipqeq.training import train_model
+from hipqeq.training.data import pair_cells, usable_rows
+
+
+@pytest.fixture(scope="module")
+def charge_model(study, toy_config):
+    output = study["root"] / "charges_0"
+    train_model("charges", toy_config, study["dataset"], study["splits"], 0, output, device="cpu")
+    return output
+
+
+def test_rows_failed_or_unlabelled_are_dropped_with_a_count(tmp_path, caplog, make_frames):
+    frames = make_frames(4, 2)
+    frames[1].info["status"] = "scf_not_converged"
+    forces = frames[2].calc.results["forces"].copy()
+    forces[0, 0] = np.nan
+    frames[2].calc.results["forces"] = forces
+    table = read_table(write_dataset(frames, tmp_path / "d.parquet"))
+    with caplog.at_level(logging.WARNING):
+        keep = usable_rows(table, ("energy", "forces"), source="d.parquet")
+    assert keep.tolist() == [True, False, False, True]
+    assert "dropping 1 of 4 rows whose status is not ok" in caplog.text
+    assert "dropping 1 ok rows whose forces is missing or not finite" in caplog.text
+
+
+def test_pair_cells_keep_periodic_vectors_and_pad_the_others():
+    positions = np.array([[[0.0, 0.0, 0.0], [1.0, 1.0, 3.0]]])
+    cell = np.diag([4.0, 5.0, 20.0])[None]
+    slab = pair_cells(positions, cell, np.array([[True, True, False]]), np.array([2]), 6.0)
+    np.testing.assert_allclose(slab[0, :2], cell[0, :2])
+    assert abs(slab[0, 2] @ [0, 0, 1]) == pytest.approx(3.0 + 6.0 + 1.0)
+    cluster = pair_cells(positions, np.zeros((1, 3, 3)), np.zeros((1, 3), bool), np.array([2]), 6.0)
+    assert abs(np.linalg.det(cluster[0])) > 0
+    assert np.all(np.linalg.norm(cluster[0], axis=1) >= 7.0)
+
+
+def test_charge_model_directory_is_complete(charge_model, study):
+    meta = json.loads((charge_model / "model.json").read_text())
+    assert meta["kind"] == "charges" and meta["species"] == [29, 79]
+    assert meta["dataset"]["sha256"] and meta["split"]["member"] == 0
+    assert meta["units"]["charges"] == "e" and meta["hipqeq_version"]
+    hyper = json.loads((charge_model / "hyperparameters.json").read_text())
+    assert hyper["model"]["n_features"] == 8 and hyper["fit"]["max_epochs"] == 8
+    for name in ("weights.pt", "training_curves.csv", "training_curves.png"):
+        assert (charge_model / name).is_file()
+
+
+def test_training_lowers_the_loss(charge_model):
+    with open(charge_model / "training_curves.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert float(rows[0]["train_Loss"]) > min(float(r["train_Loss"]) for r in rows)
+    assert float(rows[0]["valid_Loss"]) > min(float(r["valid_Loss"]) for r in rows)
+
+
+def test_short_range_directory_holds_the_whole_potential(charge_model, study, toy_config, make_frames):
+    from hipqeq.calculator import predict
+
+    output = study["root"] / "4g_0"
+    summary = train_model("short-range", toy_config, study["dataset"], study["splits"], 0, output,
+                          charge_model=charge_model, device="cpu")
+    assert summary["n_train"] > 0
+    assert (output / "charge_model" / "weights.pt").is_file()
+    atoms = make_frames(1, 1, seed=9)[0]
+    (result,) = predict([output], [atoms], device="cpu", progress=False)
+    assert np.isfinite(result["energy"]) and result["forces"].shape == (8, 3)
+    assert result["charges"].sum() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_training_is_deterministic_on_cpu(study, toy_config, tmp_path):
+    weights = []
+    for run in ("a", "b"):
+        output = tmp_path / run
+        train_model("baseline", toy_config, study["dataset"], study["splits"], 0, output, device="cpu")
+        weights.append(torch.load(output / "weights.pt", weights_only=True))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0)
+
+
+def test_charge_training_without_validation_rows_validates_on_train(tmp_path, toy_config, caplog, make_frames):
+    """Two DFT-like frames from two parents: one goes to test, none is left for valid."""
+    dataset = write_dataset(make_frames(2, 2), tmp_path / "dft.parquet")
+    splits = tmp_path / "splits.json"
+    write_splits(make_splits(["parent0", "parent1"], (0.6, 0.2, 0.2), 0, 1), splits)
+    with caplog.at_level(logging.WARNING):
+        summary = train_model("charges", toy_config, dataset, splits, 0, tmp_path / "m", device="cpu")
+    assert summary["n_valid"] == 0
+    assert "validating on the 1 training rows" in caplog.text
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["split"]["valid_is_train"]
+
+
+def test_cli_train_baseline_and_its_errors(study, tmp_path, capsys, toy_config, toy_config_text):
+    config = tmp_path / "config.yaml"
+    config.write_text(toy_config_text)
+    args = ["train", "baseline", "--config", str(config), "--dataset", str(study["dataset"]),
+            "--splits", str(study["splits"]), "--member", "0", "--output", str(tmp_path / "b"),
+            "--device", "cpu"]
+    assert main(args) == 0
+    assert "trained baseline model" in capsys.readouterr().out
+    assert main(["train", "short-range", *args[2:]]) == 2
+    assert "needs --charge-model" in capsys.readouterr().err
+    with pytest.raises(HipqeqError, match="no committee member 3"):
+        train_model("baseline", toy_config, study["dataset"], study["splits"], 3, tmp_path / "c")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+def test_training_on_cuda(study, toy_config, tmp_path):
+    summary = train_model("baseline", toy_config, study["dataset"], study["splits"], 0, tmp_path / "g",
+                          device="cuda")
+    assert json.loads((tmp_path / "g" / "model.json").read_text())["device"].startswith("cuda")
+    assert np.isfinite(summary["best_valid_loss"])
