@@ -97,7 +97,9 @@ def run_md(atoms, calculator, steps: int, temperature_K: float, timestep_fs: flo
                    friction=friction_per_fs / units.fs, fixcm=False, rng=rng)
     nve = VelocityVerlet(atoms, timestep_fs * units.fs)
     started = time.perf_counter()
-    with Trajectory(str(trajectory), "w", atoms, properties=["energy", "forces", "charges"]) as traj:
+    atoms.get_potential_energy()  # one evaluation tells which properties the model gives
+    stored = [p for p in ("energy", "forces", "charges") if p in atoms.calc.results]
+    with Trajectory(str(trajectory), "w", atoms, properties=stored) as traj:
         observe("nvt")
         traj.write()
         total = steps + nve_steps

@@ -117,6 +117,13 @@ def test_hipqeq_md_runs_a_few_steps(models, tmp_path):
     assert main(["md", "--config", str(config), "--model", str(models["4g_a"]), "--structures",
                  str(structures), "--name", "missing", "--output", str(output),
                  "--trajectory", str(trajectory), "--device", "cpu"]) == 2
+    # the baseline has no charges: its trajectory stores energies and forces only
+    assert main(["md", "--config", str(config), "--model", str(models["baseline"]), "--structures",
+                 str(structures), "--name", "cuau_slab", "--output", str(output),
+                 "--trajectory", str(trajectory), "--device", "cpu"]) == 0
+    summary = json.loads(output.read_text())
+    assert summary["charge_min_e"] is None and summary["stable"]
+    assert read(trajectory, -1).get_forces().shape == (8, 3)
 
 
 @pytest.mark.parametrize("device", [pytest.param("cuda", marks=[
