@@ -1,0 +1,171 @@
+"""Solve time and peak memory of the QEq solvers versus system size (CPU).
+
+Cubic CsPbI3 supercells (a = 6.29 Angstrom; Pb at (0,0,0), Cs at (1/2,1/2,1/2), I at
+(1/2,0,0), (0,1/2,0), (0,0,1/2)), rattled by 0.05 Angstrom so that the solve is not
+trivially symmetric. Illustrative QEq parameters per element, chosen so that Cs is the
+cation and I the anion with charges of the usual size (|q| ~ 0.2-0.6 e):
+
+    element  chi (eV/e)  J (eV/e^2)  sigma (Angstrom)
+    Cs         -2.0         4.0          1.8
+    Pb          0.0         6.0          1.6
+    I           1.5         7.0          1.9
+
+For each size the script times
+
+- dense: Coulomb matrix (Ewald, torch-pme) + bordered ``torch.linalg.solve``;
+- iterative: pair list + PME operator + projected preconditioned CG (cold start);
+
+each in a forked child process that solves twice: it reports the first ("cold") total
+time and the second (warm: setup and solve) wall times, and the peak resident memory
+growth of that child. It prints a table, the log-log fitted exponent
+of total time versus N for each solver, and the dense/iterative time ratio where both ran.
+
+Not a test; run ``python benchmarks/qeq_scaling.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import resource
+import time
+
+import numpy as np
+
+CHI = {55: -2.0, 82: 0.0, 53: 1.5}
+HARDNESS = {55: 4.0, 82: 6.0, 53: 7.0}
+SIGMA = {55: 1.8, 82: 1.6, 53: 1.9}
+LATTICE_A = 6.29
+
+
+def supercell(repeat: int):
+    from ase import Atoms
+
+    atoms = Atoms(
+        "PbCsI3",
+        scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]],
+        cell=np.eye(3) * LATTICE_A,
+        pbc=True,
+    ) * (repeat, repeat, repeat)
+    atoms.rattle(0.05, seed=repeat)
+    return atoms
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _measure(solver: str, repeat: int, tolerance: float, threads: int, queue) -> None:
+    """Child process: one solve, reports times (s), peak memory growth (MiB), iterations."""
+    import torch
+
+    from hipqeq.qeq import CoulombOperator, coulomb_matrix, solve_dense, solve_iterative
+
+    torch.set_num_threads(threads)
+    atoms = supercell(repeat)
+    as_tensor = lambda table: torch.tensor([table[z] for z in atoms.numbers], dtype=torch.float64)  # noqa: E731
+    chi, hardness, sigma = as_tensor(CHI), as_tensor(HARDNESS), as_tensor(SIGMA)
+    positions = torch.tensor(atoms.positions)
+    cell = torch.tensor(atoms.cell.array)
+    baseline = _rss_bytes()
+
+    def solve():
+        start = time.perf_counter()
+        if solver == "dense":
+            matrix = coulomb_matrix(positions, sigma, cell, "periodic", tolerance)
+            built = time.perf_counter()
+            charges = solve_dense(matrix, chi, hardness)
+            return built - start, time.perf_counter() - built, charges, 0
+        operator = CoulombOperator(positions, sigma, cell, "periodic", tolerance, method="pme")
+        built = time.perf_counter()
+        charges, products = solve_iterative(
+            operator.matvec, (positions, sigma, cell), chi, hardness,
+            operator.diagonal_estimate(sigma), tolerance=tolerance,
+        )
+        solved = time.perf_counter()
+        return built - start, solved - built, charges, products
+
+    with torch.no_grad():
+        # The first solve in a fresh process pays one-off costs (FFT plans, thread pools,
+        # allocator growth); the second is the steady state an MD run sees every step.
+        cold_setup, cold_solve, _, _ = solve()
+        setup, solve_time, charges, products = solve()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # ru_maxrss is KiB on Linux
+    queue.put(
+        {
+            "cold_s": cold_setup + cold_solve,
+            "setup_s": setup,
+            "solve_s": solve_time,
+            "total_s": setup + solve_time,
+            "memory_mib": max(peak - baseline, 0) / 2**20,
+            "products": products,
+            "charge_sum": float(charges.sum()),
+            "q_cs": float(charges[atoms.numbers == 55].mean()),
+        }
+    )
+
+
+def measure(solver: str, repeat: int, tolerance: float, threads: int) -> dict:
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=_measure, args=(solver, repeat, tolerance, threads, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def fitted_exponent(sizes, times) -> float:
+    """Slope of log(time) against log(N), least squares."""
+    return float(np.polyfit(np.log(sizes), np.log(times), 1)[0])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--max-atoms", type=int, default=13720, help="largest supercell for the iterative solver (default 13720)")
+    parser.add_argument("--dense-max-atoms", type=int, default=2560, help="largest supercell for the dense solver (default 2560)")
+    parser.add_argument("--min-atoms", type=int, default=300, help="smallest supercell (default 300)")
+    parser.add_argument("--tolerance", type=float, default=1e-6, help="Ewald/PME accuracy and CG relative residual (default 1e-6)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    args = parser.parse_args(argv)
+
+    repeats = [n for n in range(2, 64) if args.min_atoms <= 5 * n**3 <= args.max_atoms]
+    if not repeats:
+        parser.error("no CsPbI3 supercell (5 n^3 atoms) lies between --min-atoms and --max-atoms")
+    rows = []
+    print(f"CsPbI3 supercells, tolerance {args.tolerance:g}, {args.threads} threads, CPU")
+    print(f"{'N':>7} {'solver':>9} {'cold_s':>9} {'setup_s':>9} {'solve_s':>9} {'total_s':>9} {'mem_MiB':>9} {'matvecs':>8} {'sum_q':>10} {'q_Cs':>8}")
+    for repeat in repeats:
+        n_atoms = 5 * repeat**3
+        for solver in ("dense", "iterative"):
+            if solver == "dense" and n_atoms > args.dense_max_atoms:
+                continue
+            result = measure(solver, repeat, args.tolerance, args.threads)
+            rows.append((n_atoms, solver, result))
+            print(
+                f"{n_atoms:>7} {solver:>9} {result['cold_s']:>9.3f} {result['setup_s']:>9.3f} {result['solve_s']:>9.3f} "
+                f"{result['total_s']:>9.3f} {result['memory_mib']:>9.1f} {result['products']:>8d} "
+                f"{result['charge_sum']:>10.1e} {result['q_cs']:>8.4f}",
+                flush=True,
+            )
+
+    print()
+    timings = {solver: {n: r["total_s"] for n, s, r in rows if s == solver} for solver in ("dense", "iterative")}
+    for solver, by_size in timings.items():
+        if len(by_size) >= 2:
+            exponent = fitted_exponent(list(by_size), list(by_size.values()))
+            print(f"{solver:>9}: warm total time ~ N^{exponent:.2f} (log-log fit over N = {min(by_size)}..{max(by_size)})")
+    per_product = {n: r["solve_s"] / r["products"] for n, s, r in rows if s == "iterative" and r["products"]}
+    if len(per_product) >= 2:
+        exponent = fitted_exponent(list(per_product), list(per_product.values()))
+        print(f"iterative: time per matrix-vector product ~ N^{exponent:.2f} (CG iterations grow too)")
+    shared = sorted(set(timings["dense"]) & set(timings["iterative"]))
+    if shared:
+        print("dense / iterative time: " + ", ".join(f"N={n}: {timings['dense'][n] / timings['iterative'][n]:.2f}" for n in shared))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

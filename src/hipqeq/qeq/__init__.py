@@ -1,0 +1,56 @@
+"""Differentiable Gaussian-charge charge equilibration (QEq), the 4G charge model.
+
+Layout after torch-pme and hippynn:
+
+- :mod:`~hipqeq.qeq.neighbors`: pairs within a cutoff over periodic images;
+- :mod:`~hipqeq.qeq.ewald`: Ewald/PME parameters from one tolerance;
+- :mod:`~hipqeq.qeq.coulomb`: Coulomb matrices and matrix-free potentials of Gaussian
+  charges for open, periodic and slab boundaries (pure functions);
+- :mod:`~hipqeq.qeq.solvers`: dense bordered and iterative projected-CG solvers;
+- :mod:`~hipqeq.qeq.layers`: the ``QEq`` torch module; :mod:`~hipqeq.qeq.nodes`: its
+  hippynn node ``QEqNode`` (imports hippynn);
+- :mod:`~hipqeq.qeq.api`: ``equilibrate(atoms, chi, hardness, sigma)``.
+
+Units: eV, Angstrom, e.
+"""
+
+from hipqeq.qeq.api import equilibrate
+from hipqeq.qeq.coulomb import (
+    CoulombOperator,
+    boundary_from_pbc,
+    coulomb_matrix,
+    electrostatic_energy,
+    gaussian_coulomb_kernel,
+    qeq_energy,
+)
+from hipqeq.qeq.ewald import (
+    DEFAULT_TOLERANCE,
+    EwaldParameters,
+    dense_ewald_parameters,
+    ewald_kvectors,
+    pme_parameters,
+)
+from hipqeq.qeq.layers import QEq
+from hipqeq.qeq.neighbors import neighbor_pairs, pair_vectors
+from hipqeq.qeq.solvers import QEqNotConverged, solve_dense, solve_iterative
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "CoulombOperator",
+    "EwaldParameters",
+    "QEq",
+    "QEqNotConverged",
+    "boundary_from_pbc",
+    "coulomb_matrix",
+    "dense_ewald_parameters",
+    "electrostatic_energy",
+    "equilibrate",
+    "ewald_kvectors",
+    "gaussian_coulomb_kernel",
+    "neighbor_pairs",
+    "pair_vectors",
+    "pme_parameters",
+    "qeq_energy",
+    "solve_dense",
+    "solve_iterative",
+]

@@ -1,0 +1,217 @@
+r"""The QEq layer: per-atom electronegativities in, charges and energies out.
+
+hippynn layer convention (tensors in, tensors out) over a flat batch of atoms: atom ``a``
+belongs to system ``mol_index[a]``; systems may differ in size. Per element (atomic
+number) the layer owns a hardness :math:`J_Z` (eV/e^2) and a Gaussian width
+:math:`\sigma_Z` (Angstrom), kept positive by a softplus parametrisation
+
+.. math::
+
+    J_Z = \operatorname{softplus}(\tilde J_Z), \qquad
+    \sigma_Z = \operatorname{softplus}(\tilde\sigma_Z)
+
+and learnable unless frozen. For every system it builds the Coulomb matrix of
+:mod:`hipqeq.qeq.coulomb`, solves the QEq of :mod:`hipqeq.qeq.solvers` (all dense
+systems of a batch in one padded, batched ``torch.linalg.solve``) and returns
+
+- charges :math:`q^*` (n_atoms, 1), e;
+- :math:`E_{\mathrm{elec}}(q^*) = \tfrac12 q^{*\mathsf T} A q^*` (n_systems, 1), eV;
+- :math:`E_{\mathrm{QEq}}(q^*)` (n_systems, 1), eV (variational: forces from it may
+  treat the charges as constants, see :mod:`hipqeq.qeq.solvers`);
+- dipole :math:`\sum_i q_i^* \mathbf r_i` (n_systems, 3), e*Angstrom. In periodic cells
+  it depends on where the atoms sit (it is the dipole of the given, unwrapped positions);
+  with :math:`Q \ne 0` it depends on the origin.
+
+Everything is differentiable with respect to positions, cell, electronegativities and
+the per-element parameters (dense: autograd through the solve; iterative: implicit
+function theorem, first derivatives only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from hipqeq.errors import HipqeqError
+from hipqeq.qeq.coulomb import BOUNDARIES, CoulombOperator, coulomb_matrix
+from hipqeq.qeq.ewald import DEFAULT_TOLERANCE
+from hipqeq.qeq.solvers import solve_dense, solve_iterative
+
+#: Defaults when no per-element values are given: hardness 5 eV/e^2, width 1.5 Angstrom.
+DEFAULT_HARDNESS = 5.0
+DEFAULT_SIGMA = 1.5
+
+
+def _inverse_softplus(values: torch.Tensor) -> torch.Tensor:
+    # softplus^-1(y) = y + log(1 - exp(-y)), written stably with expm1.
+    return values + torch.log(-torch.expm1(-values))
+
+
+def _per_species(values, species_set: Sequence[int], default: float, what: str) -> torch.Tensor:
+    if values is None:
+        return torch.full((len(species_set),), default, dtype=torch.float64)
+    if isinstance(values, Mapping):
+        missing = [z for z in species_set if z not in values]
+        if missing:
+            raise HipqeqError(f"{what} has no value for atomic numbers {missing}")
+        values = [values[z] for z in species_set]
+    tensor = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    if tensor.shape[0] != len(species_set) or bool((tensor <= 0).any()):
+        raise HipqeqError(
+            f"{what} needs one positive value per species {list(species_set)}, got {tensor.tolist()}"
+        )
+    return tensor
+
+
+class QEq(torch.nn.Module):
+    """Gaussian-charge charge equilibration over a flat batch of atoms.
+
+    :param species_set: atomic numbers the layer knows (padding 0 excluded).
+    :param boundary: ``"open"``, ``"periodic"`` or ``"slab"`` for the whole batch.
+    :param hardness: initial :math:`J` per species (sequence aligned with
+        ``species_set`` or mapping Z -> value), eV/e^2.
+    :param sigma: initial Gaussian widths per species, Angstrom.
+    :param total_charge: :math:`Q` of every system, e (overridable per call).
+    :param tolerance: accuracy of the periodic Coulomb sums, and of the iterative solve.
+    :param solver: ``"dense"`` (batched bordered solve) or ``"iterative"`` (projected
+        PCG with a PME matrix-vector product, one system at a time).
+    :param learnable: whether hardness and widths are trained.
+    """
+
+    def __init__(
+        self,
+        species_set: Sequence[int],
+        boundary: str = "open",
+        hardness=None,
+        sigma=None,
+        total_charge: float = 0.0,
+        tolerance: float = DEFAULT_TOLERANCE,
+        solver: str = "dense",
+        learnable: bool = True,
+    ):
+        super().__init__()
+        species_set = [int(z) for z in species_set if int(z) != 0]
+        if boundary not in BOUNDARIES:
+            raise HipqeqError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+        if solver not in ("dense", "iterative"):
+            raise HipqeqError(f"solver must be 'dense' or 'iterative', got {solver!r}")
+        self.species_set = species_set
+        self.boundary = boundary
+        self.total_charge = float(total_charge)
+        self.tolerance = float(tolerance)
+        self.solver = solver
+        lookup = torch.full((max(species_set) + 1,), -1, dtype=torch.int64)
+        lookup[torch.tensor(species_set)] = torch.arange(len(species_set))
+        self.register_buffer("species_lookup", lookup, persistent=False)
+        raw_hardness = _inverse_softplus(_per_species(hardness, species_set, DEFAULT_HARDNESS, "hardness"))
+        raw_sigma = _inverse_softplus(_per_species(sigma, species_set, DEFAULT_SIGMA, "sigma"))
+        self.raw_hardness = torch.nn.Parameter(raw_hardness, requires_grad=learnable)
+        self.raw_sigma = torch.nn.Parameter(raw_sigma, requires_grad=learnable)
+
+    @property
+    def hardness(self) -> torch.Tensor:
+        """(n_species,) hardness :math:`J_Z`, eV/e^2, in ``species_set`` order."""
+        return torch.nn.functional.softplus(self.raw_hardness)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """(n_species,) Gaussian widths :math:`\\sigma_Z`, Angstrom, in ``species_set`` order."""
+        return torch.nn.functional.softplus(self.raw_sigma)
+
+    def _species_index(self, species: torch.Tensor) -> torch.Tensor:
+        species = species.reshape(-1).long()
+        if bool((species < 0).any()) or int(species.max()) >= self.species_lookup.shape[0]:
+            raise HipqeqError(f"atomic numbers outside the species set {self.species_set}")
+        index = self.species_lookup[species]
+        if bool((index < 0).any()):
+            unknown = sorted(set(species[index < 0].tolist()))
+            raise HipqeqError(f"atomic numbers {unknown} are not in the species set {self.species_set}")
+        return index
+
+    def forward(
+        self,
+        electronegativity: torch.Tensor,
+        species: torch.Tensor,
+        positions: torch.Tensor,
+        mol_index: torch.Tensor,
+        n_molecules: int,
+        cell: torch.Tensor | None = None,
+        total_charge: torch.Tensor | None = None,
+    ):
+        """Solve the QEq of every system in the batch.
+
+        :param electronegativity: (n_atoms,) or (n_atoms, 1) :math:`\\chi`, eV/e.
+        :param species: (n_atoms,) or (n_atoms, 1) atomic numbers.
+        :param positions: (n_atoms, 3), Angstrom.
+        :param mol_index: (n_atoms,) system of each atom.
+        :param n_molecules: number of systems.
+        :param cell: (n_molecules, 3, 3) lattice vectors as rows, Angstrom (periodic, slab).
+        :param total_charge: (n_molecules,) :math:`Q` per system, e; default the layer's.
+        :return: charges (n_atoms, 1), e_elec (n_molecules, 1), e_qeq (n_molecules, 1),
+            dipoles (n_molecules, 3).
+        """
+        chi = electronegativity.reshape(-1)
+        dtype, device = positions.dtype, positions.device
+        index = self._species_index(species)
+        hardness = self.hardness.to(dtype)[index]
+        sigma = self.sigma.to(dtype)[index]
+        n_molecules = int(n_molecules)
+        if total_charge is None:
+            total_charge = torch.full((n_molecules,), self.total_charge, dtype=dtype, device=device)
+        if self.boundary != "open" and cell is None:
+            raise HipqeqError(f"boundary {self.boundary!r} needs a cell per system")
+        members = [torch.nonzero(mol_index == b).reshape(-1) for b in range(n_molecules)]
+        systems = [
+            (positions[atoms], sigma[atoms], None if cell is None or self.boundary == "open" else cell[b])
+            for b, atoms in enumerate(members)
+        ]
+        if self.solver == "dense":
+            matrices = [coulomb_matrix(pos, sig, cel, self.boundary, self.tolerance) for pos, sig, cel in systems]
+            charges_per_system = self._dense_charges(matrices, members, chi, hardness, total_charge)
+            potentials = [matrix @ q for matrix, q in zip(matrices, charges_per_system)]
+        else:
+            charges_per_system, potentials = self._iterative_charges(systems, members, chi, hardness, total_charge)
+
+        charges = torch.zeros(positions.shape[0], dtype=dtype, device=device)
+        charges = charges.index_copy(0, torch.cat(members), torch.cat(charges_per_system))
+        e_elec = torch.stack([0.5 * (q * phi).sum() for q, phi in zip(charges_per_system, potentials)])
+        e_qeq = torch.stack(
+            [
+                e + (chi[atoms] * q + 0.5 * hardness[atoms] * q**2).sum()
+                for e, q, atoms in zip(e_elec, charges_per_system, members)
+            ]
+        )
+        dipoles = torch.zeros((n_molecules, 3), dtype=dtype, device=device)
+        dipoles = dipoles.index_add(0, mol_index, charges[:, None] * positions)
+        return charges[:, None], e_elec[:, None], e_qeq[:, None], dipoles
+
+    def _dense_charges(self, matrices, members, chi, hardness, total_charge):
+        """One padded batched bordered solve for all systems."""
+        sizes = [len(atoms) for atoms in members]
+        largest = max(sizes)
+        dtype, device = chi.dtype, chi.device
+        padded = torch.stack([torch.nn.functional.pad(m, (0, largest - m.shape[0], 0, largest - m.shape[0])) for m in matrices])
+        pad = lambda values: torch.stack(  # noqa: E731
+            [torch.nn.functional.pad(values[atoms], (0, largest - len(atoms))) for atoms in members]
+        )
+        mask = torch.arange(largest, device=device)[None, :] < torch.tensor(sizes, device=device)[:, None]
+        solved = solve_dense(padded, pad(chi), pad(hardness), total_charge.to(dtype), atom_mask=mask)
+        return [solved[b, :size] for b, size in enumerate(sizes)]
+
+    def _iterative_charges(self, systems, members, chi, hardness, total_charge):
+        charges, potentials = [], []
+        for (pos, sig, cel), atoms, charge in zip(systems, members, total_charge):
+            operator = CoulombOperator(pos, sig, cel, self.boundary, self.tolerance, method="pme")
+            q, _ = solve_iterative(
+                operator.matvec,
+                (pos, sig, cel),
+                chi[atoms],
+                hardness[atoms],
+                operator.diagonal_estimate(sig),
+                float(charge),
+                tolerance=self.tolerance,
+            )
+            charges.append(q)
+            potentials.append(operator.matvec(q, pos, sig, cel))
+        return charges, potentials

@@ -1,0 +1,186 @@
+"""Coulomb sums of Gaussian charges against physics oracles."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from ase.neighborlist import neighbor_list
+
+from hipqeq.errors import HipqeqError
+from hipqeq.qeq import (
+    CoulombOperator,
+    EwaldParameters,
+    boundary_from_pbc,
+    coulomb_matrix,
+    electrostatic_energy,
+    neighbor_pairs,
+)
+from hipqeq.units import COULOMB_EV_A
+
+from qeq_helpers import cspbi3, water_like
+
+
+def _point_charge_energy(frac, charges, cell, sigma, tolerance=1e-10):
+    """Ewald energy of point charges: Gaussian matrix minus the Gaussian self terms."""
+    cell = torch.as_tensor(cell, dtype=torch.float64)
+    positions = torch.as_tensor(frac, dtype=torch.float64) @ cell
+    widths = torch.full((len(positions),), sigma, dtype=torch.float64)
+    matrix = coulomb_matrix(positions, widths, cell, "periodic", tolerance)
+    matrix = matrix - torch.diag(COULOMB_EV_A / (widths * math.sqrt(math.pi)))
+    return float(electrostatic_energy(torch.as_tensor(charges, dtype=torch.float64), matrix))
+
+
+@pytest.mark.parametrize("sigma", [1e-3, 1e-2])
+def test_madelung_nacl(sigma):
+    # Rock salt, conventional cell: 4 ion pairs, nearest-neighbour distance a/2.
+    a = 5.64
+    frac = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
+    frac = frac + [[x + 0.5 if i == 0 else x for i, x in enumerate(f)] for f in frac]
+    charges = [1.0] * 4 + [-1.0] * 4
+    energy = _point_charge_energy(frac, charges, np.eye(3) * a, sigma)
+    madelung = -energy / 4 * (a / 2) / COULOMB_EV_A
+    assert madelung == pytest.approx(1.747564594633, rel=1e-6)
+
+
+@pytest.mark.parametrize("sigma", [1e-3, 1e-2])
+def test_madelung_cscl(sigma):
+    a = 4.12
+    energy = _point_charge_energy([[0, 0, 0], [0.5, 0.5, 0.5]], [1.0, -1.0], np.eye(3) * a, sigma)
+    madelung = -energy * (a * math.sqrt(3) / 2) / COULOMB_EV_A
+    assert madelung == pytest.approx(1.762674773070, rel=1e-6)
+
+
+def test_madelung_nacl_primitive_triclinic_cell():
+    # The same crystal in its rhombohedral primitive cell (any cell shape is supported).
+    a = 5.64
+    cell = 0.5 * a * np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]])
+    energy = _point_charge_energy([[0, 0, 0], [0.5, 0.5, 0.5]], [1.0, -1.0], cell, 1e-3)
+    assert -energy * (a / 2) / COULOMB_EV_A == pytest.approx(1.747564594633, rel=1e-6)
+
+
+@pytest.mark.parametrize("smearing", [0.7, 1.2, 2.5])
+def test_independent_of_ewald_splitting(smearing):
+    atoms = cspbi3(rattle=0.1)
+    positions = torch.tensor(atoms.positions)
+    cell = torch.tensor(atoms.cell.array)
+    sigma = torch.tensor([1.6, 1.8, 1.9, 1.9, 1.9], dtype=torch.float64)
+    reference = coulomb_matrix(positions, sigma, cell, "periodic", tolerance=1e-12)
+    p = math.sqrt(2 * math.log(1e12))
+    chosen = EwaldParameters(smearing, p * max(smearing, math.sqrt(2) * 1.9), p / smearing)
+    matrix = coulomb_matrix(positions, sigma, cell, "periodic", parameters=chosen)
+    assert torch.allclose(matrix, reference, rtol=0, atol=1e-9)
+
+
+def test_periodic_converges_to_open_in_growing_box():
+    positions = torch.tensor(water_like().positions)
+    sigma = torch.tensor([1.0, 0.7, 0.7], dtype=torch.float64)
+    charges = torch.tensor([-0.8, 0.4, 0.4], dtype=torch.float64)
+    open_energy = float(electrostatic_energy(charges, coulomb_matrix(positions, sigma)))
+    errors = []
+    for length in (20.0, 40.0, 80.0):
+        cell = torch.eye(3, dtype=torch.float64) * length
+        matrix = coulomb_matrix(positions, sigma, cell, "periodic")
+        errors.append(abs(float(electrostatic_energy(charges, matrix)) - open_energy))
+    # A neutral molecule with a dipole: the image interaction falls off as 1/L^3.
+    assert errors[1] < errors[0] / 6 and errors[2] < errors[1] / 6
+    assert errors[2] < 1e-4
+
+
+def test_slab_with_dipole_correction_matches_open_molecule():
+    # One polar molecule in slab cells: with the dipole correction the energy does not
+    # depend on the vacuum height, and it tends to the open result as the in-plane
+    # period L grows (in-plane images of a dipole: 1/L^3).
+    positions = torch.tensor(water_like().positions)[:, [2, 0, 1]]  # dipole along z
+    sigma = torch.tensor([1.0, 0.7, 0.7], dtype=torch.float64)
+    charges = torch.tensor([-0.8, 0.4, 0.4], dtype=torch.float64)
+    open_energy = float(electrostatic_energy(charges, coulomb_matrix(positions, sigma)))
+
+    def slab_energy(length, height):
+        cell = torch.diag(torch.tensor([length, length, height], dtype=torch.float64))
+        return float(electrostatic_energy(charges, coulomb_matrix(positions, sigma, cell, "slab")))
+
+    assert slab_energy(40.0, 80.0) == pytest.approx(slab_energy(40.0, 160.0), abs=1e-6)
+    error_20 = abs(slab_energy(20.0, 80.0) - open_energy)
+    error_40 = abs(slab_energy(40.0, 160.0) - open_energy)
+    assert error_40 < error_20 / 6 and error_40 < 2e-4
+
+
+def test_slab_energy_independent_of_vacuum():
+    slab = cspbi3((2, 2, 2), rattle=0.05)
+    slab.center(vacuum=10.0, axis=2)
+    slab.pbc = (True, True, False)
+    rng = np.random.default_rng(1)
+    charges = torch.tensor(rng.normal(size=len(slab)))
+    charges -= charges.mean()
+    sigma = torch.full((len(slab),), 1.7, dtype=torch.float64)
+    energies = []
+    for vacuum in (10.0, 20.0, 40.0):
+        slab.center(vacuum=vacuum, axis=2)
+        matrix = coulomb_matrix(torch.tensor(slab.positions), sigma, torch.tensor(slab.cell.array), "slab")
+        energies.append(float(electrostatic_energy(charges, matrix)))
+    assert energies[1] == pytest.approx(energies[2], abs=1e-4)
+    assert abs(energies[0] - energies[2]) > abs(energies[1] - energies[2])
+
+
+@pytest.mark.parametrize("boundary", ["periodic", "slab"])
+def test_ewald_operator_reproduces_dense_matrix(boundary):
+    atoms = cspbi3((2, 1, 1), rattle=0.1)
+    positions, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
+    if boundary == "slab":
+        cell[2, 2] = 40.0
+    sigma = torch.linspace(1.4, 2.0, len(atoms), dtype=torch.float64)
+    charges = torch.linspace(-1.0, 1.2, len(atoms), dtype=torch.float64)
+    matrix = coulomb_matrix(positions, sigma, cell, boundary)
+    operator = CoulombOperator(positions, sigma, cell, boundary, method="ewald")
+    assert torch.allclose(operator.matvec(charges, positions, sigma, cell), matrix @ charges, atol=1e-10)
+    pme = CoulombOperator(positions, sigma, cell, boundary, tolerance=1e-6, method="pme")
+    error = (pme.matvec(charges, positions, sigma, cell) - matrix @ charges).abs().max()
+    assert error < 1e-5 * (matrix @ charges).abs().max()
+
+
+def test_matrix_invariant_under_translation_and_rotation():
+    atoms = cspbi3((1, 1, 2), rattle=0.1)
+    positions, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
+    sigma = torch.full((len(atoms),), 1.7, dtype=torch.float64)
+    reference = coulomb_matrix(positions, sigma, cell, "periodic")
+    shifted = coulomb_matrix(positions + torch.tensor([0.3, -1.7, 4.0]), sigma, cell, "periodic")
+    angle = 0.7
+    rotation = torch.tensor(
+        [[math.cos(angle), -math.sin(angle), 0], [math.sin(angle), math.cos(angle), 0], [0, 0, 1]],
+        dtype=torch.float64,
+    ) @ torch.tensor([[1, 0, 0], [0, math.cos(0.4), -math.sin(0.4)], [0, math.sin(0.4), math.cos(0.4)]], dtype=torch.float64)
+    rotated = coulomb_matrix(positions @ rotation.T, sigma, cell @ rotation.T, "periodic")
+    assert torch.allclose(shifted, reference, atol=1e-8)
+    assert torch.allclose(rotated, reference, atol=1e-8)
+
+
+@pytest.mark.parametrize("pbc", [(True, True, True), (True, True, False), (False, False, False)])
+def test_neighbor_pairs_match_ase(pbc):
+    # A cell smaller than the cutoff: many images of each atom, including itself.
+    atoms = cspbi3(rattle=0.2)
+    atoms.pbc = pbc
+    cutoff = 9.0
+    first, second, shifts = neighbor_pairs(torch.tensor(atoms.positions), torch.tensor(atoms.cell.array), pbc, cutoff)
+    i, j, shift_ase = neighbor_list("ijS", atoms, cutoff)
+    ours = sorted(zip(first.tolist(), second.tolist(), map(tuple, shifts.tolist())))
+    theirs = sorted(zip(i.tolist(), j.tolist(), map(tuple, shift_ase.tolist())))
+    assert ours == theirs
+
+
+def test_neighbor_pairs_unwrapped_positions():
+    atoms = cspbi3(rattle=0.1)
+    positions = torch.tensor(atoms.positions)
+    cell = torch.tensor(atoms.cell.array)
+    moved = positions + 3 * cell[0] - 2 * cell[2]  # unwrapped: three cells over, two down
+    first, second, shifts = neighbor_pairs(moved, cell, (True,) * 3, 7.0)
+    vectors = moved[second] - moved[first] + shifts.double() @ cell
+    assert float(torch.linalg.norm(vectors, dim=1).max()) <= 7.0
+    assert len(first) == len(neighbor_list("i", atoms, 7.0))
+
+
+def test_unsupported_pbc_raises():
+    with pytest.raises(HipqeqError, match="pbc"):
+        boundary_from_pbc((True, False, False))
+    with pytest.raises(HipqeqError, match="pbc"):
+        boundary_from_pbc((False, True, True))

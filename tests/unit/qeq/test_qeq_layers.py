@@ -1,0 +1,187 @@
+"""The QEq layer, its hippynn node inside a GraphModule, and the equilibrate API."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from hipqeq.errors import HipqeqError
+from hipqeq.qeq import QEq, equilibrate
+
+from qeq_helpers import CHI, HARDNESS, SIGMA, cspbi3, parameters, water_like
+
+SPECIES = [55, 82, 53]
+
+
+def _layer(boundary="periodic", solver="dense", dtype=torch.float64):
+    layer = QEq(
+        SPECIES,
+        boundary=boundary,
+        hardness=HARDNESS,
+        sigma=SIGMA,
+        solver=solver,
+        tolerance=1e-6 if dtype == torch.float32 else 1e-8,
+    )
+    return layer.to(dtype)
+
+
+def _batch(structures, dtype=torch.float64, device="cpu"):
+    """Flat hippynn-style batch: concatenated atoms with a system index."""
+    as_tensor = lambda x, **kw: torch.tensor(np.asarray(x), device=device, **kw)  # noqa: E731
+    chi = as_tensor(np.concatenate([parameters(s)[0] for s in structures]), dtype=dtype)
+    species = as_tensor(np.concatenate([s.numbers for s in structures]))
+    positions = as_tensor(np.concatenate([s.positions for s in structures]), dtype=dtype)
+    mol_index = as_tensor(np.concatenate([[b] * len(s) for b, s in enumerate(structures)]))
+    cell = as_tensor(np.stack([s.cell.array for s in structures]), dtype=dtype)
+    return chi, species, positions, mol_index, len(structures), cell
+
+
+def test_batched_layer_matches_single_structures():
+    structures = [cspbi3(rattle=0.1, seed=1), cspbi3((2, 1, 1), rattle=0.1, seed=2), cspbi3((1, 1, 2), rattle=0.05)]
+    layer = _layer()
+    with torch.no_grad():
+        charges, e_elec, e_qeq, dipoles = layer(*_batch(structures))
+    assert charges.shape == (25, 1) and e_elec.shape == (3, 1) and e_qeq.shape == (3, 1) and dipoles.shape == (3, 3)
+    start = 0
+    for b, atoms in enumerate(structures):
+        q, e = equilibrate(atoms, *parameters(atoms))
+        assert charges[start : start + len(atoms), 0].detach().numpy() == pytest.approx(q, abs=1e-10)
+        assert float(e_elec[b]) == pytest.approx(e, abs=1e-10)
+        assert dipoles[b].detach().numpy() == pytest.approx(q @ atoms.positions, abs=1e-9)
+        start += len(atoms)
+
+
+def test_layer_parameters_are_positive_and_learnable():
+    layer = _layer()
+    assert torch.allclose(layer.hardness, torch.tensor([HARDNESS[z] for z in SPECIES], dtype=torch.float64))
+    _, e_elec, _, _ = layer(*_batch([cspbi3(rattle=0.1)]))
+    e_elec.sum().backward()
+    assert layer.raw_hardness.grad is not None and layer.raw_sigma.grad is not None
+    with torch.no_grad():
+        layer.raw_sigma -= 100.0
+    assert bool((layer.sigma > 0).all())
+
+
+def test_layer_iterative_solver_matches_dense():
+    structures = [cspbi3((2, 1, 1), rattle=0.1)]
+    dense = _layer()(*_batch(structures))[0]
+    iterative_layer = _layer(solver="iterative")
+    iterative_layer.tolerance = 1e-7
+    iterative = iterative_layer(*_batch(structures))[0]
+    assert torch.allclose(dense, iterative, atol=1e-5)
+
+
+def test_float32_runs_and_agrees():
+    structures = [cspbi3(rattle=0.1), cspbi3((2, 1, 1), rattle=0.1)]
+    with torch.no_grad():
+        reference = _layer()(*_batch(structures))
+        single = _layer(dtype=torch.float32)(*_batch(structures, dtype=torch.float32))
+    assert single[0].dtype == torch.float32
+    assert torch.allclose(single[0].double(), reference[0], atol=1e-4)
+    assert torch.allclose(single[1].double(), reference[1], rtol=1e-4, atol=1e-4)
+    assert abs(float(single[0].sum())) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_cpu(dtype):
+    structures = [cspbi3(rattle=0.1), cspbi3((2, 1, 1), rattle=0.1)]
+    with torch.no_grad():
+        reference = _layer()(*_batch(structures))
+        result = _layer(dtype=dtype).to("cuda")(*_batch(structures, dtype=dtype, device="cuda"))
+    tolerance = 1e-4 if dtype == torch.float32 else 1e-9
+    assert torch.allclose(result[0].double().cpu(), reference[0], atol=tolerance)
+
+
+# hippynn's torch.compile'd interaction kernel touches .grad of non-leaf tensors while
+# dynamo traces it; the warning is about hippynn/torch, not this code.
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")
+def test_qeq_node_in_hippynn_graph():
+    # Importing hippynn 0.1.3 warns (torch.jit.script deprecated in torch 2.13; no custom
+    # kernels on CPU); those warnings are about the environment, not this code.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from hippynn.graphs import GraphModule, inputs, networks, targets
+
+        from hipqeq.qeq.nodes import QEqNode
+
+    species = inputs.SpeciesNode(db_name="species")
+    positions = inputs.PositionsNode(db_name="positions")
+    cell = inputs.CellNode(db_name="cell")
+    network = networks.Hipnn(
+        "hipnn",
+        (species, positions, cell),
+        module_kwargs=dict(
+            possible_species=[0, *SPECIES], n_features=8, n_sensitivities=6, dist_soft_min=1.0,
+            dist_soft_max=5.0, dist_hard_max=6.0, n_interaction_layers=1, n_atom_layers=1,
+        ),
+        periodic=True,
+    )
+    chi = targets.HChargeNode("chi", network)
+    qeq = QEqNode("qeq", (chi, species, positions, cell), species_set=SPECIES, boundary="periodic",
+                  hardness=HARDNESS, sigma=SIGMA)
+    graph = GraphModule([species, positions, cell], [qeq.charges, qeq.mol_energies, qeq.dipoles, chi.atom_charges])
+    graph.double()
+
+    structures = [cspbi3(rattle=0.1, seed=1), cspbi3(rattle=0.1, seed=2), cspbi3((2, 1, 1), rattle=0.1)]
+    n_max = max(len(s) for s in structures)
+    padded_species = torch.zeros((3, n_max), dtype=torch.int64)
+    padded_positions = torch.zeros((3, n_max, 3), dtype=torch.float64)
+    for b, atoms in enumerate(structures):
+        padded_species[b, : len(atoms)] = torch.tensor(atoms.numbers)
+        padded_positions[b, : len(atoms)] = torch.tensor(atoms.positions)
+    cells = torch.tensor(np.stack([s.cell.array for s in structures]))
+    outputs = graph(padded_species, padded_positions, cells)
+    charges, e_elec, dipoles, chi_values = (value.detach() for value in outputs)
+
+    assert charges.shape == (20, 1) and e_elec.shape == (3, 1) and dipoles.shape == (3, 3)
+    # Each structure is neutral, and the node's charges are the QEq of the network's chi.
+    start = 0
+    for b, atoms in enumerate(structures):
+        block = slice(start, start + len(atoms))
+        assert abs(float(charges[block].sum())) < 1e-10
+        _, hardness, sigma = parameters(atoms)
+        q, e = equilibrate(atoms, chi_values[block, 0].numpy(), hardness, sigma)
+        assert charges[block, 0].numpy() == pytest.approx(q, abs=1e-9)
+        assert float(e_elec[b]) == pytest.approx(e, abs=1e-9)
+        start += len(atoms)
+    # Training signal reaches the network through the solve.
+    outputs[1].sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in network.torch_module.parameters())
+
+
+def test_equilibrate_open_slab_and_periodic():
+    molecule = water_like()
+    q, e = equilibrate(molecule, [3.0, -1.0, -1.0], 6.0, [1.0, 0.7, 0.7])
+    assert q.shape == (3,) and abs(q.sum()) < 1e-12 and q[0] < 0 < q[1] and e > 0
+    q_charged, _ = equilibrate(molecule, [3.0, -1.0, -1.0], 6.0, [1.0, 0.7, 0.7], total_charge=1.0)
+    assert q_charged.sum() == pytest.approx(1.0, abs=1e-12)
+
+    slab = cspbi3((2, 2, 1))
+    slab.center(vacuum=15.0, axis=2)
+    slab.pbc = (True, True, False)
+    q_slab, _ = equilibrate(slab, *parameters(slab), total_charge=1.0)
+    assert q_slab.sum() == pytest.approx(1.0, abs=1e-10)
+
+    bulk = cspbi3()
+    q_dense, e_dense = equilibrate(bulk, *parameters(bulk))
+    q_iter, e_iter = equilibrate(bulk, *parameters(bulk), solver="iterative", tolerance=1e-7)
+    assert q_iter == pytest.approx(q_dense, abs=1e-5) and e_iter == pytest.approx(e_dense, rel=1e-5)
+    # Symmetry: the three iodides of the cubic cell are equivalent; Cs is the cation.
+    assert q_dense[2:] == pytest.approx([q_dense[2]] * 3, abs=1e-10) and q_dense[1] > 0 > q_dense[2]
+
+
+def test_equilibrate_rejects_bad_input():
+    wire = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.8]], cell=[5, 5, 5], pbc=(False, False, True))
+    with pytest.raises(HipqeqError, match="pbc"):
+        equilibrate(wire, 0.0, 5.0, 1.0)
+    with pytest.raises(HipqeqError, match="chi"):
+        equilibrate(water_like(), [1.0, 2.0], 5.0, 1.0)
+    with pytest.raises(HipqeqError, match="sigma"):
+        equilibrate(water_like(), 0.0, 5.0, -1.0)
+    with pytest.raises(HipqeqError, match="solver"):
+        equilibrate(water_like(), 0.0, 5.0, 1.0, solver="magic")
+    assert CHI[55] < CHI[53]  # the illustrative parameters make Cs the cation

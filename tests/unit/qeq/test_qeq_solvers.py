@@ -1,0 +1,221 @@
+"""QEq solvers: analytic cases, the constraint, agreement, and gradients."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hipqeq.qeq import (
+    CoulombOperator,
+    QEqNotConverged,
+    coulomb_matrix,
+    electrostatic_energy,
+    qeq_energy,
+    solve_dense,
+    solve_iterative,
+)
+from hipqeq.units import COULOMB_EV_A
+
+from qeq_helpers import cspbi3, parameters
+
+F64 = torch.float64
+
+
+def _system(repeat=(1, 1, 1), rattle=0.1):
+    atoms = cspbi3(repeat, rattle=rattle)
+    chi, hardness, sigma = (torch.tensor(x) for x in parameters(atoms))
+    return torch.tensor(atoms.positions), torch.tensor(atoms.cell.array), chi, hardness, sigma
+
+
+def test_two_atoms_analytic():
+    # Open dimer, q1 = -q2 = q: E = q^2 (A11 + A22 - 2 A12 + J1 + J2) / 2 + (chi1 - chi2) q.
+    r, sigma1, sigma2 = 2.3, 1.1, 0.8
+    chi1, chi2, j1, j2 = -1.0, 2.0, 6.0, 8.0
+    a11 = COULOMB_EV_A / (sigma1 * math.sqrt(math.pi))
+    a22 = COULOMB_EV_A / (sigma2 * math.sqrt(math.pi))
+    a12 = COULOMB_EV_A * math.erf(r / math.sqrt(2 * (sigma1**2 + sigma2**2))) / r
+    expected = -(chi1 - chi2) / (a11 + a22 - 2 * a12 + j1 + j2)
+
+    positions = torch.tensor([[0.0, 0.0, 0.0], [r, 0.0, 0.0]], dtype=F64)
+    matrix = coulomb_matrix(positions, torch.tensor([sigma1, sigma2], dtype=F64))
+    charges = solve_dense(matrix, torch.tensor([chi1, chi2], dtype=F64), torch.tensor([j1, j2], dtype=F64))
+    assert charges.tolist() == pytest.approx([expected, -expected], rel=1e-12)
+
+
+@pytest.mark.parametrize("total_charge", [0.0, 1.0])
+@pytest.mark.parametrize("solver", ["dense", "iterative"])
+def test_total_charge_constraint(total_charge, solver):
+    positions, cell, chi, hardness, sigma = _system((2, 1, 1))
+    if solver == "dense":
+        matrix = coulomb_matrix(positions, sigma, cell, "periodic")
+        charges = solve_dense(matrix, chi, hardness, total_charge)
+    else:
+        operator = CoulombOperator(positions, sigma, cell, "periodic", tolerance=1e-6)
+        charges, _ = solve_iterative(
+            operator.matvec, (positions, sigma, cell), chi, hardness, operator.diagonal_estimate(sigma), total_charge
+        )
+    assert abs(float(charges.sum()) - total_charge) < 1e-10
+
+
+@pytest.mark.parametrize("total_charge", [0.0, 1.0])
+@pytest.mark.parametrize("boundary", ["periodic", "slab", "open"])
+def test_dense_and_iterative_agree(boundary, total_charge):
+    positions, cell, chi, hardness, sigma = _system((2, 2, 1))
+    if boundary == "slab":
+        cell[2, 2] = 30.0
+    cell = None if boundary == "open" else cell
+    matrix = coulomb_matrix(positions, sigma, cell, boundary)
+    dense = solve_dense(matrix, chi, hardness, total_charge)
+    # With the Ewald operator both use the same sums: agreement to solver tolerance.
+    operator = CoulombOperator(positions, sigma, cell, boundary, method="ewald")
+    iterative, _ = solve_iterative(
+        operator.matvec, (positions, sigma, cell), chi, hardness, operator.diagonal_estimate(sigma),
+        total_charge, tolerance=1e-12,
+    )
+    assert torch.allclose(iterative, dense, atol=1e-9)
+    if boundary != "open":
+        # PME potentials: agreement to the PME accuracy.
+        pme = CoulombOperator(positions, sigma, cell, boundary, tolerance=1e-7, method="pme")
+        approximate, _ = solve_iterative(
+            pme.matvec, (positions, sigma, cell), chi, hardness, pme.diagonal_estimate(sigma), total_charge
+        )
+        assert torch.allclose(approximate, dense, atol=1e-5)
+
+
+def test_warm_start_needs_fewer_products():
+    positions, cell, chi, hardness, sigma = _system((2, 2, 2))
+    operator = CoulombOperator(positions, sigma, cell, "periodic", tolerance=1e-6)
+    args = (operator.matvec, (positions, sigma, cell), chi, hardness, operator.diagonal_estimate(sigma))
+    cold, cold_products = solve_iterative(*args, tolerance=1e-10)
+    moved = positions + 0.01 * torch.randn(positions.shape, dtype=F64, generator=torch.Generator().manual_seed(3))
+    operator_moved = CoulombOperator(moved, sigma, cell, "periodic", tolerance=1e-6)
+    args_moved = (operator_moved.matvec, (moved, sigma, cell), chi, hardness, operator_moved.diagonal_estimate(sigma))
+    _, warm_products = solve_iterative(*args_moved, initial=cold, tolerance=1e-10)
+    _, fresh_products = solve_iterative(*args_moved, tolerance=1e-10)
+    assert warm_products < fresh_products
+
+
+def test_iterative_raises_when_not_converged():
+    positions, cell, chi, hardness, sigma = _system()
+    operator = CoulombOperator(positions, sigma, cell, "periodic", tolerance=1e-6)
+    with pytest.raises(QEqNotConverged):
+        solve_iterative(
+            operator.matvec, (positions, sigma, cell), chi, hardness, operator.diagonal_estimate(sigma),
+            tolerance=1e-12, max_iterations=1,
+        )
+
+
+def test_gradcheck_dense_charges_wrt_chi_hardness_sigma():
+    positions, cell, chi, hardness, sigma = _system(rattle=0.2)
+
+    def charges(chi, hardness, sigma):
+        return solve_dense(coulomb_matrix(positions, sigma, cell, "periodic", 1e-12), chi, hardness)
+
+    inputs = tuple(x.clone().requires_grad_() for x in (chi, hardness, sigma))
+    assert torch.autograd.gradcheck(charges, inputs)
+
+
+def test_gradcheck_iterative_charges_implicit_gradients():
+    # The implicit-function-theorem backward against finite differences, for every input.
+    positions, cell, chi, hardness, sigma = _system(rattle=0.2)
+
+    def charges(chi, hardness, positions, sigma, cell):
+        operator = CoulombOperator(positions, sigma, cell, "periodic", tolerance=1e-12, method="ewald")
+        solved, _ = solve_iterative(
+            operator.matvec, (positions, sigma, cell), chi, hardness, operator.diagonal_estimate(sigma),
+            total_charge=0.5, tolerance=1e-14,
+        )
+        return solved
+
+    inputs = tuple(x.clone().requires_grad_() for x in (chi, hardness, positions, sigma, cell))
+    assert torch.autograd.gradcheck(charges, inputs, atol=1e-6)
+
+
+def _energies(positions, cell, chi, hardness, sigma, boundary="periodic"):
+    matrix = coulomb_matrix(positions, sigma, cell, boundary, 1e-12)
+    charges = solve_dense(matrix, chi, hardness)
+    potential = matrix @ charges
+    return charges, 0.5 * (charges * potential).sum(), qeq_energy(charges, potential, chi, hardness)
+
+
+@pytest.mark.parametrize("boundary", ["open", "periodic", "slab"])
+def test_forces_match_finite_differences(boundary):
+    positions, cell, chi, hardness, sigma = _system(rattle=0.2)
+    if boundary == "slab":
+        cell[2, 2] = 25.0
+    cell = None if boundary == "open" else cell
+    positions.requires_grad_()
+    _, e_elec, e_qeq = _energies(positions, cell, chi, hardness, sigma, boundary)
+    grad_elec, grad_qeq = (torch.autograd.grad(e, positions, retain_graph=True)[0] for e in (e_elec, e_qeq))
+    step = 1e-5
+    for atom, axis in [(0, 0), (2, 1), (4, 2)]:
+        displaced = []
+        for sign in (1, -1):
+            moved = positions.detach().clone()
+            moved[atom, axis] += sign * step
+            _, elec, qeq = _energies(moved, cell, chi, hardness, sigma, boundary)
+            displaced.append((float(elec), float(qeq)))
+        fd_elec = (displaced[0][0] - displaced[1][0]) / (2 * step)
+        fd_qeq = (displaced[0][1] - displaced[1][1]) / (2 * step)
+        assert float(grad_elec[atom, axis]) == pytest.approx(fd_elec, abs=1e-6)
+        assert float(grad_qeq[atom, axis]) == pytest.approx(fd_qeq, abs=1e-6)
+
+
+def test_variational_forces_need_no_charge_derivative():
+    # dE_QEq/dR through the solve equals the partial derivative at fixed q*; even with
+    # chi depending on the positions (as a network's would).
+    positions, cell, chi0, hardness, sigma = _system(rattle=0.2)
+    positions.requires_grad_()
+    chi = chi0 + 0.3 * torch.sin(positions).sum(1)
+    _, _, total = _energies(positions, cell, chi, hardness, sigma)
+    full = torch.autograd.grad(total, positions, retain_graph=True)[0]
+
+    matrix = coulomb_matrix(positions, sigma, cell, "periodic", 1e-12)
+    fixed = solve_dense(matrix, chi, hardness).detach()
+    partial_energy = qeq_energy(fixed, matrix @ fixed, chi, hardness)
+    partial = torch.autograd.grad(partial_energy, positions)[0]
+    assert torch.allclose(full, partial, atol=1e-9)
+    # ...but E_elec alone is not variational: its forces differ at fixed charges.
+    elec_fixed = torch.autograd.grad(electrostatic_energy(fixed, coulomb_matrix(positions, sigma, cell, "periodic", 1e-12)), positions)[0]
+    assert not torch.allclose(full, elec_fixed, atol=1e-3)
+
+
+def test_stress_matches_finite_differences():
+    # Stress = (1/V) dE/d(strain) with positions and cell deformed by (1 + strain).
+    positions, cell, chi, hardness, sigma = _system(rattle=0.2)
+    strain = torch.zeros((3, 3), dtype=F64, requires_grad=True)
+
+    def energy(strain):
+        deformation = torch.eye(3, dtype=F64) + strain
+        return _energies(positions @ deformation, cell @ deformation, chi, hardness, sigma)[1]
+
+    analytic = torch.autograd.grad(energy(strain), strain)[0]
+    step = 1e-6
+    for i, j in [(0, 0), (1, 2), (2, 0)]:
+        plus, minus = torch.zeros((3, 3), dtype=F64), torch.zeros((3, 3), dtype=F64)
+        plus[i, j], minus[i, j] = step, -step
+        fd = (float(energy(plus)) - float(energy(minus))) / (2 * step)
+        assert float(analytic[i, j]) == pytest.approx(fd, abs=1e-6)
+
+
+def test_supercell_gives_same_charges_per_atom():
+    positions, cell, chi, hardness, sigma = _system(rattle=0.15)
+    matrix = coulomb_matrix(positions, sigma, cell, "periodic", 1e-12)
+    unit = solve_dense(matrix, chi, hardness)
+    unit_energy = electrostatic_energy(unit, matrix)
+    big_atoms = cspbi3(rattle=0.15) * (2, 1, 2)
+    big_chi, big_hardness, big_sigma = (torch.tensor(x) for x in parameters(big_atoms))
+    big_matrix = coulomb_matrix(torch.tensor(big_atoms.positions), big_sigma, torch.tensor(big_atoms.cell.array), "periodic", 1e-12)
+    big = solve_dense(big_matrix, big_chi, big_hardness)
+    assert torch.allclose(big, unit.repeat(4), atol=1e-8)
+    assert float(electrostatic_energy(big, big_matrix)) == pytest.approx(4 * float(unit_energy), rel=1e-8)
+
+
+def test_charges_invariant_under_rotation_and_translation():
+    positions, cell, chi, hardness, sigma = _system(rattle=0.15)
+    reference = solve_dense(coulomb_matrix(positions, sigma, cell, "periodic"), chi, hardness)
+    rotation = torch.tensor(np.linalg.qr(np.random.default_rng(5).normal(size=(3, 3)))[0])
+    moved = (positions + torch.tensor([1.0, -2.0, 0.5], dtype=F64)) @ rotation.T
+    rotated = solve_dense(coulomb_matrix(moved, sigma, cell @ rotation.T, "periodic"), chi, hardness)
+    assert torch.allclose(rotated, reference, atol=1e-8)
