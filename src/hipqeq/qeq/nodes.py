@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import hipqeq._hippynn  # noqa: F401  (configures hippynn before its first import)
 from hippynn.graphs.indextypes import IdxType, index_type_coercion
 from hippynn.graphs.nodes.base import AutoKw, MultiNode
 from hippynn.graphs.nodes.indexers import acquire_encoding_padding

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-import hipqeq.models  # noqa: F401  (configures hippynn before its first import)
+import hipqeq._hippynn  # noqa: F401  (configures hippynn before its first import)
 from hippynn import __version__ as hippynn_version
 from hippynn.graphs import inputs as hippynn_inputs
 from hippynn.graphs import targets as hippynn_targets

@@ -1,6 +1,5 @@
 """The QEq layer, its hippynn node inside a GraphModule, and the equilibrate API."""
 
-import warnings
 
 import numpy as np
 import pytest
@@ -96,17 +95,9 @@ def test_cuda_matches_cpu(dtype):
     assert torch.allclose(result[0].double().cpu(), reference[0], atol=tolerance)
 
 
-# hippynn's torch.compile'd interaction kernel touches .grad of non-leaf tensors while
-# dynamo traces it; the warning is about hippynn/torch, not this code.
-@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")
 def test_qeq_node_in_hippynn_graph():
-    # Importing hippynn 0.1.3 warns (torch.jit.script deprecated in torch 2.13; no custom
-    # kernels on CPU); those warnings are about the environment, not this code.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from hippynn.graphs import GraphModule, inputs, networks, targets
-
-        from hipqeq.qeq.nodes import QEqNode
+    from hipqeq.qeq.nodes import QEqNode  # first: it configures hippynn (hipqeq._hippynn)
+    from hippynn.graphs import GraphModule, inputs, networks, targets
 
     species = inputs.SpeciesNode(db_name="species")
     positions = inputs.PositionsNode(db_name="positions")
