@@ -34,17 +34,23 @@ returned in Voigt order (xx, yy, zz, yz, xz, xy), eV/Angstrom^3; only for cells 
 three vectors span space (slabs use the volume of the cell, vacuum included, as ASE does).
 
 Charges (e) and the dipole :math:`\sum_i q_i \mathbf r_i` (e*Angstrom) come from the
-charge model. For a committee (several model directories) every result is the members'
-mean, and ``force_disagreement`` holds, per atom, the root-mean-square deviation of the
-members' force vectors from the mean force (eV/Angstrom), ``energy_std`` the standard
-deviation of the members' energies (eV).
+charge model, as do the energy parts ``energy_short`` and ``energy_elec`` (eV). For a
+committee (several model directories) every result is the members' mean, and
+``force_disagreement`` holds, per atom, the root-mean-square deviation of the members'
+force vectors from the mean force (eV/Angstrom), ``energy_std`` the standard deviation of
+the members' energies (eV).
+
+The boundary of the charge solve is each structure's own (open, periodic, or slab for
+pbc = T,T,F) and the total charge is ``atoms.info["total_charge"]``, exactly as in
+training.
 
 Neighbour lists are rebuilt every call (:func:`hipqeq.qeq.neighbor_pairs`, periodic
 images included, so cells shorter than twice the cutoff are handled). The charge solve
 is dense up to :data:`hipqeq.models.potential.DENSE_QEQ_MAX_ATOMS` atoms and iterative
-(PME) above; the QEq layer (``hipqeq.qeq.QEq``) takes no initial charges yet, so the
-iterative solve starts from its default guess at every call rather than from the
-previous step's charges.
+(PME) above. :class:`HipQEqCalculator` warm-starts the iterative solve from its previous
+call's charges (per committee member) while the atoms keep their number and species,
+which is what MD needs; ``results["qeq_matvec_products"]`` counts the Coulomb
+matrix-vector products the solves used (summed over members; 0 for dense solves).
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 #: Results averaged over committee members.
-AVERAGED = ("energy", "forces", "stress", "charges", "dipole")
+AVERAGED = ("energy", "energy_short", "energy_elec", "forces", "stress", "charges", "dipole")
 
 
 def _as_list(model_dirs) -> list:
@@ -87,16 +93,33 @@ def load_committee(model_dirs, device: str = "auto", dtype: str | None = None) -
     return potentials
 
 
-def committee_results(potentials: Sequence, atoms, want_stress: bool = True,
-                      qeq_solver: str = "auto") -> dict:
-    """Mean results of a committee on one structure, plus ``force_disagreement``
-    (n_atoms,) and ``energy_std`` (see the module docstring)."""
+def committee_members(potentials: Sequence, atoms, want_stress: bool = True, qeq_solver: str = "auto",
+                      initial_charges: Sequence | None = None) -> list[dict]:
+    """Each member's results on one structure (:func:`hipqeq.models.potential.evaluate`);
+    ``initial_charges`` holds per member a warm start of its charge solve, or None."""
     from hipqeq.models.potential import evaluate
 
-    members = [evaluate(p, atoms, want_stress=want_stress, qeq_solver=qeq_solver) for p in potentials]
+    starts = initial_charges if initial_charges is not None else [None] * len(potentials)
+    return [evaluate(p, atoms, want_stress=want_stress, qeq_solver=qeq_solver, initial_charges=start)
+            for p, start in zip(potentials, starts)]
+
+
+def committee_results(potentials: Sequence, atoms, want_stress: bool = True,
+                      qeq_solver: str = "auto") -> dict:
+    """Mean results of a committee on one structure (see :func:`combine_members`)."""
+    return combine_members(committee_members(potentials, atoms, want_stress=want_stress, qeq_solver=qeq_solver))
+
+
+def combine_members(members: Sequence[dict]) -> dict:
+    """The members' mean results, plus ``force_disagreement`` (n_atoms,), ``energy_std``
+    and ``qeq_matvec_products`` (see the module docstring)."""
     results = {key: np.mean([m[key] for m in members], axis=0)
                for key in AVERAGED if key in members[0]}
-    results["energy"] = float(results["energy"])
+    for key in ("energy", "energy_short", "energy_elec"):
+        if key in results:
+            results[key] = float(results[key])
+    if "qeq_matvec_products" in members[0]:
+        results["qeq_matvec_products"] = sum(m["qeq_matvec_products"] for m in members)
     forces = np.stack([m["forces"] for m in members])
     deviation = forces - forces.mean(axis=0)
     results["force_disagreement"] = np.sqrt((deviation ** 2).sum(axis=2).mean(axis=0))
@@ -113,7 +136,9 @@ class HipQEqCalculator(Calculator):
     :param dtype: "float32" or "float64" to override the stored precision.
     :param qeq_solver: "auto", "dense" or "iterative".
 
-    The total charge is read from ``atoms.info["total_charge"]`` (default 0 e).
+    The total charge is read from ``atoms.info["total_charge"]`` (default 0 e). The
+    iterative charge solve starts from the previous call's charges while the atomic
+    numbers stay the same (see the module docstring); :meth:`reset_warm_start` forgets them.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "charges", "dipole"]
@@ -124,14 +149,30 @@ class HipQEqCalculator(Calculator):
         self.model_dirs = [str(d) for d in _as_list(model_dir)]
         self.potentials = load_committee(self.model_dirs, device=device, dtype=dtype)
         self.qeq_solver = qeq_solver
+        self.reset_warm_start()
+
+    def reset_warm_start(self) -> None:
+        """Start the next charge solve cold (ASE's ``reset`` keeps the warm start: it runs
+        at every change of positions)."""
+        self._warm_numbers = None
+        self._warm_charges = None
+
+    def _initial_charges(self, atoms) -> list | None:
+        if self._warm_numbers is None or not np.array_equal(self._warm_numbers, atoms.numbers):
+            return None
+        return self._warm_charges
 
     def calculate(self, atoms=None, properties=None, system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         want_stress = properties is None or "stress" in properties
-        results = committee_results(self.potentials, self.atoms, want_stress=want_stress,
-                                    qeq_solver=self.qeq_solver)
+        members = committee_members(self.potentials, self.atoms, want_stress=want_stress,
+                                    qeq_solver=self.qeq_solver, initial_charges=self._initial_charges(self.atoms))
+        results = combine_members(members)
         results["free_energy"] = results["energy"]
         self.results = results
+        if "charges" in members[0]:
+            self._warm_numbers = self.atoms.numbers.copy()
+            self._warm_charges = [m["charges"] for m in members]
 
 
 def predict(model_dirs, atoms_list: Sequence, device: str = "auto", dtype: str | None = None,
@@ -139,8 +180,10 @@ def predict(model_dirs, atoms_list: Sequence, device: str = "auto", dtype: str |
     """Predictions of a model (or committee) for many structures, models loaded once.
 
     Returns one dict per structure with ``energy`` (eV), ``forces`` (n, 3, eV/A),
-    ``charges`` (n, e; models with a charge model), ``dipole``, ``force_disagreement``
-    and ``energy_std`` (committees).
+    ``force_disagreement`` and ``energy_std`` (committees), and for models with a
+    charge model ``charges`` (n, e; summing to each structure's
+    ``atoms.info["total_charge"]``), ``dipole``, ``energy_short`` and ``energy_elec``
+    (eV) and ``qeq_matvec_products``. The charge solve of every structure starts cold.
     """
     from tqdm.auto import tqdm
 

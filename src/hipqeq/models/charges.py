@@ -11,11 +11,14 @@
 features; hardness :math:`J_Z` (eV/e^2) and Gaussian widths :math:`\\sigma_Z`
 (Angstrom) are learnable per element inside :class:`hipqeq.qeq.QEq`, which also gives
 :math:`E_\\mathrm{elec}(q^*)` (eV) and the dipole (e*Angstrom).
+
+The boundary of the Coulomb sums is not a model setting: every structure's own ``pbc``
+picks open, periodic or dipole-corrected slab sums, in training (the QEq node reads the
+dataset's ``pbc`` column) and in deployment alike. The Coulomb-sum tolerance is a model
+setting (``qeq_tolerance``), so training and deployment use the same one.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import torch
 from hippynn.layers.targets import HCharge
@@ -24,10 +27,10 @@ from hipqeq.models.network import encoder_module, hipnn_module, pair_geometry
 from hipqeq.qeq import QEq
 
 
-def charge_hyperparameters(network_hp: dict, boundary: str, tolerance: float) -> dict:
-    """Network settings plus the QEq settings of the training run (boundary of the
-    training cells, Coulomb-sum tolerance)."""
-    return {**network_hp, "qeq_boundary": boundary, "qeq_tolerance": float(tolerance)}
+def charge_hyperparameters(network_hp: dict, tolerance: float) -> dict:
+    """Network settings plus the QEq setting of the model: ``qeq_tolerance``, the
+    accuracy of the periodic Coulomb sums and of the iterative solve."""
+    return {**network_hp, "qeq_tolerance": float(tolerance)}
 
 
 class ChargeModel(torch.nn.Module):
@@ -39,23 +42,11 @@ class ChargeModel(torch.nn.Module):
         self.encoder = encoder_module(hyperparameters)
         self.network = hipnn_module(hyperparameters)
         self.electronegativity = HCharge(feature_sizes=self.network.feature_sizes, n_target=1)
-        self.qeq = QEq(hyperparameters["species"], boundary=hyperparameters["qeq_boundary"],
-                       tolerance=hyperparameters["qeq_tolerance"])
+        self.qeq = QEq(hyperparameters["species"], tolerance=hyperparameters["qeq_tolerance"])
 
     @property
     def cutoff_A(self) -> float:
         return float(self.hyperparameters["cutoff_A"])
-
-    @contextlib.contextmanager
-    def solving(self, boundary: str, solver: str):
-        """Temporarily set the QEq layer's boundary and solver (plain settings, not
-        weights): a deployed model meets open, periodic and slab cells alike."""
-        saved = self.qeq.boundary, self.qeq.solver
-        self.qeq.boundary, self.qeq.solver = boundary, solver
-        try:
-            yield
-        finally:
-            self.qeq.boundary, self.qeq.solver = saved
 
     def electronegativities(self, species, positions, cell, pair_first, pair_second, shifts) -> torch.Tensor:
         """(n_atoms, 1) electronegativities chi (eV/e) of one system."""
@@ -65,14 +56,18 @@ class ChargeModel(torch.nn.Module):
         chi, *_ = self.electronegativity(features)
         return chi
 
-    def forward(self, species, positions, cell, total_charge, pair_first, pair_second, shifts):
+    def forward(self, species, positions, cell, pbc, total_charge, pair_first, pair_second, shifts,
+                solver: str = "dense", initial_charges=None):
         """Charges (n_atoms,) e, E_elec (0-d) eV and dipole (3,) e*A of one system.
 
-        ``cell`` (3, 3) is ignored for an open boundary; ``total_charge`` is a 0-d
-        tensor (e). The boundary is the QEq layer's (see :meth:`solving`).
+        ``cell`` (3, 3) is ignored for an open system; ``pbc`` (3,) bool picks the
+        boundary (:func:`hipqeq.qeq.boundary_from_pbc`); ``total_charge`` is a 0-d tensor
+        (e). ``solver`` ("dense" or "iterative") and ``initial_charges`` (n_atoms,) e, a
+        warm start of the iterative solve, are passed to the QEq layer.
         """
         chi = self.electronegativities(species, positions, cell, pair_first, pair_second, shifts)
         mol_index = torch.zeros(species.shape[0], dtype=torch.long, device=species.device)
-        charges, e_elec, _, dipole = self.qeq(chi, species, positions, mol_index, 1, cell.unsqueeze(0),
-                                              total_charge.reshape(1))
+        charges, e_elec, _, dipole = self.qeq(chi, species, positions, mol_index, 1, cell=cell.unsqueeze(0),
+                                              total_charge=total_charge.reshape(1), pbc=pbc.reshape(1, 3),
+                                              initial_charges=initial_charges, solver=solver)
         return charges.reshape(-1), e_elec.reshape(()), dipole.reshape(3)

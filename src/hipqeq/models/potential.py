@@ -40,6 +40,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
 DENSE_QEQ_MAX_ATOMS = 1000
 
 
+def qeq_solver_for(n_atoms: int, qeq_solver: str = "auto") -> str:
+    """The charge solver a call uses: ``qeq_solver`` itself, or for ``"auto"`` dense up
+    to :data:`DENSE_QEQ_MAX_ATOMS` atoms and iterative above. Training (the short-range
+    stage's E_elec subtraction) and deployment both go through this choice."""
+    if qeq_solver == "auto":
+        return "dense" if n_atoms <= DENSE_QEQ_MAX_ATOMS else "iterative"
+    return qeq_solver
+
+
 class Potential(torch.nn.Module):
     """A short-range model and/or a frozen charge model, for one system per call."""
 
@@ -65,9 +74,9 @@ class Potential(torch.nn.Module):
         return sorted(set.intersection(*known))
 
     def forward(self, species: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor,
-                total_charge: torch.Tensor, pair_first: torch.Tensor, pair_second: torch.Tensor,
-                shifts: torch.Tensor, boundary: str, want_stress: bool = True,
-                qeq_solver: str = "auto") -> dict[str, torch.Tensor]:
+                pbc: torch.Tensor, total_charge: torch.Tensor, pair_first: torch.Tensor,
+                pair_second: torch.Tensor, shifts: torch.Tensor, want_stress: bool = True,
+                qeq_solver: str = "auto", initial_charges: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Energy and its derivatives for one system.
 
         Parameters
@@ -75,19 +84,22 @@ class Potential(torch.nn.Module):
         species : (n_atoms,) atomic numbers.
         positions : (n_atoms, 3) Angstrom.
         cell : (3, 3) lattice vectors as rows, Angstrom (any full-rank cell for open systems).
+        pbc : (3,) bool periodic directions; the charge solve's boundary (open, periodic
+            or slab) follows from them (:func:`hipqeq.qeq.boundary_from_pbc`).
         total_charge : 0-d tensor, e.
         pair_first, pair_second, shifts : neighbour list within :attr:`cutoff_A`
             (:func:`hipqeq.qeq.neighbor_pairs` convention).
-        boundary : "open", "periodic" or "slab" (:func:`hipqeq.qeq.boundary_from_pbc`).
         want_stress : also return the stress (needs a full-rank cell).
-        qeq_solver : "dense", "iterative" or "auto" (dense up to
-            :data:`DENSE_QEQ_MAX_ATOMS` atoms).
+        qeq_solver : "dense", "iterative" or "auto" (:func:`qeq_solver_for`).
+        initial_charges : (n_atoms,) e, warm start of the iterative charge solve.
 
         Returns
         -------
         dict with ``energy`` (0-d, eV), ``energy_short`` and ``energy_elec`` (eV),
-        ``forces`` (n_atoms, 3, eV/A), ``stress`` (3, 3, eV/A^3, when asked),
-        ``charges`` (n_atoms, e) and ``dipole`` (3, e*A) when there is a charge model.
+        ``forces`` (n_atoms, 3, eV/A), ``stress`` (3, 3, eV/A^3, when asked), and when
+        there is a charge model ``charges`` (n_atoms, e), ``dipole`` (3, e*A) and
+        ``qeq_matvec_products`` (0-d int: Coulomb matrix-vector products of the
+        iterative solve, 0 for the dense one).
         """
         positions = positions.detach().requires_grad_(True)
         strain = torch.zeros((3, 3), dtype=positions.dtype, device=positions.device, requires_grad=want_stress)
@@ -107,13 +119,12 @@ class Potential(torch.nn.Module):
                                                    *within(self.short_range.cutoff_A))
             energy = energy + out["energy_short"]
         if self.charges is not None:
-            solver = qeq_solver
-            if solver == "auto":
-                solver = "dense" if species.shape[0] <= DENSE_QEQ_MAX_ATOMS else "iterative"
-            with self.charges.solving(boundary, solver):
-                charges, energy_elec, dipole = self.charges(species, strained_positions, strained_cell,
-                                                            total_charge, *within(self.charges.cutoff_A))
-            out.update(energy_elec=energy_elec, charges=charges.detach(), dipole=dipole.detach())
+            charges, energy_elec, dipole = self.charges(
+                species, strained_positions, strained_cell, pbc, total_charge, *within(self.charges.cutoff_A),
+                solver=qeq_solver_for(species.shape[0], qeq_solver), initial_charges=initial_charges)
+            products = sum(self.charges.qeq.last_matvec_products)
+            out.update(energy_elec=energy_elec, charges=charges.detach(), dipole=dipole.detach(),
+                       qeq_matvec_products=torch.tensor(products))
             energy = energy + energy_elec
         wrt = [positions, strain] if want_stress else [positions]
         gradients = torch.autograd.grad(energy, wrt)
@@ -126,16 +137,20 @@ class Potential(torch.nn.Module):
         return out
 
 
-def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver: str = "auto") -> dict:
-    """Run ``potential`` on one ``ase.Atoms`` (total charge from ``atoms.info``).
+def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver: str = "auto",
+             initial_charges=None) -> dict:
+    """Run ``potential`` on one ``ase.Atoms`` (total charge from ``atoms.info``, boundary
+    of the charge solve from ``atoms.pbc``).
 
     The neighbour list (:func:`hipqeq.qeq.neighbor_pairs`) handles cells shorter than
     twice the cutoff and slabs; the potential's parameters fix device and dtype.
+    ``initial_charges`` (n,) e warm-starts the iterative charge solve.
 
     Returns numpy values: ``energy`` (float, eV), ``forces`` (n, 3) eV/A, ``stress``
-    (Voigt xx yy zz yz xz xy, eV/A^3, when asked and the cell has full rank),
-    ``charges`` (n,) e and ``dipole`` (3,) e*A when there is a charge model, and the
-    energy parts ``energy_short`` / ``energy_elec`` (eV).
+    (Voigt xx yy zz yz xz xy, eV/A^3, when asked and the cell has full rank), and the
+    energy parts ``energy_short`` / ``energy_elec`` (eV); with a charge model also
+    ``charges`` (n,) e, ``dipole`` (3,) e*A and ``qeq_matvec_products`` (int, see
+    :meth:`Potential.forward`).
     """
     import numpy as np
 
@@ -160,13 +175,18 @@ def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver:
     out = potential(
         torch.as_tensor(atoms.numbers, dtype=torch.long, device=device),
         as_float(atoms.positions), as_float(cell),
+        torch.as_tensor(np.asarray(atoms.pbc, dtype=bool), device=device),
         as_float(atoms.info.get("total_charge", 0.0)),
         first.to(device), second.to(device), shifts.to(device),
-        boundary=boundary, want_stress=bool(want_stress and full_rank), qeq_solver=qeq_solver)
+        want_stress=bool(want_stress and full_rank), qeq_solver=qeq_solver,
+        initial_charges=None if initial_charges is None else as_float(initial_charges))
+    products = out.pop("qeq_matvec_products", None)
     result = {key: value.cpu().numpy().astype(float) for key, value in out.items()}
     for key in ("energy", "energy_short", "energy_elec"):
         if key in result:
             result[key] = float(result[key])
+    if products is not None:
+        result["qeq_matvec_products"] = int(products)
     if "stress" in result:
         s = result["stress"]
         result["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])

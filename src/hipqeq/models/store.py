@@ -16,6 +16,20 @@
 
 Kinds: ``charges`` (charge model), ``short-range`` (complete 4G potential: short-range
 HIP-NN + the charge model it was trained with), ``baseline`` (short-range HIP-NN only).
+
+``model.json`` keys: ``format_version``, ``kind``, ``species`` (atomic numbers), ``dtype``,
+``units`` (energy, forces, stress, charges, positions), ``dataset`` and ``split`` (path,
+sha256; split also member, n_train, n_valid, valid_is_train), ``seed``, ``device``,
+``best_epoch``, ``best_valid_loss``, ``epochs_run``, ``hipqeq_version``,
+``hippynn_version``, ``torch_version``, and for ``short-range`` ``charge_model`` (path and
+sha256 of the charge model's model.json). ``hyperparameters.json`` holds ``model`` (the
+network settings of :func:`hipqeq.models.network.network_hyperparameters`, plus
+``qeq_tolerance`` for charge models) and ``fit`` (the optimiser settings).
+
+Format versions: 1, the QEq boundary fixed per model (``qeq_boundary``; slabs trained as
+3D periodic); 2, the QEq boundary of every structure from its own ``pbc``, in training
+and deployment alike (no ``qeq_boundary`` key). Format 1 directories are refused rather
+than reinterpreted.
 """
 
 from __future__ import annotations
@@ -31,7 +45,7 @@ from hipqeq.models.charges import ChargeModel
 from hipqeq.models.potential import Potential
 from hipqeq.models.short_range import ShortRangeModel
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KINDS = ("charges", "short-range", "baseline")
 CHARGE_MODEL_DIR = "charge_model"
 

@@ -113,10 +113,6 @@ def _check_boundary(boundary: str, cell: torch.Tensor | None) -> None:
         raise HipqeqError(f"boundary {boundary!r} needs a cell")
 
 
-def _pbc(boundary: str) -> tuple[bool, bool, bool]:
-    return {"open": (False,) * 3, "periodic": (True,) * 3, "slab": (True, True, False)}[boundary]
-
-
 def gaussian_coulomb_kernel(distances: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
     r""":math:`\operatorname{erf}(r / \sqrt2 g) / r` in 1/Angstrom, finite at :math:`r = 0`.
 
@@ -181,13 +177,17 @@ def _rank_terms_potential(charges, positions, cell, sigma, boundary):
 
 
 class _RealSpacePairs:
-    """Real-space pairs of the Gaussian-minus-Ewald kernel for one fixed geometry."""
+    """Real-space pairs of the Gaussian-minus-Ewald kernel for one fixed geometry.
 
-    def __init__(self, positions, cell, sigma, boundary, parameters: EwaldParameters):
+    Images are taken along all three cell vectors, slabs included: the reciprocal sum is
+    the 3D-periodic one, so its real-space complement must be too (the slab correction is
+    added on top). The cutoff follows the smearing, which for a slab's vacuum-diluted
+    density can exceed the cell height; images along the normal then matter.
+    """
+
+    def __init__(self, positions, cell, parameters: EwaldParameters):
         self.smearing = parameters.smearing
-        self.first, self.second, self.shifts = neighbor_pairs(
-            positions, cell, _pbc(boundary), parameters.cutoff
-        )
+        self.first, self.second, self.shifts = neighbor_pairs(positions, cell, (True, True, True), parameters.cutoff)
 
     def kernel(self, positions, cell, sigma) -> torch.Tensor:
         r""":math:`[\operatorname{erf}(r/\sqrt2 g) - \operatorname{erf}(r/\sqrt2 s)]/r` per pair, 1/Angstrom."""
@@ -292,7 +292,7 @@ def coulomb_matrix(
     if parameters is None:
         parameters = dense_ewald_parameters(cell, n_atoms, float(sigma.detach().max()), tolerance)
 
-    pairs = _RealSpacePairs(positions, cell, sigma, boundary, parameters)
+    pairs = _RealSpacePairs(positions, cell, parameters)
     real = torch.zeros((n_atoms, n_atoms), dtype=positions.dtype, device=positions.device)
     real = real.index_put((pairs.first, pairs.second), pairs.kernel(positions, cell, sigma), accumulate=True)
 
@@ -360,7 +360,7 @@ class CoulombOperator:
         if method == "pme" and parameters.mesh_spacing is None:
             raise HipqeqError("PME needs EwaldParameters with a mesh_spacing")
         self.parameters = parameters
-        self.pairs = _RealSpacePairs(positions, cell, sigma, boundary, parameters)
+        self.pairs = _RealSpacePairs(positions, cell, parameters)
         if method == "pme":
             self.calculator = _pme_calculator(parameters, positions)
         else:

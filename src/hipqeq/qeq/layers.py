@@ -11,8 +11,10 @@ number) the layer owns a hardness :math:`J_Z` (eV/e^2) and a Gaussian width
     \sigma_Z = \operatorname{softplus}(\tilde\sigma_Z)
 
 and learnable unless frozen. For every system it builds the Coulomb matrix of
-:mod:`hipqeq.qeq.coulomb`, solves the QEq of :mod:`hipqeq.qeq.solvers` (all dense
-systems of a batch in one padded, batched ``torch.linalg.solve``) and returns
+:mod:`hipqeq.qeq.coulomb` with that system's own boundary (open, periodic or slab, from
+its ``pbc``: one batch may mix clusters, bulk cells and slabs), solves the QEq of
+:mod:`hipqeq.qeq.solvers` with that system's own total charge (all dense systems of a
+batch in one padded, batched ``torch.linalg.solve``) and returns
 
 - charges :math:`q^*` (n_atoms, 1), e;
 - :math:`E_{\mathrm{elec}}(q^*) = \tfrac12 q^{*\mathsf T} A q^*` (n_systems, 1), eV;
@@ -34,13 +36,15 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from hipqeq.errors import HipqeqError
-from hipqeq.qeq.coulomb import BOUNDARIES, CoulombOperator, coulomb_matrix
+from hipqeq.qeq.coulomb import CoulombOperator, boundary_from_pbc, coulomb_matrix
 from hipqeq.qeq.ewald import DEFAULT_TOLERANCE
 from hipqeq.qeq.solvers import solve_dense, solve_iterative
 
 #: Defaults when no per-element values are given: hardness 5 eV/e^2, width 1.5 Angstrom.
 DEFAULT_HARDNESS = 5.0
 DEFAULT_SIGMA = 1.5
+
+SOLVERS = ("dense", "iterative")
 
 
 def _inverse_softplus(values: torch.Tensor) -> torch.Tensor:
@@ -64,25 +68,35 @@ def _per_species(values, species_set: Sequence[int], default: float, what: str) 
     return tensor
 
 
+def _check_solver(solver: str) -> str:
+    if solver not in SOLVERS:
+        raise HipqeqError(f"solver must be 'dense' or 'iterative', got {solver!r}")
+    return solver
+
+
 class QEq(torch.nn.Module):
     """Gaussian-charge charge equilibration over a flat batch of atoms.
 
     :param species_set: atomic numbers the layer knows (padding 0 excluded).
-    :param boundary: ``"open"``, ``"periodic"`` or ``"slab"`` for the whole batch.
     :param hardness: initial :math:`J` per species (sequence aligned with
         ``species_set`` or mapping Z -> value), eV/e^2.
     :param sigma: initial Gaussian widths per species, Angstrom.
-    :param total_charge: :math:`Q` of every system, e (overridable per call).
+    :param total_charge: :math:`Q` of every system when :meth:`forward` gets no
+        per-system total charges, e.
     :param tolerance: accuracy of the periodic Coulomb sums, and of the iterative solve.
-    :param solver: ``"dense"`` (batched bordered solve) or ``"iterative"`` (projected
-        PCG with a PME matrix-vector product, one system at a time).
+    :param solver: default solver, ``"dense"`` (batched bordered solve) or
+        ``"iterative"`` (projected PCG with a PME matrix-vector product, one system at a
+        time, warm-startable); :meth:`forward` can override it per call.
     :param learnable: whether hardness and widths are trained.
+
+    After each call, :attr:`last_matvec_products` lists per system the Coulomb
+    matrix-vector products the iterative solve used (0 for dense solves): a debugging
+    and benchmarking aid, e.g. to see what a warm start saves.
     """
 
     def __init__(
         self,
         species_set: Sequence[int],
-        boundary: str = "open",
         hardness=None,
         sigma=None,
         total_charge: float = 0.0,
@@ -92,15 +106,11 @@ class QEq(torch.nn.Module):
     ):
         super().__init__()
         species_set = [int(z) for z in species_set if int(z) != 0]
-        if boundary not in BOUNDARIES:
-            raise HipqeqError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
-        if solver not in ("dense", "iterative"):
-            raise HipqeqError(f"solver must be 'dense' or 'iterative', got {solver!r}")
         self.species_set = species_set
-        self.boundary = boundary
         self.total_charge = float(total_charge)
         self.tolerance = float(tolerance)
-        self.solver = solver
+        self.solver = _check_solver(solver)
+        self.last_matvec_products: list[int] = []
         lookup = torch.full((max(species_set) + 1,), -1, dtype=torch.int64)
         lookup[torch.tensor(species_set)] = torch.arange(len(species_set))
         self.register_buffer("species_lookup", lookup, persistent=False)
@@ -129,6 +139,17 @@ class QEq(torch.nn.Module):
             raise HipqeqError(f"atomic numbers {unknown} are not in the species set {self.species_set}")
         return index
 
+    @staticmethod
+    def _boundaries(n_molecules: int, cell: torch.Tensor | None, pbc: torch.Tensor | None) -> list[str]:
+        """Boundary of each system: from ``pbc`` when given, else periodic with a cell
+        and open without."""
+        if pbc is None:
+            return ["open" if cell is None else "periodic"] * n_molecules
+        boundaries = [boundary_from_pbc(flags) for flags in pbc.reshape(n_molecules, 3).bool().tolist()]
+        if cell is None and any(boundary != "open" for boundary in boundaries):
+            raise HipqeqError("periodic and slab systems need a cell per system")
+        return boundaries
+
     def forward(
         self,
         electronegativity: torch.Tensor,
@@ -138,6 +159,9 @@ class QEq(torch.nn.Module):
         n_molecules: int,
         cell: torch.Tensor | None = None,
         total_charge: torch.Tensor | None = None,
+        pbc: torch.Tensor | None = None,
+        initial_charges: torch.Tensor | None = None,
+        solver: str | None = None,
     ):
         """Solve the QEq of every system in the batch.
 
@@ -146,11 +170,20 @@ class QEq(torch.nn.Module):
         :param positions: (n_atoms, 3), Angstrom.
         :param mol_index: (n_atoms,) system of each atom.
         :param n_molecules: number of systems.
-        :param cell: (n_molecules, 3, 3) lattice vectors as rows, Angstrom (periodic, slab).
-        :param total_charge: (n_molecules,) :math:`Q` per system, e; default the layer's.
+        :param cell: (n_molecules, 3, 3) lattice vectors as rows, Angstrom (needed by
+            periodic and slab systems; ignored for open ones).
+        :param total_charge: (n_molecules,) or (n_molecules, 1) :math:`Q` per system, e;
+            default the layer's :attr:`total_charge` for every system.
+        :param pbc: (n_molecules, 3) bool periodic directions per system, mapped by
+            :func:`hipqeq.qeq.boundary_from_pbc` (F,F,F open, T,T,T periodic, T,T,F
+            slab). Default: periodic when a cell is given, open otherwise.
+        :param initial_charges: (n_atoms,) or (n_atoms, 1) warm start of the iterative
+            solver (e.g. the previous MD step's charges), e; the dense solver ignores it.
+        :param solver: ``"dense"`` or ``"iterative"`` for this call; default the layer's.
         :return: charges (n_atoms, 1), e_elec (n_molecules, 1), e_qeq (n_molecules, 1),
             dipoles (n_molecules, 3).
         """
+        solver = self.solver if solver is None else _check_solver(solver)
         chi = electronegativity.reshape(-1)
         dtype, device = positions.dtype, positions.device
         index = self._species_index(species)
@@ -159,19 +192,23 @@ class QEq(torch.nn.Module):
         n_molecules = int(n_molecules)
         if total_charge is None:
             total_charge = torch.full((n_molecules,), self.total_charge, dtype=dtype, device=device)
-        if self.boundary != "open" and cell is None:
-            raise HipqeqError(f"boundary {self.boundary!r} needs a cell per system")
+        total_charge = total_charge.reshape(n_molecules).to(dtype)
+        boundaries = self._boundaries(n_molecules, cell, pbc)
         members = [torch.nonzero(mol_index == b).reshape(-1) for b in range(n_molecules)]
         systems = [
-            (positions[atoms], sigma[atoms], None if cell is None or self.boundary == "open" else cell[b])
-            for b, atoms in enumerate(members)
+            (positions[atoms], sigma[atoms], None if boundary == "open" else cell[b], boundary)
+            for b, (atoms, boundary) in enumerate(zip(members, boundaries))
         ]
-        if self.solver == "dense":
-            matrices = [coulomb_matrix(pos, sig, cel, self.boundary, self.tolerance) for pos, sig, cel in systems]
+        if solver == "dense":
+            matrices = [coulomb_matrix(pos, sig, cel, boundary, self.tolerance) for pos, sig, cel, boundary in systems]
             charges_per_system = self._dense_charges(matrices, members, chi, hardness, total_charge)
             potentials = [matrix @ q for matrix, q in zip(matrices, charges_per_system)]
+            self.last_matvec_products = [0] * n_molecules
         else:
-            charges_per_system, potentials = self._iterative_charges(systems, members, chi, hardness, total_charge)
+            initial = None if initial_charges is None else initial_charges.reshape(-1).to(dtype)
+            charges_per_system, potentials = self._iterative_charges(
+                systems, members, chi, hardness, total_charge, initial
+            )
 
         charges = torch.zeros(positions.shape[0], dtype=dtype, device=device)
         charges = charges.index_copy(0, torch.cat(members), torch.cat(charges_per_system))
@@ -190,28 +227,31 @@ class QEq(torch.nn.Module):
         """One padded batched bordered solve for all systems."""
         sizes = [len(atoms) for atoms in members]
         largest = max(sizes)
-        dtype, device = chi.dtype, chi.device
+        device = chi.device
         padded = torch.stack([torch.nn.functional.pad(m, (0, largest - m.shape[0], 0, largest - m.shape[0])) for m in matrices])
         pad = lambda values: torch.stack(  # noqa: E731
             [torch.nn.functional.pad(values[atoms], (0, largest - len(atoms))) for atoms in members]
         )
         mask = torch.arange(largest, device=device)[None, :] < torch.tensor(sizes, device=device)[:, None]
-        solved = solve_dense(padded, pad(chi), pad(hardness), total_charge.to(dtype), atom_mask=mask)
+        solved = solve_dense(padded, pad(chi), pad(hardness), total_charge, atom_mask=mask)
         return [solved[b, :size] for b, size in enumerate(sizes)]
 
-    def _iterative_charges(self, systems, members, chi, hardness, total_charge):
-        charges, potentials = [], []
-        for (pos, sig, cel), atoms, charge in zip(systems, members, total_charge):
-            operator = CoulombOperator(pos, sig, cel, self.boundary, self.tolerance, method="pme")
-            q, _ = solve_iterative(
+    def _iterative_charges(self, systems, members, chi, hardness, total_charge, initial):
+        charges, potentials, products = [], [], []
+        for (pos, sig, cel, boundary), atoms, charge in zip(systems, members, total_charge):
+            operator = CoulombOperator(pos, sig, cel, boundary, self.tolerance, method="pme")
+            q, used = solve_iterative(
                 operator.matvec,
                 (pos, sig, cel),
                 chi[atoms],
                 hardness[atoms],
                 operator.diagonal_estimate(sig),
                 float(charge),
+                initial=None if initial is None else initial[atoms],
                 tolerance=self.tolerance,
             )
             charges.append(q)
+            products.append(used)
             potentials.append(operator.matvec(q, pos, sig, cel))
+        self.last_matvec_products = products
         return charges, potentials

@@ -12,6 +12,13 @@ Energy models start from per-species energy references fitted by least squares o
 training rows (hippynn's ``hierarchical_energy_initialization``), kept fixed. Losses:
 energy per atom (eV/atom) squared error + force_weight x force squared error (eV/A);
 charges: charge squared error (e) + dipole_weight x dipole squared error (e*A).
+
+Charge training takes every structure with its own total charge (``total_charge``
+column, e.g. +1 e for a charged iodine vacancy next to neutral cells) and its own
+boundary from ``pbc`` (clusters open, bulk periodic, slabs periodic in-plane with the
+dipole correction), as the deployed potential does. The short-range stage subtracts
+E_elec computed by the deployed code path itself (:func:`electrostatic_labels`), so its
+QEq settings (boundary, tolerance, solver) are those of the potential it produces.
 """
 
 from __future__ import annotations
@@ -29,21 +36,18 @@ from tqdm.auto import tqdm
 
 import hipqeq._hippynn  # noqa: F401  (configures hippynn before its first import)
 from hippynn import __version__ as hippynn_version
-from hippynn.graphs import inputs as hippynn_inputs
-from hippynn.graphs import targets as hippynn_targets
 from hippynn.graphs.nodes import loss as hippynn_loss
 from hippynn.pretraining import hierarchical_energy_initialization
 
 from hipqeq import __version__
 from hipqeq.data import atoms_from_record
-from hipqeq.errors import DatasetError, HipqeqError
+from hipqeq.errors import HipqeqError
 from hipqeq.models.charges import ChargeModel, charge_hyperparameters
-from hipqeq.models.graphs import graph_inputs, network_node, short_range_graph
+from hipqeq.models.graphs import charge_graph, short_range_graph
 from hipqeq.models.network import network_hyperparameters
 from hipqeq.models.potential import Potential, evaluate, resolve_device
 from hipqeq.models.short_range import ShortRangeModel
 from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, save_model
-from hipqeq.qeq import boundary_from_pbc
 from hipqeq.training.data import file_sha256, load_stage_table, training_arrays
 from hipqeq.training.fit import STOPPING_KEY, fit
 from hipqeq.units import DATASET_UNITS
@@ -81,54 +85,39 @@ def _energy_losses(graph, force_weight: float):
     return fit_loss + L2_WEIGHT * _l2(network), metrics
 
 
-def _training_boundary(pbcs: np.ndarray, source: str) -> str:
-    """The one QEq boundary a training batch can use.
-
-    Slab rows are treated as 3D periodic when the set also holds bulk rows, as the
-    references (tblite, PySCF at Gamma) treat them; open and periodic rows cannot be
-    mixed in one charge model's training set.
-    """
-    boundaries = {boundary_from_pbc(p) for p in pbcs}
-    if len(boundaries) == 1:
-        return boundaries.pop()
-    if "open" in boundaries:
-        raise DatasetError(f"{source}: open and periodic structures in one charge-model training set "
-                           f"({sorted(boundaries)}); train them as separate models")
-    log.info("%s: slab rows are treated as 3D periodic in charge-model training", source)
-    return "periodic"
-
-
-def _charge_graph(model: ChargeModel, dipole_weight: float):
-    graph_in = graph_inputs()
-    network = network_node("HIPNN_chi", graph_in, model.network)
-    chi = hippynn_targets.HChargeNode("chi", network, module=model.electronegativity)
-    parents = [chi, graph_in.species, graph_in.positions]
-    if model.qeq.boundary != "open":
-        parents.append(hippynn_inputs.CellNode(db_name="cell"))
-    from hipqeq.qeq.nodes import QEqNode
-
-    qeq = QEqNode("qeq", parents, species_set=model.hyperparameters["species"],
-                  boundary=model.qeq.boundary, module=model.qeq)
-    charges = qeq.charges
-    charges.db_name = "q"
+def _charge_losses(model: ChargeModel, dipole_weight: float):
+    """Training loss and validation metrics of a charge model."""
+    graph = charge_graph(model)
+    charges = graph.qeq.charges
     fit_loss = hippynn_loss.MSELoss.of_node(charges)
     metrics = _rmse_mae(charges, "q")
     if dipole_weight > 0:
-        dipole = qeq.dipoles
-        dipole.db_name = "D"
+        dipole = graph.qeq.dipoles
         fit_loss = fit_loss + dipole_weight * hippynn_loss.MSELoss.of_node(dipole)
         metrics.update(_rmse_mae(dipole, "D"))
     metrics[STOPPING_KEY] = fit_loss
-    return fit_loss + L2_WEIGHT * _l2(network), metrics
+    return fit_loss + L2_WEIGHT * _l2(graph.network), metrics
 
 
-def _subtract_electrostatics(table, arrays: dict, charge_model_dir: Path, dtype: torch.dtype) -> None:
+def electrostatic_labels(charge_model_dir: str | os.PathLike, atoms_list) -> list[dict]:
+    """E_elec(q*) (``energy``, eV), its forces (``forces``, eV/A) and the charges (e) of a
+    frozen charge model for each structure: what the short-range stage subtracts from
+    the labels (:func:`hipqeq.models.potential.evaluate` results).
+
+    The model is loaded and evaluated exactly as the deployed potential loads and
+    evaluates its charge model (stored dtype, boundary from each structure's ``pbc``,
+    total charge from ``atoms.info``, the deployed default solver choice).
+    """
+    potential = Potential(None, load_model(charge_model_dir, kind="charges")).eval()
+    return [evaluate(potential, atoms) for atoms in tqdm(atoms_list, desc="E_elec of the charge model",
+                                                         unit="frame", leave=False)]
+
+
+def _subtract_electrostatics(table, arrays: dict, charge_model_dir: Path) -> None:
     """Replace the energy and force targets by E - E_elec(q*) and F - F_elec of the frozen
-    charge model, with the boundary each structure has at deployment."""
-    potential = Potential(None, load_model(charge_model_dir, kind="charges")).to(dtype)
-    for k, record in enumerate(tqdm(table.to_pylist(), desc="E_elec of the charge model",
-                                    unit="frame", leave=False)):
-        result = evaluate(potential, atoms_from_record(record))
+    charge model (:func:`electrostatic_labels`)."""
+    frames = [atoms_from_record(record) for record in table.to_pylist()]
+    for k, result in enumerate(electrostatic_labels(charge_model_dir, frames)):
         n = int(arrays["n_atoms"][k])
         arrays["T"][k, 0] -= result["energy"]
         arrays["F"][k, :n] -= result["forces"]
@@ -185,19 +174,12 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
     network_hp = network_hyperparameters(training["network"], np.unique(arrays["Z"]).tolist())
     before_training = None
     if stage == "charges":
-        boundary = _training_boundary(arrays["pbc"], Path(dataset).name)
-        totals = np.unique(arrays["Qtot"])
-        if len(totals) > 1:
-            raise DatasetError(f"{dataset}: rows with different total charges {totals.tolist()}; "
-                               "the QEq training node takes one total charge per run")
-        model = ChargeModel(charge_hyperparameters(network_hp, boundary, training["qeq_tolerance"]))
-        model.qeq.total_charge = float(totals[0])
+        model = ChargeModel(charge_hyperparameters(network_hp, training["qeq_tolerance"])).to(dtype)
         arrays["D"] = np.einsum("sa,sax->sx", arrays["q"][..., 0], arrays["R"])
-        model.to(dtype)
-        train_loss, metrics = _charge_graph(model, fit_settings["dipole_weight"])
+        train_loss, metrics = _charge_losses(model, fit_settings["dipole_weight"])
     else:
         if stage == "short-range":
-            _subtract_electrostatics(table, arrays, Path(charge_model), dtype)
+            _subtract_electrostatics(table, arrays, Path(charge_model))
         model = ShortRangeModel(network_hp).to(dtype)
         graph = short_range_graph(model)
         train_loss, metrics = _energy_losses(graph, fit_settings["force_weight"])

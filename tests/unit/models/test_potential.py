@@ -28,7 +28,7 @@ NETWORK = {"n_features": 8, "n_sensitivities": 6, "n_interaction_layers": 1, "n_
 def make_potential(seed: int = 0, dtype=torch.float64) -> Potential:
     torch.manual_seed(seed)
     hp = network_hyperparameters(NETWORK, [29, 79])
-    charges = ChargeModel(charge_hyperparameters(hp, "periodic", 1e-8))
+    charges = ChargeModel(charge_hyperparameters(hp, 1e-8))
     with torch.no_grad():
         for layer in charges.electronegativity.layers:
             layer.weight.mul_(20.0)
@@ -178,3 +178,37 @@ def test_training_graph_matches_the_deployed_model():
         deployed = evaluate(short_only, atoms)
         assert float(out[graph.energy][k, 0]) == pytest.approx(deployed["energy"], abs=1e-9)
         np.testing.assert_allclose(out[graph.forces][k].numpy(), deployed["forces"], atol=1e-9)
+
+
+def test_charge_training_graph_matches_the_deployed_charge_model():
+    """The hippynn charge graph (padded batch, periodic pair finder on the pair cell, QEq
+    node reading Qtot and pbc) and the deployed model give the same charges and E_elec for
+    one batch mixing a neutral bulk cell, a charged slab (dipole-corrected, not treated as
+    3D periodic) and a charged open cluster."""
+    from hippynn.graphs import Predictor
+
+    from hipqeq.data import record_from_atoms, table_from_records
+    from hipqeq.models.graphs import charge_graph
+    from hipqeq.training.data import training_arrays
+
+    potential = make_potential(seed=8)
+    frames = [cell_atoms(True), cell_atoms((True, True, False)), cell_atoms((False, False, False))]
+    for atoms, total in zip(frames, (0.0, 1.0, -1.0)):
+        atoms.info["total_charge"] = total
+    arrays = training_arrays(table_from_records([record_from_atoms(a) for a in frames]),
+                             NETWORK["cutoff_A"], dtype=np.float64)
+    graph = charge_graph(potential.charges)
+    names = ("Z", "R", "pair_cell", "cell", "Qtot", "pbc")
+    predictor = Predictor([graph.inputs.species, graph.inputs.positions, graph.inputs.pair_cell,
+                           graph.cell, graph.total_charge, graph.pbc], [graph.qeq.charges, graph.qeq.mol_energies])
+    out = predictor(**{name: torch.as_tensor(arrays[name]) for name in names})
+    charges = out["qeq.charges"].numpy()  # the predictor pads atom outputs: (n_sys, n_max, 1)
+    charge_only = Potential(None, potential.charges)
+    for k, atoms in enumerate(frames):
+        deployed = evaluate(charge_only, atoms)
+        assert charges[k, : len(atoms), 0].sum() == pytest.approx(atoms.info["total_charge"], abs=1e-9)
+        np.testing.assert_allclose(charges[k, : len(atoms), 0], deployed["charges"], atol=1e-9)
+        assert float(out["qeq.mol_energies"][k, 0]) == pytest.approx(deployed["energy_elec"], abs=1e-9)
+    slab_as_bulk = frames[1].copy()
+    slab_as_bulk.pbc = True
+    assert np.abs(evaluate(charge_only, slab_as_bulk)["charges"] - charges[1, :8, 0]).max() > 1e-4

@@ -17,6 +17,38 @@ from hipqeq.training import train_model
 from hipqeq.training.data import pair_cells, usable_rows
 
 
+def mixed_frames(make_frames) -> list:
+    """Bulk cells (Q = 0), charged slabs (pbc T,T,F, Q = +1 e) and a neutral open
+    cluster; reference charges sum to each frame's total charge. With the split of
+    ``mixed_study`` the training rows are bulk (parent0) and slabs (parent1, parent3),
+    the validation rows clusters (parent4)."""
+    frames = make_frames(10, 5, seed=3)
+    for k, atoms in enumerate(frames):
+        if k % 5 in (1, 3):
+            atoms.pbc = (True, True, False)
+            atoms.center(vacuum=5.0, axis=2)
+            atoms.info["total_charge"] = 1.0
+            atoms.calc.results["charges"] = atoms.calc.results["charges"] + 1.0 / len(atoms)
+        elif k % 5 == 4:
+            atoms.pbc = False
+            atoms.center(vacuum=5.0)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def mixed_study(tmp_path_factory, toy_config, make_frames):
+    """A charge model and a 4G potential trained on :func:`mixed_frames`."""
+    root = tmp_path_factory.mktemp("mixed")
+    frames = mixed_frames(make_frames)
+    dataset = write_dataset(frames, root / "mixed.parquet")
+    splits = root / "splits.json"
+    write_splits(make_splits([f"parent{i}" for i in range(5)], (0.6, 0.2, 0.2), 0, 1), splits)
+    charges, potential = root / "charges", root / "4g"
+    train_model("charges", toy_config, dataset, splits, 0, charges, device="cpu")
+    train_model("short-range", toy_config, dataset, splits, 0, potential, charge_model=charges, device="cpu")
+    return {"frames": frames, "charges": charges, "potential": potential}
+
+
 @pytest.fixture(scope="module")
 def charge_model(study, toy_config):
     output = study["root"] / "charges_0"
@@ -79,6 +111,37 @@ def test_short_range_directory_holds_the_whole_potential(charge_model, study, to
     (result,) = predict([output], [atoms], device="cpu", progress=False)
     assert np.isfinite(result["energy"]) and result["forces"].shape == (8, 3)
     assert result["charges"].sum() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_charge_training_mixes_total_charges_and_boundaries(mixed_study):
+    """Q = 0 bulk cells, Q = +1 slabs and an open cluster train together; every
+    structure's predicted charges sum to its own total charge."""
+    from hipqeq.calculator import predict
+
+    frames = mixed_study["frames"]
+    assert {tuple(a.pbc) for a in frames} == {(True,) * 3, (True, True, False), (False,) * 3}
+    predicted = predict([mixed_study["charges"]], frames, device="cpu", progress=False)
+    for atoms, result in zip(frames, predicted):
+        assert result["charges"].sum() == pytest.approx(atoms.info.get("total_charge", 0.0), abs=1e-5)
+    with open(mixed_study["charges"] / "training_curves.csv") as handle:
+        losses = [float(row["train_Loss"]) for row in csv.DictReader(handle)]
+    assert np.all(np.isfinite(losses)) and min(losses) < losses[0]
+
+
+def test_short_range_stage_subtracts_the_deployed_electrostatics(mixed_study):
+    """For every frame, the deployed 4G potential's E - E_short equals the E_elec the
+    short-range stage subtracted: same boundary, tolerance, solver and dtype."""
+    from hipqeq.calculator import predict
+    from hipqeq.training.stages import electrostatic_labels
+
+    frames = mixed_study["frames"]
+    subtracted = electrostatic_labels(mixed_study["charges"], frames)
+    predicted = predict([mixed_study["potential"]], frames, device="cpu", progress=False)
+    for atoms, labels, result in zip(frames, subtracted, predicted):
+        rounding = 4 * float(np.finfo(np.float32).eps) * max(1.0, abs(result["energy"]))  # float32 models
+        assert result["energy"] - result["energy_short"] == pytest.approx(labels["energy"], abs=rounding)
+        assert result["energy_elec"] == labels["energy"]
+        np.testing.assert_array_equal(result["charges"], labels["charges"])
 
 
 def test_training_is_deterministic_on_cpu(study, toy_config, tmp_path):
