@@ -55,7 +55,7 @@ def production_potential(directory: Path, config_path: Path, species=(53, 55, 82
     meta = {"dtype": training["dtype"]}
     save_model(directory, "short-range", ShortRangeModel(hp), meta, {})
     save_model(directory / CHARGE_MODEL_DIR, "charges",
-               ChargeModel(charge_hyperparameters(hp, "slab", training["qeq_tolerance"])), meta, {})
+               ChargeModel(charge_hyperparameters(hp, training["qeq_tolerance"])), meta, {})
     return directory
 
 

@@ -1,0 +1,34 @@
+"""The benchmark scripts run and print their side-by-side ratios (tiny sizes: this
+checks that they work, not how fast anything is)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(name: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_qeq_scaling_prints_exponents_and_ratios():
+    out = run_benchmark("qeq_scaling.py", "--max-atoms", "700", "--dense-max-atoms", "700", "--threads", "1")
+    assert "dense: warm total time ~ N^" in out and "iterative: warm total time ~ N^" in out
+    assert "dense / iterative time" in out
+
+
+@pytest.mark.slow
+def test_speed_vs_xtb_prints_speed_ups(tmp_path):
+    out = run_benchmark("speed_vs_xtb.py", "--max-atoms", "60", "--repeats", "1",
+                        "--xtb-method", "GFN1-xTB", "--output", str(tmp_path / "speed.json"))
+    assert "speed-up" in out.lower()
+    assert (tmp_path / "speed.json").stat().st_size > 0
