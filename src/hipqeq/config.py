@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 
 from hipqeq.errors import ConfigError
+from hipqeq.plan import structure_names
 
 SCHEMA_PATH = Path(str(files("hipqeq") / "schemas" / "config.schema.yaml"))
 
@@ -107,6 +108,11 @@ def _check_cross_references(config: dict, source: str) -> None:
     if selection["n_dft"] > selection["n_xtb"]:
         raise ConfigError(f"{source}: invalid config at 'selection/n_dft': {selection['n_dft']} "
                           f"exceeds n_xtb = {selection['n_xtb']} (DFT frames are a subset)")
+    built = structure_names(config)
+    unknown = sorted(set(config["validation"]["md_structures"]) - set(built))
+    if unknown:
+        raise ConfigError(f"{source}: invalid config at 'validation/md_structures': unknown structure(s) "
+                          f"{', '.join(unknown)}; built structures are {', '.join(built)}")
     if config["dft"]["source"] == "external" and "external" not in config["dft"]:
         raise ConfigError(f"{source}: invalid config at 'dft': source 'external' needs dft.external.path")
 

@@ -55,3 +55,22 @@ def test_errors_name_the_bad_input_and_exit_2(tmp_path, capsys):
     missing = tmp_path / "missing.parquet"
     assert main(["inspect", str(missing)]) == 2
     assert f"{missing}: no such dataset file" in capsys.readouterr().err
+
+
+def test_split_covers_every_dataset_given(tmp_path, frames):
+    """An ingested external set has parents the build never made: the split must know
+    them, or training and validation could not place its rows."""
+    from hipqeq.data import assign_splits, read_splits
+
+    built = write_dataset(frames[:6], tmp_path / "structures.parquet")
+    external = write_dataset(frames[6:], tmp_path / "external.parquet")
+    config = tmp_path / "config.yaml"
+    config.write_text("structures: {seeds: [{name: a, builder: phase, phase: alpha}]}\n"
+                      "selection: {n_xtb: 1, n_dft: 0}\n"
+                      "training: {split_fractions: [0.5, 0.25, 0.25], n_models: 2}\n")
+    output = tmp_path / "splits.json"
+    assert main(["split", "--config", str(config), "--output", str(output), str(built), str(external)]) == 0
+    splits = read_splits(output)
+    parents = [f.info["parent_id"] for f in frames]
+    for member in (0, 1):
+        assert set(assign_splits(parents, splits, member)) == {"train", "valid", "test"}

@@ -45,6 +45,7 @@ def test_defaults_are_filled(toy):
     (lambda c: c["structures"]["defects"].append({"kind": "substitution", "species": "I"}),
      r"a substitution needs 'by'"),
     (lambda c: c["dft"].update(source="external"), r"needs dft.external.path"),
+    (lambda c: c["validation"].update(md_structures=["rp9_slab"]), r"'validation/md_structures': unknown structure\(s\) rp9_slab"),
 ])
 def test_invalid_config_names_the_key(toy, mutate, message):
     bad = copy.deepcopy(toy)

@@ -1,5 +1,7 @@
 # Configuration checks and the small input functions the rules share. Path and name
 # logic lives in hipqeq.plan (tested); this file only wires it in.
+import os
+
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -7,6 +9,7 @@ from snakemake.utils import validate
 from hipqeq import plan
 from hipqeq.config import validate_config
 from hipqeq.errors import ConfigError
+from hipqeq.validation.pipeline import OVERALL_FIGURES
 
 
 def config_file_path():
@@ -26,6 +29,8 @@ def config_file_path():
 
 
 CONFIG_FILE = config_file_path()
+# envs/*.post-deploy.sh install this checkout of hipqeq into each rule's conda env
+os.environ["HIPQEQ_SOURCE"] = workflow.basedir
 validate(config, schema="../schemas/config.schema.yaml")
 try:
     validate_config(config, source=CONFIG_FILE)
@@ -40,13 +45,7 @@ XTB_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_xtb"], config["xtb"
 DFT_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_dft"], config["dft"]["chunk_size"])))
 MEMBERS = plan.model_members(config)
 MD_STRUCTURES = config["validation"]["md_structures"]
-FIGURES = ["parity_xtb_energy", "parity_xtb_forces", "parity_xtb_charges", "parity_dft_energy",
-           "parity_dft_forces", "parity_dft_charges", "md_stability"]
-
-unknown_md = sorted(set(MD_STRUCTURES) - set(STRUCTURES))
-if unknown_md:
-    raise WorkflowError(f"validation.md_structures names unknown structure(s) {', '.join(unknown_md)}; "
-                        f"built structures are {', '.join(STRUCTURES)}")
+FIGURES = OVERALL_FIGURES
 
 
 wildcard_constraints:
@@ -94,7 +93,19 @@ def convergence_outputs():
     return expand("results/convergence/{seed}.json", seed=SEEDS)
 
 
+def split_inputs(wildcards):
+    """Whose parents the study's split covers: the built structures, and an ingested
+    external DFT set (its structures are not built here)."""
+    inputs = {"structures": "results/structures/structures.parquet"}
+    if config["dft"]["source"] == "external":
+        inputs["external"] = "results/labels/dft/external.parquet"
+    return inputs
+
+
 def final_outputs():
+    # The labelled chunks are targets themselves: deleting one re-labels just that
+    # chunk and re-runs what depends on it (an intermediate file would not be redone).
     return (["results/validation/metrics.json", "results/datasets/xtb.parquet",
-             "results/datasets/dft.parquet"] + models_of("4g") + models_of("baseline")
-            + convergence_outputs())
+             "results/datasets/dft.parquet"] + dft_chunks(None)
+            + expand("results/labels/xtb/chunk_{chunk}.parquet", chunk=XTB_CHUNKS)
+            + models_of("4g") + models_of("baseline") + convergence_outputs())

@@ -43,6 +43,8 @@ rule label_dft:
 
 
 rule ingest_dft:
+    input:
+        config["dft"].get("external", {}).get("path", []),
     output:
         "results/labels/dft/external.parquet",
     params:

@@ -7,11 +7,13 @@ rule sample_md:
         "results/structures/structures.parquet",
     output:
         frames="results/sampling/{structure}/T{temperature}_r{replica}.parquet",
-        trajectory="results/sampling/{structure}/T{temperature}_r{replica}.traj",
         summary="results/sampling/{structure}/T{temperature}_r{replica}.summary.json",
     params:
         settings=[config["seed"], config["sampling"]],
         temperature_K=lambda wildcards: TEMPERATURES[wildcards.temperature],
+        # the trajectory is the job's checkpoint: not an output, so Snakemake keeps it
+        # when a job fails or is killed and the next attempt resumes from it
+        trajectory="results/sampling/{structure}/T{temperature}_r{replica}.traj",
     log:
         "logs/sample_md/{structure}_T{temperature}_r{replica}.log",
     conda:
@@ -19,11 +21,11 @@ rule sample_md:
     threads: 1  # many small jobs locally; profiles/slurm gives cluster jobs more (set-threads)
     resources:
         mem_mb=4000,
-        runtime=1440,  # a killed trajectory resumes from its .traj on the next attempt
+        runtime=1440,
     shell:
         "hipqeq sample md --config {CONFIG_FILE} --structures {input} --name {wildcards.structure}"
         " --temperature-K {params.temperature_K} --replica {wildcards.replica}"
-        " --output {output.frames} --trajectory {output.trajectory} > {log} 2>&1"
+        " --output {output.frames} --trajectory {params.trajectory} > {log} 2>&1"
 
 
 rule sample_rattle:

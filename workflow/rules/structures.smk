@@ -20,7 +20,7 @@ rule build_structures:
 
 rule split:
     input:
-        "results/structures/structures.parquet",
+        unpack(split_inputs),
     output:
         "results/splits.json",
     params:
@@ -34,7 +34,7 @@ rule split:
         mem_mb=1000,
         runtime=5,
     shell:
-        "hipqeq split --config {CONFIG_FILE} --structures {input} --output {output} > {log} 2>&1"
+        "hipqeq split --config {CONFIG_FILE} --output {output} {input} > {log} 2>&1"
 
 
 rule check_convergence:

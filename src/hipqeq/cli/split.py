@@ -1,15 +1,16 @@
 """Split the study's parent structures into train / valid / test, once for every model.
 
 Reads the built structures (every MD frame, rattle and label derives from one of them:
-its parent) and assigns whole parents to splits with the config's
-training.split_fractions and seed. The test parents are shared by every committee
+its parent), plus any dataset whose structures were not built here (an ingested
+external DFT set, whose rows are their own parents), and assigns whole parents to
+splits with the config's training.split_fractions and seed. The test parents are shared by every committee
 member; train and valid differ per member. Training and validation read this file, so
 the charge model, the short-range model and the baseline are all tested on the same
 held-out structures, in the xTB and the DFT datasets alike.
 
 example:
-  hipqeq split --config config/toy.yaml --structures results/structures/structures.parquet \\
-      --output results/splits.json
+  hipqeq split --config config/toy.yaml --output results/splits.json \\
+      results/structures/structures.parquet [results/labels/dft/external.parquet]
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from hipqeq.cli._common import add_config_argument, load
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
-    parser.add_argument("--structures", type=Path, required=True, metavar="FILE",
-                        help="built structures (hipqeq build output)")
+    parser.add_argument("datasets", nargs="+", type=Path, metavar="DATASET",
+                        help="files whose parent structures are split: the built structures "
+                             "(hipqeq build output) and any external set")
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="JSON",
                         help="split file to write")
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from hipqeq.data import make_splits, read_table, write_splits
 
     config = load(args)
-    parents = read_table(args.structures).column("parent_id").to_pylist()
+    parents = [p for path in args.datasets for p in read_table(path).column("parent_id").to_pylist()]
     training = config["training"]
     splits = make_splits(parents, training["split_fractions"], config["seed"], training["n_models"])
     write_splits(splits, args.output)

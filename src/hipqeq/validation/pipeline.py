@@ -45,6 +45,10 @@ REFERENCES = {"xtb": "xTB", "dft": "DFT"}
 #: Model kinds, in report order (the first is the primary, density-coloured series).
 MODELS = {"4g": "4G", "baseline": "short-range baseline"}
 
+#: Figures every run writes (as .png and .pdf) in the output directory, whatever the
+#: data: the Snakefile declares them as outputs.
+OVERALL_FIGURES = tuple(f"parity_{r}_{q}" for r in REFERENCES for q in QUANTITIES) + ("md_stability",)
+
 #: References whose energies are compared after per-element offsets: the models learn
 #: xTB energies, and DFT energies sit on another absolute reference.
 ALIGNED_ENERGY_REFERENCES = ("dft",)
