@@ -14,6 +14,9 @@ from hipqeq.errors import HipqeqError
 XTB_METHODS = ("GFN1-xTB", "GFN2-xTB")
 XTB_ENGINES = ("tblite", "xtb-python")
 
+#: Settings of the config's ``xtb`` section passed to :func:`xtb_calculator` by name.
+XTB_ENGINE_SETTINGS = ("accuracy", "electronic_temperature_K", "max_iterations")
+
 
 def xtb_calculator(method: str = "GFN1-xTB", engine: str = "tblite", total_charge: float = 0.0,
                    accuracy: float = 1.0, electronic_temperature_K: float = 300.0,

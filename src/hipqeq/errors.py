@@ -1,4 +1,10 @@
-"""Typed errors. Each labelling failure maps onto a dataset ``status`` value."""
+"""Typed errors. Each labelling failure maps onto a dataset ``status`` value.
+
+The status strings equal ``hipqeq.data.schema.STATUS_*`` (a test checks it); they are
+spelled out here because this module must import nothing heavy: importing the schema
+would load pyarrow for every hipqeq import and make a cycle (``hipqeq.data`` imports
+this module).
+"""
 
 
 class HipqeqError(Exception):

@@ -14,10 +14,17 @@ velocity-Verlet steps from the last NVT state. The summary reports:
 - ``max_displacement_A``: the largest distance any atom moved from its start;
 - ``temperature_K`` / ``time_fs`` / ``potential_energy_eV`` series, and the range of
   the charges (``charge_min_e``, ``charge_max_e``; null for a baseline model);
-- ``stable``: every energy finite and no atom flew off.
+- ``stable``: the run finished, every energy was finite and no atom flew off;
+- ``stopped_early`` and ``reason``: a model error (:class:`~hipqeq.errors.HipqeqError`,
+  e.g. :class:`~hipqeq.qeq.QEqNotConverged`, or an ASE ``CalculatorError``) or a
+  non-finite energy ends the run; the summary then holds the steps done so far, the
+  reason names the error and the step, and ``stable`` is false. A model that fails is
+  a result of the check, not a crash of the job.
 
 The trajectory (ASE ``.traj``) holds every ``frame_interval``-th step with energy,
-forces and charges.
+forces and charges (up to the last step that evaluated; empty when the start
+structure already failed). The random stream (momenta, Langevin noise) is seeded with
+:func:`hipqeq.seeds.derive_seed` of the master seed, "md" and the structure name.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import units
+from ase.calculators.calculator import CalculatorError
 from ase.constraints import FixCom
 from ase.io.trajectory import Trajectory
 from ase.md.langevin import Langevin
@@ -38,9 +46,14 @@ from ase.md.verlet import VelocityVerlet
 from ase.neighborlist import neighbor_list
 from tqdm.auto import tqdm
 
-from hipqeq.errors import DatasetError
+from hipqeq.errors import DatasetError, HipqeqError
+from hipqeq.seeds import derive_seed
 
 log = logging.getLogger(__name__)
+
+#: Errors of the model or its calculator that end an MD run (they are results of the
+#: stability check); QEqNotConverged is a HipqeqError.
+MODEL_ERRORS = (HipqeqError, CalculatorError)
 
 
 def isolated_atoms(atoms, isolation_A: float) -> np.ndarray:
@@ -97,24 +110,37 @@ def run_md(atoms, calculator, steps: int, temperature_K: float, timestep_fs: flo
                    friction=friction_per_fs / units.fs, fixcm=False, rng=rng)
     nve = VelocityVerlet(atoms, timestep_fs * units.fs)
     started = time.perf_counter()
-    atoms.get_potential_energy()  # one evaluation tells which properties the model gives
-    stored = [p for p in ("energy", "forces", "charges") if p in atoms.calc.results]
-    with Trajectory(str(trajectory), "w", atoms, properties=stored) as traj:
+    reason = None
+    stored = []
+    try:
+        atoms.get_potential_energy()  # one evaluation tells which properties the model gives
+        stored = [p for p in ("energy", "forces", "charges") if p in atoms.calc.results]
         observe("nvt")
-        traj.write()
+    except MODEL_ERRORS as exc:
+        reason = f"{type(exc).__name__} on the start structure: {exc}"
+    with Trajectory(str(trajectory), "w", atoms, properties=stored) as traj:
+        if reason is None:
+            traj.write()
         total = steps + nve_steps
-        with tqdm(total=total, desc="md", unit="step", leave=False) as bar:
+        with tqdm(total=total, desc="md", unit="step", leave=False, disable=reason is not None) as bar:
             for step in range(1, total + 1):
+                if reason is not None:
+                    break
                 integrator, phase = (nvt, "nvt") if step <= steps else (nve, "nve")
-                integrator.run(1)
-                elapsed_fs[0] += timestep_fs
-                observe(phase)
+                try:
+                    integrator.run(1)
+                    elapsed_fs[0] += timestep_fs
+                    observe(phase)
+                except MODEL_ERRORS as exc:
+                    reason = f"{type(exc).__name__} at step {step}: {exc}"
+                    break
                 if step % frame_interval == 0 or step == total:
                     traj.write()
                 bar.update(1)
                 if not np.isfinite(record["total_energy_eV"][-1]):
-                    log.warning("MD stopped at step %d: the energy is not finite", step)
-                    break
+                    reason = f"the energy is not finite at step {step}"
+    if reason is not None:
+        log.warning("MD stopped early: %s", reason)
     phases = np.array(record["phase"])
     tail = phases == "nve"
     if tail.any():
@@ -124,6 +150,7 @@ def run_md(atoms, calculator, steps: int, temperature_K: float, timestep_fs: flo
                               len(atoms))
     finite = bool(np.all(np.isfinite(record["total_energy_eV"])))
     has_charges = np.isfinite(extremes["q_min"])
+    nvt_temperatures = np.array(record["temperature_K"])[phases == "nvt"]
     summary = {
         "n_atoms": len(atoms),
         "steps": steps,
@@ -139,8 +166,10 @@ def run_md(atoms, calculator, steps: int, temperature_K: float, timestep_fs: flo
         "flown_atoms": sorted(flown),
         "charge_min_e": extremes["q_min"] if has_charges else None,
         "charge_max_e": extremes["q_max"] if has_charges else None,
-        "mean_temperature_K": float(np.mean(np.array(record["temperature_K"])[phases == "nvt"])),
-        "stable": finite and not flown,
+        "mean_temperature_K": float(np.mean(nvt_temperatures)) if len(nvt_temperatures) else None,
+        "stable": reason is None and finite and not flown,
+        "stopped_early": reason is not None,
+        "reason": reason,
         "wall_time_s": time.perf_counter() - started,
         "time_fs": record["time_fs"],
         "temperature_K": record["temperature_K"],
@@ -181,7 +210,8 @@ def run_md_from_config(config: dict, model_dirs, structures, name: str, output, 
         timestep_fs=timestep_fs if timestep_fs is not None else settings["md_timestep_fs"],
         trajectory=trajectory, friction_per_fs=settings["md_friction_per_fs"],
         nve_steps=settings["md_nve_steps"], frame_interval=settings["md_frame_interval"],
-        isolation_A=settings["md_isolation_A"], seed=seed if seed is not None else config["seed"])
+        isolation_A=settings["md_isolation_A"],
+        seed=derive_seed(config["seed"] if seed is None else seed, "md", name))
     summary = {"name": name, "models": [str(d) for d in model_dirs], "structures": str(structures),
                "trajectory": str(trajectory), **summary}
     Path(output).parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ class StructureSpec:
 
 
 def number_tag(value: float) -> str:
-    """A number as a file-name-safe tag: 2 -> 'p2', -1.5 -> 'm1p5', 300 -> '300'."""
+    """A number as a file-name-safe tag: 2 -> 'p2', -1.5 -> 'm1p5', 300 -> 'p300'."""
     sign = "m" if value < 0 else "p"
     text = f"{abs(value):g}".replace(".", "p")
     return sign + text

@@ -83,18 +83,24 @@ def farthest_point_order(features: np.ndarray, families: Sequence[str], n_select
     return order
 
 
-def select(table: pa.Table, n_xtb: int, n_dft: int, cutoff_A: float = 6.0,
-           n_bins: int = 24) -> tuple[pa.Table, pa.Table]:
-    """The xTB selection (FPS order) and its first ``n_dft`` rows, from ``table``.
-
-    Rows with a repeated ``structure_id`` count once. Rows are copied unchanged.
-    """
+def unique_rows(table: pa.Table) -> pa.Table:
+    """The first row of each ``structure_id`` of ``table``, in table order."""
     first_row: dict[str, int] = {}
     for k, sid in enumerate(table.column("structure_id").to_pylist()):
         first_row.setdefault(sid, k)
     if len(first_row) < table.num_rows:
         log.info("%d duplicate frame(s) counted once", table.num_rows - len(first_row))
-    table = table.take(sorted(first_row.values()))
+    return table.take(sorted(first_row.values()))
+
+
+def select(table: pa.Table, n_xtb: int, n_dft: int, cutoff_A: float = 6.0,
+           n_bins: int = 24) -> tuple[pa.Table, pa.Table]:
+    """The xTB selection (FPS order) and its first ``n_dft`` rows, from ``table``.
+
+    Rows with a repeated ``structure_id`` count once (:func:`unique_rows`). Rows are
+    copied unchanged.
+    """
+    table = unique_rows(table)
     records = table.to_pylist()
     frames = [atoms_from_record(r) for r in records]
     elements = sorted({int(z) for frame in frames for z in frame.numbers})
@@ -116,10 +122,11 @@ def select(table: pa.Table, n_xtb: int, n_dft: int, cutoff_A: float = 6.0,
 def select_files(config: dict, inputs: Sequence[str | os.PathLike], output_xtb: str | os.PathLike,
                  output_dft: str | os.PathLike) -> dict[str, int]:
     """Run :func:`select` on the frames of ``inputs`` with the config's ``selection``
-    section and write both outputs; returns the row counts."""
+    section and write both outputs; returns the row counts (``available``: distinct
+    frames of the inputs, duplicates counted once)."""
     section = config["selection"]
     tables = [read_table(p) for p in inputs]
-    table = pa.concat_tables(tables).replace_schema_metadata(None)
+    table = unique_rows(pa.concat_tables(tables).replace_schema_metadata(None))
     xtb, dft = select(table, section["n_xtb"], section["n_dft"], section["cutoff_A"], section["n_bins"])
     write_table(xtb, output_xtb)
     write_table(dft, output_dft)

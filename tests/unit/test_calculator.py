@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from ase.build import bulk
+from ase.calculators.calculator import CalculationFailed, all_changes
 from ase.io import read
 
 import hipqeq.models  # noqa: F401
@@ -18,6 +20,7 @@ from hipqeq.models.charges import ChargeModel, charge_hyperparameters
 from hipqeq.models.network import network_hyperparameters
 from hipqeq.models.short_range import ShortRangeModel
 from hipqeq.models.store import CHARGE_MODEL_DIR, save_model
+from hipqeq.qeq import QEqNotConverged
 
 NETWORK = {"n_features": 8, "n_sensitivities": 6, "n_interaction_layers": 1, "n_atom_layers": 1,
            "cutoff_A": 4.0, "lower_cutoff_A": 1.0}
@@ -157,6 +160,80 @@ def test_hipqeq_md_runs_a_few_steps(models, tmp_path):
     summary = json.loads(output.read_text())
     assert summary["charge_min_e"] is None and summary["stable"]
     assert read(trajectory, -1).get_forces().shape == (8, 3)
+
+
+class FailingCalculator(HipQEqCalculator):
+    """The real calculator for ``fail_after`` calculations, then it raises ``error``."""
+
+    def __init__(self, model_dir, fail_after: int, error: Exception, **kwargs):
+        super().__init__(model_dir, **kwargs)
+        self.fail_after, self.error, self.calls = fail_after, error, 0
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        if self.calls >= self.fail_after:
+            raise self.error
+        self.calls += 1
+        super().calculate(atoms, properties, system_changes)
+
+
+@pytest.fixture
+def md_inputs(tmp_path):
+    """A config with 4 NVT + 4 NVE steps and a structures file holding the same slab
+    under two names."""
+    rows = []
+    for name in ("cuau_slab", "cuau_twin"):
+        atoms = slab()
+        atoms.info.update(structure_name=name, parent_id=name)
+        rows.append(atoms)
+    config = tmp_path / "config.yaml"
+    config.write_text("structures: {seeds: [{name: cuau_slab, builder: phase, phase: alpha}]}\n"
+                      "selection: {n_xtb: 1, n_dft: 0}\n"
+                      "validation: {md_steps: 4, md_nve_steps: 4, md_frame_interval: 2, md_temperature_K: 100}\n")
+    return {"config": config, "structures": write_dataset(rows, tmp_path / "structures.parquet"),
+            "root": tmp_path}
+
+
+def md_args(md_inputs, model, name: str = "cuau_slab") -> list[str]:
+    root = md_inputs["root"] / "md"
+    return ["md", "--config", str(md_inputs["config"]), "--model", str(model), "--structures",
+            str(md_inputs["structures"]), "--name", name, "--output", str(root / f"{name}.json"),
+            "--trajectory", str(root / f"{name}.traj"), "--device", "cpu"]
+
+
+# One calculation for the start structure, then one per step: the fourth is step 3's.
+@pytest.mark.parametrize("fail_after, error, where", [
+    (3, QEqNotConverged("iterative charge solve: residual 1e-3 after 200 iterations"), "at step 3"),
+    (0, CalculationFailed("model blew up"), "on the start structure"),
+], ids=["qeq-mid-run", "calculator-at-start"])
+def test_hipqeq_md_records_a_model_error_and_exits_cleanly(models, md_inputs, monkeypatch, fail_after, error,
+                                                          where):
+    """A model error ends the run, not the job: the summary says why, is not stable, and
+    the validation stage still reads it."""
+    from hipqeq.validation.md_check import md_report, read_md_summaries
+
+    monkeypatch.setattr("hipqeq.calculator.HipQEqCalculator",
+                        partial(FailingCalculator, fail_after=fail_after, error=error))
+    args = md_args(md_inputs, models["4g_a"])
+    assert main(args) == 0
+    output = md_inputs["root"] / "md" / "cuau_slab.json"
+    summary = json.loads(output.read_text())
+    assert summary["stopped_early"] and not summary["stable"]
+    assert summary["reason"] == f"{type(error).__name__} {where}: {error}"
+    assert len(summary["time_fs"]) == fail_after == len(summary["total_energy_eV"])
+    (row,) = md_report(read_md_summaries([output]))
+    assert row["stable"] is False and row["n_atoms"] == 8
+
+
+def test_hipqeq_md_seed_is_derived_from_the_structure_name(models, md_inputs):
+    """Same name, same run; another name (same geometry), another random stream."""
+    temperatures = {}
+    for name in ("cuau_slab", "cuau_slab", "cuau_twin"):
+        assert main(md_args(md_inputs, models["baseline"], name)) == 0
+        summary = json.loads((md_inputs["root"] / "md" / f"{name}.json").read_text())
+        assert not summary["stopped_early"] and summary["reason"] is None
+        temperatures.setdefault(name, []).append(summary["temperature_K"])
+    assert temperatures["cuau_slab"][0] == temperatures["cuau_slab"][1]
+    assert temperatures["cuau_slab"][0][0] != temperatures["cuau_twin"][0][0]
 
 
 @pytest.mark.parametrize("device", [pytest.param("cuda", marks=[

@@ -4,8 +4,10 @@ Takes one named structure from the built structures (or any Parquet dataset), ru
 Langevin dynamics with the potential (a committee when several --model directories
 are given), and writes an ASE trajectory and a JSON summary: temperature series,
 energy drift (eV/atom/ps) of a short NVE tail, largest force, the charge range, and
-whether any atom flew off (no neighbour within --isolation-A). Steps, temperature and
-time step come from the config's validation section; flags override them.
+whether any atom flew off (no neighbour within validation.md_isolation_A). Steps, temperature and
+time step come from the config's validation section; flags override them. A model
+error during the run (e.g. the charge solve not converging) ends the run early: the
+summary says so (stopped_early, reason, stable false) and the command still succeeds.
 
 example:
   hipqeq md --config config/toy.yaml --model results/models/4g_0 \\
@@ -40,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="thermostat temperature in K (default: validation.md_temperature_K)")
     parser.add_argument("--timestep-fs", type=float, dest="timestep_fs",
                         help="time step in fs (default: validation.md_timestep_fs)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", default="auto",
+                        help="torch device of the potential: auto (CUDA when present), cpu, cuda, cuda:1 "
+                             "(default auto)")
     add_seed_argument(parser)
 
 
@@ -52,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
                                  name=args.name, output=args.output, trajectory=args.trajectory,
                                  steps=args.steps, temperature_K=args.temperature_K,
                                  timestep_fs=args.timestep_fs, device=args.device, seed=args.seed)
-    print(json.dumps({k: summary[k] for k in ("name", "steps", "stable", "energy_drift_eV_per_atom_ps",
-                                                "max_force_eV_A", "atoms_flew_off")}))
+    print(json.dumps({k: summary[k] for k in ("name", "steps", "stable", "stopped_early", "reason",
+                                                "energy_drift_eV_per_atom_ps", "max_force_eV_A",
+                                                "atoms_flew_off")}))
     return 0

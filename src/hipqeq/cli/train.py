@@ -31,8 +31,7 @@ import argparse
 from pathlib import Path
 
 from hipqeq.cli._common import add_config_argument, add_seed_argument, load
-
-STAGES = ("charges", "short-range", "baseline")
+from hipqeq.training import STAGES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,20 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trained charge model directory (short-range only)")
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="DIR",
                         help="model directory to write")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where to train; auto takes CUDA when present (default auto)")
+    parser.add_argument("--device", default="auto",
+                        help="torch device to train on: auto (CUDA when present), cpu, cuda, cuda:1 "
+                             "(default auto)")
     add_seed_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hipqeq.errors import HipqeqError
     from hipqeq.training import train_model
 
     config = load(args)
-    if args.stage == "short-range" and args.charge_model is None:
-        raise HipqeqError("train short-range needs --charge-model DIR (a trained charge model)")
-    if args.stage != "short-range" and args.charge_model is not None:
-        raise HipqeqError(f"--charge-model is only used by short-range, not {args.stage}")
     summary = train_model(args.stage, config, dataset=args.dataset, splits=args.splits,
                           member=args.member, output=args.output, charge_model=args.charge_model,
                           device=args.device, seed=args.seed)

@@ -11,6 +11,7 @@ from hipqeq.data.io import (
     config_hash,
     read_atoms,
     read_records,
+    read_structure,
     read_table,
     record_from_atoms,
     status_counts,
@@ -24,7 +25,7 @@ from hipqeq.data.split import assign_splits, make_splits, read_splits, write_spl
 
 __all__ = [
     "COLUMNS", "SCHEMA", "SCHEMA_VERSION", "atoms_from_record", "atoms_id", "config_hash",
-    "gather", "padded_arrays", "read_atoms", "read_records", "read_table",
+    "gather", "padded_arrays", "read_atoms", "read_records", "read_structure", "read_table",
     "record_from_atoms", "make_splits", "assign_splits", "read_splits", "write_splits", "status_counts", "structure_id",
     "table_from_records", "write_dataset", "write_table",
 ]

@@ -67,7 +67,7 @@ def record_from_atoms(atoms: Atoms) -> dict:
 
     Geometry comes from the atoms, identity/provenance/outcome from ``atoms.info``
     (missing keys take defaults: the structure is its own parent, ``status`` is ``ok``
-    when an energy is attached and ``unlabelled`` otherwise), and labels from
+    when an energy or charges are attached and ``unlabelled`` otherwise), and labels from
     ``atoms.calc.results`` when a calculator is attached.
     """
     info = atoms.info
@@ -157,12 +157,11 @@ def table_from_records(records: Iterable[dict]) -> pa.Table:
 
 
 def _metadata(table: pa.Table) -> dict[bytes, bytes]:
-    counts = Counter(table.column("status").to_pylist())
     return {
         S.META_SCHEMA_VERSION: S.SCHEMA_VERSION.encode(),
         S.META_UNITS: json.dumps(DATASET_UNITS).encode(),
         S.META_PACKAGE_VERSION: __version__.encode(),
-        S.META_STATUS_COUNTS: json.dumps(dict(sorted(counts.items()))).encode(),
+        S.META_STATUS_COUNTS: json.dumps(status_counts(table)).encode(),
     }
 
 
@@ -225,6 +224,22 @@ def read_atoms(path: str | os.PathLike, status: str | None = None) -> list[Atoms
             if status is None or r["status"] == status]
 
 
-def status_counts(table: pa.Table) -> dict[str, int]:
-    """Number of rows per ``status`` value."""
-    return dict(sorted(Counter(table.column("status").to_pylist()).items()))
+def read_structure(path: str | os.PathLike, name: str) -> Atoms:
+    """The first row whose ``structure_name`` is ``name`` (e.g. a built structure of a
+    ``hipqeq build`` output), as ``Atoms`` with its identity in ``info`` and no labels
+    attached. Raises :class:`DatasetError` naming the file, ``name`` and (some of) the
+    names the file has."""
+    table = read_table(path)
+    names = table.column("structure_name").to_pylist()
+    if name not in names:
+        known = sorted(set(names))
+        raise DatasetError(f"{path}: no structure named '{name}' (has {', '.join(known[:10])}"
+                           + (" ..." if len(known) > 10 else "") + ")")
+    record = table.slice(names.index(name), 1).to_pylist()[0]
+    return atoms_from_record({**record, **dict.fromkeys(S.LABEL_COLUMNS)})
+
+
+def status_counts(rows: pa.Table | Iterable[dict]) -> dict[str, int]:
+    """Number of rows per ``status`` value of a table or of records, sorted by status."""
+    statuses = rows.column("status").to_pylist() if isinstance(rows, pa.Table) else (r["status"] for r in rows)
+    return dict(sorted(Counter(statuses).items()))

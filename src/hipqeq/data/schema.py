@@ -54,7 +54,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("structure_id", pa.string(), False, "", "content hash of numbers, positions, cell, pbc, total charge"),
     Column("parent_id", pa.string(), False, "", "structure_id of the built structure this one derives from; splits are made by parent"),
     Column("structure_name", pa.string(), False, "", "name of the built structure (config seed plus transformations)"),
-    Column("family", pa.string(), False, "", "pristine, strained, vacancy_<X>, substitution_<Y>_<X>, cif or external"),
+    Column("family", pa.string(), False, "", "pristine, strained, tilted, vacancy_<X>, substitution_<Y>_<X>, cif or external"),
     Column("source", pa.string(), False, "", "one of " + ", ".join(SOURCES)),
     Column("temperature_K", pa.float64(), True, "K", "MD temperature the frame was sampled at"),
     Column("config_hash", pa.string(), False, "", "hash of the config section that produced the row"),

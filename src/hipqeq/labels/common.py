@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -35,8 +34,9 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from hipqeq.data import atoms_from_record, atoms_id, read_records, status_counts, write_dataset
-from hipqeq.data.schema import STATUS_OK
+from hipqeq.data.schema import STATUS_ERROR, STATUS_OK
 from hipqeq.errors import ConfigError, DatasetError, LabellingFailed, SCFNotConverged, StructureRejected
+from hipqeq.geometry import closest_pair
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +136,12 @@ def precheck(atoms: Atoms, labeller: Labeller) -> None:
 
 
 def _check_overlap(atoms: Atoms, min_distance_A: float) -> None:
-    if min_distance_A <= 0 or len(atoms) == 0:
-        return
-    from ase.neighborlist import neighbor_list
-
-    i, j, d = neighbor_list("ijd", atoms, min_distance_A)
-    if len(d):
-        k = int(np.argmin(d))
+    pair = closest_pair(atoms, min_distance_A)
+    if pair is not None:
+        i, j, d = pair
         raise StructureRejected(
-            "rejected_overlap", f"atoms {i[k]} ({atoms[i[k]].symbol}) and {j[k]} ({atoms[j[k]].symbol}) "
-                                f"are {d[k]:.3f} A apart, closer than min_distance_A = {min_distance_A} A")
+            "rejected_overlap", f"atoms {i} ({atoms[i].symbol}) and {j} ({atoms[j].symbol}) "
+                                f"are {d:.3f} A apart, closer than min_distance_A = {min_distance_A} A")
 
 
 def label_structure(record: dict, labeller: Labeller) -> dict:
@@ -167,7 +163,7 @@ def label_structure(record: dict, labeller: Labeller) -> dict:
     except LabellingFailed as exc:
         status, error = exc.status, str(exc)
     except Exception as exc:  # noqa: BLE001 - a failed structure is a row, never a crash
-        status, error = "error", f"{type(exc).__name__}: {exc}"
+        status, error = STATUS_ERROR, f"{type(exc).__name__}: {exc}"
     wall_time_s = time.perf_counter() - start
     if status != STATUS_OK:
         log.warning("%s (%s): %s: %s", row["structure_name"], row["structure_id"], status, error)
@@ -247,12 +243,7 @@ def label_records(records: Sequence[dict], labeller: Labeller, output: str | os.
         rows.append(row)
     write_dataset(rows, output)
     sidecar.unlink(missing_ok=True)
-    return status_counts_of(rows)
-
-
-def status_counts_of(rows: Sequence[dict]) -> dict[str, int]:
-    """Number of rows per status."""
-    return dict(sorted(Counter(r["status"] for r in rows).items()))
+    return status_counts(rows)
 
 
 def read_structures(path: str | os.PathLike) -> list[dict]:

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from hipqeq.data import atoms_from_record, read_records, record_from_atoms
+from hipqeq.data import read_structure, record_from_atoms
+from hipqeq.data.schema import STATUS_OK
 from hipqeq.errors import ConfigError, StructureError
 from hipqeq.labels.common import label_structure, shortest_periodic_length
 
@@ -78,7 +79,7 @@ def _size_row(repeat: int, supercell: list[int], atoms: Atoms, row: dict) -> dic
               "status": row["status"], "error": row["error"], "wall_time_s": row["wall_time_s"],
               "energy_per_atom_eV": None, "max_force_eV_A": None, "rms_force_eV_A": None,
               "mean_charge_e": None}
-    if row["status"] == "ok":
+    if row["status"] == STATUS_OK:
         forces = np.asarray(row["forces"])
         charges = np.asarray(row["charges"])
         symbols = np.array(atoms.get_chemical_symbols())
@@ -97,11 +98,7 @@ def check_convergence(config: dict, structures_path: str | os.PathLike, name: st
     seeds = {s["name"]: s for s in config["structures"]["seeds"]}
     if name not in seeds:
         raise ConfigError(f"'{name}' is not a seed in structures.seeds (seeds: {', '.join(seeds)})")
-    built = [r for r in read_records(structures_path) if r["structure_name"] == name]
-    if not built:
-        raise StructureError(f"{structures_path}: no structure named '{name}'")
-    seed_atoms = atoms_from_record({**built[0], "energy": None, "forces": None, "stress": None, "charges": None})
-    unit = primitive_cell(seed_atoms, seeds[name].get("supercell", [1, 1, 1]))
+    unit = primitive_cell(read_structure(structures_path, name), seeds[name].get("supercell", [1, 1, 1]))
     settings = {**config["xtb"], "allow_small_cells": True}
     labeller = XTBLabeller(settings)
     directions = repeat_directions(unit, settings["min_periodic_length_A"])
@@ -131,7 +128,7 @@ def plot_convergence(report: dict, path: str | os.PathLike) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [s for s in report["sizes"] if s["status"] == "ok"]
+    ok = [s for s in report["sizes"] if s["status"] == STATUS_OK]
     length = [s["shortest_periodic_length_A"] for s in ok]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
     axes[0].plot(length, [s["energy_per_atom_eV"] for s in ok], "o-")

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms, units as ase_units
 
-from hipqeq.data import write_dataset
+from hipqeq.data import status_counts, write_dataset
+from hipqeq.data.schema import STATUS_ERROR, STATUS_OK
 from hipqeq.errors import ConfigError, DatasetError
-from hipqeq.labels.common import external_record, status_counts_of
+from hipqeq.labels.common import external_record
 from hipqeq.units import BOHR_A, HARTREE_EV
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,9 @@ def _frame_record(atoms: Atoms, index: int, settings: dict, energy_eV: float, le
         method=settings["method"], software="external",
         calc_params=json.dumps({"source_file": str(settings["path"]), "frame": index, "format": settings["format"],
                                 "properties": names, "units": settings["units"]}, sort_keys=True),
-        status="ok", error=None, wall_time_s=None)
+        status=STATUS_OK, error=None, wall_time_s=None)
     if energy is None and charges is None:
-        record.update(status="error", error=f"frame {index} has neither '{names['energy']}' nor '{names['charges']}'")
+        record.update(status=STATUS_ERROR, error=f"frame {index} has neither '{names['energy']}' nor '{names['charges']}'")
     elif charges is not None and abs(charges.sum() - record["total_charge"]) > 0.1:
         log.warning("frame %d: charges sum to %.3f e, total charge %.3f e", index, charges.sum(), record["total_charge"])
     return record
@@ -124,4 +125,4 @@ def ingest(settings: dict, output: str | os.PathLike) -> dict[str, int]:
     return per-status counts."""
     records = external_records(settings)
     write_dataset(records, output)
-    return status_counts_of(records)
+    return status_counts(records)

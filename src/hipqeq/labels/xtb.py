@@ -37,6 +37,7 @@ import logging
 import numpy as np
 from ase import Atoms
 
+from hipqeq.engines import XTB_ENGINE_SETTINGS
 from hipqeq.errors import LabellingFailed, SCFNotConverged, StructureRejected
 from hipqeq.labels.common import Labels
 
@@ -99,7 +100,7 @@ class XTBLabeller:
 
     def engine_options(self, safer: bool = False) -> dict:
         """Keyword arguments of :func:`hipqeq.engines.xtb_calculator` (normal or safer)."""
-        options = {key: self.settings[key] for key in ("accuracy", "electronic_temperature_K", "max_iterations")}
+        options = {key: self.settings[key] for key in XTB_ENGINE_SETTINGS}
         if safer:
             retry = self.settings["retry"]
             options["max_iterations"] = retry["max_iterations"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from hippynn.layers.targets import HCharge
 
-from hipqeq.models.network import encoder_module, hipnn_module, pair_geometry
+from hipqeq.models.network import HipnnModel
 from hipqeq.qeq import QEq
 
 
@@ -33,27 +33,17 @@ def charge_hyperparameters(network_hp: dict, tolerance: float) -> dict:
     return {**network_hp, "qeq_tolerance": float(tolerance)}
 
 
-class ChargeModel(torch.nn.Module):
+class ChargeModel(HipnnModel):
     """HIP-NN + ``HCharge`` electronegativity head + QEq layer."""
 
     def __init__(self, hyperparameters: dict):
-        super().__init__()
-        self.hyperparameters = dict(hyperparameters)
-        self.encoder = encoder_module(hyperparameters)
-        self.network = hipnn_module(hyperparameters)
+        super().__init__(hyperparameters)
         self.electronegativity = HCharge(feature_sizes=self.network.feature_sizes, n_target=1)
         self.qeq = QEq(hyperparameters["species"], tolerance=hyperparameters["qeq_tolerance"])
 
-    @property
-    def cutoff_A(self) -> float:
-        return float(self.hyperparameters["cutoff_A"])
-
     def electronegativities(self, species, positions, cell, pair_first, pair_second, shifts) -> torch.Tensor:
         """(n_atoms, 1) electronegativities chi (eV/e) of one system."""
-        _, distances = pair_geometry(positions, cell, pair_first, pair_second, shifts)
-        one_hot, _ = self.encoder(species.unsqueeze(0))
-        features = self.network(one_hot.squeeze(0), pair_first, pair_second, distances)
-        chi, *_ = self.electronegativity(features)
+        chi, *_ = self.electronegativity(self.features(species, positions, cell, pair_first, pair_second, shifts))
         return chi
 
     def forward(self, species, positions, cell, pbc, total_charge, pair_first, pair_second, shifts,

@@ -13,6 +13,8 @@ import torch
 from hippynn.layers.indexers import OneHotSpecies
 from hippynn.networks.hipnn import Hipnn
 
+from hipqeq.qeq import pair_vectors
+
 #: Ratio of the last sensitivity's midpoint to the hard cutoff (hippynn's examples use
 #: dist_soft_max 3.5 A with dist_hard_max 4 A).
 SOFT_MAX_FRACTION = 0.875
@@ -62,7 +64,8 @@ def encoder_module(hyperparameters: dict) -> OneHotSpecies:
 
 def pair_geometry(positions: torch.Tensor, cell: torch.Tensor, pair_first: torch.Tensor,
                   pair_second: torch.Tensor, shifts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pair vectors r_j + S @ cell - r_i and their lengths for an external neighbour list.
+    """Pair vectors r_j + S @ cell - r_i (:func:`hipqeq.qeq.pair_vectors`) and their
+    lengths for an external neighbour list.
 
     Same convention as hippynn's ``ExternalNeighbors`` and ASE's ``neighbor_list('ijS')``.
 
@@ -77,5 +80,29 @@ def pair_geometry(positions: torch.Tensor, cell: torch.Tensor, pair_first: torch
     -------
     vectors (n_pairs, 3) and distances (n_pairs,), Angstrom.
     """
-    vectors = positions[pair_second] - positions[pair_first] + shifts.to(cell.dtype) @ cell
+    vectors = pair_vectors(positions, cell, pair_first, pair_second, shifts)
     return vectors, vectors.norm(dim=1)
+
+
+class HipnnModel(torch.nn.Module):
+    """The part every model shares: its hyperparameters, the one-hot species encoder and
+    the HIP-NN (``encoder`` and ``network``, the state-dict names of the stored weights).
+    Subclasses add their target head."""
+
+    def __init__(self, hyperparameters: dict):
+        super().__init__()
+        self.hyperparameters = dict(hyperparameters)
+        self.encoder = encoder_module(hyperparameters)
+        self.network = hipnn_module(hyperparameters)
+
+    @property
+    def cutoff_A(self) -> float:
+        return float(self.hyperparameters["cutoff_A"])
+
+    def features(self, species: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor,
+                 pair_first: torch.Tensor, pair_second: torch.Tensor, shifts: torch.Tensor) -> list[torch.Tensor]:
+        """HIP-NN features of one system from an external neighbour list (see
+        :func:`pair_geometry`): a list, one (n_atoms, n_features) tensor per layer."""
+        _, distances = pair_geometry(positions, cell, pair_first, pair_second, shifts)
+        one_hot, _ = self.encoder(species.unsqueeze(0))
+        return self.network(one_hot.squeeze(0), pair_first, pair_second, distances)

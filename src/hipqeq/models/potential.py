@@ -23,15 +23,26 @@ from hipqeq.models.charges import ChargeModel
 from hipqeq.models.network import pair_geometry
 from hipqeq.models.short_range import ShortRangeModel
 
+
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is an error."""
+    """The torch device of a ``--device`` value: ``auto`` (CUDA when available, else CPU),
+    ``cpu``, ``cuda`` or ``cuda:N``. Anything else, or CUDA without such a GPU, raises
+    :class:`~hipqeq.errors.HipqeqError`."""
     from hipqeq.errors import HipqeqError
 
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise HipqeqError(f"device {device!r}: choose auto, cpu, cuda or cuda:N")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
         raise HipqeqError(f"device {device}: no CUDA device is available")
-    return torch.device(device)
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise HipqeqError(f"device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return resolved
 
 
 #: Above this many atoms the QEq uses the iterative PME solver instead of the dense one

@@ -15,38 +15,24 @@ from __future__ import annotations
 import torch
 from hippynn.layers.targets import HEnergy
 
-from hipqeq.models.network import encoder_module, hipnn_module, pair_geometry
+from hipqeq.models.network import HipnnModel
 
 
-class ShortRangeModel(torch.nn.Module):
+class ShortRangeModel(HipnnModel):
     """HIP-NN with a hierarchical energy head.
 
     ``hyperparameters`` come from :func:`hipqeq.models.network.network_hyperparameters`.
     """
 
     def __init__(self, hyperparameters: dict):
-        super().__init__()
-        self.hyperparameters = dict(hyperparameters)
-        self.encoder = encoder_module(hyperparameters)
-        self.network = hipnn_module(hyperparameters)
+        super().__init__(hyperparameters)
         self.energy = HEnergy(feature_sizes=self.network.feature_sizes, first_is_interacting=False)
-
-    @property
-    def cutoff_A(self) -> float:
-        return float(self.hyperparameters["cutoff_A"])
-
-    def features(self, species: torch.Tensor, pair_first: torch.Tensor, pair_second: torch.Tensor,
-                 distances: torch.Tensor) -> list[torch.Tensor]:
-        """HIP-NN features of one system: a list, one (n_atoms, n_features) tensor per layer."""
-        one_hot, _ = self.encoder(species.unsqueeze(0))
-        return self.network(one_hot.squeeze(0), pair_first, pair_second, distances)
 
     def forward(self, species: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor,
                 pair_first: torch.Tensor, pair_second: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
         """Short-range energy (eV, 0-d tensor) of one system from an external neighbour list
         (see :func:`hipqeq.models.network.pair_geometry`)."""
-        _, distances = pair_geometry(positions, cell, pair_first, pair_second, shifts)
-        features = self.features(species, pair_first, pair_second, distances)
+        features = self.features(species, positions, cell, pair_first, pair_second, shifts)
         mol_index = torch.zeros(species.shape[0], dtype=torch.long, device=species.device)
         total, *_ = self.energy(features, mol_index, 1)
         return total.reshape(())

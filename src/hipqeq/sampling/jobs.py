@@ -18,28 +18,16 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from hipqeq.data import config_hash, read_atoms, write_dataset
-from hipqeq.errors import DatasetError
+from hipqeq.data import config_hash, read_structure, write_dataset
+from hipqeq.engines import XTB_ENGINE_SETTINGS
 from hipqeq.sampling.md import MDSettings, run_md
 from hipqeq.sampling.rattle import rattle_frames
-from hipqeq.sampling.seeds import derive_seed
+from hipqeq.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
 #: Identity keys a frame inherits from its built structure.
 INHERITED = ("structure_name", "family", "total_charge")
-
-
-def built_structure(structures: str | os.PathLike, name: str) -> Atoms:
-    """The row called ``name`` of a ``hipqeq build`` output."""
-    matches = [a for a in read_atoms(structures) if a.info.get("structure_name") == name]
-    if not matches:
-        names = sorted(a.info.get("structure_name", "?") for a in read_atoms(structures))
-        raise DatasetError(f"{structures}: no structure named '{name}' (has {', '.join(names[:10])}"
-                           + (" ..." if len(names) > 10 else "") + ")")
-    atoms = matches[0]
-    atoms.calc = None
-    return atoms
 
 
 def _frame_records(parent: Atoms, frames: list[Atoms], source: str, temperature_K, hash_: str) -> list[Atoms]:
@@ -74,17 +62,15 @@ def sample_md_job(config: dict, structures: str | os.PathLike, name: str, temper
     """
     from hipqeq.engines import xtb_calculator
 
-    parent = built_structure(structures, name)
+    parent = read_structure(structures, name)
     settings = md_settings(config, name, temperature_K, replica, seed)
-    xtb = config["xtb"]
+    engine_settings = {key: config["xtb"][key] for key in XTB_ENGINE_SETTINGS}
     calculator = xtb_calculator(method=config["sampling"]["method"], engine="tblite",
-                                total_charge=parent.info.get("total_charge", 0.0),
-                                accuracy=xtb["accuracy"], electronic_temperature_K=xtb["electronic_temperature_K"],
-                                max_iterations=xtb["max_iterations"])
+                                total_charge=parent.info.get("total_charge", 0.0), **engine_settings)
     started = time.perf_counter()
     outcome = run_md(parent, calculator, settings, trajectory, label=f"{name} {temperature_K:g} K r{replica}")
     hash_ = config_hash({"sampling": config["sampling"], "seed": settings.seed,
-                         "engine": {k: xtb[k] for k in ("accuracy", "electronic_temperature_K", "max_iterations")}})
+                         "engine": engine_settings})
     write_dataset(_frame_records(parent, outcome.frames, "md", float(temperature_K), hash_), output)
     summary = {"structure_name": name, "temperature_K": float(temperature_K), "replica": int(replica),
                "seed": settings.seed, "n_frames": len(outcome.frames), "steps_done": outcome.steps_done,
@@ -100,7 +86,7 @@ def sample_md_job(config: dict, structures: str | os.PathLike, name: str, temper
 def sample_rattle_job(config: dict, structures: str | os.PathLike, name: str,
                       output: str | os.PathLike, seed: int | None = None) -> int:
     """Write ``sampling.rattle.n_frames`` rattled and strained copies of ``name``."""
-    parent = built_structure(structures, name)
+    parent = read_structure(structures, name)
     settings = config["sampling"]["rattle"]
     master = config["seed"] if seed is None else seed
     rng = np.random.default_rng(derive_seed(master, "rattle", name))

@@ -21,11 +21,12 @@ from ase.calculators.calculator import Calculator, CalculatorError
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixCom
 from ase.io.trajectory import Trajectory
-from ase.neighborlist import neighbor_list
 from tqdm import tqdm
 
 from hipqeq.data import atoms_id
 from hipqeq.errors import HipqeqError
+from hipqeq.geometry import closest_pair
+from hipqeq.units import BOLTZMANN_EV_K
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +148,9 @@ def _dynamics(atoms: Atoms, settings: MDSettings, rng: np.random.Generator):
 def _unstable(atoms: Atoms) -> str | None:
     if not np.all(np.isfinite(atoms.positions)):
         return "non-finite positions"
-    _, d = neighbor_list("id", atoms, UNSTABLE_DISTANCE_A)
-    if len(d):
-        return f"atoms {d.min():.2f} A apart (unstable trajectory)"
+    pair = closest_pair(atoms, UNSTABLE_DISTANCE_A)
+    if pair is not None:
+        return f"atoms {pair[2]:.2f} A apart (unstable trajectory)"
     return None
 
 
@@ -167,7 +168,7 @@ def _initial_state(atoms: Atoms, snapshots: list[Atoms], settings: MDSettings,
     from ase.md.velocitydistribution import Stationary
 
     # Maxwell-Boltzmann momenta drawn here (ASE renamed its helper in 3.29)
-    kT = settings.temperature_K * units.kB
+    kT = settings.temperature_K * BOLTZMANN_EV_K
     state.set_momenta(rng.standard_normal((len(state), 3)) * np.sqrt(state.get_masses() * kT)[:, None])
     Stationary(state)
     return state, 0

@@ -16,6 +16,7 @@ from ase import Atoms
 from ase.neighborlist import neighbor_list
 
 from hipqeq.errors import StructureError
+from hipqeq.geometry import closest_pair
 
 FORMAL_CHARGES = {"Cs": 1, "Pb": 2, "Sn": 2, "I": -1, "Br": -1, "Cl": -1}
 
@@ -63,11 +64,11 @@ def check_structure(atoms: Atoms, name: str, tolerance: float = 0.0) -> None:
     (strained structures pass their strain, e.g. 0.04 for 4 %).
     """
     lo, hi = PB_X_BOND_A[0] * (1 - tolerance), PB_X_BOND_A[1] * (1 + tolerance)
-    close_i, close_j, close_d = neighbor_list("ijd", atoms, MIN_DISTANCE_A)
-    if len(close_d):
-        k = int(np.argmin(close_d))
-        raise StructureError(f"{name}: atoms {close_i[k]} ({atoms[close_i[k]].symbol}) and {close_j[k]} "
-                             f"({atoms[close_j[k]].symbol}) are {close_d[k]:.2f} A apart (< {MIN_DISTANCE_A} A)")
+    pair = closest_pair(atoms, MIN_DISTANCE_A)
+    if pair is not None:
+        i, j, d = pair
+        raise StructureError(f"{name}: atoms {i} ({atoms[i].symbol}) and {j} "
+                             f"({atoms[j].symbol}) are {d:.2f} A apart (< {MIN_DISTANCE_A} A)")
     owners, d = pair_distances(atoms, B_SITE, HALIDES, hi)
     if len(d) and d.min() < lo:
         raise StructureError(f"{name}: a Pb-halide bond of {d.min():.3f} A is shorter than {lo:.2f} A")

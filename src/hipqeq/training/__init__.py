@@ -2,8 +2,20 @@
 
 See :mod:`hipqeq.training.stages` for the three stages and
 :mod:`hipqeq.models.store` for the model directory they write.
+
+:data:`STAGES` is defined here and :func:`train_model` is imported on first use, so the
+CLI can list the stages without importing torch and hippynn (``hipqeq --help`` stays fast).
 """
 
-from hipqeq.training.stages import STAGES, train_model
+#: The training stages (the verbs of `hipqeq train`).
+STAGES = ("charges", "short-range", "baseline")
 
 __all__ = ["STAGES", "train_model"]
+
+
+def __getattr__(name: str):
+    if name == "train_model":
+        from hipqeq.training.stages import train_model
+
+        return train_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

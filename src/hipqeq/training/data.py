@@ -4,6 +4,12 @@ Rows are kept only when their status is ``ok`` and every label the stage needs i
 present and finite; the rest are dropped with a count in the log (never silently).
 Rows are assigned to train/valid/test by parent structure from the study's split file;
 test rows never reach training.
+
+A model's species are the elements of *every* row of its dataset file, dropped and
+test rows included (:func:`dataset_species`): element lists carry no labels, and a
+model that knows every element of its dataset can later be evaluated on all of it
+(the short-range stage's E_elec subtraction, validation). An element that occurs only
+in rows that do not train keeps its per-species parameters untrained (see :mod:`hipqeq.training.stages`).
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from hipqeq.data import assign_splits, padded_arrays, read_splits, read_table
 from hipqeq.errors import DatasetError
@@ -105,12 +113,25 @@ def training_arrays(table: pa.Table, cutoff_A: float, dtype=np.float32) -> dict[
     return {k: v.astype(dtype) if v.dtype == np.float64 else v for k, v in arrays.items()}
 
 
-def load_stage_table(stage: str, dataset: str | os.PathLike, splits: str | os.PathLike,
-                     member: int) -> tuple[pa.Table, np.ndarray]:
-    """Usable rows of ``dataset`` for ``stage`` outside the test split, and their split names.
+def dataset_species(table: pa.Table) -> list[int]:
+    """Sorted atomic numbers occurring in any row of ``table`` (whatever its status)."""
+    return sorted(int(z) for z in pc.unique(pc.list_flatten(table.column("numbers"))).to_pylist())
 
-    Returns the filtered table and an array of "train"/"valid" per row.
-    """
+
+class StageRows(NamedTuple):
+    """What a training stage reads from its dataset file: ``table``, the usable rows
+    outside the test split; ``split_names``, "train" or "valid" per row of ``table``;
+    ``species``, the atomic numbers of every row of the file (:func:`dataset_species`)."""
+
+    table: pa.Table
+    split_names: np.ndarray
+    species: list[int]
+
+
+def load_stage_table(stage: str, dataset: str | os.PathLike, splits: str | os.PathLike,
+                     member: int) -> StageRows:
+    """Usable rows of ``dataset`` for ``stage`` outside the test split, their split
+    names, and the species of the whole file."""
     table = read_table(dataset)
     keep = usable_rows(table, STAGE_LABELS[stage], source=Path(dataset).name)
     split_file = read_splits(splits)
@@ -124,4 +145,4 @@ def load_stage_table(stage: str, dataset: str | os.PathLike, splits: str | os.Pa
     if not keep.any():
         raise DatasetError(f"{dataset}: no usable training rows for {stage} "
                            f"(status ok, labels {', '.join(STAGE_LABELS[stage])}, not in the test split)")
-    return table.filter(pa.array(keep)), names[keep]
+    return StageRows(table.filter(pa.array(keep)), names[keep], dataset_species(table))

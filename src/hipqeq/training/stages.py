@@ -19,6 +19,23 @@ boundary from ``pbc`` (clusters open, bulk periodic, slabs periodic in-plane wit
 dipole correction), as the deployed potential does. The short-range stage subtracts
 E_elec computed by the deployed code path itself (:func:`electrostatic_labels`), so its
 QEq settings (boundary, tolerance, solver) are those of the potential it produces.
+
+Species: a model knows every element of every row of its dataset file, failed and test
+rows included (:func:`hipqeq.training.data.dataset_species`; elements only, no labels).
+The short-range model knows those and the charge model's, and every element of its
+dataset must be known to the frozen charge model, which computes E_elec of every row:
+the DFT (charge reference) selection is a subset of the xTB selection, so an xTB element
+the charge model lacks is one the DFT set never saw (:func:`short_range_species` says
+so). An element that occurs only in rows that do not train (test parents, failed rows)
+keeps untrained per-species parameters: its QEq hardness and Gaussian width stay at
+their initial values, its energy reference is 0 eV (the least-squares fit of the
+reference energies gives an absent element zero), and the network weights reading its
+one-hot input only feel the L2 penalty. Predictions for such an element are defined
+but not fitted.
+
+Seeds: a member's training seed is :func:`hipqeq.seeds.derive_seed` of the master seed
+(the config's, or ``--seed``), "train", the stage and the member (:func:`member_seed`;
+members differ in initial weights as well as splits).
 """
 
 from __future__ import annotations
@@ -32,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
 import hipqeq._hippynn  # noqa: F401  (configures hippynn before its first import)
@@ -47,8 +65,10 @@ from hipqeq.models.graphs import charge_graph, short_range_graph
 from hipqeq.models.network import network_hyperparameters
 from hipqeq.models.potential import Potential, evaluate, resolve_device
 from hipqeq.models.short_range import ShortRangeModel
-from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, save_model
-from hipqeq.training.data import file_sha256, load_stage_table, training_arrays
+from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, read_metadata, save_model
+from hipqeq.seeds import derive_seed
+from hipqeq.training import STAGES
+from hipqeq.training.data import dataset_species, file_sha256, load_stage_table, training_arrays
 from hipqeq.training.fit import STOPPING_KEY, fit
 from hipqeq.units import DATASET_UNITS
 
@@ -57,13 +77,32 @@ log = logging.getLogger(__name__)
 #: Weight of the L2 penalty on HIP-NN weights (hippynn's examples use 1e-6).
 L2_WEIGHT = 1e-6
 
-STAGES = ("charges", "short-range", "baseline")
+
+def member_seed(config: dict, stage: str, member: int, seed: int | None = None) -> int:
+    """The training seed of a stage's committee member: :func:`hipqeq.seeds.derive_seed`
+    of the master seed (``seed`` if given, else the config's), "train", stage and member."""
+    return derive_seed(config["seed"] if seed is None else seed, "train", stage, member)
 
 
-def member_seed(config: dict, member: int, seed: int | None) -> int:
-    """The training seed: ``seed`` if given, else derived from the config seed and the
-    committee member (members differ in initial weights as well as splits)."""
-    return int(seed) if seed is not None else int(config["seed"]) * 1000 + 17 * member + 1
+def _element_names(numbers) -> str:
+    return ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in numbers)
+
+
+def short_range_species(dataset: str | os.PathLike, species: list[int],
+                        charge_model_dir: str | os.PathLike) -> list[int]:
+    """The species of a short-range model: those of its dataset and those of the frozen
+    charge model. Raises :class:`HipqeqError` naming the elements of the dataset that
+    the charge model does not know (it has to compute E_elec for every row)."""
+    meta = read_metadata(charge_model_dir)
+    if meta["kind"] != "charges":
+        raise HipqeqError(f"{charge_model_dir}: holds a {meta['kind']} model, expected a charge model")
+    unknown = sorted(set(species) - set(meta["species"]))
+    if unknown:
+        raise HipqeqError(
+            f"{dataset} has {_element_names(unknown)}, unknown to the charge model {charge_model_dir} "
+            f"(it knows {_element_names(meta['species'])}); include structures with these elements "
+            "in the DFT (charge reference) set and retrain the charge model")
+    return sorted(set(species) | set(meta["species"]))
 
 
 def _rmse_mae(node, label: str) -> dict:
@@ -157,21 +196,30 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
     """
     if stage not in STAGES:
         raise HipqeqError(f"unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
-    if (stage == "short-range") != (charge_model is not None):
-        raise HipqeqError("the short-range stage, and only it, needs a charge model directory")
+    if stage == "short-range" and charge_model is None:
+        raise HipqeqError("train short-range needs --charge-model DIR, a trained charge model directory")
+    if stage != "short-range" and charge_model is not None:
+        raise HipqeqError(f"--charge-model is only used by short-range, not {stage}")
     started = time.perf_counter()
     training = config["training"]
     fit_settings = dict(training["charges" if stage == "charges" else "short_range"])
     dtype = getattr(torch, training["dtype"])
-    run_seed = member_seed(config, member, seed)
+    run_seed = member_seed(config, stage, member, seed)
     torch_device = resolve_device(device)
     torch.manual_seed(run_seed)
     output = Path(output)
 
-    table, split_names = load_stage_table(stage, dataset, splits, member)
+    table, split_names, species = load_stage_table(stage, dataset, splits, member)
+    untrained = sorted(set(species) - set(dataset_species(table)))
+    if untrained:
+        log.warning("%s: %s occur only in rows that do not train (test or failed rows); the "
+                    "model knows them but their per-species parameters stay untrained",
+                    Path(dataset).name, _element_names(untrained))
+    if stage == "short-range":
+        species = short_range_species(dataset, species, charge_model)
     cutoff = training["network"]["cutoff_A"]
     arrays = training_arrays(table, cutoff, dtype=np.float64)
-    network_hp = network_hyperparameters(training["network"], np.unique(arrays["Z"]).tolist())
+    network_hp = network_hyperparameters(training["network"], species)
     before_training = None
     if stage == "charges":
         model = ChargeModel(charge_hyperparameters(network_hp, training["qeq_tolerance"])).to(dtype)

@@ -97,7 +97,9 @@ def md_stability_figure(summaries: Sequence[dict]) -> Figure:
                     for s in summaries if "nve" in s["phase"]]
     if nve_start_ps:  # the drift is fitted over the NVE tail; the thermostat hides it before
         for ax in (energy_ax, temperature_ax):
-            ax.axvspan(min(nve_start_ps), max(np.max(s["time_fs"]) for s in summaries) / 1000.0,
+            # runs that failed on their first structure have no time series
+            end_ps = max(max(s["time_fs"]) for s in summaries if s["time_fs"]) / 1000.0
+            ax.axvspan(min(nve_start_ps), end_ps,
                        color="0.9", zorder=0, label="NVE tail (drift fit)" if ax is energy_ax else None)
     for s, row in zip(summaries, md_report(summaries)):
         time_ps = np.asarray(s["time_fs"], dtype=float) / 1000.0

@@ -4,11 +4,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ase.calculators.singlepoint import SinglePointCalculator
 
-from hipqeq.data import (SCHEMA, atoms_id, read_atoms, read_records, read_table, record_from_atoms,
-                         table_from_records, write_dataset, write_table)
+from hipqeq.data import (SCHEMA, atoms_id, read_atoms, read_records, read_structure, read_table,
+                         record_from_atoms, status_counts, table_from_records, write_dataset, write_table)
 from hipqeq.data import schema as S
-from hipqeq.errors import DatasetError
+from hipqeq.errors import DatasetError, LabellingFailed, SCFNotConverged
 from tests.conftest import cubic_cspbi3
 
 
@@ -114,3 +115,34 @@ def test_structure_id_is_content_hash():
 def test_write_is_atomic_and_leaves_no_temporary(tmp_path, frames):
     write_table(table_from_records([record_from_atoms(f) for f in frames]), tmp_path / "x.parquet")
     assert [p.name for p in tmp_path.iterdir()] == ["x.parquet"]
+
+
+def test_charges_alone_make_a_row_ok():
+    atoms = cubic_cspbi3()
+    atoms.calc = SinglePointCalculator(atoms, charges=np.zeros(len(atoms)))
+    assert record_from_atoms(atoms)["status"] == S.STATUS_OK
+
+
+def test_status_counts_of_table_and_records_agree(tmp_path, frames):
+    path = write_dataset(frames, tmp_path / "f.parquet")
+    assert status_counts(read_table(path)) == status_counts(read_records(path)) == {"ok": 11, "scf_not_converged": 1}
+
+
+def test_error_statuses_are_the_schema_statuses():
+    assert LabellingFailed.status == S.STATUS_ERROR
+    assert SCFNotConverged.status == S.STATUS_SCF_NOT_CONVERGED
+
+
+def test_read_structure_by_name_without_labels(tmp_path, frames):
+    path = write_dataset(frames, tmp_path / "f.parquet")
+    atoms = read_structure(path, "s2")
+    first_s2 = next(f for f in frames if f.info["structure_name"] == "s2")
+    assert atoms.info["structure_id"] == atoms_id(first_s2)
+    np.testing.assert_allclose(atoms.positions, first_s2.positions)
+    assert atoms.calc is None
+
+
+def test_read_structure_names_file_missing_name_and_known_names(tmp_path, frames):
+    path = write_dataset(frames, tmp_path / "f.parquet")
+    with pytest.raises(DatasetError, match=r"f\.parquet: no structure named 'nope' \(has s0, s1, s2, s3\)"):
+        read_structure(path, "nope")

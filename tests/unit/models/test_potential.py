@@ -212,3 +212,31 @@ def test_charge_training_graph_matches_the_deployed_charge_model():
     slab_as_bulk = frames[1].copy()
     slab_as_bulk.pbc = True
     assert np.abs(evaluate(charge_only, slab_as_bulk)["charges"] - charges[1, :8, 0]).max() > 1e-4
+
+
+def test_pair_geometry_follows_ase_neighbor_list_convention():
+    """Vectors r_j + S @ cell - r_i and their lengths, as ASE's neighbor_list('ijSDd')."""
+    from ase.neighborlist import neighbor_list
+
+    from hipqeq.models.network import pair_geometry
+
+    atoms = cell_atoms(True)
+    first, second, shifts, vectors, distances = neighbor_list("ijSDd", atoms, NETWORK["cutoff_A"])
+    as_long = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
+    got_vectors, got_distances = pair_geometry(torch.as_tensor(atoms.positions), torch.as_tensor(atoms.cell.array),
+                                               as_long(first), as_long(second), as_long(shifts))
+    np.testing.assert_allclose(got_vectors.numpy(), vectors, atol=1e-12)
+    np.testing.assert_allclose(got_distances.numpy(), distances, atol=1e-12)
+
+
+@pytest.mark.parametrize("device, message", [("gpu0", "choose auto, cpu, cuda or cuda:N"),
+                                             ("mps", "choose auto, cpu, cuda or cuda:N"),
+                                             ("cuda:64", "CUDA device")])
+def test_resolve_device_refuses_devices_it_cannot_use(device, message):
+    from hipqeq.errors import HipqeqError
+    from hipqeq.models.potential import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(HipqeqError, match=message):
+        resolve_device(device)

@@ -9,7 +9,8 @@ import pytest
 
 from hipqeq.cli import main
 from hipqeq.data import read_atoms, write_dataset
-from hipqeq.sampling import derive_seed, rattle_frames
+from hipqeq.sampling import rattle_frames
+from hipqeq.seeds import derive_seed
 from hipqeq.structures import ruddlesden_popper
 
 ROOT = Path(__file__).resolve().parents[3]

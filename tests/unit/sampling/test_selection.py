@@ -10,7 +10,8 @@ import pytest
 from hipqeq.cli import main
 from hipqeq.data import read_records, write_dataset
 from hipqeq.sampling import rattle_frames
-from hipqeq.selection import farthest_point_order, radial_descriptor
+from hipqeq.config import load_config
+from hipqeq.selection import farthest_point_order, radial_descriptor, select_files
 from hipqeq.structures import phase, ruddlesden_popper, strain, vacancy
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -82,3 +83,10 @@ def test_select_takes_all_when_fewer_available(tmp_path):
     assert main(["select", "--config", str(config), "--output-xtb", str(tmp_path / "x.parquet"),
                  "--output-dft", str(tmp_path / "d.parquet"), str(files[0])]) == 0
     assert len(read_records(tmp_path / "x.parquet")) == 10
+
+
+def test_available_counts_duplicates_once(tmp_path):
+    files = _frames(tmp_path)
+    counts = select_files(load_config(ROOT / "config" / "toy.yaml"), [*files, files[0]],
+                          tmp_path / "x.parquet", tmp_path / "d.parquet")
+    assert counts == {"available": 30, "xtb": 24, "dft": 2}  # 3 files of 10 frames, one given twice

@@ -14,7 +14,7 @@ from hipqeq.cli import main
 from hipqeq.config import load_config, validate_config
 from hipqeq.data import atoms_id, read_atoms, read_records
 from hipqeq.data.schema import SOURCES
-from hipqeq.errors import StructureError
+from hipqeq.errors import ConfigError, StructureError
 from hipqeq.labels.common import shortest_periodic_length
 from hipqeq.plan import structure_names
 from hipqeq.structures import build_structures, formal_charge, phase, read_cif, ruddlesden_popper, trapped_electrons
@@ -65,6 +65,13 @@ def test_tilt_of_a_tilted_phase_is_refused():
     config["structures"]["seeds"][1]["phase"] = "gamma"
     with pytest.raises(StructureError, match="alpha__tilt_4.*not gamma"):
         build_structures(config)
+
+
+def test_zero_vacuum_is_refused_by_the_schema():
+    with pytest.raises(ConfigError, match="vacuum_A"):
+        validate_config({"structures": {"seeds": [
+            {"name": "slab", "builder": "ruddlesden_popper", "n": 1, "kind": "slab", "vacuum_A": 0}]},
+            "selection": {"n_xtb": 2, "n_dft": 1}})
 
 
 def test_phase_a_override_rescales():

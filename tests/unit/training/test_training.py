@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,8 +15,10 @@ import torch
 from hipqeq.cli import main
 from hipqeq.data import make_splits, read_table, write_dataset, write_splits
 from hipqeq.errors import HipqeqError
-from hipqeq.training import train_model
+from hipqeq.seeds import derive_seed
+from hipqeq.training import STAGES, train_model
 from hipqeq.training.data import pair_cells, usable_rows
+from hipqeq.training.stages import member_seed
 
 
 def mixed_frames(make_frames) -> list:
@@ -81,9 +85,10 @@ def test_pair_cells_keep_periodic_vectors_and_pad_the_others():
     assert np.all(np.linalg.norm(cluster[0], axis=1) >= 7.0)
 
 
-def test_charge_model_directory_is_complete(charge_model, study):
+def test_charge_model_directory_is_complete(charge_model, study, toy_config):
     meta = json.loads((charge_model / "model.json").read_text())
     assert meta["kind"] == "charges" and meta["species"] == [29, 79]
+    assert meta["seed"] == member_seed(toy_config, "charges", 0)
     assert meta["dataset"]["sha256"] and meta["split"]["member"] == 0
     assert meta["units"]["charges"] == "e" and meta["hipqeq_version"]
     hyper = json.loads((charge_model / "hyperparameters.json").read_text())
@@ -155,6 +160,15 @@ def test_training_is_deterministic_on_cpu(study, toy_config, tmp_path):
         torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0)
 
 
+def test_member_seeds_are_derived_per_stage_and_member(toy_config):
+    seeds = {member_seed(toy_config, stage, member) for stage in STAGES for member in range(3)}
+    assert len(seeds) == 3 * len(STAGES)
+    assert member_seed(toy_config, "baseline", 2) == derive_seed(toy_config["seed"], "train", "baseline", 2)
+    # --seed replaces the master seed; members still differ
+    assert member_seed(toy_config, "baseline", 2, seed=5) == derive_seed(5, "train", "baseline", 2)
+    assert member_seed(toy_config, "baseline", 1, seed=5) != member_seed(toy_config, "baseline", 2, seed=5)
+
+
 def test_charge_training_without_validation_rows_validates_on_train(tmp_path, toy_config, caplog, make_frames):
     """Two DFT-like frames from two parents: one goes to test, none is left for valid."""
     dataset = write_dataset(make_frames(2, 2), tmp_path / "dft.parquet")
@@ -177,8 +191,18 @@ def test_cli_train_baseline_and_its_errors(study, tmp_path, capsys, toy_config, 
     assert "trained baseline model" in capsys.readouterr().out
     assert main(["train", "short-range", *args[2:]]) == 2
     assert "needs --charge-model" in capsys.readouterr().err
+    assert main([*args, "--charge-model", str(tmp_path / "b")]) == 2
+    assert "--charge-model is only used by short-range, not baseline" in capsys.readouterr().err
+    assert main([*args[:-1], "gpu0"]) == 2
+    assert "device 'gpu0': choose auto, cpu, cuda or cuda:N" in capsys.readouterr().err
     with pytest.raises(HipqeqError, match="no committee member 3"):
         train_model("baseline", toy_config, study["dataset"], study["splits"], 3, tmp_path / "c")
+
+
+def test_cli_lists_the_library_stages_without_importing_torch():
+    code = "import sys; from hipqeq.cli.train import STAGES; print('torch' in sys.modules, ','.join(STAGES))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", ",".join(STAGES)]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -59,3 +59,13 @@ def test_stability_figure_is_written_with_or_without_runs(tmp_path, n_runs):
         assert "drift 0.2 meV/atom/ps" in labels[1] and "ATOM FLEW OFF" in labels[2]
     else:
         assert [t.get_text() for t in energy_ax.texts] == ["no MD summaries"]
+
+
+def test_stability_figure_with_a_run_that_failed_at_its_first_step(tmp_path):
+    """`hipqeq md` writes empty series when the model fails on the start structure."""
+    failed = _summary(tmp_path, "failed", time_fs=[], temperature_K=[], total_energy_eV=[], phase=[],
+                      energy_drift_eV_per_atom_ps=None, mean_temperature_K=None, stable=False)
+    summaries = read_md_summaries([_summary(tmp_path, "ok"), failed])
+    png, _ = save_figure(md_stability_figure(summaries), tmp_path / "md_stability")
+    assert matplotlib.image.imread(png).shape[0] > 300
+    assert [r["stable"] for r in md_report(summaries)] == [True, False]
