@@ -30,3 +30,10 @@ def load(args: argparse.Namespace) -> dict:
     from hipqeq.config import load_config
 
     return load_config(args.config)
+
+
+def add_device_argument(parser: argparse.ArgumentParser, use: str) -> None:
+    """``--device``: the torch device ``use`` runs on (checked by the model code)."""
+    parser.add_argument("--device", default="auto",
+                        help=f"torch device {use}: auto (CUDA when present), cpu, cuda, cuda:1 "
+                             "(default auto)")

@@ -22,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hipqeq.cli._common import add_config_argument, add_seed_argument, load
+from hipqeq.cli._common import add_config_argument, add_device_argument, add_seed_argument, load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,9 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="thermostat temperature in K (default: validation.md_temperature_K)")
     parser.add_argument("--timestep-fs", type=float, dest="timestep_fs",
                         help="time step in fs (default: validation.md_timestep_fs)")
-    parser.add_argument("--device", default="auto",
-                        help="torch device of the potential: auto (CUDA when present), cpu, cuda, cuda:1 "
-                             "(default auto)")
+    add_device_argument(parser, "of the potential")
     add_seed_argument(parser)
 
 

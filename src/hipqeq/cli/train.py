@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hipqeq.cli._common import add_config_argument, add_seed_argument, load
+from hipqeq.cli._common import add_config_argument, add_device_argument, add_seed_argument, load
 from hipqeq.training import STAGES
 
 
@@ -47,9 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trained charge model directory (short-range only)")
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="DIR",
                         help="model directory to write")
-    parser.add_argument("--device", default="auto",
-                        help="torch device to train on: auto (CUDA when present), cpu, cuda, cuda:1 "
-                             "(default auto)")
+    add_device_argument(parser, "to train on")
     add_seed_argument(parser)
 
 

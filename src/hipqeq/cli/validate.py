@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hipqeq.cli._common import add_config_argument, load
+from hipqeq.cli._common import add_config_argument, add_device_argument, load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,8 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MD summaries written by `hipqeq md`")
     parser.add_argument("--output-dir", type=Path, required=True, metavar="DIR",
                         help="where metrics and figures go, e.g. results/validation")
-    parser.add_argument("--device", default="auto",
-                        help="torch device for the predictions: auto, cpu, cuda, cuda:1 (default auto)")
+    add_device_argument(parser, "for the predictions")
     parser.add_argument("--all-rows", action="store_true",
                         help="validate on every ok row, not only the held-out test parents")
 
