@@ -8,7 +8,8 @@ rule train_charges:
         dataset=charge_dataset,
         splits="results/splits.json",
     output:
-        directory("results/models/charges_{member}"),
+        report(directory("results/models/charges_{member}"), patterns=["{name}_curves.png"],
+               category="Training curves", caption="../report/training.rst"),
     params:
         settings=config["training"],
     log:
@@ -31,7 +32,8 @@ rule train_short_range:
         splits="results/splits.json",
         charge_model="results/models/charges_{member}",
     output:
-        directory("results/models/4g_{member}"),
+        report(directory("results/models/4g_{member}"), patterns=["{name}_curves.png"],
+               category="Training curves", caption="../report/training.rst"),
     params:
         settings=config["training"],
     log:
@@ -54,7 +56,8 @@ rule train_baseline:
         dataset="results/datasets/xtb.parquet",
         splits="results/splits.json",
     output:
-        directory("results/models/baseline_{member}"),
+        report(directory("results/models/baseline_{member}"), patterns=["{name}_curves.png"],
+               category="Training curves", caption="../report/training.rst"),
     params:
         settings=config["training"],
     log:
