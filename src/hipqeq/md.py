@@ -15,9 +15,8 @@ velocity-Verlet steps from the last NVT state. The summary reports:
 - ``temperature_K`` / ``time_fs`` / ``potential_energy_eV`` series, and the range of
   the charges (``charge_min_e``, ``charge_max_e``; null for a baseline model);
 - ``stable``: the run finished, every energy was finite and no atom flew off;
-- ``stopped_early`` and ``reason``: a model error (:class:`~hipqeq.errors.HipqeqError`,
-  e.g. :class:`~hipqeq.qeq.QEqNotConverged`, or an ASE ``CalculatorError``) or a
-  non-finite energy ends the run; the summary then holds the steps done so far, the
+- ``stopped_early`` and ``reason``: a model error (:class:`~hipqeq.qeq.QEqNotConverged`
+  or an ASE ``CalculatorError``) or a non-finite energy ends the run; the summary then holds the steps done so far, the
   reason names the error and the step, and ``stable`` is false. A model that fails is
   a result of the check, not a crash of the job.
 
@@ -46,14 +45,16 @@ from ase.md.verlet import VelocityVerlet
 from ase.neighborlist import neighbor_list
 from tqdm.auto import tqdm
 
-from hipqeq.errors import DatasetError, HipqeqError
+from hipqeq.data import read_structure
+from hipqeq.qeq.solvers import QEqNotConverged
 from hipqeq.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
-#: Errors of the model or its calculator that end an MD run (they are results of the
-#: stability check); QEqNotConverged is a HipqeqError.
-MODEL_ERRORS = (HipqeqError, CalculatorError)
+#: Errors of the model or its calculator that end an MD run: results of the stability
+#: check. Other hipqeq errors (an element the model does not know, a degenerate cell)
+#: mean the model and structure do not fit together, and fail the command.
+MODEL_ERRORS = (QEqNotConverged, CalculatorError)
 
 
 def isolated_atoms(atoms, isolation_A: float) -> np.ndarray:
@@ -180,18 +181,6 @@ def run_md(atoms, calculator, steps: int, temperature_K: float, timestep_fs: flo
     return summary
 
 
-def structure_by_name(path: str | os.PathLike, name: str):
-    """The first row named ``name`` of a Parquet dataset, as ``Atoms``."""
-    from hipqeq.data import atoms_from_record, read_table
-
-    table = read_table(path)
-    names = table.column("structure_name").to_pylist()
-    if name not in names:
-        known = ", ".join(sorted(set(names))[:10])
-        raise DatasetError(f"{path}: no structure named {name!r} (known: {known})")
-    return atoms_from_record(table.slice(names.index(name), 1).to_pylist()[0])
-
-
 def run_md_from_config(config: dict, model_dirs, structures, name: str, output, trajectory,
                        steps: int | None = None, temperature_K: float | None = None,
                        timestep_fs: float | None = None, device: str = "auto",
@@ -201,7 +190,7 @@ def run_md_from_config(config: dict, model_dirs, structures, name: str, output, 
     from hipqeq.calculator import HipQEqCalculator
 
     settings = config["validation"]
-    atoms = structure_by_name(structures, name)
+    atoms = read_structure(structures, name)
     calculator = HipQEqCalculator([str(d) for d in model_dirs], device=device)
     summary = run_md(
         atoms, calculator,

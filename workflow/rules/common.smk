@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 from hipqeq import plan
 from hipqeq.config import validate_config
+from hipqeq.engines import XTB_ENGINE_SETTINGS
 from hipqeq.errors import ConfigError
 from hipqeq.validation.pipeline import OVERALL_FIGURES
 

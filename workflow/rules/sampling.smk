@@ -9,10 +9,12 @@ rule sample_md:
         frames="results/sampling/{structure}/T{temperature}_r{replica}.parquet",
         summary="results/sampling/{structure}/T{temperature}_r{replica}.summary.json",
     params:
-        settings=[config["seed"], config["sampling"]],
+        settings=[config["seed"], config["sampling"], {key: config["xtb"][key] for key in XTB_ENGINE_SETTINGS}],
         temperature_K=lambda wildcards: TEMPERATURES[wildcards.temperature],
         # the trajectory is the job's checkpoint: not an output, so Snakemake keeps it
-        # when a job fails or is killed and the next attempt resumes from it
+        # when a job fails or is killed and the next attempt resumes from it (only a
+        # trajectory of the same settings and engine is resumed; after a change of the
+        # MD code itself, delete results/sampling/*/*.traj to start afresh)
         trajectory="results/sampling/{structure}/T{temperature}_r{replica}.traj",
     log:
         "logs/sample_md/{structure}_T{temperature}_r{replica}.log",

@@ -8,7 +8,7 @@ rule train_charges:
         dataset=charge_dataset,
         splits="results/splits.json",
     output:
-        report(directory("results/models/charges_{member}"), patterns=["{name}_curves.png"],
+        report(directory("results/models/charges_{member}"), patterns=["{name,[^/]+}_curves.png"],
                category="Training curves", caption="../report/training.rst"),
     params:
         settings=config["training"],
@@ -32,7 +32,7 @@ rule train_short_range:
         splits="results/splits.json",
         charge_model="results/models/charges_{member}",
     output:
-        report(directory("results/models/4g_{member}"), patterns=["{name}_curves.png"],
+        report(directory("results/models/4g_{member}"), patterns=["{name,[^/]+}_curves.png"],
                category="Training curves", caption="../report/training.rst"),
     params:
         settings=config["training"],
@@ -56,7 +56,7 @@ rule train_baseline:
         dataset="results/datasets/xtb.parquet",
         splits="results/splits.json",
     output:
-        report(directory("results/models/baseline_{member}"), patterns=["{name}_curves.png"],
+        report(directory("results/models/baseline_{member}"), patterns=["{name,[^/]+}_curves.png"],
                category="Training curves", caption="../report/training.rst"),
     params:
         settings=config["training"],

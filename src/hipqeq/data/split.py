@@ -4,8 +4,8 @@ Frames sampled from one built structure (its MD trajectory, rattles) are strongl
 correlated; putting them on both sides of a split would make test errors look better
 than they are. Every split therefore takes whole parents.
 
-The split is made once per study over every built structure (``hipqeq split`` writes
-it to ``results/splits.json``), so the xTB and DFT datasets, the charge model, the
+The split is made once per study over every built structure and every ingested
+external structure (``hipqeq split`` writes it to ``results/splits.json``), so the xTB and DFT datasets, the charge model, the
 short-range model and the baseline all see the same held-out parents. The test set is
 shared by all committee members; train/valid differ per member.
 """

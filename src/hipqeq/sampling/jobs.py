@@ -38,6 +38,12 @@ def _frame_records(parent: Atoms, frames: list[Atoms], source: str, temperature_
     return frames
 
 
+def md_engine(config: dict) -> dict:
+    """The xTB engine an MD job runs with: sampling.method and the xtb section's engine
+    settings (keyword arguments of :func:`hipqeq.engines.xtb_calculator`)."""
+    return {"method": config["sampling"]["method"], **{key: config["xtb"][key] for key in XTB_ENGINE_SETTINGS}}
+
+
 def md_settings(config: dict, name: str, temperature_K: float, replica: int,
                 seed: int | None = None) -> MDSettings:
     """The :class:`MDSettings` of one (structure, temperature, replica) job."""
@@ -48,7 +54,8 @@ def md_settings(config: dict, name: str, temperature_K: float, replica: int,
                       production_steps=sampling["production_steps"],
                       frame_interval=sampling["frame_interval"], friction_per_fs=sampling["friction_per_fs"],
                       ensemble=sampling["ensemble"],
-                      seed=derive_seed(master, "md", name, float(temperature_K), int(replica)))
+                      seed=derive_seed(master, "md", name, float(temperature_K), int(replica)),
+                      engine=json.dumps(md_engine(config), sort_keys=True))
 
 
 def sample_md_job(config: dict, structures: str | os.PathLike, name: str, temperature_K: float,
@@ -64,13 +71,12 @@ def sample_md_job(config: dict, structures: str | os.PathLike, name: str, temper
 
     parent = read_structure(structures, name)
     settings = md_settings(config, name, temperature_K, replica, seed)
-    engine_settings = {key: config["xtb"][key] for key in XTB_ENGINE_SETTINGS}
-    calculator = xtb_calculator(method=config["sampling"]["method"], engine="tblite",
-                                total_charge=parent.info.get("total_charge", 0.0), **engine_settings)
+    engine = md_engine(config)
+    calculator = xtb_calculator(engine="tblite", total_charge=parent.info.get("total_charge", 0.0), **engine)
     started = time.perf_counter()
     outcome = run_md(parent, calculator, settings, trajectory, label=f"{name} {temperature_K:g} K r{replica}")
     hash_ = config_hash({"sampling": config["sampling"], "seed": settings.seed,
-                         "engine": engine_settings})
+                         "engine": engine})
     write_dataset(_frame_records(parent, outcome.frames, "md", float(temperature_K), hash_), output)
     summary = {"structure_name": name, "temperature_K": float(temperature_K), "replica": int(replica),
                "seed": settings.seed, "n_frames": len(outcome.frames), "steps_done": outcome.steps_done,

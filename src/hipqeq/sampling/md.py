@@ -53,6 +53,9 @@ class MDSettings:
     friction_per_fs: float = 0.01
     ensemble: str = "nvt"
     seed: int = 0
+    #: the engine and its settings (JSON), so that a trajectory of another level of
+    #: theory is never resumed
+    engine: str = ""
 
     @property
     def total_steps(self) -> int:
@@ -167,7 +170,8 @@ def _initial_state(atoms: Atoms, snapshots: list[Atoms], settings: MDSettings,
         return state, int(last.info["md_step"])
     from ase.md.velocitydistribution import Stationary
 
-    # Maxwell-Boltzmann momenta drawn here (ASE renamed its helper in 3.29)
+    # Maxwell-Boltzmann momenta from this run's generator, whose state every checkpoint
+    # stores, so that a resumed run continues the same random sequence
     kT = settings.temperature_K * BOLTZMANN_EV_K
     state.set_momenta(rng.standard_normal((len(state), 3)) * np.sqrt(state.get_masses() * kT)[:, None])
     Stationary(state)

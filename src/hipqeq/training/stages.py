@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 from ase.data import chemical_symbols
 from tqdm.auto import tqdm
@@ -210,9 +211,10 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
     output = Path(output)
 
     table, split_names, species = load_stage_table(stage, dataset, splits, member)
-    untrained = sorted(set(species) - set(dataset_species(table)))
+    trained_species = dataset_species(table.filter(pa.array(split_names == "train")))
+    untrained = sorted(set(species) - set(trained_species))
     if untrained:
-        log.warning("%s: %s occur only in rows that do not train (test or failed rows); the "
+        log.warning("%s: %s occur only in rows that do not train (valid, test or failed rows); the "
                     "model knows them but their per-species parameters stay untrained",
                     Path(dataset).name, _element_names(untrained))
     if stage == "short-range":

@@ -6,8 +6,8 @@ directories, ``n_atoms``; per recorded step ``time_fs``, ``temperature_K``,
 ``total_energy_eV`` and ``phase`` ("nvt", then an "nve" tail); and the results
 ``energy_drift_eV_per_atom_ps`` (slope of the total energy per atom over the NVE tail,
 null without one), ``max_force_eV_A`` (over all steps and atoms), ``max_displacement_A``,
-``atoms_flew_off`` (some atom lost every neighbour), ``mean_temperature_K`` (NVT part)
-and ``stable``.
+``atoms_flew_off`` (some atom lost every neighbour), ``mean_temperature_K`` (NVT part),
+``stable``, and ``stopped_early`` with its ``reason`` (a model error ended the run).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from hipqeq.errors import HipqeqError
 #: Keys every MD summary must have.
 MD_SUMMARY_KEYS = ("name", "models", "n_atoms", "time_fs", "temperature_K", "total_energy_eV", "phase",
                    "energy_drift_eV_per_atom_ps", "max_force_eV_A", "max_displacement_A",
-                   "atoms_flew_off", "mean_temperature_K", "stable")
+                   "atoms_flew_off", "mean_temperature_K", "stable", "stopped_early", "reason")
 
 #: Keys of one row of the MD section of metrics.json.
 MD_REPORT_KEYS = ("structure", "model", "n_atoms", "duration_ps", "mean_temperature_K",
                   "energy_drift_mev_per_atom_per_ps", "max_force_eV_per_A", "max_displacement_A",
-                  "flew_off", "stable", "file")
+                  "flew_off", "stable", "stopped_early", "reason", "file")
 
 _SERIES = ("time_fs", "temperature_K", "total_energy_eV", "phase")
 
@@ -74,7 +74,8 @@ def md_report(summaries: Sequence[dict]) -> list[dict]:
             "mean_temperature_K": s["mean_temperature_K"],
             "energy_drift_mev_per_atom_per_ps": None if drift is None else 1000.0 * float(drift),
             "max_force_eV_per_A": s["max_force_eV_A"], "max_displacement_A": s["max_displacement_A"],
-            "flew_off": bool(s["atoms_flew_off"]), "stable": bool(s["stable"]), "file": s["file"],
+            "flew_off": bool(s["atoms_flew_off"]), "stable": bool(s["stable"]),
+            "stopped_early": bool(s["stopped_early"]), "reason": s["reason"], "file": s["file"],
         })
     return rows
 

@@ -164,3 +164,19 @@ def test_unknown_structure_name_is_named(tmp_path, capsys):
     assert main(["sample", "rattle", "--config", str(ROOT / "config" / "toy.yaml"), "--structures",
                  str(structures), "--name", "beta", "--output", str(tmp_path / "r.parquet")]) == 2
     assert "no structure named 'beta' (has alpha)" in capsys.readouterr().err
+
+
+def test_a_trajectory_of_another_engine_is_not_resumed():
+    """The checkpoint fingerprint covers the level of theory and the engine settings."""
+    from hipqeq.config import load_config
+    from hipqeq.sampling.jobs import md_settings
+    from tests.conftest import cubic_cspbi3
+
+    config = load_config(Path(__file__).resolve().parents[3] / "config" / "toy.yaml")
+    atoms = cubic_cspbi3()
+    gfn1 = md_settings(config, "alpha", 300.0, 0).fingerprint(atoms)
+    config["sampling"]["method"] = "GFN2-xTB"
+    assert md_settings(config, "alpha", 300.0, 0).fingerprint(atoms) != gfn1
+    config["sampling"]["method"] = "GFN1-xTB"
+    config["xtb"]["electronic_temperature_K"] = 1000.0
+    assert md_settings(config, "alpha", 300.0, 0).fingerprint(atoms) != gfn1

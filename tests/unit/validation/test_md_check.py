@@ -19,7 +19,8 @@ def _summary(tmp_path, name, flew_off=False, **changes):
                "time_fs": [0.0, 10.0, 20.0, 30.0, 40.0], "temperature_K": [300.0, 310.0, 290.0, 305.0, 300.0],
                "total_energy_eV": [-100.0, -99.99, -100.01, -99.98, -99.98], "phase": ["nvt"] * 3 + ["nve"] * 2,
                "energy_drift_eV_per_atom_ps": 2.0e-4, "max_force_eV_A": 1.5, "max_displacement_A": 0.4,
-               "atoms_flew_off": flew_off, "mean_temperature_K": 300.0, "stable": not flew_off, **changes}
+               "atoms_flew_off": flew_off, "mean_temperature_K": 300.0, "stable": not flew_off,
+               "stopped_early": False, "reason": None, **changes}
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(summary))
     return path
@@ -64,8 +65,11 @@ def test_stability_figure_is_written_with_or_without_runs(tmp_path, n_runs):
 def test_stability_figure_with_a_run_that_failed_at_its_first_step(tmp_path):
     """`hipqeq md` writes empty series when the model fails on the start structure."""
     failed = _summary(tmp_path, "failed", time_fs=[], temperature_K=[], total_energy_eV=[], phase=[],
-                      energy_drift_eV_per_atom_ps=None, mean_temperature_K=None, stable=False)
+                      energy_drift_eV_per_atom_ps=None, mean_temperature_K=None, stable=False,
+                      stopped_early=True, reason="QEqNotConverged on the start structure: 1000 iterations")
     summaries = read_md_summaries([_summary(tmp_path, "ok"), failed])
     png, _ = save_figure(md_stability_figure(summaries), tmp_path / "md_stability")
     assert matplotlib.image.imread(png).shape[0] > 300
-    assert [r["stable"] for r in md_report(summaries)] == [True, False]
+    rows = md_report(summaries)
+    assert [(r["stable"], r["stopped_early"]) for r in rows] == [(True, False), (False, True)]
+    assert rows[1]["reason"].startswith("QEqNotConverged")
