@@ -94,20 +94,23 @@ def load_committee(model_dirs, device: str = "auto", dtype: str | None = None) -
 
 
 def committee_members(potentials: Sequence, atoms, want_stress: bool = True, qeq_solver: str = "auto",
-                      initial_charges: Sequence | None = None) -> list[dict]:
+                      initial_charges: Sequence | None = None, charge_pbc=None) -> list[dict]:
     """Each member's results on one structure (:func:`hipqeq.models.potential.evaluate`);
-    ``initial_charges`` holds per member a warm start of its charge solve, or None."""
+    ``initial_charges`` holds per member a warm start of its charge solve, or None;
+    ``charge_pbc`` overrides the charge solve's boundary (a label's, for comparisons)."""
     from hipqeq.models.potential import evaluate
 
     starts = initial_charges if initial_charges is not None else [None] * len(potentials)
-    return [evaluate(p, atoms, want_stress=want_stress, qeq_solver=qeq_solver, initial_charges=start)
+    return [evaluate(p, atoms, want_stress=want_stress, qeq_solver=qeq_solver, initial_charges=start,
+                     charge_pbc=charge_pbc)
             for p, start in zip(potentials, starts)]
 
 
 def committee_results(potentials: Sequence, atoms, want_stress: bool = True,
-                      qeq_solver: str = "auto") -> dict:
+                      qeq_solver: str = "auto", charge_pbc=None) -> dict:
     """Mean results of a committee on one structure (see :func:`combine_members`)."""
-    return combine_members(committee_members(potentials, atoms, want_stress=want_stress, qeq_solver=qeq_solver))
+    return combine_members(committee_members(potentials, atoms, want_stress=want_stress, qeq_solver=qeq_solver,
+                                             charge_pbc=charge_pbc))
 
 
 def combine_members(members: Sequence[dict]) -> dict:
@@ -176,8 +179,12 @@ class HipQEqCalculator(Calculator):
 
 
 def predict(model_dirs, atoms_list: Sequence, device: str = "auto", dtype: str | None = None,
-            progress: bool = True) -> list[dict]:
+            progress: bool = True, charge_pbc: Sequence | None = None) -> list[dict]:
     """Predictions of a model (or committee) for many structures, models loaded once.
+
+    The charge solve of each structure runs under its physical boundary (``atoms.pbc``),
+    or under ``charge_pbc[k]`` where given: the boundary of a label to compare with
+    (:func:`hipqeq.data.label_pbc`; tblite labels slabs as 3D-periodic cells).
 
     Returns one dict per structure with ``energy`` (eV), ``forces`` (n, 3, eV/A),
     ``force_disagreement`` and ``energy_std`` (committees), and for models with a
@@ -188,5 +195,7 @@ def predict(model_dirs, atoms_list: Sequence, device: str = "auto", dtype: str |
     from tqdm.auto import tqdm
 
     potentials = load_committee(model_dirs, device=device, dtype=dtype)
-    return [committee_results(potentials, atoms, want_stress=False)
-            for atoms in tqdm(atoms_list, desc="predict", unit="structure", disable=not progress, leave=False)]
+    boundaries = [None] * len(atoms_list) if charge_pbc is None else charge_pbc
+    return [committee_results(potentials, atoms, want_stress=False, charge_pbc=pbc)
+            for atoms, pbc in tqdm(zip(atoms_list, boundaries), total=len(atoms_list), desc="predict",
+                                   unit="structure", disable=not progress, leave=False)]

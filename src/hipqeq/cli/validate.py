@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         config, xtb_path=args.xtb, dft_path=args.dft, splits_path=args.splits,
         model_dirs=args.model, baseline_dirs=args.baseline, md_paths=args.md,
         output_dir=args.output_dir, all_rows=args.all_rows,
-        predictor=lambda dirs, atoms: predict(dirs, atoms, device=args.device))
+        predictor=lambda dirs, atoms, charge_pbc: predict(dirs, atoms, device=args.device, charge_pbc=charge_pbc))
     for warning in result["warnings"]:
         print(f"WARNING: {warning}")
     print(result["summary"])

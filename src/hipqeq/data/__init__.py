@@ -9,6 +9,7 @@ from hipqeq.data.io import (
     atoms_from_record,
     atoms_id,
     config_hash,
+    label_pbc,
     read_atoms,
     read_records,
     read_structure,
@@ -25,7 +26,7 @@ from hipqeq.data.split import assign_splits, make_splits, read_splits, write_spl
 
 __all__ = [
     "COLUMNS", "SCHEMA", "SCHEMA_VERSION", "atoms_from_record", "atoms_id", "config_hash",
-    "gather", "padded_arrays", "read_atoms", "read_records", "read_structure", "read_table",
+    "gather", "label_pbc", "padded_arrays", "read_atoms", "read_records", "read_structure", "read_table",
     "record_from_atoms", "make_splits", "assign_splits", "read_splits", "write_splits", "status_counts", "structure_id",
     "table_from_records", "write_dataset", "write_table",
 ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from hipqeq.data.io import label_pbc
+
 
 def _ragged(column: pa.ChunkedArray, width: int | None) -> list[np.ndarray | None]:
     rows = column.to_pylist()
@@ -27,7 +29,9 @@ def padded_arrays(table: pa.Table, dtype=np.float64) -> dict[str, np.ndarray]:
     Z         (n_sys, n_max) int64  atomic numbers, 0 for padding
     R         (n_sys, n_max, 3)     positions (Angstrom)
     cell      (n_sys, 3, 3)         lattice vectors as rows (Angstrom)
-    pbc       (n_sys, 3) bool       periodic directions
+    pbc       (n_sys, 3) bool       periodic directions of the structure
+    label_pbc (n_sys, 3) bool       periodic directions of the reference engine's
+                                    electrostatics (:func:`hipqeq.data.io.label_pbc`)
     Qtot      (n_sys, 1)            total charge (e)
     n_atoms   (n_sys,) int64        real atoms per system
     T         (n_sys, 1)            energy (eV), NaN where absent
@@ -59,6 +63,8 @@ def padded_arrays(table: pa.Table, dtype=np.float64) -> dict[str, np.ndarray]:
         "R": R,
         "cell": np.asarray(table.column("cell").to_pylist(), dtype=dtype).reshape(n_sys, 3, 3),
         "pbc": np.asarray(table.column("pbc").to_pylist(), dtype=bool).reshape(n_sys, 3),
+        "label_pbc": np.array([label_pbc(r) for r in table.select(["structure_id", "pbc", "label_boundary"])
+                               .to_pylist()], dtype=bool).reshape(n_sys, 3),
         "Qtot": np.asarray(table.column("total_charge").to_pylist(), dtype=dtype).reshape(n_sys, 1),
         "n_atoms": n_atoms,
         "T": energy.reshape(n_sys, 1),

@@ -31,7 +31,7 @@ from hipqeq.units import DATASET_UNITS
 INFO_COLUMNS = (
     "structure_id", "parent_id", "structure_name", "family", "source", "temperature_K",
     "config_hash", "total_charge", "charge_scheme", "method", "software", "calc_params",
-    "status", "error", "wall_time_s",
+    "label_boundary", "status", "error", "wall_time_s",
 )
 
 
@@ -92,12 +92,25 @@ def record_from_atoms(atoms: Atoms) -> dict:
         "stress": results.get("stress"),
         "charges": results.get("charges"),
     }
-    for key in ("charge_scheme", "method", "software", "calc_params", "error", "wall_time_s"):
+    for key in ("charge_scheme", "method", "software", "calc_params", "label_boundary", "error", "wall_time_s"):
         record[key] = info.get(key)
     record["status"] = info.get(
         "status", S.STATUS_OK if record["energy"] is not None or record["charges"] is not None
         else S.STATUS_UNLABELLED)
     return record
+
+
+def label_pbc(record: dict) -> np.ndarray:
+    """The ``pbc`` under which the reference engine computed a row's electrostatics (its
+    ``label_boundary``, e.g. (T,T,T) for a slab that tblite labelled as a 3D-periodic
+    cell), or the row's own ``pbc`` when it records none."""
+    boundary = record.get("label_boundary")
+    if boundary is None:
+        return np.asarray(record["pbc"], dtype=bool)
+    if boundary not in S.LABEL_BOUNDARY_PBC:
+        raise DatasetError(f"structure {record.get('structure_id')}: unknown label_boundary {boundary!r} "
+                           f"(one of {', '.join(S.LABEL_BOUNDARY_PBC)})")
+    return np.array(S.LABEL_BOUNDARY_PBC[boundary], dtype=bool)
 
 
 def atoms_from_record(record: dict) -> Atoms:

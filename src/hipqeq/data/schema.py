@@ -16,7 +16,7 @@ import pyarrow as pa
 from hipqeq.units import DATASET_UNITS
 
 #: Bumped on any incompatible change of the columns below.
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 #: Metadata keys written into every Parquet file.
 META_SCHEMA_VERSION = b"hipqeq.schema_version"
@@ -30,6 +30,9 @@ STATUS_UNLABELLED = "unlabelled"
 STATUS_SCF_NOT_CONVERGED = "scf_not_converged"
 STATUS_ERROR = "error"
 STATUS_REJECTED_PREFIX = "rejected_"
+
+#: ``label_boundary`` values and the ``pbc`` of the charge solve that reproduces each.
+LABEL_BOUNDARY_PBC = {"open": (False, False, False), "periodic": (True, True, True), "slab": (True, True, False)}
 
 #: ``source`` values: where a structure came from.
 SOURCES = ("build", "md", "rattle", "strain", "defect", "cif", "external")
@@ -74,6 +77,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("method", pa.string(), True, "", "level of theory, e.g. GFN1-xTB or PBE/gth-dzvp-molopt-sr"),
     Column("software", pa.string(), True, "", "engine name and version"),
     Column("calc_params", pa.string(), True, "", "all engine parameters, JSON"),
+    Column("label_boundary", pa.string(), True, "", "boundary condition of the reference calculation's "
+           "electrostatics: periodic (3D, slabs included: tblite, CP2K, PySCF), slab or open; null without labels"),
     # outcome
     Column("status", pa.string(), False, "", "ok, unlabelled, scf_not_converged, error or rejected_<reason>"),
     Column("error", pa.string(), True, "", "error message of a failed calculation"),

@@ -49,7 +49,10 @@ IDENTITY_KEYS = ("structure_id", "parent_id", "structure_name", "family", "sourc
 class Labels:
     """What one successful calculation gives (eV, eV/Angstrom, eV/Angstrom^3, e).
 
-    ``details`` goes into ``calc_params`` (engine options, other charge schemes, ...).
+    ``details`` goes into ``calc_params`` (engine options, other charge schemes, ...);
+    ``boundary`` is the boundary condition under which the engine computed the
+    electrostatics (a key of :data:`hipqeq.data.schema.LABEL_BOUNDARY_PBC`; e.g. tblite
+    treats a slab as a 3D-periodic cell), the ``label_boundary`` of the row.
     """
 
     energy: float | None = None
@@ -58,6 +61,7 @@ class Labels:
     charges: np.ndarray | None = None
     charge_scheme: str | None = None
     details: dict = dataclasses.field(default_factory=dict)
+    boundary: str | None = None
 
 
 class Labeller(Protocol):
@@ -170,7 +174,7 @@ def label_structure(record: dict, labeller: Labeller) -> dict:
     calc_params = {"method": labeller.method, "software": labeller.software,
                    "parameters": labeller.parameters, "attempts": attempts, **labels.details}
     row.update(energy=labels.energy, forces=labels.forces, stress=labels.stress, charges=labels.charges,
-               charge_scheme=labels.charge_scheme, method=labeller.method,
+               charge_scheme=labels.charge_scheme, label_boundary=labels.boundary, method=labeller.method,
                software=", ".join(f"{k} {v}" for k, v in labeller.software.items()),
                calc_params=json.dumps(calc_params, sort_keys=True, default=str),
                status=status, error=error, wall_time_s=wall_time_s)

@@ -148,7 +148,7 @@ class DFTLabeller:
                                   f"(last energy {energy_Ha * HARTREE_EV:.6f} eV)")
         charges = population_charges(cell, mf, kpts)
         chosen = self.settings["charge_scheme"]
-        labels = Labels(charges=charges[chosen], charge_scheme=chosen,
+        labels = Labels(charges=charges[chosen], charge_scheme=chosen, boundary="periodic",
                         details={"other_charges": {k: v.tolist() for k, v in charges.items() if k != chosen},
                                  "spin_unpaired_electrons": cell.spin, "n_kpoints": 1 if kpts is None else len(kpts),
                                  "scf_energy_eV": float(energy_Ha) * HARTREE_EV})

@@ -109,6 +109,7 @@ def _frame_record(atoms: Atoms, index: int, settings: dict, energy_eV: float, le
         forces=None if forces is None else np.asarray(forces, dtype=float).reshape(-1, 3) * (energy_eV / length_A),
         stress=None, charges=charges,
         charge_scheme=settings["charge_scheme"] if charges is not None else None,
+        label_boundary=settings["boundary"],
         method=settings["method"], software="external",
         calc_params=json.dumps({"source_file": str(settings["path"]), "frame": index, "format": settings["format"],
                                 "properties": names, "units": settings["units"]}, sort_keys=True),

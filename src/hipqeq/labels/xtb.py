@@ -131,4 +131,5 @@ class XTBLabeller:
         return Labels(energy=float(results["energy"]), forces=np.asarray(results["forces"]),
                       stress=None if stress is None else np.asarray(stress),
                       charges=np.asarray(results["charges"]), charge_scheme="Mulliken",
+                      boundary="periodic" if atoms.pbc.any() else "open",
                       details={"engine_options": options})

@@ -9,7 +9,8 @@
 
 :math:`\\chi_i` (eV/e) comes from a hippynn ``HCharge`` head on the atom's HIP-NN
 features; hardness :math:`J_Z` (eV/e^2) and Gaussian widths :math:`\\sigma_Z`
-(Angstrom) are learnable per element inside :class:`hipqeq.qeq.QEq`, which also gives
+(Angstrom) are learnable per element, starting from physical values per element
+(:func:`qeq_parameters`), inside :class:`hipqeq.qeq.QEq`, which also gives
 :math:`E_\\mathrm{elec}(q^*)` (eV) and the dipole (e*Angstrom).
 
 The boundary of the Coulomb sums is not a model setting: every structure's own ``pbc``
@@ -21,16 +22,64 @@ setting (``qeq_tolerance``), so training and deployment use the same one.
 from __future__ import annotations
 
 import torch
+from ase.data import chemical_symbols
 from hippynn.layers.targets import HCharge
 
+from hipqeq.errors import HipqeqError
 from hipqeq.models.network import HipnnModel
 from hipqeq.qeq import QEq
 
 
-def charge_hyperparameters(network_hp: dict, tolerance: float) -> dict:
-    """Network settings plus the QEq setting of the model: ``qeq_tolerance``, the
-    accuracy of the periodic Coulomb sums and of the iterative solve."""
-    return {**network_hp, "qeq_tolerance": float(tolerance)}
+def element_hardness_eV(number: int) -> float:
+    """Initial QEq hardness of an element: :math:`J_Z = I_Z - A_Z` (eV/e^2), the first
+    ionisation energy minus the electron affinity of the free atom (pymatgen's element
+    data), i.e. twice Parr and Pearson's absolute hardness, the curvature of the atom's
+    energy in its charge that :math:`\tfrac12 J_Z q^2` models (Rappe and Goddard,
+    J. Phys. Chem. 95, 3358 (1991)). Cs 3.42, Pb 7.06, I 7.39, Br 8.45 eV."""
+    from pymatgen.core import Element
+
+    element = Element.from_Z(int(number))
+    ionisation, affinity = element.ionization_energies[0], element.electron_affinity
+    if ionisation is None or affinity is None or ionisation <= affinity:
+        raise HipqeqError(f"no ionisation energy / electron affinity for {element.symbol}: set "
+                          f"training.qeq_parameters.hardness_eV.{element.symbol} in the config")
+    return float(ionisation - affinity)
+
+
+def element_sigma_A(number: int) -> float:
+    """Initial Gaussian charge width of an element: its covalent radius (Angstrom; ASE's
+    table of Cordero et al. 2008), the choice of Ko et al., Nat. Commun. 12, 398 (2021).
+    Cs 2.44, Pb 1.46, I 1.39, Br 1.20 A."""
+    from ase.data import covalent_radii
+
+    return float(covalent_radii[int(number)])
+
+
+def qeq_parameters(species: list[int], overrides: dict | None = None) -> dict:
+    """Initial per-species hardness (``hardness_eV``, eV/e^2) and widths (``sigma_A``,
+    Angstrom), lists aligned with ``species``: :func:`element_hardness_eV` and
+    :func:`element_sigma_A`, unless ``overrides`` (the config's
+    ``training.qeq_parameters``: ``{"hardness_eV": {"Cs": 3.4}, "sigma_A": {...}}``, keyed
+    by element symbol) sets an element's value. Both stay learnable in training."""
+    overrides = overrides or {}
+    defaults = {"hardness_eV": element_hardness_eV, "sigma_A": element_sigma_A}
+    values = {}
+    for key, default in defaults.items():
+        given = overrides.get(key, {})
+        unknown = sorted(set(given) - {chemical_symbols[z] for z in species})
+        if unknown:
+            raise HipqeqError(f"training.qeq_parameters.{key} names {unknown}, not among the model's "
+                              f"elements {[chemical_symbols[z] for z in species]}")
+        values[key] = [float(given.get(chemical_symbols[z], 0.0)) or default(z) for z in species]
+    return values
+
+
+def charge_hyperparameters(network_hp: dict, tolerance: float, qeq_overrides: dict | None = None) -> dict:
+    """Network settings plus the QEq settings of the model: ``qeq_tolerance``, the
+    accuracy of the periodic Coulomb sums and of the iterative solve, and the initial
+    per-species ``hardness_eV`` and ``sigma_A`` (:func:`qeq_parameters`)."""
+    return {**network_hp, "qeq_tolerance": float(tolerance),
+            **qeq_parameters(network_hp["species"], qeq_overrides)}
 
 
 class ChargeModel(HipnnModel):
@@ -39,7 +88,8 @@ class ChargeModel(HipnnModel):
     def __init__(self, hyperparameters: dict):
         super().__init__(hyperparameters)
         self.electronegativity = HCharge(feature_sizes=self.network.feature_sizes, n_target=1)
-        self.qeq = QEq(hyperparameters["species"], tolerance=hyperparameters["qeq_tolerance"])
+        self.qeq = QEq(hyperparameters["species"], hardness=hyperparameters["hardness_eV"],
+                       sigma=hyperparameters["sigma_A"], tolerance=hyperparameters["qeq_tolerance"])
 
     def electronegativities(self, species, positions, cell, pair_first, pair_second, shifts) -> torch.Tensor:
         """(n_atoms, 1) electronegativities chi (eV/e) of one system."""

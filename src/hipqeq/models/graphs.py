@@ -2,8 +2,8 @@
 
 The graph reads the hippynn database arrays of :func:`hipqeq.training.data.training_arrays`
 (``Z`` species, ``R`` positions, ``pair_cell`` the cell hippynn's periodic pair finder
-sees; for the charge model also ``cell`` the true lattice, ``pbc`` and ``Qtot`` the total
-charge of each system) and wraps the *same* torch modules a
+sees; for the charge model also ``cell`` the true lattice, ``label_pbc`` the periodicity
+of the reference engine's electrostatics and ``Qtot`` the total charge of each system) and wraps the *same* torch modules a
 :class:`~hipqeq.models.short_range.ShortRangeModel` or
 :class:`~hipqeq.models.charges.ChargeModel` holds, so trained weights need no conversion
 for deployment.
@@ -11,8 +11,11 @@ for deployment.
 Two geometries per system: the network's short-range pairs come from hippynn's
 periodic pair finder on ``pair_cell`` (non-periodic directions padded with vacuum, see
 :func:`hipqeq.training.data.pair_cells`), while the QEq node computes its own Coulomb
-sums on the true ``cell`` with each system's boundary from ``pbc`` (open, periodic or
-dipole-corrected slab), exactly as the deployed model does.
+sums on the true ``cell`` with the boundary under which the reference engine computed each
+label (``label_pbc``: tblite's slabs are 3D-periodic cells), so that the charges and the
+E_elec subtracted from the labels are those of the labels' own electrostatics. The
+deployed model solves under the physical boundary instead (dipole-corrected slabs), which
+removes the reference's periodic-image artefact from its predictions.
 """
 
 from __future__ import annotations
@@ -20,9 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hippynn.graphs import IdxType, inputs, networks, physics, targets
+from hippynn.graphs.indextypes import index_type_coercion
+from hippynn.graphs.nodes.base import AutoNoKw, SingleNode
+from hippynn.graphs.nodes.indexers import acquire_encoding_padding
+from hippynn.graphs.nodes.pairs import PeriodicPairIndexer
 
 from hipqeq.models.charges import ChargeModel
-from hipqeq.models.short_range import ShortRangeModel
+from hipqeq.models.network import species_set
+from hipqeq.models.short_range import ChargeInputFeatures, ShortRangeModel
 from hipqeq.qeq.nodes import QEqNode
 
 
@@ -46,22 +54,59 @@ def network_node(name: str, graph_in: GraphInputs, module) -> networks.Hipnn:
                           periodic=True, module=module)
 
 
+class ChargeFeaturesNode(AutoNoKw, SingleNode):
+    """Input features of a charge-aware network: one-hot species and the QEq charges
+    (:class:`~hipqeq.models.short_range.ChargeInputFeatures`), per atom."""
+
+    _input_names = "one_hot", "charges"
+    _index_state = IdxType.Atoms
+    _auto_module_class = ChargeInputFeatures
+
+    def __init__(self, name: str, parents, module="auto"):
+        one_hot, charges = (index_type_coercion(parent, IdxType.Atoms) for parent in parents)
+        super().__init__(name, (one_hot, charges), module=self.auto_module() if module == "auto" else module)
+
+
 @dataclass
 class EnergyGraph:
     """Nodes of an energy model: total energy ``T`` (eV), energy per atom
-    ``T_per_atom`` (eV/atom) and forces ``F`` (eV/A) with their database names."""
+    ``T_per_atom`` (eV/atom) and forces ``F`` (eV/A) with their database names, and for a
+    charge-aware short range the frozen charge model's graph it reads."""
 
     inputs: GraphInputs
     energy: object
     energy_per_atom: physics.PerAtom
     forces: physics.GradientNode
     henergy: targets.HEnergyNode
+    charges: "ChargeGraph | None" = None
 
 
-def short_range_graph(model: ShortRangeModel) -> EnergyGraph:
-    """The training graph of a short-range (or baseline) model."""
-    graph_in = graph_inputs()
-    network = network_node("HIPNN_short", graph_in, model.network)
+def _charge_aware_network(model: ShortRangeModel, charge: "ChargeGraph") -> networks.Hipnn:
+    """The short-range HIP-NN node on one-hot species plus the charge graph's charges,
+    with its own periodic pair finder (cutoff of the short-range model)."""
+    graph_in = charge.inputs
+    encoder, padding = acquire_encoding_padding(graph_in.species, species_set=species_set(model.hyperparameters),
+                                                purpose="charge-aware short range")
+    features = ChargeFeaturesNode("short_range_inputs", (padding.indexed_features, charge.qeq.charges))
+    pairs = PeriodicPairIndexer("PairIndexer_short", (graph_in.positions, encoder, padding, graph_in.pair_cell),
+                                dist_hard_max=model.cutoff_A)
+    return networks.Hipnn("HIPNN_short", (features, pairs), module=model.network)
+
+
+def short_range_graph(model: ShortRangeModel, charge_model: ChargeModel | None = None) -> EnergyGraph:
+    """The training graph of a short-range (or baseline) model. A charge-aware model
+    reads the charges of ``charge_model`` (frozen by the caller), whose QEq node sits in
+    the same graph, so the forces include the charges' response to the geometry."""
+    if model.charge_features != (charge_model is not None):
+        raise ValueError("a charge-aware short-range graph needs its charge model, a charge-blind one takes none")
+    charge = None
+    if charge_model is None:
+        graph_in = graph_inputs()
+        network = network_node("HIPNN_short", graph_in, model.network)
+    else:
+        charge = charge_graph(charge_model)
+        graph_in = charge.inputs
+        network = _charge_aware_network(model, charge)
     henergy = targets.HEnergyNode("E_short", network, module=model.energy)
     energy = henergy.mol_energy
     energy.db_name = "T"
@@ -69,14 +114,15 @@ def short_range_graph(model: ShortRangeModel) -> EnergyGraph:
     per_atom.db_name = "T_per_atom"
     forces = physics.GradientNode("F_short", (energy, graph_in.positions), sign=-1)
     forces.db_name = "F"
-    return EnergyGraph(graph_in, energy, per_atom, forces, henergy)
+    return EnergyGraph(graph_in, energy, per_atom, forces, henergy, charge)
 
 
 @dataclass
 class ChargeGraph:
     """Nodes of a charge model: the electronegativities ``chi`` (eV/e) and the QEq node
     (charges ``q`` in e, E_elec, dipoles ``D`` in e*A) with their inputs: the network's,
-    and the QEq node's true ``cell``, total charge ``Qtot`` and ``pbc``."""
+    and the QEq node's true ``cell``, total charge ``Qtot`` and ``label_pbc`` (the
+    boundary under which the reference engine computed each structure)."""
 
     inputs: GraphInputs
     cell: inputs.CellNode
@@ -89,13 +135,14 @@ class ChargeGraph:
 
 def charge_graph(model: ChargeModel) -> ChargeGraph:
     """The training graph of a charge model; its QEq node reads each system's true cell
-    (``cell``), periodicity (``pbc``) and total charge (``Qtot``)."""
+    (``cell``), the reference engine's periodicity (``label_pbc``) and total charge
+    (``Qtot``)."""
     graph_in = graph_inputs()
     network = network_node("HIPNN_chi", graph_in, model.network)
     chi = targets.HChargeNode("chi", network, module=model.electronegativity)
     cell = inputs.CellNode(db_name="cell")
     total_charge = inputs.InputNode(db_name="Qtot", index_state=IdxType.Molecules)
-    pbc = inputs.InputNode(db_name="pbc", index_state=IdxType.Molecules)
+    pbc = inputs.InputNode(db_name="label_pbc", index_state=IdxType.Molecules)
     qeq = QEqNode("qeq", (chi, graph_in.species, graph_in.positions, cell),
                   species_set=model.hyperparameters["species"], total_charge=total_charge, pbc=pbc,
                   module=model.qeq)

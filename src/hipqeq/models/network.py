@@ -42,9 +42,11 @@ def species_set(hyperparameters: dict) -> list[int]:
     return [0, *hyperparameters["species"]]
 
 
-def hipnn_module(hyperparameters: dict) -> Hipnn:
-    """A fresh ``hippynn.networks.Hipnn`` with the given settings (distances in Angstrom)."""
+def hipnn_module(hyperparameters: dict, extra_input_features: int = 0) -> Hipnn:
+    """A fresh ``hippynn.networks.Hipnn`` with the given settings (distances in Angstrom),
+    reading the one-hot species plus ``extra_input_features`` columns per atom."""
     cutoff = hyperparameters["cutoff_A"]
+    n_species = len(hyperparameters["species"])
     return Hipnn(
         n_features=hyperparameters["n_features"],
         n_sensitivities=hyperparameters["n_sensitivities"],
@@ -53,7 +55,10 @@ def hipnn_module(hyperparameters: dict) -> Hipnn:
         dist_hard_max=cutoff,
         n_atom_layers=hyperparameters["n_atom_layers"],
         n_interaction_layers=hyperparameters["n_interaction_layers"],
-        possible_species=species_set(hyperparameters),
+        # hippynn checks possible_species against the input width: give it only for
+        # one-hot inputs (the species set is then kept for hippynn's pair finders).
+        possible_species=None if extra_input_features else species_set(hyperparameters),
+        n_input_features=n_species + extra_input_features,
     )
 
 
@@ -87,22 +92,27 @@ def pair_geometry(positions: torch.Tensor, cell: torch.Tensor, pair_first: torch
 class HipnnModel(torch.nn.Module):
     """The part every model shares: its hyperparameters, the one-hot species encoder and
     the HIP-NN (``encoder`` and ``network``, the state-dict names of the stored weights).
-    Subclasses add their target head."""
+    Subclasses add their target head, and may widen the network's input by
+    ``extra_input_features`` columns after the one-hot species."""
 
-    def __init__(self, hyperparameters: dict):
+    def __init__(self, hyperparameters: dict, extra_input_features: int = 0):
         super().__init__()
         self.hyperparameters = dict(hyperparameters)
         self.encoder = encoder_module(hyperparameters)
-        self.network = hipnn_module(hyperparameters)
+        self.network = hipnn_module(hyperparameters, extra_input_features)
 
     @property
     def cutoff_A(self) -> float:
         return float(self.hyperparameters["cutoff_A"])
 
     def features(self, species: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor,
-                 pair_first: torch.Tensor, pair_second: torch.Tensor, shifts: torch.Tensor) -> list[torch.Tensor]:
+                 pair_first: torch.Tensor, pair_second: torch.Tensor, shifts: torch.Tensor,
+                 inputs=None) -> list[torch.Tensor]:
         """HIP-NN features of one system from an external neighbour list (see
-        :func:`pair_geometry`): a list, one (n_atoms, n_features) tensor per layer."""
+        :func:`pair_geometry`): a list, one (n_atoms, n_features) tensor per layer.
+        ``inputs(one_hot)`` builds the network's input features from the one-hot species
+        (default: the one-hot species themselves)."""
         _, distances = pair_geometry(positions, cell, pair_first, pair_second, shifts)
         one_hot, _ = self.encoder(species.unsqueeze(0))
-        return self.network(one_hot.squeeze(0), pair_first, pair_second, distances)
+        one_hot = one_hot.squeeze(0)
+        return self.network(one_hot if inputs is None else inputs(one_hot), pair_first, pair_second, distances)

@@ -67,6 +67,8 @@ class Potential(torch.nn.Module):
         super().__init__()
         if short_range is None and charges is None:
             raise ValueError("a potential needs a short-range model, a charge model or both")
+        if short_range is not None and short_range.charge_features and charges is None:
+            raise ValueError("a charge-aware short-range model needs its charge model")
         self.short_range = short_range
         self.charges = charges
 
@@ -125,18 +127,22 @@ class Potential(torch.nn.Module):
 
         energy = torch.zeros((), dtype=positions.dtype, device=positions.device)
         out = {}
-        if self.short_range is not None:
-            out["energy_short"] = self.short_range(species, strained_positions, strained_cell,
-                                                   *within(self.short_range.cutoff_A))
-            energy = energy + out["energy_short"]
+        charges = None
         if self.charges is not None:
             charges, energy_elec, dipole = self.charges(
                 species, strained_positions, strained_cell, pbc, total_charge, *within(self.charges.cutoff_A),
                 solver=qeq_solver_for(species.shape[0], qeq_solver), initial_charges=initial_charges)
             products = sum(self.charges.qeq.last_matvec_products)
-            out.update(energy_elec=energy_elec, charges=charges.detach(), dipole=dipole.detach(),
+            out.update(energy_elec=energy_elec, charges=charges, dipole=dipole,
                        qeq_matvec_products=torch.tensor(products))
             energy = energy + energy_elec
+        if self.short_range is not None:
+            # The charges keep their graph: a charge-aware short range's forces include
+            # dE_short/dq . dq*/dR (autograd through the solve, or its adjoint solve).
+            out["energy_short"] = self.short_range(
+                species, strained_positions, strained_cell, *within(self.short_range.cutoff_A),
+                charges=charges if self.short_range.charge_features else None)
+            energy = energy + out["energy_short"]
         wrt = [positions, strain] if want_stress else [positions]
         gradients = torch.autograd.grad(energy, wrt)
         out = {key: value.detach() for key, value in out.items()}
@@ -149,9 +155,14 @@ class Potential(torch.nn.Module):
 
 
 def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver: str = "auto",
-             initial_charges=None) -> dict:
+             initial_charges=None, charge_pbc=None) -> dict:
     """Run ``potential`` on one ``ase.Atoms`` (total charge from ``atoms.info``, boundary
-    of the charge solve from ``atoms.pbc``).
+    of the charge solve from ``atoms.pbc``, the physical one).
+
+    ``charge_pbc`` (3 bools) overrides the boundary of the charge solve only, not the
+    neighbour list: a reference engine's boundary, e.g. (T,T,T) to reproduce what tblite
+    computed for a slab (:func:`hipqeq.data.label_pbc`), when comparing with or
+    subtracting from its labels.
 
     The neighbour list (:func:`hipqeq.qeq.neighbor_pairs`) handles cells shorter than
     twice the cutoff and slabs; the potential's parameters fix device and dtype.
@@ -186,7 +197,7 @@ def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver:
     out = potential(
         torch.as_tensor(atoms.numbers, dtype=torch.long, device=device),
         as_float(atoms.positions), as_float(cell),
-        torch.as_tensor(np.asarray(atoms.pbc, dtype=bool), device=device),
+        torch.as_tensor(np.asarray(atoms.pbc if charge_pbc is None else charge_pbc, dtype=bool), device=device),
         as_float(atoms.info.get("total_charge", 0.0)),
         first.to(device), second.to(device), shifts.to(device),
         want_stress=bool(want_stress and full_rank), qeq_solver=qeq_solver,

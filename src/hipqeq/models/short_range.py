@@ -8,6 +8,19 @@ with :math:`\\mathbf{z}_i^{(0)}` the one-hot species of atom i (so the first ter
 per-species energy reference, fitted by least squares before training) and
 :math:`\\mathbf{z}_i^{(\\ell)}` its HIP-NN features after interaction layer
 :math:`\\ell` (hippynn's hierarchical energy, ``HEnergy``). Energies in eV.
+
+Charge-aware short range (the 4G potential's, ``charge_features`` in the
+hyperparameters): the network's input features are the one-hot species *and* the
+equilibrated charge :math:`q_i^*` (e) of each atom, as in 4G-HDNNP (Ko et al.,
+Nat. Commun. 12, 398 (2021), where the charges enter the short-range descriptors). The
+first interaction layer then mixes every atom's charge with its neighbours', weighted
+by the distance sensitivities, so a neutral and a charged defect at one geometry get
+different short-range energies. The total charge :math:`Q` enters through the charges
+(:math:`\\sum_i q_i^* = Q`); a per-atom :math:`Q` would not be local. The zeroth energy
+term keeps reading the one-hot part only (:class:`ChargeAwareEnergy`), so per-species
+reference energies stay a least-squares fit. Forces and stress take the charges' response
+to the geometry, :math:`\\partial E_\\mathrm{short}/\\partial q \\cdot \\mathrm dq^*/\\mathrm dR`,
+by autograd through the charge solve (see :mod:`hipqeq.models.potential`).
 """
 
 from __future__ import annotations
@@ -18,21 +31,57 @@ from hippynn.layers.targets import HEnergy
 from hipqeq.models.network import HipnnModel
 
 
+class ChargeAwareEnergy(HEnergy):
+    """hippynn's ``HEnergy`` whose zeroth (non-interacting) term reads only the first
+    ``n_species`` input features, the one-hot species, and not the charge column that
+    follows them: the fixed per-species energy reference stays a function of composition."""
+
+    def __init__(self, feature_sizes, n_species: int):
+        super().__init__((n_species, *feature_sizes[1:]), first_is_interacting=False)
+        self.n_species = n_species
+
+    def forward(self, all_features, mol_index, n_molecules):
+        return super().forward([all_features[0][:, :self.n_species], *all_features[1:]], mol_index, n_molecules)
+
+
+class ChargeInputFeatures(torch.nn.Module):
+    """Input features of a charge-aware network: one-hot species (n_atoms, n_species)
+    and charges (n_atoms, 1) in e, side by side."""
+
+    def forward(self, one_hot: torch.Tensor, charges: torch.Tensor) -> torch.Tensor:
+        return torch.cat([one_hot.to(charges.dtype), charges.reshape(-1, 1)], dim=1)
+
+
 class ShortRangeModel(HipnnModel):
-    """HIP-NN with a hierarchical energy head.
+    """HIP-NN with a hierarchical energy head; charge-aware when
+    ``hyperparameters["charge_features"]`` is true.
 
     ``hyperparameters`` come from :func:`hipqeq.models.network.network_hyperparameters`.
     """
 
     def __init__(self, hyperparameters: dict):
-        super().__init__(hyperparameters)
-        self.energy = HEnergy(feature_sizes=self.network.feature_sizes, first_is_interacting=False)
+        super().__init__(hyperparameters, extra_input_features=1 if hyperparameters.get("charge_features") else 0)
+        if self.charge_features:
+            self.inputs = ChargeInputFeatures()
+            self.energy = ChargeAwareEnergy(self.network.feature_sizes, len(hyperparameters["species"]))
+        else:
+            self.energy = HEnergy(feature_sizes=self.network.feature_sizes, first_is_interacting=False)
+
+    @property
+    def charge_features(self) -> bool:
+        """Whether the network reads the equilibrated charges."""
+        return bool(self.hyperparameters.get("charge_features", False))
 
     def forward(self, species: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor,
-                pair_first: torch.Tensor, pair_second: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+                pair_first: torch.Tensor, pair_second: torch.Tensor, shifts: torch.Tensor,
+                charges: torch.Tensor | None = None) -> torch.Tensor:
         """Short-range energy (eV, 0-d tensor) of one system from an external neighbour list
-        (see :func:`hipqeq.models.network.pair_geometry`)."""
-        features = self.features(species, positions, cell, pair_first, pair_second, shifts)
+        (see :func:`hipqeq.models.network.pair_geometry`); ``charges`` (n_atoms,) e are
+        required by a charge-aware model and refused by a charge-blind one."""
+        if self.charge_features != (charges is not None):
+            raise ValueError("a charge-aware short-range model needs the charges, a charge-blind one takes none")
+        inputs = None if charges is None else (lambda one_hot: self.inputs(one_hot, charges))
+        features = self.features(species, positions, cell, pair_first, pair_second, shifts, inputs=inputs)
         mol_index = torch.zeros(species.shape[0], dtype=torch.long, device=species.device)
         total, *_ = self.energy(features, mol_index, 1)
         return total.reshape(())

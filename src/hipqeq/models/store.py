@@ -24,12 +24,16 @@ sha256; split also member, n_train, n_valid, valid_is_train), ``seed``, ``device
 ``hippynn_version``, ``torch_version``, and for ``short-range`` ``charge_model`` (path and
 sha256 of the charge model's model.json). ``hyperparameters.json`` holds ``model`` (the
 network settings of :func:`hipqeq.models.network.network_hyperparameters`, plus
-``qeq_tolerance`` for charge models) and ``fit`` (the optimiser settings).
+``qeq_tolerance``, ``hardness_eV`` and ``sigma_A`` for charge models, ``charge_features``
+for 4G short-range models) and ``fit`` (the optimiser settings).
 
 Format versions: 1, the QEq boundary fixed per model (``qeq_boundary``; slabs trained as
 3D periodic); 2, the QEq boundary of every structure from its own ``pbc``, in training
-and deployment alike (no ``qeq_boundary`` key). Format 1 directories are refused rather
-than reinterpreted.
+and deployment alike (no ``qeq_boundary`` key); 3, training under each label's own
+boundary (``label_boundary``) and deployment under the physical one, per-element initial
+``hardness_eV`` and ``sigma_A`` in the charge model's hyperparameters, and a
+charge-aware short range (``charge_features``) in 4G potentials. Older directories are
+refused rather than reinterpreted: retrain them.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from hipqeq.models.charges import ChargeModel
 from hipqeq.models.potential import Potential
 from hipqeq.models.short_range import ShortRangeModel
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 KINDS = ("charges", "short-range", "baseline")
 CHARGE_MODEL_DIR = "charge_model"
 

@@ -83,7 +83,11 @@ class QEq(torch.nn.Module):
     :param sigma: initial Gaussian widths per species, Angstrom.
     :param total_charge: :math:`Q` of every system when :meth:`forward` gets no
         per-system total charges, e.
-    :param tolerance: accuracy of the periodic Coulomb sums, and of the iterative solve.
+    :param tolerance: accuracy of the periodic Coulomb sums, and of the iterative solve
+        unless ``solve_tolerance`` is given.
+    :param solve_tolerance: relative KKT residual at which the iterative solve stops
+        (default ``tolerance``); the sums' accuracy and the solve's convergence are
+        separate errors (e.g. finite differences need a tight solve, not exact sums).
     :param solver: default solver, ``"dense"`` (batched bordered solve) or
         ``"iterative"`` (projected PCG with a PME matrix-vector product, one system at a
         time, warm-startable); :meth:`forward` can override it per call.
@@ -103,12 +107,14 @@ class QEq(torch.nn.Module):
         tolerance: float = DEFAULT_TOLERANCE,
         solver: str = "dense",
         learnable: bool = True,
+        solve_tolerance: float | None = None,
     ):
         super().__init__()
         species_set = [int(z) for z in species_set if int(z) != 0]
         self.species_set = species_set
         self.total_charge = float(total_charge)
         self.tolerance = float(tolerance)
+        self.solve_tolerance = self.tolerance if solve_tolerance is None else float(solve_tolerance)
         self.solver = _check_solver(solver)
         self.last_matvec_products: list[int] = []
         lookup = torch.full((max(species_set) + 1,), -1, dtype=torch.int64)
@@ -248,7 +254,7 @@ class QEq(torch.nn.Module):
                 operator.diagonal_estimate(sig),
                 float(charge),
                 initial=None if initial is None else initial[atoms],
-                tolerance=self.tolerance,
+                tolerance=self.solve_tolerance,
             )
             charges.append(q)
             products.append(used)

@@ -23,7 +23,7 @@ Units: :math:`A, J` in eV/e^2, :math:`\chi, \lambda` in eV/e, :math:`q, Q` in e.
   iterate satisfies the constraint, the search directions lie in
   :math:`\mathbf 1^{\mathsf T} p = 0`, and the matrix-vector product is a PME/Ewald
   potential evaluation. Its gradient uses the implicit function theorem (one adjoint
-  solve of the same system, see :class:`_ImplicitSolve`); it is once differentiable.
+  solve of the same system, see :class:`_ImplicitSolve`), to any order.
 
 Both finish by adding :math:`(Q - \sum_i q_i)/N` to every charge, so the constraint holds to
 rounding (the solve leaves a residual of its own accuracy; this is a projection, not a
@@ -48,7 +48,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from hipqeq.errors import HipqeqError
 
@@ -173,7 +172,7 @@ def _projected_pcg(
 
 
 class _ImplicitSolve(torch.autograd.Function):
-    r"""Iterative QEq solve with implicit-function-theorem gradients.
+    r"""Iterative QEq solve with implicit-function-theorem gradients, to any order.
 
     With the adjoint :math:`(u, \nu)` solving
     :math:`H u + \nu \mathbf 1 = \bar q,\ \mathbf 1^{\mathsf T} u = 0` for the incoming
@@ -186,6 +185,10 @@ class _ImplicitSolve(torch.autograd.Function):
 
     for every operand :math:`\theta` of the matrix-vector product (positions, sigma,
     cell); the last term is one autograd pass through a single potential evaluation.
+    The adjoint is itself a QEq solve (electronegativities :math:`-\bar q`, total
+    charge 0) through this same function, and the backward pass is written in
+    differentiable operations, so second derivatives (Hessians, force losses trained
+    with a double backward) are exact as well: each further order costs one more solve.
     """
 
     @staticmethod
@@ -209,30 +212,31 @@ class _ImplicitSolve(torch.autograd.Function):
         return charges
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_charges):
         charges, hardness, *operands = ctx.saved_tensors
         options, matvec = ctx.options, ctx.matvec
-        inverse_preconditioner = 1.0 / (options["diagonal"] + hardness)
-        adjoint, _ = _projected_pcg(
-            lambda vector: matvec(vector, *operands) + hardness * vector,
-            -grad_charges,
-            inverse_preconditioner,
-            0.0,
-            None,
-            options["tolerance"],
-            options["max_iterations"],
-        )
+        # Under create_graph (double backward) grad mode is on here: keep every product
+        # differentiable; otherwise work on detached copies and build no graph.
+        higher_order = torch.is_grad_enabled()
+        adjoint_options = {**options, "total_charge": 0.0}
+        adjoint = _ImplicitSolve.apply(matvec, adjoint_options, -grad_charges, hardness, None, *operands)
         grad_operands = [None] * len(operands)
         wanted = [i for i, operand in enumerate(operands) if ctx.needs_input_grad[5 + i]]
         if wanted:
             with torch.enable_grad():
-                leaves = [
-                    None if operand is None else operand.detach().requires_grad_(i in wanted)
-                    for i, operand in enumerate(operands)
-                ]
+                if higher_order:
+                    # Aliases: the partial derivative in theta at fixed u and q (autograd
+                    # only walks paths that reach the aliases, never back into this solve),
+                    # still connected to theta, u and q for the next order.
+                    leaves = [operand.view_as(operand) if i in wanted else operand
+                              for i, operand in enumerate(operands)]
+                else:
+                    leaves = [None if operand is None else operand.detach().requires_grad_(i in wanted)
+                              for i, operand in enumerate(operands)]
+                    charges, adjoint = charges.detach(), adjoint.detach()
                 bilinear = (adjoint * matvec(charges, *leaves)).sum()
-                grads = torch.autograd.grad(bilinear, [leaves[i] for i in wanted], allow_unused=True)
+                grads = torch.autograd.grad(bilinear, [leaves[i] for i in wanted], allow_unused=True,
+                                            create_graph=higher_order)
             for i, grad in zip(wanted, grads):
                 grad_operands[i] = None if grad is None else -grad
         return (None, None, -adjoint, -adjoint * charges, None, *grad_operands)

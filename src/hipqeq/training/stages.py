@@ -59,7 +59,7 @@ from hippynn.graphs.nodes import loss as hippynn_loss
 from hippynn.pretraining import hierarchical_energy_initialization
 
 from hipqeq import __version__
-from hipqeq.data import atoms_from_record
+from hipqeq.data import atoms_from_record, label_pbc
 from hipqeq.errors import HipqeqError
 from hipqeq.models.charges import ChargeModel, charge_hyperparameters
 from hipqeq.models.graphs import charge_graph, short_range_graph
@@ -139,25 +139,32 @@ def _charge_losses(model: ChargeModel, dipole_weight: float):
     return fit_loss + L2_WEIGHT * _l2(graph.network), metrics
 
 
-def electrostatic_labels(charge_model_dir: str | os.PathLike, atoms_list) -> list[dict]:
+def electrostatic_labels(charge_model_dir: str | os.PathLike, atoms_list, charge_pbc=None) -> list[dict]:
     """E_elec(q*) (``energy``, eV), its forces (``forces``, eV/A) and the charges (e) of a
     frozen charge model for each structure: what the short-range stage subtracts from
     the labels (:func:`hipqeq.models.potential.evaluate` results).
 
-    The model is loaded and evaluated exactly as the deployed potential loads and
-    evaluates its charge model (stored dtype, boundary from each structure's ``pbc``,
-    total charge from ``atoms.info``, the deployed default solver choice).
+    The model is loaded and evaluated as the deployed potential loads and evaluates its
+    charge model (stored dtype, total charge from ``atoms.info``, the deployed default
+    solver choice), with the charge solve's boundary from ``charge_pbc`` (one ``pbc`` per
+    structure: the labels' own, see :func:`hipqeq.data.label_pbc`) or each structure's
+    ``pbc``.
     """
     potential = Potential(None, load_model(charge_model_dir, kind="charges")).eval()
-    return [evaluate(potential, atoms) for atoms in tqdm(atoms_list, desc="E_elec of the charge model",
-                                                         unit="frame", leave=False)]
+    boundaries = [None] * len(atoms_list) if charge_pbc is None else charge_pbc
+    return [evaluate(potential, atoms, charge_pbc=pbc)
+            for atoms, pbc in tqdm(zip(atoms_list, boundaries), total=len(atoms_list),
+                                   desc="E_elec of the charge model", unit="frame", leave=False)]
 
 
 def _subtract_electrostatics(table, arrays: dict, charge_model_dir: Path) -> None:
     """Replace the energy and force targets by E - E_elec(q*) and F - F_elec of the frozen
-    charge model (:func:`electrostatic_labels`)."""
-    frames = [atoms_from_record(record) for record in table.to_pylist()]
-    for k, result in enumerate(electrostatic_labels(charge_model_dir, frames)):
+    charge model (:func:`electrostatic_labels`), each under the boundary its label was
+    computed with (``label_pbc``): the label holds the engine's electrostatics under
+    that boundary, so that is what comes off."""
+    records = table.to_pylist()
+    frames = [atoms_from_record(record) for record in records]
+    for k, result in enumerate(electrostatic_labels(charge_model_dir, frames, [label_pbc(r) for r in records])):
         n = int(arrays["n_atoms"][k])
         arrays["T"][k, 0] -= result["energy"]
         arrays["F"][k, :n] -= result["forces"]
@@ -224,14 +231,18 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
     network_hp = network_hyperparameters(training["network"], species)
     before_training = None
     if stage == "charges":
-        model = ChargeModel(charge_hyperparameters(network_hp, training["qeq_tolerance"])).to(dtype)
+        model = ChargeModel(charge_hyperparameters(network_hp, training["qeq_tolerance"],
+                                                   training["qeq_parameters"])).to(dtype)
         arrays["D"] = np.einsum("sa,sax->sx", arrays["q"][..., 0], arrays["R"])
         train_loss, metrics = _charge_losses(model, fit_settings["dipole_weight"])
     else:
+        frozen_charges = None
         if stage == "short-range":
             _subtract_electrostatics(table, arrays, Path(charge_model))
+            network_hp["charge_features"] = True
+            frozen_charges = load_model(charge_model, kind="charges").to(dtype).requires_grad_(False)
         model = ShortRangeModel(network_hp).to(dtype)
-        graph = short_range_graph(model)
+        graph = short_range_graph(model, frozen_charges)
         train_loss, metrics = _energy_losses(graph, fit_settings["force_weight"])
 
         def before_training(database):

@@ -3,7 +3,8 @@
 :func:`run_validation` reads the xTB and DFT datasets, keeps the rows to validate on
 (held-out test parents, status ok; failures counted), predicts them with every model
 kind through ``predictor`` (``hipqeq.calculator.predict`` in the CLI; any callable
-``(model_dirs, atoms_list) -> list of {"energy", "forces", "charges"}`` in tests), and
+``(model_dirs, atoms_list, charge_pbc) -> list of {"energy", "forces", "charges"}`` in
+tests), and
 writes metrics.json, metrics.md, the parity figures and the MD stability figure under
 the output directory (layout in :mod:`hipqeq.validation.report`).
 """
@@ -18,7 +19,7 @@ from typing import Callable, Sequence
 from tqdm import tqdm
 
 from hipqeq import __version__
-from hipqeq.data import atoms_from_record, read_records, read_splits
+from hipqeq.data import atoms_from_record, label_pbc, read_records, read_splits
 from hipqeq.validation.md_check import md_report, md_stability_figure, read_md_summaries
 from hipqeq.validation.metrics import (
     QUANTITIES,
@@ -55,7 +56,9 @@ ALIGNED_ENERGY_REFERENCES = ("dft",)
 
 _QUANTITY_TITLES = {"energy": "energy per atom", "forces": "force components", "charges": "charges"}
 
-Predictor = Callable[[Sequence[Path], list], list]
+#: ``predictor(model_dirs, atoms_list, charge_pbc)``: ``charge_pbc`` holds per structure the
+#: boundary of the charge solve, that of the label it is compared with.
+Predictor = Callable[[Sequence[Path], list, list], list]
 
 
 def _distinct(rows: list[dict], key: str) -> str | None:
@@ -71,21 +74,29 @@ def _load_reference(name: str, path: Path, splits: dict | None) -> tuple[list[di
     return rows, report
 
 
+def _prediction_key(row: dict) -> tuple:
+    return row["structure_id"], tuple(label_pbc(row).tolist())
+
+
 def _predict(predictor: Predictor, model_dirs: Sequence[Path], rows_by_reference: dict) -> dict:
-    """Predictions of every reference's rows, each distinct structure predicted once."""
+    """Predictions of every reference's rows, each distinct structure predicted once per
+    label boundary: a row is compared with the model's prediction under the boundary its
+    reference engine used (:func:`hipqeq.data.label_pbc`; a slab labelled by tblite as a
+    3D-periodic cell is predicted as one), so both sides hold the same electrostatics."""
     structures = {}
     for rows in rows_by_reference.values():
         for row in rows:
-            structures.setdefault(row["structure_id"], row)
+            structures.setdefault(_prediction_key(row), row)
     atoms_list = []
     for row in structures.values():
         atoms = atoms_from_record(row)
         atoms.calc = None  # the predictor must not see the reference labels
         atoms_list.append(atoms)
     logger.info("predicting %d structures with %s", len(atoms_list), ", ".join(map(str, model_dirs)))
-    predicted = predictor(list(model_dirs), atoms_list) if atoms_list else []
-    by_id = dict(zip(structures, predicted))
-    return {ref: [by_id[row["structure_id"]] for row in rows] for ref, rows in rows_by_reference.items()}
+    charge_pbc = [label_pbc(row) for row in structures.values()]
+    predicted = predictor(list(model_dirs), atoms_list, charge_pbc) if atoms_list else []
+    by_key = dict(zip(structures, predicted))
+    return {ref: [by_key[_prediction_key(row)] for row in rows] for ref, rows in rows_by_reference.items()}
 
 
 def _reference_pairs(reference: str, rows: list[dict], predictions: list[dict], report: dict,

@@ -25,14 +25,22 @@ NETWORK = {"n_features": 8, "n_sensitivities": 6, "n_interaction_layers": 1, "n_
            "cutoff_A": 4.0, "lower_cutoff_A": 1.0}
 
 
-def make_potential(seed: int = 0, dtype=torch.float64) -> Potential:
+def make_potential(seed: int = 0, dtype=torch.float64, tolerance: float = 1e-8) -> Potential:
+    """A 4G potential with random weights: the electronegativity head scaled up so that
+    charges are far from zero, and the charge column of the charge-aware short range's
+    input weighted up so that dE_short/dq matters as much as the geometry."""
     torch.manual_seed(seed)
     hp = network_hyperparameters(NETWORK, [29, 79])
-    charges = ChargeModel(charge_hyperparameters(hp, 1e-8))
+    charges = ChargeModel(charge_hyperparameters(hp, tolerance))
+    short_range = ShortRangeModel({**hp, "charge_features": True})
     with torch.no_grad():
         for layer in charges.electronegativity.layers:
             layer.weight.mul_(20.0)
-    return Potential(ShortRangeModel(hp), charges).to(dtype).eval()
+        first = short_range.network.blocks[0][0]
+        for parameter in first.parameters():
+            if parameter.dim() == 2 and parameter.shape[-1] == len(hp["species"]) + 1:
+                parameter[:, -1].mul_(20.0)
+    return Potential(short_range, charges).to(dtype).eval()
 
 
 def cell_atoms(pbc=True, seed: int = 1):
@@ -54,31 +62,91 @@ def potential():
     return make_potential()
 
 
-def finite_difference_forces(potential, atoms, step=1e-4):
+def finite_difference_forces(potential, atoms, step=1e-3, atom_indices=None, **options):
+    """Central differences of the energy for ``atom_indices`` (default all); other rows 0."""
     forces = np.zeros((len(atoms), 3))
-    for i in range(len(atoms)):
+    for i in range(len(atoms)) if atom_indices is None else atom_indices:
         for k in range(3):
             energies = []
             for sign in (1, -1):
                 moved = atoms.copy()
                 moved.positions[i, k] += sign * step
-                energies.append(evaluate(potential, moved)["energy"])
+                energies.append(evaluate(potential, moved, **options)["energy"])
             forces[i, k] = -(energies[0] - energies[1]) / (2 * step)
     return forces
 
 
+@pytest.fixture(scope="module")
+def tight_potential():
+    """The iterative solve converged far below the finite-difference resolution (an
+    unconverged solve shows up as force noise of about tolerance / step). The periodic
+    sums need no such accuracy: forces are exact derivatives of the sums as computed."""
+    potential = make_potential()
+    potential.charges.qeq.solve_tolerance = 1e-13
+    return potential
+
+
+@pytest.mark.parametrize("solver", ["dense", "iterative"])
+@pytest.mark.parametrize("total_charge", [0.0, 1.0])
 @pytest.mark.parametrize("pbc", [(True, True, True), (True, True, False)], ids=["periodic", "slab"])
-def test_forces_are_minus_the_energy_gradient(potential, pbc):
+def test_forces_are_minus_the_energy_gradient(tight_potential, pbc, total_charge, solver):
+    """Forces of the charge-aware 4G energy, including dE_short/dq . dq*/dR through the
+    dense solve (autograd) or the iterative one (adjoint solve), match central differences
+    of the float64 energy to 1e-6 eV/A, neutral and charged."""
     atoms = cell_atoms(pbc)
-    result = evaluate(potential, atoms)
+    atoms.info["total_charge"] = total_charge
+    result = evaluate(tight_potential, atoms, qeq_solver=solver)
     assert np.ptp(result["charges"]) > 0.05  # the electrostatic term is not negligible
-    np.testing.assert_allclose(result["forces"], finite_difference_forces(potential, atoms), atol=1e-4)
+    assert np.abs(result["forces"]).max() > 0.1
+    checked = [0, 1, 4]  # Cu, Au, Cu: both species, every component
+    expected = finite_difference_forces(tight_potential, atoms, atom_indices=checked, qeq_solver=solver)
+    np.testing.assert_allclose(result["forces"][checked], expected[checked], atol=1e-6)
 
 
-@pytest.mark.parametrize("pbc", [(True, True, True), (True, True, False)], ids=["periodic", "slab"])
-def test_stress_is_the_strain_derivative_over_volume(potential, pbc):
-    atoms = cell_atoms(pbc)
-    stress = evaluate(potential, atoms, want_stress=True)["stress"]
+def test_charge_response_is_part_of_the_forces(tight_potential):
+    """The forces differ from those with the charges held fixed in the short range: the
+    path through dq*/dR that the finite-difference test checks is not negligible."""
+    atoms = cell_atoms(True)
+    full = evaluate(tight_potential, atoms)["forces"]
+    frozen = Potential(tight_potential.short_range, tight_potential.charges)
+    frozen_charges = torch.as_tensor(evaluate(tight_potential, atoms)["charges"])
+    original = frozen.short_range.forward
+
+    def fixed_charges(*args, charges=None):
+        return original(*args, charges=frozen_charges)
+
+    frozen.short_range.forward = fixed_charges
+    try:
+        without_response = evaluate(frozen, atoms)["forces"]
+    finally:
+        frozen.short_range.forward = original
+    assert np.abs(full - without_response).max() > 1e-3
+
+
+def test_short_range_tells_a_charged_cell_from_a_neutral_one(potential):
+    """Same geometry, total charge 0 and +1: the charge-aware short-range energy differs
+    (a charge-blind one could not)."""
+    atoms = cell_atoms((True, True, False))
+    neutral = evaluate(potential, atoms)["energy_short"]
+    atoms.info["total_charge"] = 1.0
+    charged = evaluate(potential, atoms)["energy_short"]
+    assert abs(charged - neutral) > 1e-3
+
+
+@pytest.mark.parametrize("solver", ["dense", "iterative"])
+@pytest.mark.parametrize("total_charge", [0.0, 1.0])
+def test_stress_is_the_strain_derivative_over_volume(tight_potential, total_charge, solver):
+    atoms = cell_atoms(True)
+    atoms.info["total_charge"] = total_charge
+    _check_stress(tight_potential, atoms, solver)
+
+
+def test_slab_stress_is_the_strain_derivative_over_volume(potential):
+    _check_stress(potential, cell_atoms((True, True, False)), "dense")
+
+
+def _check_stress(potential, atoms, solver):
+    stress = evaluate(potential, atoms, want_stress=True, qeq_solver=solver)["stress"]
     step = 1e-5
     voigt = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
     expected = np.zeros(6)
@@ -90,7 +158,7 @@ def test_stress_is_the_strain_derivative_over_volume(potential, pbc):
             deformed = atoms.copy()
             deformed.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=False)
             deformed.positions = atoms.positions @ (np.eye(3) + strain)
-            energies.append(evaluate(potential, deformed)["energy"])
+            energies.append(evaluate(potential, deformed, qeq_solver=solver)["energy"])
         expected[n] = (energies[0] - energies[1]) / (2 * step) / atoms.get_volume()
     np.testing.assert_allclose(stress, expected, atol=1e-6)
 
@@ -154,30 +222,72 @@ def test_saved_and_reloaded_potential_gives_identical_outputs(tmp_path):
         np.testing.assert_array_equal(after[key], before[key])
 
 
-def test_training_graph_matches_the_deployed_model():
+@pytest.mark.parametrize("charge_aware", [False, True], ids=["baseline", "4g"])
+def test_training_graph_matches_the_deployed_model(charge_aware):
     """The padded hippynn graph (periodic pair finder on the pair cell) and the deployed
     module (external neighbour list) give the same short-range energy and forces, for a
-    cell shorter than twice the cutoff, a slab and an open cluster."""
+    cell shorter than twice the cutoff, a charged slab labelled as a 3D-periodic cell (as
+    tblite computes it) and an open cluster. The charge-aware graph solves the QEq under
+    each label's boundary and its forces include the charges' response, as the deployed
+    potential does when given that boundary."""
     from hippynn.graphs import Predictor
 
-    from hipqeq.data import table_from_records, record_from_atoms
+    from hipqeq.data import label_pbc, record_from_atoms, table_from_records
     from hipqeq.models.graphs import short_range_graph
     from hipqeq.training.data import training_arrays
 
     potential = make_potential(seed=7)
     frames = [cell_atoms(True), cell_atoms((True, True, False)), cell_atoms((False, False, False))]
-    arrays = training_arrays(table_from_records([record_from_atoms(a) for a in frames]),
-                             NETWORK["cutoff_A"], dtype=np.float64)
-    graph = short_range_graph(potential.short_range)
-    predictor = Predictor([graph.inputs.species, graph.inputs.positions, graph.inputs.pair_cell],
-                          [graph.energy, graph.forces])
-    out = predictor(Z=torch.as_tensor(arrays["Z"]), R=torch.as_tensor(arrays["R"]),
-                    pair_cell=torch.as_tensor(arrays["pair_cell"]))
-    short_only = Potential(potential.short_range)
-    for k, atoms in enumerate(frames):
-        deployed = evaluate(short_only, atoms)
-        assert float(out[graph.energy][k, 0]) == pytest.approx(deployed["energy"], abs=1e-9)
-        np.testing.assert_allclose(out[graph.forces][k].numpy(), deployed["forces"], atol=1e-9)
+    frames[1].info.update(total_charge=1.0, label_boundary="periodic")
+    records = [record_from_atoms(a) for a in frames]
+    arrays = training_arrays(table_from_records(records), NETWORK["cutoff_A"], dtype=np.float64)
+    names = ["Z", "R", "pair_cell"]
+    if charge_aware:
+        graph = short_range_graph(potential.short_range, potential.charges)
+        nodes = [graph.inputs.species, graph.inputs.positions, graph.inputs.pair_cell, graph.charges.cell,
+                 graph.charges.total_charge, graph.charges.pbc]
+        names += ["cell", "Qtot", "label_pbc"]
+        deployed_potential = potential
+    else:
+        blind = ShortRangeModel({**potential.short_range.hyperparameters, "charge_features": False}).double()
+        graph = short_range_graph(blind)
+        nodes = [graph.inputs.species, graph.inputs.positions, graph.inputs.pair_cell]
+        deployed_potential = Potential(blind)
+    out = Predictor(nodes, [graph.energy, graph.forces])(**{n: torch.as_tensor(arrays[n]) for n in names})
+    for k, (atoms, record) in enumerate(zip(frames, records)):
+        deployed = evaluate(deployed_potential, atoms, charge_pbc=label_pbc(record))
+        expected = deployed.get("energy_short", deployed["energy"])
+        assert float(out[graph.energy][k, 0]) == pytest.approx(expected, abs=1e-9)
+        if not charge_aware:
+            np.testing.assert_allclose(out[graph.forces][k].numpy(), deployed["forces"], atol=1e-9)
+    if charge_aware:
+        # The deployed forces hold the electrostatic part too: compare E_short's alone.
+        short_forces = _short_range_forces(potential, frames[1], label_pbc(records[1]))
+        np.testing.assert_allclose(out[graph.forces][1, :len(frames[1])].numpy(), short_forces, atol=1e-9)
+        physical = evaluate(potential, frames[1])["energy_short"]
+        assert abs(physical - float(out[graph.energy][1, 0])) > 1e-6  # the boundary matters
+
+
+def _short_range_forces(potential, atoms, charge_pbc):
+    """-dE_short/dR (through the charges too) of the deployed potential."""
+    short_only = Potential(potential.short_range, potential.charges)
+    short_only.charges = _NoElectrostatics(potential.charges)
+    return evaluate(short_only, atoms, charge_pbc=charge_pbc)["forces"]
+
+
+class _NoElectrostatics(torch.nn.Module):
+    """A charge model whose E_elec is zeroed (its charges unchanged), to isolate E_short."""
+
+    def __init__(self, charges):
+        super().__init__()
+        self.inner = charges
+        self.qeq = charges.qeq
+        self.cutoff_A = charges.cutoff_A
+        self.hyperparameters = charges.hyperparameters
+
+    def forward(self, *args, **kwargs):
+        charges, energy_elec, dipole = self.inner(*args, **kwargs)
+        return charges, 0.0 * energy_elec, dipole
 
 
 def test_charge_training_graph_matches_the_deployed_charge_model():
@@ -198,7 +308,7 @@ def test_charge_training_graph_matches_the_deployed_charge_model():
     arrays = training_arrays(table_from_records([record_from_atoms(a) for a in frames]),
                              NETWORK["cutoff_A"], dtype=np.float64)
     graph = charge_graph(potential.charges)
-    names = ("Z", "R", "pair_cell", "cell", "Qtot", "pbc")
+    names = ("Z", "R", "pair_cell", "cell", "Qtot", "label_pbc")
     predictor = Predictor([graph.inputs.species, graph.inputs.positions, graph.inputs.pair_cell,
                            graph.cell, graph.total_charge, graph.pbc], [graph.qeq.charges, graph.qeq.mol_energies])
     out = predictor(**{name: torch.as_tensor(arrays[name]) for name in names})

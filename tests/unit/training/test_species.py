@@ -76,7 +76,9 @@ def test_untrained_elements_keep_their_initial_qeq_parameters(rare_charge_model,
     """Ag and Pt never reach the loss, so their hardness and width stay at the initial
     values (Adam leaves a parameter with zero gradient where it is); Cu's move."""
     model = load_model(rare_charge_model, kind="charges")
-    initial = QEq(model.qeq.species_set).to(getattr(torch, toy_config["training"]["dtype"]))
+    hyper = model.hyperparameters
+    initial = QEq(model.qeq.species_set, hardness=hyper["hardness_eV"], sigma=hyper["sigma_A"])
+    initial = initial.to(getattr(torch, toy_config["training"]["dtype"]))
     untrained = [model.qeq.species_set.index(z) for z in (AG, PT)]
     for name in ("raw_hardness", "raw_sigma"):
         trained, start = getattr(model.qeq, name).detach(), getattr(initial, name).detach()

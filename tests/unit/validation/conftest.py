@@ -93,16 +93,19 @@ def splits():
 class FixturePotential:
     """A "model" that knows the xTB labels and adds fixed errors to them.
 
-    Called like ``hipqeq.calculator.predict(model_dirs, atoms_list)``: the directory
-    name says which model it is (``baseline`` in it: the baseline, else the 4G model).
+    Called like ``hipqeq.calculator.predict(model_dirs, atoms_list, charge_pbc=...)``:
+    the directory name says which model it is (``baseline`` in it: the baseline, else the
+    4G model). ``charge_pbc`` is recorded per call.
     """
 
     def __init__(self, xtb_path):
         self.labels = {r["structure_id"]: r for r in read_records(xtb_path) if r["status"] == "ok"}
         self.calls = []
 
-    def __call__(self, model_dirs, atoms_list, device="auto"):
+    def __call__(self, model_dirs, atoms_list, charge_pbc):
+        assert len(charge_pbc) == len(atoms_list)
         self.calls.append(([str(d) for d in model_dirs], len(atoms_list)))
+        self.charge_pbc = [tuple(pbc) for pbc in charge_pbc]
         errors = ERRORS_BASELINE if "baseline" in str(model_dirs[0]) else ERRORS_4G
         out = []
         for atoms in atoms_list:
