@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from hippynn.graphs import IdxType, inputs, networks, physics, targets
 from hippynn.graphs.indextypes import index_type_coercion
 from hippynn.graphs.nodes.base import AutoNoKw, SingleNode
-from hippynn.graphs.nodes.indexers import acquire_encoding_padding
+from hippynn.graphs.nodes.indexers import AtomReIndexer, acquire_encoding_padding
 from hippynn.graphs.nodes.pairs import PeriodicPairIndexer
 
 from hipqeq.models.charges import ChargeModel
@@ -67,54 +68,90 @@ class ChargeFeaturesNode(AutoNoKw, SingleNode):
         super().__init__(name, (one_hot, charges), module=self.auto_module() if module == "auto" else module)
 
 
+class ChargeAwareForces(torch.nn.Module):
+    r"""Forces of an energy that reads geometry and charges, with the charges' response
+    given as a fixed Jacobian (eV/A, padded (n_sys, n_max, 3)):
+
+    .. math::
+
+        \mathbf F_i = -\frac{\partial E}{\partial \mathbf r_i}\Big|_q
+                      - \sum_j \frac{\partial E}{\partial q_j}\,
+                        \frac{\partial q^*_j}{\partial \mathbf r_i}
+    """
+
+    def forward(self, energy, positions, charges, jacobian):
+        de_dr, de_dq = torch.autograd.grad(energy.sum(), [positions, charges], create_graph=True)
+        return -(de_dr + torch.einsum("sj,sjia->sia", de_dq[..., 0], jacobian))
+
+
+class ChargeAwareForcesNode(AutoNoKw, SingleNode):
+    """hippynn node of :class:`ChargeAwareForces`: parents (energy, positions, charges,
+    charge Jacobian), the last three padded per system."""
+
+    _input_names = "energy", "positions", "charges", "jacobian"
+    _auto_module_class = ChargeAwareForces
+
+    def __init__(self, name: str, parents, module="auto"):
+        energy, positions, charges, jacobian = parents
+        positions.requires_grad = True
+        charges.requires_grad = True
+        self._index_state = positions._index_state
+        super().__init__(name, (energy.main_output, positions, charges, jacobian),
+                         module=self.auto_module() if module == "auto" else module)
+
+
 @dataclass
 class EnergyGraph:
     """Nodes of an energy model: total energy ``T`` (eV), energy per atom
-    ``T_per_atom`` (eV/atom) and forces ``F`` (eV/A) with their database names, and for a
-    charge-aware short range the frozen charge model's graph it reads."""
+    ``T_per_atom`` (eV/atom) and forces ``F`` (eV/A) with their database names; for a
+    charge-aware short range also its inputs ``q_model`` (the frozen charge model's
+    charges, e) and ``dq_dR`` (their Jacobian, e/A; see
+    :func:`hipqeq.models.potential.charge_response`)."""
 
     inputs: GraphInputs
     energy: object
     energy_per_atom: physics.PerAtom
-    forces: physics.GradientNode
+    forces: object
     henergy: targets.HEnergyNode
-    charges: "ChargeGraph | None" = None
+    charges: inputs.InputNode | None = None
+    charge_jacobian: inputs.InputNode | None = None
 
 
-def _charge_aware_network(model: ShortRangeModel, charge: "ChargeGraph") -> networks.Hipnn:
-    """The short-range HIP-NN node on one-hot species plus the charge graph's charges,
-    with its own periodic pair finder (cutoff of the short-range model)."""
-    graph_in = charge.inputs
-    encoder, padding = acquire_encoding_padding(graph_in.species, species_set=species_set(model.hyperparameters),
-                                                purpose="charge-aware short range")
-    features = ChargeFeaturesNode("short_range_inputs", (padding.indexed_features, charge.qeq.charges))
-    pairs = PeriodicPairIndexer("PairIndexer_short", (graph_in.positions, encoder, padding, graph_in.pair_cell),
-                                dist_hard_max=model.cutoff_A)
-    return networks.Hipnn("HIPNN_short", (features, pairs), module=model.network)
+def short_range_graph(model: ShortRangeModel) -> EnergyGraph:
+    """The training graph of a short-range (or baseline) model.
 
-
-def short_range_graph(model: ShortRangeModel, charge_model: ChargeModel | None = None) -> EnergyGraph:
-    """The training graph of a short-range (or baseline) model. A charge-aware model
-    reads the charges of ``charge_model`` (frozen by the caller), whose QEq node sits in
-    the same graph, so the forces include the charges' response to the geometry."""
-    if model.charge_features != (charge_model is not None):
-        raise ValueError("a charge-aware short-range graph needs its charge model, a charge-blind one takes none")
-    charge = None
-    if charge_model is None:
-        graph_in = graph_inputs()
-        network = network_node("HIPNN_short", graph_in, model.network)
+    A charge-aware model reads the frozen charge model's charges (``q_model``) as input
+    features and its forces take their response to the geometry through the Jacobian
+    ``dq_dR``, both computed once per structure by
+    :func:`hipqeq.models.potential.charge_response`: exactly the deployed potential's
+    forces (autograd through the solve), without a QEq solve and its second derivatives
+    in every training step.
+    """
+    graph_in = graph_inputs()
+    charges = jacobian = None
+    if model.charge_features:
+        charges = inputs.InputNode(db_name="q_model", index_state=IdxType.MolAtom)
+        jacobian = inputs.InputNode(db_name="dq_dR", index_state=IdxType.Molecules)
+        encoder, padding = acquire_encoding_padding(graph_in.species, species_set=species_set(model.hyperparameters),
+                                                    purpose="charge-aware short range")
+        atom_charges = AtomReIndexer("q_model[atoms]", (charges, padding))
+        features = ChargeFeaturesNode("short_range_inputs", (padding.indexed_features, atom_charges))
+        pairs = PeriodicPairIndexer("PairIndexer", (graph_in.positions, encoder, padding, graph_in.pair_cell),
+                                    dist_hard_max=model.cutoff_A)
+        network = networks.Hipnn("HIPNN_short", (features, pairs), module=model.network)
     else:
-        charge = charge_graph(charge_model)
-        graph_in = charge.inputs
-        network = _charge_aware_network(model, charge)
+        network = network_node("HIPNN_short", graph_in, model.network)
     henergy = targets.HEnergyNode("E_short", network, module=model.energy)
     energy = henergy.mol_energy
     energy.db_name = "T"
     per_atom = physics.PerAtom("E_short/atom", (energy, graph_in.species))
     per_atom.db_name = "T_per_atom"
-    forces = physics.GradientNode("F_short", (energy, graph_in.positions), sign=-1)
+    if model.charge_features:
+        forces = ChargeAwareForcesNode("F_short", (energy, graph_in.positions, charges, jacobian))
+    else:
+        forces = physics.GradientNode("F_short", (energy, graph_in.positions), sign=-1)
     forces.db_name = "F"
-    return EnergyGraph(graph_in, energy, per_atom, forces, henergy, charge)
+    return EnergyGraph(graph_in, energy, per_atom, forces, henergy, charges, jacobian)
 
 
 @dataclass

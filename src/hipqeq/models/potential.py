@@ -154,6 +154,64 @@ class Potential(torch.nn.Module):
         return out
 
 
+def _system_tensors(potential: Potential, atoms, charge_pbc=None) -> dict:
+    """The tensors :meth:`Potential.forward` takes for one ``ase.Atoms`` (device and dtype
+    of the potential's parameters; see :func:`evaluate`)."""
+    import numpy as np
+
+    from hipqeq.errors import HipqeqError
+    from hipqeq.qeq import boundary_from_pbc, neighbor_pairs
+
+    parameter = next(p for p in potential.parameters() if p.is_floating_point())
+    device, dtype = parameter.device, parameter.dtype
+    unknown = sorted(set(atoms.numbers.tolist()) - set(potential.species))
+    if unknown:
+        raise HipqeqError(f"elements with atomic numbers {unknown} are unknown to the model "
+                          f"(it knows {potential.species})")
+    boundary = boundary_from_pbc(atoms.pbc)
+    cell = np.array(atoms.cell.array, dtype=float)
+    full_rank = abs(np.linalg.det(cell)) > 1e-9
+    if not full_rank:
+        if boundary != "open":
+            raise HipqeqError(f"a {boundary} system needs three cell vectors spanning space")
+        cell = np.eye(3)  # open systems: any full-rank cell; no images are used
+    first, second, shifts = neighbor_pairs(atoms.positions, cell, atoms.pbc, potential.cutoff_A)
+    as_float = lambda a: torch.as_tensor(np.asarray(a, dtype=float), dtype=dtype, device=device)  # noqa: E731
+    return {"species": torch.as_tensor(atoms.numbers, dtype=torch.long, device=device),
+            "positions": as_float(atoms.positions), "cell": as_float(cell),
+            "pbc": torch.as_tensor(np.asarray(atoms.pbc if charge_pbc is None else charge_pbc, dtype=bool),
+                                   device=device),
+            "total_charge": as_float(atoms.info.get("total_charge", 0.0)),
+            "pair_first": first.to(device), "pair_second": second.to(device), "shifts": shifts.to(device),
+            "full_rank": full_rank, "as_float": as_float}
+
+
+def charge_response(charge_model: ChargeModel, atoms, charge_pbc=None) -> tuple:
+    r"""Charges :math:`q^*` (n,) e and their Jacobian :math:`\partial q^*_j / \partial
+    \mathbf r_i`, (n, n, 3) in e/Angstrom indexed [j, i, xyz], of a charge model for one
+    structure (boundary of the solve: ``charge_pbc`` or ``atoms.pbc``; dense solve).
+
+    The charge-aware short-range stage trains on these: with the charge model frozen, its
+    forces :math:`-\partial E_\mathrm{short}/\partial \mathbf r|_q -
+    \sum_j \partial E_\mathrm{short}/\partial q_j \, \partial q^*_j/\partial \mathbf r`
+    need only this fixed Jacobian, not a QEq solve and its second derivatives per batch.
+    Cost: one backward pass per atom, once per structure.
+    """
+    inputs = _system_tensors(Potential(None, charge_model), atoms, charge_pbc)
+
+    def charges_of(positions):
+        charges, _, _ = charge_model(inputs["species"], positions, inputs["cell"], inputs["pbc"],
+                                     inputs["total_charge"], inputs["pair_first"], inputs["pair_second"],
+                                     inputs["shifts"], solver="dense")
+        return charges
+
+    positions = inputs["positions"]
+    with torch.no_grad():
+        charges = charges_of(positions)
+    jacobian = torch.autograd.functional.jacobian(charges_of, positions)
+    return charges.cpu().numpy().astype(float), jacobian.cpu().numpy().astype(float)
+
+
 def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver: str = "auto",
              initial_charges=None, charge_pbc=None) -> dict:
     """Run ``potential`` on one ``ase.Atoms`` (total charge from ``atoms.info``, boundary
@@ -176,31 +234,12 @@ def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver:
     """
     import numpy as np
 
-    from hipqeq.errors import HipqeqError
-    from hipqeq.qeq import boundary_from_pbc, neighbor_pairs
-
-    parameter = next(p for p in potential.parameters() if p.is_floating_point())
-    device, dtype = parameter.device, parameter.dtype
-    unknown = sorted(set(atoms.numbers.tolist()) - set(potential.species))
-    if unknown:
-        raise HipqeqError(f"elements with atomic numbers {unknown} are unknown to the model "
-                          f"(it knows {potential.species})")
-    boundary = boundary_from_pbc(atoms.pbc)
-    cell = np.array(atoms.cell.array, dtype=float)
-    full_rank = abs(np.linalg.det(cell)) > 1e-9
-    if not full_rank:
-        if boundary != "open":
-            raise HipqeqError(f"a {boundary} system needs three cell vectors spanning space")
-        cell = np.eye(3)  # open systems: any full-rank cell; no images are used
-    first, second, shifts = neighbor_pairs(atoms.positions, cell, atoms.pbc, potential.cutoff_A)
-    as_float = lambda a: torch.as_tensor(np.asarray(a, dtype=float), dtype=dtype, device=device)  # noqa: E731
+    inputs = _system_tensors(potential, atoms, charge_pbc)
+    as_float = inputs["as_float"]
     out = potential(
-        torch.as_tensor(atoms.numbers, dtype=torch.long, device=device),
-        as_float(atoms.positions), as_float(cell),
-        torch.as_tensor(np.asarray(atoms.pbc if charge_pbc is None else charge_pbc, dtype=bool), device=device),
-        as_float(atoms.info.get("total_charge", 0.0)),
-        first.to(device), second.to(device), shifts.to(device),
-        want_stress=bool(want_stress and full_rank), qeq_solver=qeq_solver,
+        inputs["species"], inputs["positions"], inputs["cell"], inputs["pbc"], inputs["total_charge"],
+        inputs["pair_first"], inputs["pair_second"], inputs["shifts"],
+        want_stress=bool(want_stress and inputs["full_rank"]), qeq_solver=qeq_solver,
         initial_charges=None if initial_charges is None else as_float(initial_charges))
     products = out.pop("qeq_matvec_products", None)
     result = {key: value.cpu().numpy().astype(float) for key, value in out.items()}

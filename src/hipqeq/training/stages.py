@@ -3,10 +3,13 @@
 - ``charges``: HIP-NN electronegativities + QEq fitted to reference charges (loss on
   per-atom charges, optionally on dipoles).
 - ``short-range``: the 4G scheme's second stage. The frozen charge model's
-  :math:`E_\\mathrm{elec}(q^*)` and its forces are subtracted from the xTB labels and a
-  short-range HIP-NN is fitted to the rest; the output directory holds the charge model
-  too, so it is the complete potential.
-- ``baseline``: the same short-range HIP-NN fitted to the full xTB labels.
+  :math:`E_\\mathrm{elec}(q^*)` and its forces, under the boundary each label was computed
+  with (``label_boundary``), are subtracted from the xTB labels and a charge-aware
+  short-range HIP-NN (the charges :math:`q^*` among its inputs) is fitted to the rest;
+  its forces take the charges' response through their Jacobian, computed once per
+  structure. The output directory holds the charge model too, so it is the complete
+  potential.
+- ``baseline``: a charge-blind short-range HIP-NN fitted to the full xTB labels.
 
 Energy models start from per-species energy references fitted by least squares on the
 training rows (hippynn's ``hierarchical_energy_initialization``), kept fixed. Losses:
@@ -64,7 +67,7 @@ from hipqeq.errors import HipqeqError
 from hipqeq.models.charges import ChargeModel, charge_hyperparameters
 from hipqeq.models.graphs import charge_graph, short_range_graph
 from hipqeq.models.network import network_hyperparameters
-from hipqeq.models.potential import Potential, evaluate, resolve_device
+from hipqeq.models.potential import Potential, charge_response, evaluate, resolve_device
 from hipqeq.models.short_range import ShortRangeModel
 from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, read_metadata, save_model
 from hipqeq.seeds import derive_seed
@@ -171,6 +174,23 @@ def _subtract_electrostatics(table, arrays: dict, charge_model_dir: Path) -> Non
     arrays["T_per_atom"] = arrays["T"] / arrays["n_atoms"][:, None]
 
 
+def _add_charge_response(table, arrays: dict, charge_model_dir: Path) -> None:
+    """Inputs of a charge-aware short range: the frozen charge model's charges
+    ``q_model`` (n_sys, n_max, 1) e and their Jacobian ``dq_dR`` (n_sys, n_max, n_max, 3)
+    e/A (:func:`hipqeq.models.potential.charge_response`), under each label's boundary, as
+    the subtracted E_elec."""
+    model = load_model(charge_model_dir, kind="charges")
+    n_sys, n_max = arrays["Z"].shape
+    arrays["q_model"] = np.zeros((n_sys, n_max, 1))
+    arrays["dq_dR"] = np.zeros((n_sys, n_max, n_max, 3))
+    records = table.to_pylist()
+    for k, record in enumerate(tqdm(records, desc="charge response of the charge model", unit="frame", leave=False)):
+        charges, jacobian = charge_response(model, atoms_from_record(record), label_pbc(record))
+        n = len(charges)
+        arrays["q_model"][k, :n, 0] = charges
+        arrays["dq_dR"][k, :n, :n] = jacobian
+
+
 def _write_curves(history: list[dict], model_dir: Path, title: str) -> None:
     with open(model_dir / "training_curves.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(history[0]))
@@ -236,13 +256,12 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
         arrays["D"] = np.einsum("sa,sax->sx", arrays["q"][..., 0], arrays["R"])
         train_loss, metrics = _charge_losses(model, fit_settings["dipole_weight"])
     else:
-        frozen_charges = None
         if stage == "short-range":
             _subtract_electrostatics(table, arrays, Path(charge_model))
+            _add_charge_response(table, arrays, Path(charge_model))
             network_hp["charge_features"] = True
-            frozen_charges = load_model(charge_model, kind="charges").to(dtype).requires_grad_(False)
         model = ShortRangeModel(network_hp).to(dtype)
-        graph = short_range_graph(model, frozen_charges)
+        graph = short_range_graph(model)
         train_loss, metrics = _energy_losses(graph, fit_settings["force_weight"])
 
         def before_training(database):

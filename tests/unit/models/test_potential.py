@@ -17,7 +17,7 @@ from ase.build import bulk
 import hipqeq.models  # noqa: F401
 from hipqeq.models.charges import ChargeModel, charge_hyperparameters
 from hipqeq.models.network import network_hyperparameters
-from hipqeq.models.potential import Potential, evaluate
+from hipqeq.models.potential import Potential, charge_response, evaluate
 from hipqeq.models.short_range import ShortRangeModel
 from hipqeq.models.store import CHARGE_MODEL_DIR, load_potential, save_model
 
@@ -228,8 +228,9 @@ def test_training_graph_matches_the_deployed_model(charge_aware):
     module (external neighbour list) give the same short-range energy and forces, for a
     cell shorter than twice the cutoff, a charged slab labelled as a 3D-periodic cell (as
     tblite computes it) and an open cluster. The charge-aware graph solves the QEq under
-    each label's boundary and its forces include the charges' response, as the deployed
-    potential does when given that boundary."""
+    each label's boundary and its forces include the charges' response (through their
+    Jacobian, fixed per structure), as the deployed potential's autograd through the
+    solve does when given that boundary."""
     from hippynn.graphs import Predictor
 
     from hipqeq.data import label_pbc, record_from_atoms, table_from_records
@@ -243,10 +244,17 @@ def test_training_graph_matches_the_deployed_model(charge_aware):
     arrays = training_arrays(table_from_records(records), NETWORK["cutoff_A"], dtype=np.float64)
     names = ["Z", "R", "pair_cell"]
     if charge_aware:
-        graph = short_range_graph(potential.short_range, potential.charges)
-        nodes = [graph.inputs.species, graph.inputs.positions, graph.inputs.pair_cell, graph.charges.cell,
-                 graph.charges.total_charge, graph.charges.pbc]
-        names += ["cell", "Qtot", "label_pbc"]
+        graph = short_range_graph(potential.short_range)
+        nodes = [graph.inputs.species, graph.inputs.positions, graph.inputs.pair_cell, graph.charges,
+                 graph.charge_jacobian]
+        names += ["q_model", "dq_dR"]
+        n_max = arrays["Z"].shape[1]
+        arrays["q_model"] = np.zeros((len(frames), n_max, 1))
+        arrays["dq_dR"] = np.zeros((len(frames), n_max, n_max, 3))
+        for k, (atoms, record) in enumerate(zip(frames, records)):
+            charges, jacobian = charge_response(potential.charges, atoms, label_pbc(record))
+            arrays["q_model"][k, :len(atoms), 0] = charges
+            arrays["dq_dR"][k, :len(atoms), :len(atoms)] = jacobian
         deployed_potential = potential
     else:
         blind = ShortRangeModel({**potential.short_range.hyperparameters, "charge_features": False}).double()

@@ -270,4 +270,7 @@ def test_equilibrate_rejects_bad_input():
         equilibrate(water_like(), 0.0, 5.0, -1.0)
     with pytest.raises(HipqeqError, match="solver"):
         equilibrate(water_like(), 0.0, 5.0, 1.0, solver="magic")
-    assert CHI[55] < CHI[53]  # the illustrative parameters make Cs the cation
+    with pytest.raises(HipqeqError, match="empty"):
+        equilibrate(Atoms(), 0.0, 5.0, 1.0)
+    with pytest.raises(HipqeqError, match="hardness"):
+        equilibrate(water_like(), 0.0, [5.0, np.nan, 5.0], 1.0)

@@ -132,6 +132,33 @@ def test_gradcheck_iterative_charges_implicit_gradients():
     assert torch.autograd.gradcheck(charges, inputs, atol=1e-6)
 
 
+def _iterative_energy(positions, cell, chi, hardness, sigma, total_charge):
+    """E_elec(q*) + sum q^3 (a term that makes the charges' second derivatives count)."""
+    operator = CoulombOperator(positions, sigma, cell, "periodic", tolerance=1e-8, method="ewald")
+    charges, _ = solve_iterative(operator.matvec, (positions, sigma, cell), chi, hardness,
+                                 operator.diagonal_estimate(sigma), total_charge, tolerance=1e-14)
+    return 0.5 * (charges * operator.matvec(charges, positions, sigma, cell)).sum() + (charges**3).sum()
+
+
+def _dense_energy(positions, cell, chi, hardness, sigma, total_charge):
+    matrix = coulomb_matrix(positions, sigma, cell, "periodic", 1e-8)
+    charges = solve_dense(matrix, chi, hardness, total_charge)
+    return 0.5 * charges @ matrix @ charges + (charges**3).sum()
+
+
+@pytest.mark.parametrize("total_charge", [0.0, 1.0])
+def test_iterative_hessian_equals_the_dense_one(total_charge):
+    """Second derivatives in the positions through the iterative solve (implicit
+    differentiation of the adjoint solve) equal those of autograd through the dense
+    solve; a once-differentiable backward would give a different Hessian silently."""
+    positions, cell, chi, hardness, sigma = _system(rattle=0.2)
+    args = (cell, chi, hardness, sigma, total_charge)
+    dense = torch.autograd.functional.hessian(lambda p: _dense_energy(p, *args), positions)
+    iterative = torch.autograd.functional.hessian(lambda p: _iterative_energy(p, *args), positions)
+    assert dense.abs().max() > 1e-3
+    torch.testing.assert_close(iterative, dense, rtol=1e-7, atol=1e-9)
+
+
 def _energies(positions, cell, chi, hardness, sigma, boundary="periodic"):
     matrix = coulomb_matrix(positions, sigma, cell, boundary, 1e-12)
     charges = solve_dense(matrix, chi, hardness)
