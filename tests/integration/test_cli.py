@@ -74,3 +74,30 @@ def test_split_covers_every_dataset_given(tmp_path, frames):
     parents = [f.info["parent_id"] for f in frames]
     for member in (0, 1):
         assert set(assign_splits(parents, splits, member)) == {"train", "valid", "test"}
+
+
+MD_BASE = ["md", "--config", "c.yaml", "--model", "m", "--structures", "s.parquet", "--name", "x",
+           "--output", "o.json", "--trajectory", "o.traj"]
+
+
+@pytest.mark.parametrize("argv, option", [
+    (MD_BASE + ["--steps", "-5"], "--steps"),
+    (MD_BASE + ["--steps", "0"], "--steps"),
+    (MD_BASE + ["--temperature-K", "-300"], "--temperature-K"),
+    (MD_BASE + ["--temperature-K", "0"], "--temperature-K"),
+    (MD_BASE + ["--timestep-fs", "0"], "--timestep-fs"),
+    (MD_BASE + ["--timestep-fs", "nan"], "--timestep-fs"),
+    (MD_BASE + ["--friction-per-fs", "-0.01"], "--friction-per-fs"),
+    (["sample", "md", "--config", "c.yaml", "--structures", "s.parquet", "--name", "x", "--output", "o",
+      "--trajectory", "t", "--temperature-K", "-1"], "--temperature-K"),
+    (["sample", "md", "--config", "c.yaml", "--structures", "s.parquet", "--name", "x", "--output", "o",
+      "--trajectory", "t", "--temperature-K", "300", "--replica", "-1"], "--replica"),
+], ids=["steps-negative", "steps-zero", "T-negative", "T-zero", "dt-zero", "dt-nan", "friction-negative",
+        "sample-T-negative", "sample-replica-negative"])
+def test_out_of_range_numbers_exit_2_naming_the_option(argv, option, capsys):
+    """Range checks happen at parsing, before any file is read (the files here do not exist)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and "must be" in err
