@@ -69,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
             target[keys[-1]] = value
     if "path" not in external:
         raise ConfigError("ingest needs a reference file: give --input or a config with dft.external.path")
+    explicit = set(external.get("properties", {}))  # before the schema fills the default names
     settings = validate_section("dft", {"external": external})["external"]
-    counts = ingest(settings, args.output)
+    counts = ingest(settings, args.output, explicit)
     summary = ", ".join(f"{status} {n}" for status, n in counts.items())
     print(f"ingested {sum(counts.values())} structure(s) from {settings['path']} into {args.output}: {summary}")
     return 0
