@@ -101,3 +101,27 @@ def test_out_of_range_numbers_exit_2_naming_the_option(argv, option, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {option}" in err and "must be" in err
+
+
+def _disk_full(path):
+    """Stands in for a write that fills the disk half-way: a partial file, then ENOSPC."""
+    import errno
+    import os
+
+    Path(path).write_bytes(b"PAR1 truncated")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def test_a_full_disk_is_a_message_naming_the_file_and_leaves_nothing_behind(tmp_path, frames, capsys,
+                                                                              monkeypatch):
+    chunk = write_dataset(frames, tmp_path / "chunk.parquet")
+    monkeypatch.setattr("pyarrow.parquet.write_table", lambda table, where: _disk_full(where))
+    output = tmp_path / "out" / "gathered.parquet"
+    assert main(["gather", str(chunk), "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert str(output) in err and "No space left on device" in err and "free disk space" in err
+    assert list(output.parent.iterdir()) == []  # neither a truncated dataset nor a temporary file
+    # anything else that fills the disk (model weights, MD summaries) is a message too
+    monkeypatch.setattr("hipqeq.cli.gather.run", lambda args: _disk_full(tmp_path / "weights.pt"))
+    assert main(["gather", str(chunk), "--output", str(output)]) == 2
+    assert f"no space left writing {tmp_path / 'weights.pt'}" in capsys.readouterr().err

@@ -197,13 +197,19 @@ def _metadata(table: pa.Table) -> dict[bytes, bytes]:
 
 def write_table(table: pa.Table, path: str | os.PathLike) -> Path:
     """Write ``table`` to ``path`` atomically (a temporary file renamed into place), so a
-    killed job never leaves a truncated dataset behind."""
+    killed job or a full disk never leaves a truncated dataset behind; a failed write
+    raises :class:`DatasetError` naming the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = table.replace_schema_metadata(_metadata(table))
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk or quota, a read-only directory
+        tmp.unlink(missing_ok=True)
+        raise DatasetError(f"{path}: could not be written ({exc}); free disk space (or quota) in "
+                           f"{path.parent} or write elsewhere, then re-run") from None
     return path
 
 
