@@ -1,7 +1,8 @@
 """`hipqeq validate` as a function: datasets + models (+ MD summaries) -> metrics and figures.
 
 :func:`run_validation` reads the xTB and DFT datasets, keeps the rows to validate on
-(held-out test parents, status ok; failures counted), predicts them with every model
+(held-out test parents, status ok), counts the failed labels of every split (a warning
+when there are any), predicts them with every model
 kind through ``predictor`` (``hipqeq.calculator.predict`` in the CLI; any callable
 ``(model_dirs, atoms_list) -> list of {"energy", "forces", "charges"}`` in tests), and
 writes metrics.json, metrics.md, the parity figures and the MD stability figure under
@@ -23,6 +24,7 @@ from hipqeq.validation.md_check import md_report, md_stability_figure, read_md_s
 from hipqeq.validation.metrics import (
     QUANTITIES,
     aligned_pairs,
+    failures_by_split,
     grouped_metrics,
     paired_values,
     row_groups,
@@ -63,12 +65,26 @@ def _distinct(rows: list[dict], key: str) -> str | None:
     return ", ".join(values) or None
 
 
-def _load_reference(name: str, path: Path, splits: dict | None) -> tuple[list[dict], dict]:
-    rows, report = usable_rows(read_records(path), splits, source=f"{name} dataset {path}")
+def _load_reference(name: str, path: Path, splits: dict, all_rows: bool) -> tuple[list[dict], dict]:
+    records = read_records(path)
+    source = f"{name} dataset {path}"
+    rows, report = usable_rows(records, None if all_rows else splits, source=source)
     report = {"path": str(path), "method": _distinct(rows, "method"),
               "charge_scheme": _distinct([r for r in rows if r.get("charges") is not None], "charge_scheme"),
-              **report, "energy_alignment": None}
+              **report, "failed_by_split": failures_by_split(records, splits, source), "energy_alignment": None}
     return rows, report
+
+
+def _failure_warning(name: str, report: dict) -> str | None:
+    """A warning listing the label failures of every split, or None when there are none."""
+    failed = report["failed_by_split"]
+    total = sum(sum(counts.values()) for counts in failed.values())
+    if not total:
+        return None
+    parts = [f"{split} {sum(counts.values())}" + (f" ({', '.join(f'{s} {n}' for s, n in counts.items())})"
+                                                   if counts else "") for split, counts in failed.items()]
+    return (f"{name} dataset {report['path']}: {total} failed label(s), left out of training and validation: "
+            + ", ".join(parts))
 
 
 def _predict(predictor: Predictor, model_dirs: Sequence[Path], rows_by_reference: dict) -> dict:
@@ -156,11 +172,12 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
     if all_rows:
         warnings.append("--all-rows: validated on every ok row, training rows included: "
                         "these errors are not test errors")
-    loaded = {ref: _load_reference(ref, Path(path), None if all_rows else splits)
+    loaded = {ref: _load_reference(ref, Path(path), splits, all_rows)
               for ref, path in (("xtb", xtb_path), ("dft", dft_path))}
     rows = {ref: rows for ref, (rows, _) in loaded.items()}
     reports = {ref: report for ref, (_, report) in loaded.items()}
     warnings += [r["warning"] for r in reports.values() if r["warning"]]
+    warnings += [w for ref, r in reports.items() if (w := _failure_warning(ref, r))]
     for ref, report in reports.items():
         if not report["rows_used"]:
             warnings.append(f"{ref} dataset {report['path']}: no ok row to validate on")

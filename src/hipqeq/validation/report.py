@@ -9,7 +9,8 @@ Layout of ``metrics.json`` (:data:`METRICS_JSON_KEYS` at the top level)::
       "models": {"4g" | "baseline": {"dirs": [...], "sha256": {dir: hash}}},
       "datasets": {"xtb" | "dft": {"path", "method", "charge_scheme", "subset",
                    "rows_total", "rows_in_subset", "rows_used", "excluded": {status: n},
-                   "warning", "energy_alignment" (DFT: {model: per-element offsets})}},
+                   "warning", "failed_by_split": {"train" | "valid" | "test": {status: n}},
+                   "energy_alignment" (DFT: {model: per-element offsets})}},
       "metrics": {"xtb" | "dft": {"4g" | "baseline": {
                    "overall": block, "family": {name: block},
                    "temperature_band": {name: block}}}},

@@ -158,3 +158,14 @@ def test_cli_runs_in_process(tmp_path, monkeypatch, xtb_path, dft_path, splits, 
     assert metrics["datasets"]["xtb"]["excluded"] == {"error": 2, "scf_not_converged": 1}
     assert any("--all-rows" in w for w in metrics["warnings"])
     assert (out / "md_stability.png").exists() and metrics["md"] == []
+
+
+def test_label_failures_are_counted_per_split_and_warned_about(validated):
+    """The fixture has failed rows of both test parents and of the training parent
+    slab_strained: the training failure must be reported too."""
+    result, out = validated
+    failed = result["metrics"]["datasets"]["xtb"]["failed_by_split"]
+    assert failed == {"train": {"error": 1}, "valid": {}, "test": {"error": 1, "scf_not_converged": 1}}
+    (warning,) = [w for w in result["warnings"] if "failed label" in w]
+    assert "3 failed label(s)" in warning and "train 1 (error 1), valid 0, test 2" in warning
+    assert warning in (out / "metrics.md").read_text()
