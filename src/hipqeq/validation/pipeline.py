@@ -5,7 +5,8 @@
 when there are any), predicts them with every model
 kind through ``predictor`` (``hipqeq.calculator.predict`` in the CLI; any callable
 ``(model_dirs, atoms_list) -> list of {"energy", "forces", "charges"}`` in tests), and
-writes metrics.json, metrics.md, the parity figures and the MD stability figure under
+writes metrics.json, metrics.md, the parity figures (``parity/``, ``families/``; a figure
+without data is not drawn, and metrics.md says why) and the MD stability figure under
 the output directory (layout in :mod:`hipqeq.validation.report`).
 """
 
@@ -48,8 +49,18 @@ REFERENCES = {"xtb": "xTB", "dft": "DFT"}
 MODELS = {"4g": "4G", "baseline": "short-range baseline"}
 
 #: Figures every run writes (as .png and .pdf) in the output directory, whatever the
-#: data: the Snakefile declares them as outputs.
-OVERALL_FIGURES = tuple(f"parity_{r}_{q}" for r in REFERENCES for q in QUANTITIES) + ("md_stability",)
+#: data: the Snakefile declares them as outputs. Parity figures go to ``parity/`` and
+#: ``families/`` (declared as directories), and only where there is data to compare.
+OVERALL_FIGURES = ("md_stability",)
+
+#: Subdirectories of the output directory holding parity figures.
+PARITY_DIRS = ("parity", "families")
+
+#: Why a reference may lack a quantity, for the note on a figure that is not drawn.
+_MISSING_HINTS = {("dft", "energy"): "DFT energies and forces exist only with dft.energy_forces (PySCF) "
+                                     "or in an external set that has them",
+                  ("dft", "forces"): "DFT energies and forces exist only with dft.energy_forces (PySCF) "
+                                     "or in an external set that has them"}
 
 #: References whose energies are compared after per-element offsets: the models learn
 #: xTB energies, and DFT energies sit on another absolute reference.
@@ -131,16 +142,24 @@ def _note(report: dict, group: str | None, quantity: str, reference: str) -> str
     return " · ".join(parts)
 
 
-def _figure_jobs(reference: str, report: dict, pairs: dict, groups: dict, output_dir: Path) -> list:
-    """(stem, series, quantity, title, note) of every parity figure of one reference: the
-    overall ones always, per family / temperature band where that group has data."""
+def _figure_jobs(reference: str, report: dict, pairs: dict, groups: dict, output_dir: Path,
+                 omitted: dict[str, str]) -> list:
+    """(stem, series, quantity, title, note) of every parity figure of one reference with
+    data: overall and per family / temperature band. An overall figure without data is
+    not drawn; ``omitted`` gets its name and why."""
     title_ref = f"{REFERENCES[reference]} reference ({report['method'] or 'unknown method'})"
     jobs = []
     for quantity in QUANTITIES:
         title = f"{title_ref}: {_QUANTITY_TITLES[quantity]}"
         present = {m: p[quantity] for m, p in pairs.items() if p[quantity] is not None}
         series = [ParitySeries(MODELS[m], p.reference, p.predicted) for m, p in present.items()]
-        jobs.append((output_dir / f"parity_{reference}_{quantity}", series, quantity, title,
+        if not any(len(s.reference) for s in series):
+            hint = _MISSING_HINTS.get((reference, quantity))
+            omitted[f"parity_{reference}_{quantity}"] = (
+                f"the {report['rows_used']} {REFERENCES[reference]} row(s) validated on have no "
+                f"{_QUANTITY_TITLES[quantity]} to compare" + (f" ({hint})" if hint else ""))
+            continue
+        jobs.append((output_dir / "parity" / f"parity_{reference}_{quantity}", series, quantity, title,
                      _note(report, None, quantity, reference)))
         for kind, prefix in (("family", ""), ("temperature_band", "band_")):
             for name, mask in groups[kind].items():
@@ -161,10 +180,10 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
     ``{"metrics": metrics.json content, "warnings": [...], "summary": one-line text}``.
     """
     output_dir = Path(output_dir)
-    families_dir = output_dir / "families"
-    families_dir.mkdir(parents=True, exist_ok=True)  # a declared output even when empty
-    for stale in families_dir.glob("parity_*"):  # figures of groups no longer present
-        stale.unlink()
+    for name in PARITY_DIRS:
+        (output_dir / name).mkdir(parents=True, exist_ok=True)  # a declared output even when empty
+        for stale in (output_dir / name).glob("parity_*"):  # figures of data no longer present
+            stale.unlink()
     edges = config["validation"]["temperature_bands_K"]
     splits = read_splits(splits_path)
     summaries = read_md_summaries(md_paths)  # before the slow part: a bad file fails fast
@@ -183,14 +202,14 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
             warnings.append(f"{ref} dataset {report['path']}: no ok row to validate on")
     model_sets = {"4g": [Path(p) for p in model_dirs], "baseline": [Path(p) for p in baseline_dirs]}
     predictions = {m: _predict(predictor, dirs, rows) for m, dirs in model_sets.items() if dirs}
-    results, jobs = {}, []
+    results, jobs, omitted = {}, [], {}
     for ref in REFERENCES:
         groups = row_groups(rows[ref], edges)
         pairs = {m: _reference_pairs(ref, rows[ref], predictions[m][ref], reports[ref], m, warnings)
                  for m in predictions}
         empty = {q: None for q in QUANTITIES}
         results[ref] = {m: grouped_metrics(pairs.get(m, empty), groups) for m in MODELS}
-        jobs += _figure_jobs(ref, reports[ref], pairs, groups, output_dir)
+        jobs += _figure_jobs(ref, reports[ref], pairs, groups, output_dir, omitted)
     for stem, series, quantity, title, note in tqdm(jobs, desc="parity figures", unit="figure"):
         save_figure(parity_figure(series, quantity, title, note), stem)
     save_figure(md_stability_figure(summaries), output_dir / "md_stability")
@@ -206,6 +225,7 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
         "datasets": reports,
         "metrics": results,
         "md": md_report(summaries),
+        "figures_omitted": omitted,
         "warnings": warnings,
         "package_version": __version__,
     }
