@@ -177,3 +177,10 @@ def test_leftovers_of_a_previous_run_in_the_checkout_do_not_matter(workdir):
     assert Path.cwd() == workdir != ROOT
     assert not (workdir / "results").exists() and not (workdir / ".snakemake").exists()
     assert "Nothing to be done" not in snakemake("-n", "--configfile", "config/toy.yaml").stdout
+
+
+def test_gather_rules_pass_the_configured_failure_limit():
+    """The guard of `hipqeq gather` is wired to selection.max_failed_fraction (0.5 by default)."""
+    printed = snakemake("-n", "-p", "--configfile", "config/toy.yaml").stdout
+    gathers = [line for line in printed.splitlines() if line.startswith("Shell command: hipqeq gather")]
+    assert len(gathers) == 2 and all("--max-failed-fraction 0.5" in line for line in gathers)
