@@ -34,3 +34,9 @@ def test_speed_vs_xtb_prints_speed_ups(tmp_path):
                         "--xtb-method", "GFN1-xTB", "--output", str(tmp_path / "speed.json"), cwd=tmp_path)
     assert "speed-up" in out.lower()
     assert (tmp_path / "speed.json").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_calculator_precision_prints_the_time_ratio(tmp_path):
+    out = run_benchmark("calculator_precision.py", "--repeats", "1", cwd=tmp_path)
+    assert "float64 / float32 time ratio:" in out and "|FD - F|" in out
