@@ -55,7 +55,8 @@ def unwrap_slab(atoms: Atoms) -> Atoms:
     the same atom to a neighbour list or a slab Coulomb sum, so a slab cut in two by
     z = 0 (e.g. after ``atoms.wrap()``) would be two half-slabs far apart. The vacuum is
     the largest gap between the atoms' fractional coordinates along the third vector
-    (taken modulo 1); the atoms are placed so that the gap lies outside them.
+    (taken modulo 1); the atoms are placed so that the gap lies outside them and the
+    slab's mean fractional coordinate is in [0, 1).
     """
     if tuple(bool(p) for p in atoms.pbc) != (True, True, False) or len(atoms) < 2:
         return atoms
@@ -69,6 +70,7 @@ def unwrap_slab(atoms: Atoms) -> Atoms:
         return atoms  # already contiguous (wherever it sits)
     start = ordered[(largest + 1) % len(ordered)]
     contiguous = np.mod(wrapped - start, 1.0) + start
+    contiguous -= np.floor(contiguous.mean())  # the slab's centre inside the cell
     unwrapped = atoms.copy()
     unwrapped.positions += np.rint(contiguous - fractional)[:, None] * atoms.cell.array[2]
     return unwrapped

@@ -37,7 +37,7 @@ from hipqeq.data import atoms_from_record, atoms_id, read_records, status_counts
 from hipqeq.data.io import unpaired_electrons
 from hipqeq.data.schema import STATUS_ERROR, STATUS_OK
 from hipqeq.errors import ConfigError, DatasetError, LabellingFailed, SCFNotConverged, StructureRejected
-from hipqeq.geometry import closest_pair, total_charge_of
+from hipqeq.geometry import closest_pair, total_charge_of, unwrap_slab
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,9 @@ def read_structures(path: str | os.PathLike) -> list[dict]:
     ``atoms.info['structure_name']`` or ``<file stem>_<index>``, and ``total_charge`` from
     :func:`hipqeq.geometry.total_charge_of` (``info['total_charge']``, ``info['charge']`` or
     the initial charges; 0 when none) and ``unpaired_electrons`` from ``info`` when set (checked, see
-    :func:`hipqeq.data.io.unpaired_electrons`). Labels in the file are ignored.
+    :func:`hipqeq.data.io.unpaired_electrons`). A slab wrapped across its cell along the
+    non-periodic direction is unwrapped (:func:`hipqeq.geometry.unwrap_slab`). Labels in
+    the file are ignored.
     """
     path = Path(path)
     if not path.exists():
@@ -283,14 +285,14 @@ def external_record(atoms: Atoms, default_name: str) -> dict:
     :func:`read_structures`); ``default_name`` names it when ``atoms.info`` does not."""
     info = atoms.info
     total_charge = total_charge_of(atoms)
-    bare = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    bare = unwrap_slab(Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc))
     bare.info["total_charge"] = total_charge
     sid = atoms_id(bare)
     name = str(info.get("structure_name", default_name))
     return {"structure_id": sid, "parent_id": info.get("parent_id", sid),
             "structure_name": name, "family": "external",
             "source": "external", "temperature_K": info.get("temperature_K"), "config_hash": "",
-            "numbers": atoms.numbers, "positions": atoms.positions, "cell": atoms.cell.array,
+            "numbers": bare.numbers, "positions": bare.positions, "cell": bare.cell.array,
             "pbc": atoms.pbc, "total_charge": total_charge,
             "unpaired_electrons": unpaired_electrons(atoms.numbers, total_charge, info.get("unpaired_electrons"),
                                                      f"structure {name}")}
