@@ -8,8 +8,8 @@ unit). Charges are in e in every code we know of and are taken as they are.
 
 A property is looked up in the frame's calculator results (where ASE's extxyz and db
 readers put ``energy``, ``forces``, ``charges``), then in ``atoms.info`` (per frame),
-then in ``atoms.arrays`` (per atom). A name the user gave that is found in no frame is
-a configuration error (the message lists the names the file has), as is a file where
+then in ``atoms.arrays`` (per atom). A name the user set (other than the default) that
+is found in no frame is a configuration error (the message lists the names the file has), as is a file where
 no frame has an energy or charges; a frame with neither energy nor charges gets status
 ``error``. Total charges must be whole numbers (the file is refused otherwise, naming
 the frame). Without a total-charge property the total
@@ -78,8 +78,9 @@ def external_records(settings: dict, explicit: Collection[str] = ()) -> list[dic
     """Dataset records of the reference file described by a validated ``dft.external`` section.
 
     ``explicit`` names the properties (``energy``, ``forces``, ``charges``,
-    ``total_charge``) whose file names the user gave (config or flags): one that no frame
-    has is a :class:`ConfigError` (a misspelt name), while a missing default name only warns.
+    ``total_charge``) whose file names the user set to something other than the default
+    (config or flags): one that no frame has is a :class:`ConfigError` (a misspelt
+    name), while a missing default name only warns.
     """
     frames = read_frames(settings["path"], settings["format"])
     names = settings["properties"]

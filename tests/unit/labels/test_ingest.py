@@ -121,3 +121,14 @@ def test_a_fractional_total_charge_is_refused_naming_the_frame(tmp_path, capsys)
     ase.io.write(tmp_path / "ref.extxyz", frames)
     assert main(["ingest", "--input", str(tmp_path / "ref.extxyz"), "--output", str(tmp_path / "x.parquet")]) == 2
     assert "structure ref_1: total charge 0.5 e is not a whole number" in capsys.readouterr().err
+
+
+def test_a_misspelt_key_in_the_config_is_an_error_too(tmp_path, capsys):
+    ase.io.write(tmp_path / "ref.extxyz", _reference_frames())
+    config = tmp_path / "config.yaml"
+    config.write_text("structures: {seeds: [{name: alpha, builder: phase, phase: alpha}]}\n"
+                      "selection: {n_xtb: 2, n_dft: 2}\n"
+                      f"dft: {{source: external, external: {{path: {tmp_path / 'ref.extxyz'}, "
+                      "properties: {forces: forcez}}}\n")
+    assert main(["ingest", "--config", str(config), "--output", str(tmp_path / "x.parquet")]) == 2
+    assert "no frame has the forces property 'forcez'" in capsys.readouterr().err
