@@ -111,10 +111,12 @@ def structure_for_model(atoms: Atoms) -> Atoms:
     return structure
 
 
-def load_committee(model_dirs, device: str = "auto", dtype: str | None = None) -> list:
+def load_committee(model_dirs, device: str = "auto", dtype: str | None = None,
+                   allow_charge_model: bool = False) -> list:
     """The :class:`~hipqeq.models.potential.Potential` of each model directory, on
     ``device`` ("auto", "cpu", "cuda") in ``dtype``; by default float64 on CPU and the
-    stored dtype on CUDA (see the module docstring)."""
+    stored dtype on CUDA (see the module docstring). A charge model alone is refused
+    unless ``allow_charge_model`` (:func:`hipqeq.models.store.load_potential`)."""
     import torch
 
     from hipqeq.errors import HipqeqError
@@ -129,7 +131,7 @@ def load_committee(model_dirs, device: str = "auto", dtype: str | None = None) -
         dtype = "float64"
     potentials = []
     for model_dir in dirs:
-        potential = load_potential(model_dir).to(torch_device)
+        potential = load_potential(model_dir, allow_charge_model).to(torch_device)
         if dtype is not None:
             potential = potential.to(getattr(torch, dtype))
         potentials.append(potential)
@@ -238,9 +240,12 @@ def predict(model_dirs, atoms_list: Sequence, device: str = "auto", dtype: str |
     charge model ``charges`` (n, e; summing to each structure's total charge, see
     :func:`structure_for_model`), ``dipole``, ``energy_short`` and ``energy_elec``
     (eV) and ``qeq_matvec_products``. The charge solve of every structure starts cold.
+    A charge model alone is accepted here (for its charges; its ``energy`` is then
+    E_elec only): callers that need a potential check with
+    :func:`hipqeq.models.store.require_potential`.
     """
     from tqdm.auto import tqdm
 
-    potentials = load_committee(model_dirs, device=device, dtype=dtype)
+    potentials = load_committee(model_dirs, device=device, dtype=dtype, allow_charge_model=True)
     return [committee_results(potentials, structure_for_model(atoms), want_stress=False)
             for atoms in tqdm(atoms_list, desc="predict", unit="structure", disable=not progress, leave=False)]

@@ -291,10 +291,13 @@ def test_a_charge_model_is_refused_as_a_potential(models, md_inputs, capsys):
     charge_model = models["4g_a"] / CHARGE_MODEL_DIR
     with pytest.raises(HipqeqError, match="holds a charge model .*not a potential"):
         HipQEqCalculator(charge_model, device="cpu")
-    with pytest.raises(HipqeqError, match="holds a charge model"):
-        predict([models["4g_a"], charge_model], [slab()], device="cpu", progress=False)
     assert main(md_args(md_inputs, charge_model)) == 2
     assert "holds a charge model" in capsys.readouterr().err
+    missing = str(md_inputs["root"] / "missing.parquet")  # refused before any input is read
+    assert main(["validate", "--config", str(md_inputs["config"]), "--xtb", missing, "--dft", missing,
+                 "--splits", missing, "--model", str(models["4g_a"]), "--baseline", str(charge_model),
+                 "--output-dir", str(md_inputs["root"] / "validation"), "--device", "cpu"]) == 2
+    assert f"{charge_model}: holds a charge model" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage, message", [

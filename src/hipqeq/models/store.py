@@ -122,16 +122,27 @@ def load_model(model_dir: str | os.PathLike, kind: str | None = None) -> torch.n
     return model.to(dtype).eval()
 
 
-def load_potential(model_dir: str | os.PathLike) -> Potential:
-    """The :class:`Potential` of a model directory: a 4G potential (short-range + its
-    charge model) or a baseline (short-range only). A charge model alone is refused: its
-    energy would be E_elec only, which is not a potential energy surface."""
+def require_potential(model_dir: str | os.PathLike) -> dict:
+    """``model.json`` of a model directory that holds a potential (kind ``short-range`` or
+    ``baseline``); a charge model alone raises :class:`HipqeqError` saying what it holds:
+    its energy would be E_elec only, which is not a potential energy surface."""
     meta = read_metadata(model_dir)
     if meta["kind"] == "charges":
         raise HipqeqError(
             f"{model_dir}: holds a charge model (kind 'charges': electronegativities + charge "
             "equilibration, no short-range energy), not a potential; give a 'short-range' (4G) or "
             "'baseline' model directory, e.g. results/models/4g_0")
+    return meta
+
+
+def load_potential(model_dir: str | os.PathLike, allow_charge_model: bool = False) -> Potential:
+    """The :class:`Potential` of a model directory: a 4G potential (short-range + its
+    charge model) or a baseline (short-range only); with ``allow_charge_model`` also a
+    charge model alone (its charges, and E_elec as its only energy), otherwise refused
+    (:func:`require_potential`)."""
+    meta = read_metadata(model_dir) if allow_charge_model else require_potential(model_dir)
+    if meta["kind"] == "charges":
+        return Potential(None, load_model(model_dir)).eval()
     charges = None
     if meta["kind"] == "short-range":
         charges = load_model(Path(model_dir) / CHARGE_MODEL_DIR, kind="charges")

@@ -86,15 +86,12 @@ def test_untrained_elements_keep_their_initial_qeq_parameters(rare_charge_model,
 
 
 def test_charge_model_evaluates_structures_with_test_only_elements(rare_charge_model, make_frames):
-    # a charge model alone is not a potential (the calculator refuses it): evaluate it as
-    # the short-range stage does for its E_elec subtraction
-    from hipqeq.models.potential import Potential, evaluate
-    from hipqeq.models.store import load_model
+    from hipqeq.calculator import predict
 
     atoms = make_frames(1, 1, seed=11)[0]
     atoms.numbers[[0, 1, 2]] = AG, PT, AG
     atoms.info["total_charge"] = 1.0
-    result = evaluate(Potential(None, load_model(rare_charge_model, kind="charges")), atoms)
+    (result,) = predict([rare_charge_model], [atoms], device="cpu", progress=False)
     assert np.all(np.isfinite(result["charges"])) and np.isfinite(result["energy"])
     assert result["charges"].sum() == pytest.approx(1.0, abs=1e-5)
 
