@@ -28,7 +28,7 @@ install: $(STAMP)
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --configfile config/toy.yaml --cores $(CORES)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --configfile config/toy.yaml --cores $(CORES) --report results/report.html
-	@echo "results: results/validation/metrics.md, results/validation/*.png, report: results/report.html"
+	@echo "results: results/validation/metrics.md, results/validation/parity/*.png, report: results/report.html"
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

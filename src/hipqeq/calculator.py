@@ -41,8 +41,21 @@ force vectors from the mean force (eV/Angstrom), ``energy_std`` the standard dev
 the members' energies (eV).
 
 The boundary of the charge solve is each structure's own (open, periodic, or slab for
-pbc = T,T,F) and the total charge is ``atoms.info["total_charge"]``, exactly as in
-training.
+pbc = T,T,F), exactly as in training. The total charge follows ASE's conventions
+(:func:`hipqeq.geometry.total_charge_of`): ``atoms.info["total_charge"]``,
+``atoms.info["charge"]`` or the sum of the initial charges; conventions that disagree
+are an error, and a change of total charge is a change of the system (the calculator's
+cached results are dropped, as for a change of positions). A slab wrapped across its
+cell along the non-periodic direction is evaluated unwrapped
+(:func:`hipqeq.geometry.unwrap_slab`; ``dipole`` then refers to the unwrapped
+positions). Structures without atoms or with NaN or infinite positions or cell raise
+:class:`AtomsNotUsable`.
+
+Precision: on CPU the models run in float64 unless ``dtype`` says otherwise, whatever
+precision they were trained in. Total energies of a 60-atom slab are ~10^3 eV, and
+float32 keeps ~7 digits: meV differences (finite differences, the energy conservation of
+MD) drown in rounding. ``benchmarks/calculator_precision.py`` measures the price (see
+the README). On CUDA the stored precision is kept (float64 is slow on most GPUs).
 
 Neighbour lists are rebuilt every call (:func:`hipqeq.qeq.neighbor_pairs`, periodic
 images included, so cells shorter than twice the cutoff are handled). The charge solve
@@ -59,7 +72,11 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
+from ase import Atoms
+from ase.calculators.calculator import Calculator, InputError, all_changes
+
+from hipqeq.errors import StructureError
+from hipqeq.geometry import total_charge_of, unwrap_slab
 
 #: Results averaged over committee members.
 AVERAGED = ("energy", "energy_short", "energy_elec", "forces", "stress", "charges", "dipole")
@@ -71,9 +88,35 @@ def _as_list(model_dirs) -> list:
     return list(model_dirs)
 
 
-def load_committee(model_dirs, device: str = "auto", dtype: str | None = None) -> list:
+class AtomsNotUsable(StructureError, InputError):
+    """A structure the calculator cannot evaluate (no atoms, NaN or infinite positions or
+    cell). Also an ASE ``InputError``, so ASE drivers and ``hipqeq md`` treat it as a
+    calculator failure."""
+
+
+def structure_for_model(atoms: Atoms) -> Atoms:
+    """What the model evaluates for ``atoms``: checked (:class:`AtomsNotUsable`), a slab
+    wrapped across its cell unwrapped, and ``info["total_charge"]`` set from ASE's
+    conventions (:func:`hipqeq.geometry.total_charge_of`). ``atoms`` is not modified."""
+    if len(atoms) == 0:
+        raise AtomsNotUsable("the Atoms object has no atoms: nothing to evaluate")
+    bad = np.flatnonzero(~np.isfinite(atoms.positions).all(axis=1))
+    if len(bad) or not np.isfinite(atoms.cell.array).all():
+        where = f"atoms {bad[:5].tolist()}" + (" ..." if len(bad) > 5 else "") if len(bad) else "the cell"
+        raise AtomsNotUsable(f"NaN or infinite coordinates in {where}: a failed optimiser or MD step upstream?")
+    total_charge = total_charge_of(atoms)
+    structure = unwrap_slab(atoms)
+    structure = structure.copy() if structure is atoms else structure
+    structure.info["total_charge"] = total_charge
+    return structure
+
+
+def load_committee(model_dirs, device: str = "auto", dtype: str | None = None,
+                   allow_charge_model: bool = False) -> list:
     """The :class:`~hipqeq.models.potential.Potential` of each model directory, on
-    ``device`` ("auto", "cpu", "cuda") in the stored dtype or ``dtype``."""
+    ``device`` ("auto", "cpu", "cuda") in ``dtype``; by default float64 on CPU and the
+    stored dtype on CUDA (see the module docstring). A charge model alone is refused
+    unless ``allow_charge_model`` (:func:`hipqeq.models.store.load_potential`)."""
     import torch
 
     from hipqeq.errors import HipqeqError
@@ -84,9 +127,11 @@ def load_committee(model_dirs, device: str = "auto", dtype: str | None = None) -
     if not dirs:
         raise HipqeqError("no model directory given")
     torch_device = resolve_device(device)
+    if dtype is None and torch_device.type == "cpu":
+        dtype = "float64"
     potentials = []
     for model_dir in dirs:
-        potential = load_potential(model_dir).to(torch_device)
+        potential = load_potential(model_dir, allow_charge_model).to(torch_device)
         if dtype is not None:
             potential = potential.to(getattr(torch, dtype))
         potentials.append(potential)
@@ -136,10 +181,11 @@ class HipQEqCalculator(Calculator):
     :param model_dir: a model directory (``hipqeq train short-range`` or ``baseline``
         output), or a list of them for a committee.
     :param device: "auto" (CUDA when present), "cpu" or "cuda".
-    :param dtype: "float32" or "float64" to override the stored precision.
+    :param dtype: "float32" or "float64"; default float64 on CPU, the stored precision on CUDA.
     :param qeq_solver: "auto", "dense" or "iterative".
 
-    The total charge is read from ``atoms.info["total_charge"]`` (default 0 e). The
+    The total charge is read from ``atoms.info["total_charge"]``, ``atoms.info["charge"]``
+    or the initial charges (default 0 e); changing it invalidates the results. The
     iterative charge solve starts from the previous call's charges while the atomic
     numbers stay the same (see the module docstring); :meth:`reset_warm_start` forgets them.
     """
@@ -165,11 +211,21 @@ class HipQEqCalculator(Calculator):
             return None
         return self._warm_charges
 
+    def check_state(self, atoms, tol=1e-15):
+        """ASE's system changes, plus ``"total_charge"`` when the total charge differs from
+        the last calculation's (ASE compares positions, numbers, cell, pbc and the
+        per-atom initial charges only, not ``atoms.info``)."""
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and abs(total_charge_of(atoms) - total_charge_of(self.atoms)) > tol:
+            changes.append("total_charge")
+        return changes
+
     def calculate(self, atoms=None, properties=None, system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         want_stress = properties is None or "stress" in properties
-        members = committee_members(self.potentials, self.atoms, want_stress=want_stress,
-                                    qeq_solver=self.qeq_solver, initial_charges=self._initial_charges(self.atoms))
+        structure = structure_for_model(self.atoms)
+        members = committee_members(self.potentials, structure, want_stress=want_stress,
+                                    qeq_solver=self.qeq_solver, initial_charges=self._initial_charges(structure))
         results = combine_members(members)
         results["free_energy"] = results["energy"]
         self.results = results
@@ -188,14 +244,17 @@ def predict(model_dirs, atoms_list: Sequence, device: str = "auto", dtype: str |
 
     Returns one dict per structure with ``energy`` (eV), ``forces`` (n, 3, eV/A),
     ``force_disagreement`` and ``energy_std`` (committees), and for models with a
-    charge model ``charges`` (n, e; summing to each structure's
-    ``atoms.info["total_charge"]``), ``dipole``, ``energy_short`` and ``energy_elec``
+    charge model ``charges`` (n, e; summing to each structure's total charge, see
+    :func:`structure_for_model`), ``dipole``, ``energy_short`` and ``energy_elec``
     (eV) and ``qeq_matvec_products``. The charge solve of every structure starts cold.
+    A charge model alone is accepted here (for its charges; its ``energy`` is then
+    E_elec only): callers that need a potential check with
+    :func:`hipqeq.models.store.require_potential`.
     """
     from tqdm.auto import tqdm
 
-    potentials = load_committee(model_dirs, device=device, dtype=dtype)
+    potentials = load_committee(model_dirs, device=device, dtype=dtype, allow_charge_model=True)
     boundaries = [None] * len(atoms_list) if charge_pbc is None else charge_pbc
-    return [committee_results(potentials, atoms, want_stress=False, charge_pbc=pbc)
+    return [committee_results(potentials, structure_for_model(atoms), want_stress=False, charge_pbc=pbc)
             for atoms, pbc in tqdm(zip(atoms_list, boundaries), total=len(atoms_list), desc="predict",
                                    unit="structure", disable=not progress, leave=False)]

@@ -81,7 +81,13 @@ def validate_section(name: str, section: dict, source: str = "settings") -> dict
 
 
 def _check_cross_references(config: dict, source: str) -> None:
-    """Checks a JSON schema cannot express: seed names unique and referenced names exist."""
+    """Checks a JSON schema cannot express (or not with a message naming the value): seed
+    names and sampling temperatures unique, referenced names exist."""
+    temperatures = config["sampling"]["temperatures_K"]
+    repeated = sorted({t for t in temperatures if temperatures.count(t) > 1})
+    if repeated:
+        raise ConfigError(f"{source}: invalid config at 'sampling/temperatures_K': "
+                          f"{', '.join(f'{t:g}' for t in repeated)} K listed more than once")
     seeds = config["structures"]["seeds"]
     names = [s["name"] for s in seeds]
     duplicates = sorted({n for n in names if names.count(n) > 1})

@@ -19,6 +19,10 @@ class DatasetError(HipqeqError):
     """A dataset file does not follow the Parquet contract (see ``hipqeq.data``)."""
 
 
+class TooManyFailures(DatasetError):
+    """More labels failed than the configured maximum fraction allows."""
+
+
 class StructureError(HipqeqError):
     """A structure cannot be built or read (bad CIF, partial occupancy, ...)."""
 

@@ -1,10 +1,16 @@
-"""Geometry helpers shared by the structure checks, the labelling pre-checks and MD."""
+"""Geometry helpers shared by the structure checks, the labelling pre-checks, MD and the
+calculator's input handling (total charge conventions, slabs wrapped across their cell)."""
 
 from __future__ import annotations
 
 import numpy as np
 from ase import Atoms
 from ase.neighborlist import neighbor_list
+
+from hipqeq.errors import StructureError
+
+#: Total charges (e) closer than this count as equal when conventions are compared.
+CHARGE_TOLERANCE_E = 1e-6
 
 
 def closest_pair(atoms: Atoms, cutoff_A: float) -> tuple[int, int, float] | None:
@@ -19,3 +25,52 @@ def closest_pair(atoms: Atoms, cutoff_A: float) -> tuple[int, int, float] | None
         return None
     k = int(np.argmin(d))
     return int(i[k]), int(j[k]), float(d[k])
+
+
+def total_charge_of(atoms: Atoms) -> float:
+    """The total charge (e) of ``atoms`` from the conventions ASE users rely on:
+    ``atoms.info["total_charge"]`` (hipqeq datasets), ``atoms.info["charge"]`` (extxyz
+    files, many ASE calculators) and the sum of ``atoms.get_initial_charges()``. Unset
+    conventions are ignored (initial charges count as unset when absent or all zero,
+    which is what ASE returns for "absent"); 0 e when none is set. Set conventions that
+    disagree by more than :data:`CHARGE_TOLERANCE_E` raise :class:`StructureError`."""
+    given = {f'atoms.info["{key}"]': float(atoms.info[key])
+             for key in ("total_charge", "charge") if atoms.info.get(key) is not None}
+    initial = atoms.arrays.get("initial_charges")
+    if initial is not None and np.any(initial != 0):
+        given["the sum of atoms.get_initial_charges()"] = float(np.sum(initial))
+    values = list(given.values())
+    if values and max(values) - min(values) > CHARGE_TOLERANCE_E:
+        listed = ", ".join(f"{where} = {value:+g} e" for where, value in given.items())
+        raise StructureError(f"the total charge is ambiguous: {listed}; set one of them, or make them agree")
+    return values[0] if values else 0.0
+
+
+def unwrap_slab(atoms: Atoms) -> Atoms:
+    """``atoms`` itself, or for a slab (pbc T,T,F) whose atoms were wrapped across the cell
+    boundary along the third lattice vector a copy with those atoms moved by whole
+    lattice vectors so that the slab is contiguous again.
+
+    Along a non-periodic direction an atom and its image one lattice vector away are not
+    the same atom to a neighbour list or a slab Coulomb sum, so a slab cut in two by
+    z = 0 (e.g. after ``atoms.wrap()``) would be two half-slabs far apart. The vacuum is
+    the largest gap between the atoms' fractional coordinates along the third vector
+    (taken modulo 1); the atoms are placed so that the gap lies outside them and the
+    slab's mean fractional coordinate is in [0, 1).
+    """
+    if tuple(bool(p) for p in atoms.pbc) != (True, True, False) or len(atoms) < 2:
+        return atoms
+    fractional = np.linalg.solve(atoms.cell.array.T, atoms.positions.T).T[:, 2]
+    wrapped = np.mod(fractional, 1.0)
+    ordered = np.sort(wrapped)
+    gaps = np.diff(np.append(ordered, ordered[0] + 1.0))  # gap after each atom, the last one across 1
+    largest = int(np.argmax(gaps))
+    thickness = 1.0 - gaps[largest]
+    if np.ptp(fractional) <= thickness + 1e-9:
+        return atoms  # already contiguous (wherever it sits)
+    start = ordered[(largest + 1) % len(ordered)]
+    contiguous = np.mod(wrapped - start, 1.0) + start
+    contiguous -= np.floor(contiguous.mean())  # the slab's centre inside the cell
+    unwrapped = atoms.copy()
+    unwrapped.positions += np.rint(contiguous - fractional)[:, None] * atoms.cell.array[2]
+    return unwrapped

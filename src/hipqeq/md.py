@@ -183,7 +183,8 @@ def run_md(atoms, calculator, steps: int, temperature_K: float, timestep_fs: flo
 
 def run_md_from_config(config: dict, model_dirs, structures, name: str, output, trajectory,
                        steps: int | None = None, temperature_K: float | None = None,
-                       timestep_fs: float | None = None, device: str = "auto",
+                       timestep_fs: float | None = None, friction_per_fs: float | None = None,
+                       device: str = "auto",
                        seed: int | None = None) -> dict:
     """``hipqeq md``: settings from ``config['validation']`` unless overridden; writes
     the JSON summary to ``output`` and returns it."""
@@ -197,7 +198,8 @@ def run_md_from_config(config: dict, model_dirs, structures, name: str, output, 
         steps=steps if steps is not None else settings["md_steps"],
         temperature_K=temperature_K if temperature_K is not None else settings["md_temperature_K"],
         timestep_fs=timestep_fs if timestep_fs is not None else settings["md_timestep_fs"],
-        trajectory=trajectory, friction_per_fs=settings["md_friction_per_fs"],
+        trajectory=trajectory,
+        friction_per_fs=friction_per_fs if friction_per_fs is not None else settings["md_friction_per_fs"],
         nve_steps=settings["md_nve_steps"], frame_interval=settings["md_frame_interval"],
         isolation_A=settings["md_isolation_A"],
         seed=derive_seed(config["seed"] if seed is None else seed, "md", name))

@@ -12,16 +12,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_benchmark(name: str, *args: str) -> str:
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT,
+def run_benchmark(name: str, *args: str, cwd: Path) -> str:
+    """Run a benchmark script in ``cwd`` (a temporary directory: nothing lands in the checkout)."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=cwd,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
 
 @pytest.mark.slow
-def test_qeq_scaling_prints_exponents_and_ratios():
-    out = run_benchmark("qeq_scaling.py", "--max-atoms", "700", "--dense-max-atoms", "700", "--threads", "1")
+def test_qeq_scaling_prints_exponents_and_ratios(tmp_path):
+    out = run_benchmark("qeq_scaling.py", "--max-atoms", "700", "--dense-max-atoms", "700", "--threads", "1",
+                        cwd=tmp_path)
     assert "dense: warm total time ~ N^" in out and "iterative: warm total time ~ N^" in out
     assert "dense / iterative time" in out
 
@@ -29,6 +31,12 @@ def test_qeq_scaling_prints_exponents_and_ratios():
 @pytest.mark.slow
 def test_speed_vs_xtb_prints_speed_ups(tmp_path):
     out = run_benchmark("speed_vs_xtb.py", "--max-atoms", "60", "--repeats", "1",
-                        "--xtb-method", "GFN1-xTB", "--output", str(tmp_path / "speed.json"))
+                        "--xtb-method", "GFN1-xTB", "--output", str(tmp_path / "speed.json"), cwd=tmp_path)
     assert "speed-up" in out.lower()
     assert (tmp_path / "speed.json").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_calculator_precision_prints_the_time_ratio(tmp_path):
+    out = run_benchmark("calculator_precision.py", "--repeats", "1", cwd=tmp_path)
+    assert "float64 / float32 time ratio:" in out and "|FD - F|" in out

@@ -74,3 +74,54 @@ def test_split_covers_every_dataset_given(tmp_path, frames):
     parents = [f.info["parent_id"] for f in frames]
     for member in (0, 1):
         assert set(assign_splits(parents, splits, member)) == {"train", "valid", "test"}
+
+
+MD_BASE = ["md", "--config", "c.yaml", "--model", "m", "--structures", "s.parquet", "--name", "x",
+           "--output", "o.json", "--trajectory", "o.traj"]
+
+
+@pytest.mark.parametrize("argv, option", [
+    (MD_BASE + ["--steps", "-5"], "--steps"),
+    (MD_BASE + ["--steps", "0"], "--steps"),
+    (MD_BASE + ["--temperature-K", "-300"], "--temperature-K"),
+    (MD_BASE + ["--temperature-K", "0"], "--temperature-K"),
+    (MD_BASE + ["--timestep-fs", "0"], "--timestep-fs"),
+    (MD_BASE + ["--timestep-fs", "nan"], "--timestep-fs"),
+    (MD_BASE + ["--friction-per-fs", "-0.01"], "--friction-per-fs"),
+    (["sample", "md", "--config", "c.yaml", "--structures", "s.parquet", "--name", "x", "--output", "o",
+      "--trajectory", "t", "--temperature-K", "-1"], "--temperature-K"),
+    (["sample", "md", "--config", "c.yaml", "--structures", "s.parquet", "--name", "x", "--output", "o",
+      "--trajectory", "t", "--temperature-K", "300", "--replica", "-1"], "--replica"),
+], ids=["steps-negative", "steps-zero", "T-negative", "T-zero", "dt-zero", "dt-nan", "friction-negative",
+        "sample-T-negative", "sample-replica-negative"])
+def test_out_of_range_numbers_exit_2_naming_the_option(argv, option, capsys):
+    """Range checks happen at parsing, before any file is read (the files here do not exist)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and "must be" in err
+
+
+def _disk_full(path):
+    """Stands in for a write that fills the disk half-way: a partial file, then ENOSPC."""
+    import errno
+    import os
+
+    Path(path).write_bytes(b"PAR1 truncated")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def test_a_full_disk_is_a_message_naming_the_file_and_leaves_nothing_behind(tmp_path, frames, capsys,
+                                                                              monkeypatch):
+    chunk = write_dataset(frames, tmp_path / "chunk.parquet")
+    monkeypatch.setattr("pyarrow.parquet.write_table", lambda table, where: _disk_full(where))
+    output = tmp_path / "out" / "gathered.parquet"
+    assert main(["gather", str(chunk), "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert str(output) in err and "No space left on device" in err and "free disk space" in err
+    assert list(output.parent.iterdir()) == []  # neither a truncated dataset nor a temporary file
+    # anything else that fills the disk (model weights, MD summaries) is a message too
+    monkeypatch.setattr("hipqeq.cli.gather.run", lambda args: _disk_full(tmp_path / "weights.pt"))
+    assert main(["gather", str(chunk), "--output", str(output)]) == 2
+    assert f"no space left writing {tmp_path / 'weights.pt'}" in capsys.readouterr().err

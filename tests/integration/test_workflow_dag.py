@@ -1,5 +1,9 @@
 """The Snakemake DAG of both shipped configs, the config check at start-up, the rule
-graph, and the consistency of the rules' conda environments with pyproject."""
+graph, and the consistency of the rules' conda environments with pyproject.
+
+Every Snakemake call runs in its own empty temporary directory holding only a link to
+the shipped configs, never in the checkout: what `make run` left there (results/,
+.snakemake/) must not change what these tests see."""
 
 from __future__ import annotations
 
@@ -9,14 +13,26 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 
 
-def snakemake(*args, cwd=ROOT, check=True):
-    result = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, capture_output=True, text=True, timeout=300)
+@pytest.fixture(autouse=True)
+def workdir(tmp_path, monkeypatch):
+    """A fresh working directory per test, with config/ linked from the checkout (the
+    Snakefile's default config and the tests' --configfile paths are relative to it)."""
+    directory = tmp_path / "workdir"
+    directory.mkdir()
+    (directory / "config").symlink_to(ROOT / "config", target_is_directory=True)
+    monkeypatch.chdir(directory)
+    return directory
+
+
+def snakemake(*args, check=True):
+    result = subprocess.run(SNAKEMAKE + list(args), capture_output=True, text=True, timeout=300)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -153,3 +169,18 @@ def test_conda_envs_hold_what_each_rule_needs():
         post_deploy = env_path.with_name(env_path.stem + ".post-deploy.sh")
         assert "pip install --no-deps --editable \"${HIPQEQ_SOURCE" in post_deploy.read_text(), post_deploy
     assert 'os.environ["HIPQEQ_SOURCE"] = workflow.basedir' in (ROOT / "workflow/rules/common.smk").read_text()
+
+
+def test_leftovers_of_a_previous_run_in_the_checkout_do_not_matter(workdir):
+    """The DAG tests run where no results exist, whatever the checkout holds: the dry run
+    of the toy study lists every job even if `make run` has filled ROOT/results."""
+    assert Path.cwd() == workdir != ROOT
+    assert not (workdir / "results").exists() and not (workdir / ".snakemake").exists()
+    assert "Nothing to be done" not in snakemake("-n", "--configfile", "config/toy.yaml").stdout
+
+
+def test_gather_rules_pass_the_configured_failure_limit():
+    """The guard of `hipqeq gather` is wired to selection.max_failed_fraction (0.5 by default)."""
+    printed = snakemake("-n", "-p", "--configfile", "config/toy.yaml").stdout
+    gathers = [line for line in printed.splitlines() if line.startswith("Shell command: hipqeq gather")]
+    assert len(gathers) == 2 and all("--max-failed-fraction 0.5" in line for line in gathers)

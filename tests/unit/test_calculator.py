@@ -13,9 +13,10 @@ from ase.calculators.calculator import CalculationFailed, all_changes
 from ase.io import read
 
 import hipqeq.models  # noqa: F401
-from hipqeq.calculator import HipQEqCalculator, predict
+from hipqeq.calculator import AtomsNotUsable, HipQEqCalculator, predict
 from hipqeq.cli import main
 from hipqeq.data import write_dataset
+from hipqeq.errors import HipqeqError, StructureError
 from hipqeq.models.charges import ChargeModel, charge_hyperparameters
 from hipqeq.models.network import network_hyperparameters
 from hipqeq.models.short_range import ShortRangeModel
@@ -26,15 +27,16 @@ NETWORK = {"n_features": 8, "n_sensitivities": 6, "n_interaction_layers": 1, "n_
            "cutoff_A": 4.0, "lower_cutoff_A": 1.0}
 
 
-def write_model(directory, seed: int, with_charges: bool = True):
-    """A model directory with random weights: a 4G potential or a baseline."""
+def write_model(directory, seed: int, with_charges: bool = True, dtype: str = "float64"):
+    """A model directory with random weights: a 4G potential or a baseline, stored in ``dtype``."""
     torch.manual_seed(seed)
     hp = network_hyperparameters(NETWORK, [29, 79])
-    meta = {"dtype": "float64"}
-    save_model(directory, "short-range" if with_charges else "baseline", ShortRangeModel(hp).double(), meta, {})
+    meta = {"dtype": dtype}
+    to_dtype = getattr(torch, dtype)
+    save_model(directory, "short-range" if with_charges else "baseline", ShortRangeModel(hp).to(to_dtype), meta, {})
     if with_charges:
         save_model(directory / CHARGE_MODEL_DIR, "charges",
-                   ChargeModel(charge_hyperparameters(hp, 1e-8)).double(), meta, {})
+                   ChargeModel(charge_hyperparameters(hp, 1e-8)).to(to_dtype), meta, {})
     return directory
 
 
@@ -42,7 +44,8 @@ def write_model(directory, seed: int, with_charges: bool = True):
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     return {"4g_a": write_model(root / "4g_a", 1), "4g_b": write_model(root / "4g_b", 2),
-            "baseline": write_model(root / "baseline", 3, with_charges=False)}
+            "baseline": write_model(root / "baseline", 3, with_charges=False),
+            "4g_float32": write_model(root / "4g_float32", 4, dtype="float32")}
 
 
 def slab(seed: int = 0):
@@ -246,3 +249,122 @@ def test_calculator_on_gpu_matches_cpu(models, device):
     assert atoms.get_potential_energy() == pytest.approx(cpu[0], abs=1e-8)
     np.testing.assert_allclose(atoms.get_forces(), cpu[1], atol=1e-8)
     np.testing.assert_allclose(atoms.get_charges(), cpu[2], atol=1e-8)
+
+
+# --- input handling: total charge, model kinds, broken inputs, wrapped slabs, precision ---
+
+def test_a_change_of_total_charge_is_a_new_calculation(models):
+    """ASE compares positions, cell, pbc and initial charges only; the total charge in
+    ``atoms.info`` must invalidate the cached results too, whichever convention holds it."""
+    atoms = slab()
+    atoms.calc = HipQEqCalculator(models["4g_a"], device="cpu")
+    neutral = atoms.get_potential_energy()
+    atoms.info["total_charge"] = 1.0
+    cation = atoms.get_potential_energy()
+    assert cation != neutral and atoms.get_charges().sum() == pytest.approx(1.0, abs=1e-9)
+    fresh = atoms.copy()
+    fresh.calc = HipQEqCalculator(models["4g_a"], device="cpu")
+    assert fresh.get_potential_energy() == pytest.approx(cation, abs=1e-10)
+    # ASE's other conventions give the same structure the same energy
+    del atoms.info["total_charge"]
+    assert atoms.get_potential_energy() == pytest.approx(neutral, abs=1e-10)
+    atoms.info["charge"] = 1
+    assert atoms.get_potential_energy() == pytest.approx(cation, abs=1e-10)
+    del atoms.info["charge"]
+    atoms.set_initial_charges([0.5, 0.5] + [0.0] * 6)
+    assert atoms.get_potential_energy() == pytest.approx(cation, abs=1e-10)
+
+
+def test_disagreeing_total_charge_conventions_are_an_error(models):
+    atoms = slab()
+    atoms.info.update(total_charge=1.0, charge=0)
+    atoms.calc = HipQEqCalculator(models["4g_a"], device="cpu")
+    with pytest.raises(StructureError, match=r'info\["total_charge"\] = \+1 e, atoms.info\["charge"\] = \+0 e'):
+        atoms.get_potential_energy()
+    atoms.info["charge"] = 1
+    atoms.set_initial_charges([-1.0] + [0.0] * 7)
+    with pytest.raises(StructureError, match="get_initial_charges"):
+        atoms.get_potential_energy()
+
+
+def test_a_charge_model_is_refused_as_a_potential(models, md_inputs, capsys):
+    charge_model = models["4g_a"] / CHARGE_MODEL_DIR
+    with pytest.raises(HipqeqError, match="holds a charge model .*not a potential"):
+        HipQEqCalculator(charge_model, device="cpu")
+    assert main(md_args(md_inputs, charge_model)) == 2
+    assert "holds a charge model" in capsys.readouterr().err
+    missing = str(md_inputs["root"] / "missing.parquet")  # refused before any input is read
+    assert main(["validate", "--config", str(md_inputs["config"]), "--xtb", missing, "--dft", missing,
+                 "--splits", missing, "--model", str(models["4g_a"]), "--baseline", str(charge_model),
+                 "--output-dir", str(md_inputs["root"] / "validation"), "--device", "cpu"]) == 2
+    assert f"{charge_model}: holds a charge model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda weights: weights.unlink(), "weights.pt: missing"),
+    (lambda weights: weights.write_bytes(weights.read_bytes()[:100]), "weights.pt: not a readable"),
+    (lambda weights: torch.save({"foreign": torch.zeros(2)}, weights), "weights.pt: weights do not fit"),
+], ids=["missing", "truncated", "foreign"])
+def test_damaged_weights_are_named_errors(models, md_inputs, tmp_path, capsys, damage, message):
+    import shutil
+
+    model = shutil.copytree(models["baseline"], tmp_path / "damaged")
+    damage(model / "weights.pt")
+    with pytest.raises(HipqeqError, match=message):
+        HipQEqCalculator(model, device="cpu")
+    assert main(md_args(md_inputs, model)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "re-run `hipqeq train`" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("broken, message", [
+    (lambda atoms: atoms[[]], "no atoms"),
+    (lambda atoms: atoms.positions.__setitem__((3, 1), np.nan) or atoms, r"atoms \[3\]"),
+    (lambda atoms: atoms.cell.array.__setitem__((2, 2), np.inf) or atoms, "the cell"),
+], ids=["empty", "nan-position", "inf-cell"])
+def test_atoms_without_atoms_or_with_nan_are_refused(models, broken, message):
+    atoms = broken(slab())
+    atoms.calc = HipQEqCalculator(models["4g_a"], device="cpu")
+    with pytest.raises(AtomsNotUsable, match=message):
+        atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize("side", ["bottom", "top"])
+def test_a_slab_wrapped_across_its_cell_gives_the_energy_of_the_whole_slab(models, side):
+    """Moved so that 1 A of it sticks out through z = 0 (or z = c) and wrapped back into
+    the cell, the slab is two pieces a cell apart to a naive neighbour list."""
+    centred = slab()
+    extent = centred.positions[:, 2].min(), centred.positions[:, 2].max()
+    shift = -(extent[0] + 1.0) if side == "bottom" else centred.cell[2, 2] - extent[1] + 1.0
+    moved = centred.copy()
+    moved.positions[:, 2] += shift
+    wrapped = moved.copy()
+    wrapped.wrap(pbc=True)  # as a code that treats every cell as 3D periodic writes it
+    assert np.ptp(wrapped.positions[:, 2]) > centred.cell[2, 2] / 2  # really cut in two
+    results = []
+    for atoms in (moved, wrapped):
+        atoms.calc = HipQEqCalculator(models["4g_a"], device="cpu")
+        results.append((atoms.get_potential_energy(), atoms.get_forces(), atoms.get_charges()))
+    assert results[1][0] == pytest.approx(results[0][0], abs=1e-9)
+    np.testing.assert_allclose(results[1][1], results[0][1], atol=1e-9)
+    np.testing.assert_allclose(results[1][2], results[0][2], atol=1e-9)
+
+
+def test_default_precision_on_cpu_is_float64_whatever_the_stored_one(models):
+    """A model stored in float32 runs in float64 on CPU: a central difference of the
+    energy matches the force to 1e-6 eV/A (float32 rounding alone is ~1e-6 eV on these
+    energies, i.e. errors of ~1e-2 eV/A at this step)."""
+    atoms = slab()
+    atoms.calc = HipQEqCalculator(models["4g_float32"], device="cpu")
+    assert {p.dtype for p in atoms.calc.potentials[0].parameters() if p.is_floating_point()} == {torch.float64}
+    step = 1e-4
+    force = atoms.get_forces()[2, 0]
+    energies = []
+    for sign in (1, -1):
+        displaced = atoms.copy()
+        displaced.positions[2, 0] += sign * step
+        displaced.calc = atoms.calc
+        energies.append(displaced.get_potential_energy())
+    assert -(energies[0] - energies[1]) / (2 * step) == pytest.approx(force, abs=1e-6)
+    explicit = HipQEqCalculator(models["4g_float32"], device="cpu", dtype="float32")
+    assert {p.dtype for p in explicit.potentials[0].parameters() if p.is_floating_point()} == {torch.float32}

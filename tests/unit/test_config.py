@@ -46,6 +46,8 @@ def test_defaults_are_filled(toy):
      r"a substitution needs 'by'"),
     (lambda c: c["dft"].update(source="external"), r"needs dft.external.path"),
     (lambda c: c["validation"].update(md_structures=["rp9_slab"]), r"'validation/md_structures': unknown structure\(s\) rp9_slab"),
+    (lambda c: c["sampling"].update(temperatures_K=[100, 300, 100.0]),
+     r"'sampling/temperatures_K': 100 K listed more than once"),
 ])
 def test_invalid_config_names_the_key(toy, mutate, message):
     bad = copy.deepcopy(toy)

@@ -67,6 +67,8 @@ rule gather_xtb:
     output:
         dataset="results/datasets/xtb.parquet",
         counts="results/datasets/xtb_counts.json",
+    params:
+        max_failed_fraction=config["selection"]["max_failed_fraction"],
     log:
         "logs/gather_xtb.log",
     conda:
@@ -76,7 +78,8 @@ rule gather_xtb:
         mem_mb=8000,
         runtime=30,
     shell:
-        "hipqeq gather {input} --output {output.dataset} --counts {output.counts} > {log} 2>&1"
+        "hipqeq gather {input} --output {output.dataset} --counts {output.counts}"
+        " --max-failed-fraction {params.max_failed_fraction} > {log} 2>&1"
 
 
 rule gather_dft:
@@ -85,6 +88,8 @@ rule gather_dft:
     output:
         dataset="results/datasets/dft.parquet",
         counts="results/datasets/dft_counts.json",
+    params:
+        max_failed_fraction=config["selection"]["max_failed_fraction"],
     log:
         "logs/gather_dft.log",
     conda:
@@ -94,4 +99,5 @@ rule gather_dft:
         mem_mb=4000,
         runtime=30,
     shell:
-        "hipqeq gather {input} --output {output.dataset} --counts {output.counts} > {log} 2>&1"
+        "hipqeq gather {input} --output {output.dataset} --counts {output.counts}"
+        " --max-failed-fraction {params.max_failed_fraction} > {log} 2>&1"

@@ -42,6 +42,8 @@ rule validate:
         figures=[report(f"results/validation/{name}.png", category="Parity and stability",
                         caption="../report/parity.rst") for name in FIGURES],
         pdfs=[f"results/validation/{name}.pdf" for name in FIGURES],
+        parity=report(directory("results/validation/parity"), patterns=["{name}.png"],
+                      category="Parity and stability", caption="../report/parity.rst"),
         families=report(directory("results/validation/families"), patterns=["{name}.png"],
                         category="Parity per family", caption="../report/parity.rst"),
     params:

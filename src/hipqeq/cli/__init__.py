@@ -9,6 +9,7 @@ one-line help; the rest: the ``--help`` text), ``add_arguments(parser)`` and
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -79,4 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except HipqeqError as exc:
         print(f"hipqeq {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a full disk is the user's to fix, not a bug: say where, without a traceback
+        print(f"hipqeq {args.verb}: error: no space left writing {exc.filename or 'an output'} ({exc.strerror}); "
+              "free disk space (or quota) there, or write elsewhere, then re-run", file=sys.stderr)
         return 2

@@ -70,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
     if "path" not in external:
         raise ConfigError("ingest needs a reference file: give --input or a config with dft.external.path")
     settings = validate_section("dft", {"external": external})["external"]
-    counts = ingest(settings, args.output)
+    # names other than the defaults were typed by the user: a file without them is an error
+    defaults = validate_section("dft", {"external": {"path": settings["path"]}})["external"]["properties"]
+    explicit = {key for key, name in settings["properties"].items() if name != defaults[key]}
+    counts = ingest(settings, args.output, explicit)
     summary = ", ".join(f"{status} {n}" for status, n in counts.items())
     print(f"ingested {sum(counts.values())} structure(s) from {settings['path']} into {args.output}: {summary}")
     return 0

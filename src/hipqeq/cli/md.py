@@ -4,8 +4,9 @@ Takes one named structure from the built structures (or any Parquet dataset), ru
 Langevin dynamics with the potential (a committee when several --model directories
 are given), and writes an ASE trajectory and a JSON summary: temperature series,
 energy drift (eV/atom/ps) of a short NVE tail, largest force, the charge range, and
-whether any atom flew off (no neighbour within validation.md_isolation_A). Steps, temperature and
-time step come from the config's validation section; flags override them. A model
+whether any atom flew off (no neighbour within validation.md_isolation_A). Steps, temperature, time
+step and friction come from the config's validation section; flags override them
+(range-checked: steps >= 1, the others > 0). A model
 error during the run (e.g. the charge solve not converging) ends the run early: the
 summary says so (stopped_early, reason, stable false) and the command still succeeds.
 
@@ -22,7 +23,14 @@ import argparse
 import json
 from pathlib import Path
 
-from hipqeq.cli._common import add_config_argument, add_device_argument, add_seed_argument, load
+from hipqeq.cli._common import (
+    add_config_argument,
+    add_device_argument,
+    add_seed_argument,
+    load,
+    positive_float,
+    positive_int,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,11 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="summary to write")
     parser.add_argument("--trajectory", type=Path, required=True, metavar="TRAJ",
                         help="ASE trajectory to write")
-    parser.add_argument("--steps", type=int, help="Langevin steps (default: validation.md_steps)")
-    parser.add_argument("--temperature-K", type=float, dest="temperature_K",
+    parser.add_argument("--steps", type=positive_int, help="Langevin steps (default: validation.md_steps)")
+    parser.add_argument("--temperature-K", type=positive_float, dest="temperature_K",
                         help="thermostat temperature in K (default: validation.md_temperature_K)")
-    parser.add_argument("--timestep-fs", type=float, dest="timestep_fs",
+    parser.add_argument("--timestep-fs", type=positive_float, dest="timestep_fs",
                         help="time step in fs (default: validation.md_timestep_fs)")
+    parser.add_argument("--friction-per-fs", type=positive_float, dest="friction_per_fs",
+                        help="Langevin friction in 1/fs (default: validation.md_friction_per_fs)")
     add_device_argument(parser, "of the potential")
     add_seed_argument(parser)
 
@@ -53,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     summary = run_md_from_config(config, model_dirs=args.model, structures=args.structures,
                                  name=args.name, output=args.output, trajectory=args.trajectory,
                                  steps=args.steps, temperature_K=args.temperature_K,
-                                 timestep_fs=args.timestep_fs, device=args.device, seed=args.seed)
+                                 timestep_fs=args.timestep_fs, friction_per_fs=args.friction_per_fs,
+                                 device=args.device, seed=args.seed)
     print(json.dumps({k: summary[k] for k in ("name", "steps", "stable", "stopped_early", "reason",
                                                 "energy_drift_eV_per_atom_ps", "max_force_eV_A",
                                                 "atoms_flew_off")}))

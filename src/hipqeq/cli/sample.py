@@ -23,7 +23,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hipqeq.cli._common import add_config_argument, add_output_argument, add_seed_argument
+from hipqeq.cli._common import (
+    add_config_argument,
+    add_output_argument,
+    add_seed_argument,
+    non_negative_int,
+    positive_float,
+)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -39,9 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     modes = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
     md = modes.add_parser("md", help="one xTB MD trajectory (structure x temperature x replica)")
     _add_common(md)
-    md.add_argument("--temperature-K", type=float, required=True, metavar="T",
+    md.add_argument("--temperature-K", type=positive_float, required=True, metavar="T",
                     help="thermostat temperature (K)")
-    md.add_argument("--replica", type=int, default=0, help="replica index (changes the seed)")
+    md.add_argument("--replica", type=non_negative_int, default=0, help="replica index (changes the seed)")
     md.add_argument("--trajectory", type=Path, required=True, metavar="FILE",
                     help="ASE trajectory: checkpoint and full record of the run (resumed if present)")
     rattle = modes.add_parser("rattle", help="random displacements and cell strains (no engine)")

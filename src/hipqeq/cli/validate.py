@@ -49,9 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hipqeq.calculator import predict
+    from hipqeq.models.store import require_potential
     from hipqeq.validation import run_validation
 
     config = load(args)
+    for model_dir in [*args.model, *args.baseline]:  # before any dataset is read
+        require_potential(model_dir)
     result = run_validation(
         config, xtb_path=args.xtb, dft_path=args.dft, splits_path=args.splits,
         model_dirs=args.model, baseline_dirs=args.baseline, md_paths=args.md,

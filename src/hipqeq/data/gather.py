@@ -9,15 +9,33 @@ from typing import Sequence
 import pyarrow as pa
 
 from hipqeq.data.io import read_table, status_counts, write_table
-from hipqeq.errors import DatasetError
+from hipqeq.data.schema import STATUS_OK
+from hipqeq.errors import DatasetError, TooManyFailures
 
 
-def gather(inputs: Sequence[str | os.PathLike], output: str | os.PathLike) -> dict[str, int]:
+def check_failure_rate(counts: dict[str, int], max_failed_fraction: float, what: str = "labels") -> None:
+    """Raise :class:`TooManyFailures` when the fraction of rows whose status is not ok
+    exceeds ``max_failed_fraction`` (a study whose labelling mostly failed would train on
+    what happened to converge)."""
+    total = sum(counts.values())
+    failed = total - counts.get(STATUS_OK, 0)
+    if total and failed / total > max_failed_fraction:
+        listed = ", ".join(f"{status} {n}" for status, n in counts.items() if status != STATUS_OK)
+        raise TooManyFailures(
+            f"{failed} of {total} {what} failed ({failed / total:.0%}: {listed}), more than "
+            f"selection.max_failed_fraction = {max_failed_fraction:g} allows; read the error column of the "
+            "chunks (`hipqeq inspect CHUNK`), fix the cause (settings, structures) and re-run, or raise the limit")
+
+
+def gather(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
+           max_failed_fraction: float | None = None) -> dict[str, int]:
     """Concatenate the dataset files ``inputs`` into ``output``.
 
     Every input row reaches the output (failed rows included), so the number of rows out
     equals the sum of rows in; a ``structure_id`` present in two inputs is an error
-    because it would be counted twice. Returns the per-status row counts.
+    because it would be counted twice. With ``max_failed_fraction``, too many failed
+    rows (:func:`check_failure_rate`) raise before anything is written. Returns the
+    per-status row counts.
     """
     if not inputs:
         raise DatasetError("gather needs at least one input file")
@@ -31,5 +49,8 @@ def gather(inputs: Sequence[str | os.PathLike], output: str | os.PathLike) -> di
                 if sid in seen:
                     raise DatasetError(f"structure {sid} appears in both {seen[sid]} and {path}")
                 seen[sid] = str(path)
+    counts = status_counts(merged)
+    if max_failed_fraction is not None:
+        check_failure_rate(counts, max_failed_fraction, what=f"labels in {len(inputs)} file(s)")
     write_table(merged, Path(output))
-    return status_counts(merged)
+    return counts

@@ -30,7 +30,7 @@ from hipqeq.units import DATASET_UNITS
 #: ``atoms.info`` keys carried into records (everything that is not geometry or a label).
 INFO_COLUMNS = (
     "structure_id", "parent_id", "structure_name", "family", "source", "temperature_K",
-    "config_hash", "total_charge", "charge_scheme", "method", "software", "calc_params",
+    "config_hash", "total_charge", "unpaired_electrons", "charge_scheme", "method", "software", "calc_params",
     "label_boundary", "status", "error", "wall_time_s",
 )
 
@@ -66,7 +66,8 @@ def record_from_atoms(atoms: Atoms) -> dict:
     """A dataset record from ``atoms``.
 
     Geometry comes from the atoms, identity/provenance/outcome from ``atoms.info``
-    (missing keys take defaults: the structure is its own parent, ``status`` is ``ok``
+    (missing keys take defaults: the structure is its own parent, the unpaired electrons
+    follow from the electron count (:func:`unpaired_electrons`), ``status`` is ``ok``
     when an energy or charges are attached and ``unlabelled`` otherwise), and labels from
     ``atoms.calc.results`` when a calculator is attached.
     """
@@ -87,6 +88,8 @@ def record_from_atoms(atoms: Atoms) -> dict:
         "cell": atoms.cell.array,
         "pbc": atoms.pbc,
         "total_charge": total_charge,
+        "unpaired_electrons": unpaired_electrons(atoms.numbers, total_charge, info.get("unpaired_electrons"),
+                                                 f"structure {info.get('structure_name', sid)}"),
         "energy": results.get("energy"),
         "forces": results.get("forces"),
         "stress": results.get("stress"),
@@ -135,9 +138,36 @@ def atoms_from_record(record: dict) -> Atoms:
     return atoms
 
 
+#: Total charges closer than this to a whole number count as whole (e).
+INTEGER_CHARGE_TOLERANCE_E = 1e-6
+
+
+def unpaired_electrons(numbers, total_charge: float, given: int | None = None, name: str = "structure") -> int:
+    """The number of unpaired electrons of structure ``name``: ``given`` when set
+    (checked), else the lowest the electron count allows, ``(sum(numbers) - total_charge) mod 2``.
+
+    Raises :class:`DatasetError` naming the structure for a total charge that is not a
+    whole number (a fractional charge has no electron count), and for a ``given`` value
+    that is negative or of the wrong parity for the electron count."""
+    if abs(total_charge - round(total_charge)) > INTEGER_CHARGE_TOLERANCE_E:
+        raise DatasetError(f"{name}: total charge {total_charge:g} e is not a whole number of electrons")
+    n_electrons = int(np.sum(numbers)) - int(round(total_charge))
+    if given is None:
+        return n_electrons % 2
+    if given < 0 or (n_electrons - given) % 2:
+        raise DatasetError(f"{name}: {given} unpaired electron(s) impossible with {n_electrons} electrons "
+                           "(needs the same parity, >= 0)")
+    return int(given)
+
+
 def _normalise(record: dict, created_at: _dt.datetime) -> dict:
-    """Fill provenance defaults and turn numpy values into Arrow-ready Python values."""
+    """Fill provenance defaults, check charge and spin (:func:`unpaired_electrons`) and
+    turn numpy values into Arrow-ready Python values."""
     row = {}
+    if record.get("numbers") is not None and record.get("total_charge") is not None:
+        name = f"structure {record.get('structure_name') or record.get('structure_id')}"
+        record = {**record, "unpaired_electrons": unpaired_electrons(
+            record["numbers"], float(record["total_charge"]), record.get("unpaired_electrons"), name)}
     for col in S.COLUMNS:
         value = record.get(col.name)
         if col.name == "created_at" and value is None:
@@ -180,13 +210,19 @@ def _metadata(table: pa.Table) -> dict[bytes, bytes]:
 
 def write_table(table: pa.Table, path: str | os.PathLike) -> Path:
     """Write ``table`` to ``path`` atomically (a temporary file renamed into place), so a
-    killed job never leaves a truncated dataset behind."""
+    killed job or a full disk never leaves a truncated dataset behind; a failed write
+    raises :class:`DatasetError` naming the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = table.replace_schema_metadata(_metadata(table))
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk or quota, a read-only directory
+        tmp.unlink(missing_ok=True)
+        raise DatasetError(f"{path}: could not be written ({exc}); free disk space (or quota) in "
+                           f"{path.parent} or write elsewhere, then re-run") from None
     return path
 
 

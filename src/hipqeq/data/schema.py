@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from hipqeq.units import DATASET_UNITS
 
-#: Bumped on any incompatible change of the columns below.
+#: Bumped on any incompatible change of the columns below (2: ``unpaired_electrons`` and
+#: ``label_boundary``).
 SCHEMA_VERSION = "2"
 
 #: Metadata keys written into every Parquet file.
@@ -66,7 +67,11 @@ COLUMNS: tuple[Column, ...] = (
     Column("positions", _MAT, False, DATASET_UNITS["positions"], "Cartesian positions, shape (n_atoms, 3)"),
     Column("cell", _MAT, False, DATASET_UNITS["cell"], "lattice vectors as rows, shape (3, 3)"),
     Column("pbc", pa.list_(pa.bool_()), False, "", "periodic directions, shape (3,)"),
-    Column("total_charge", pa.float64(), False, DATASET_UNITS["total_charge"], "formal total charge of the structure"),
+    Column("total_charge", pa.float64(), False, DATASET_UNITS["total_charge"],
+           "formal total charge of the structure; a whole number (checked when written)"),
+    Column("unpaired_electrons", pa.int16(), False, "",
+           "number of unpaired electrons N_alpha - N_beta (2S; 1 for a doublet) the labels are computed with; "
+           "by default the lowest the electron count allows, (sum of Z - total_charge) mod 2"),
     # labels
     Column("energy", pa.float64(), True, DATASET_UNITS["energy"], "total energy"),
     Column("forces", _MAT, True, DATASET_UNITS["forces"], "forces, shape (n_atoms, 3)"),

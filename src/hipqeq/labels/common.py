@@ -34,15 +34,16 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from hipqeq.data import atoms_from_record, atoms_id, read_records, status_counts, write_dataset
+from hipqeq.data.io import unpaired_electrons
 from hipqeq.data.schema import STATUS_ERROR, STATUS_OK
 from hipqeq.errors import ConfigError, DatasetError, LabellingFailed, SCFNotConverged, StructureRejected
-from hipqeq.geometry import closest_pair
+from hipqeq.geometry import closest_pair, total_charge_of, unwrap_slab
 
 log = logging.getLogger(__name__)
 
 #: Identity and geometry columns copied unchanged from an input row to its labelled row.
 IDENTITY_KEYS = ("structure_id", "parent_id", "structure_name", "family", "source", "temperature_K",
-                 "config_hash", "numbers", "positions", "cell", "pbc", "total_charge")
+                 "config_hash", "numbers", "positions", "cell", "pbc", "total_charge", "unpaired_electrons")
 
 
 @dataclasses.dataclass
@@ -89,6 +90,13 @@ class Labeller(Protocol):
 
     def label(self, atoms: Atoms, safer: bool = False) -> Labels:
         """Run the engine (``safer``: the retry settings); raise ``LabellingFailed``."""
+
+
+def unpaired_electrons_of(atoms: Atoms) -> int:
+    """``atoms.info["unpaired_electrons"]`` (a dataset row's), or the lowest number the
+    electron count allows (:func:`hipqeq.data.io.unpaired_electrons`)."""
+    return unpaired_electrons(atoms.numbers, float(atoms.info.get("total_charge", 0.0)),
+                              atoms.info.get("unpaired_electrons"))
 
 
 def shortest_periodic_length(atoms: Atoms, kmesh: Sequence[int] = (1, 1, 1)) -> float | None:
@@ -256,7 +264,11 @@ def read_structures(path: str | os.PathLike) -> list[dict]:
     For non-Parquet files the identity columns are derived: ``structure_id`` from the
     content, ``source`` and ``family`` ``"external"``, ``structure_name`` from
     ``atoms.info['structure_name']`` or ``<file stem>_<index>``, and ``total_charge`` from
-    ``atoms.info['total_charge']`` (or ``'charge'``) or 0. Labels in the file are ignored.
+    :func:`hipqeq.geometry.total_charge_of` (``info['total_charge']``, ``info['charge']`` or
+    the initial charges; 0 when none) and ``unpaired_electrons`` from ``info`` when set (checked, see
+    :func:`hipqeq.data.io.unpaired_electrons`). A slab wrapped across its cell along the
+    non-periodic direction is unwrapped (:func:`hipqeq.geometry.unwrap_slab`). Labels in
+    the file are ignored.
     """
     path = Path(path)
     if not path.exists():
@@ -276,15 +288,18 @@ def external_record(atoms: Atoms, default_name: str) -> dict:
     """Identity and geometry columns of a structure from outside the pipeline (see
     :func:`read_structures`); ``default_name`` names it when ``atoms.info`` does not."""
     info = atoms.info
-    total_charge = float(info.get("total_charge", info.get("charge", 0.0)))
-    bare = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    total_charge = total_charge_of(atoms)
+    bare = unwrap_slab(Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc))
     bare.info["total_charge"] = total_charge
     sid = atoms_id(bare)
+    name = str(info.get("structure_name", default_name))
     return {"structure_id": sid, "parent_id": info.get("parent_id", sid),
-            "structure_name": str(info.get("structure_name", default_name)), "family": "external",
+            "structure_name": name, "family": "external",
             "source": "external", "temperature_K": info.get("temperature_K"), "config_hash": "",
-            "numbers": atoms.numbers, "positions": atoms.positions, "cell": atoms.cell.array,
-            "pbc": atoms.pbc, "total_charge": total_charge}
+            "numbers": bare.numbers, "positions": bare.positions, "cell": bare.cell.array,
+            "pbc": atoms.pbc, "total_charge": total_charge,
+            "unpaired_electrons": unpaired_electrons(atoms.numbers, total_charge, info.get("unpaired_electrons"),
+                                                     f"structure {name}")}
 
 
 def label_file(input_path: str | os.PathLike, output: str | os.PathLike, labeller: Labeller,

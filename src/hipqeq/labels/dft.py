@@ -5,8 +5,10 @@ Level of theory: the config's ``dft`` section — exchange-correlation functiona
 ``gth-dzvp-molopt-sr`` (production) or ``gth-szv-molopt-sr`` (toy). The exchange-
 correlation integration uses PySCF's multigrid (``multigrid_numint``), ~7x faster than
 plain FFT density fitting here. Gamma point (``kmesh`` [1, 1, 1], classes RKS/UKS) by
-default; any other ``kmesh`` uses the k-point classes (KRKS/KUKS). Odd electron counts
-(e.g. a neutral iodine vacancy) run spin-unrestricted with one unpaired electron.
+default; any other ``kmesh`` uses the k-point classes (KRKS/KUKS). Structures with unpaired
+electrons (the row's ``unpaired_electrons``; by default 1 for odd electron counts, e.g. a
+neutral iodine vacancy) run spin-unrestricted (UKS/KUKS with ``cell.spin``), never
+restricted.
 
 Slabs (pbc T,T,F) are computed as 3D-periodic cells with their vacuum (as tblite does);
 finite clusters (pbc all False) are refused (status ``rejected_nonperiodic``).
@@ -95,7 +97,9 @@ class DFTLabeller:
                                                             "slabs; this structure has pbc all False")
 
     def build_cell(self, atoms: Atoms):
-        """The PySCF ``Cell`` of ``atoms`` (3D periodic; spin 1 for an odd electron count)."""
+        """The PySCF ``Cell`` of ``atoms`` (3D periodic), ``spin`` = the row's
+        ``unpaired_electrons`` (default: 1 for an odd electron count, else 0); a value
+        the valence electron count cannot have fails the label."""
         from pyscf.pbc import gto
 
         total_charge = float(atoms.info.get("total_charge", 0.0))
@@ -112,7 +116,11 @@ class DFTLabeller:
         cell.max_memory = self.settings["max_memory_mb"]
         cell.verbose = 0
         n_electrons = valence_electrons(atoms.get_chemical_symbols(), self.settings["pseudo"]) - cell.charge
-        cell.build(spin=n_electrons % 2)
+        unpaired = int(atoms.info.get("unpaired_electrons", n_electrons % 2))
+        if unpaired < 0 or (n_electrons - unpaired) % 2:
+            raise LabellingFailed(f"{unpaired} unpaired electron(s) impossible with {n_electrons} valence "
+                                  f"electrons ({self.settings['pseudo']})")
+        cell.build(spin=unpaired)
         return cell
 
     def _scf(self, cell, safer: bool):

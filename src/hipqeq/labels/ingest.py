@@ -8,9 +8,11 @@ unit). Charges are in e in every code we know of and are taken as they are.
 
 A property is looked up in the frame's calculator results (where ASE's extxyz and db
 readers put ``energy``, ``forces``, ``charges``), then in ``atoms.info`` (per frame),
-then in ``atoms.arrays`` (per atom). A name found in no frame at all is a
-configuration error (the message lists the names the file has); a frame with neither
-energy nor charges gets status ``error``. Without a total-charge property the total
+then in ``atoms.arrays`` (per atom). A name the user set (other than the default) that
+is found in no frame is a configuration error (the message lists the names the file has), as is a file where
+no frame has an energy or charges; a frame with neither energy nor charges gets status
+``error``. Total charges must be whole numbers (the file is refused otherwise, naming
+the frame). Without a total-charge property the total
 charge is the sum of the charges rounded to an integer (0 when there are none).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -71,12 +74,23 @@ def read_frames(path: str | os.PathLike, format: str | None = None) -> list[Atom
         raise DatasetError(f"{path}: ASE cannot read it as {format} ({type(exc).__name__}: {exc})") from exc
 
 
-def external_records(settings: dict) -> list[dict]:
-    """Dataset records of the reference file described by a validated ``dft.external`` section."""
+def external_records(settings: dict, explicit: Collection[str] = ()) -> list[dict]:
+    """Dataset records of the reference file described by a validated ``dft.external`` section.
+
+    ``explicit`` names the properties (``energy``, ``forces``, ``charges``,
+    ``total_charge``) whose file names the user set to something other than the default
+    (config or flags): one that no frame has is a :class:`ConfigError` (a misspelt
+    name), while a missing default name only warns.
+    """
     frames = read_frames(settings["path"], settings["format"])
     names = settings["properties"]
     energy_eV = ENERGY_UNITS_EV[settings["units"]["energy"]]
     length_A = LENGTH_UNITS_A[settings["units"]["length"]]
+    for what in sorted(explicit):
+        if frames and all(_lookup(a, names[what]) is None for a in frames):
+            raise ConfigError(f"{settings['path']}: no frame has the {what} property '{names[what]}' given in "
+                              f"dft.external.properties (or --{what.replace('_', '-')}-key); properties in the "
+                              f"file: {', '.join(_available_names(frames))}")
     for what in ("energy", "charges"):
         if frames and all(_lookup(a, names[what]) is None for a in frames):
             log.warning("%s: no frame has a %s property '%s' (it has: %s)", settings["path"], what,
@@ -121,9 +135,9 @@ def _frame_record(atoms: Atoms, index: int, settings: dict, energy_eV: float, le
     return record
 
 
-def ingest(settings: dict, output: str | os.PathLike) -> dict[str, int]:
+def ingest(settings: dict, output: str | os.PathLike, explicit: Collection[str] = ()) -> dict[str, int]:
     """Write the reference set of a validated ``dft.external`` section to ``output``;
-    return per-status counts."""
-    records = external_records(settings)
+    return per-status counts (``explicit``: see :func:`external_records`)."""
+    records = external_records(settings, explicit)
     write_dataset(records, output)
     return status_counts(records)

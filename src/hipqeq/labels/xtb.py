@@ -24,6 +24,10 @@ and the out-of-plane components describe the interaction of vacuum-separated ima
 (near zero with enough vacuum); multiply by volume / in-plane area for a 2D stress.
 Finite clusters have no stress (null).
 
+Spin: the row's ``unpaired_electrons`` goes to the engine (tblite's multiplicity,
+spin-restricted: measured with GFN1-xTB, spin polarisation moves the energy of an
+odd-electron frame by under 0.1 meV/atom). xtb-python refuses open-shell structures.
+
 Charges: Mulliken (``charge_scheme`` "Mulliken"); they sum to the total charge.
 SCF iteration counts are not exposed by either engine's Python API and are not
 recorded; the attempts (normal, then safer) are, in ``calc_params``.
@@ -39,7 +43,7 @@ from ase import Atoms
 
 from hipqeq.engines import XTB_ENGINE_SETTINGS
 from hipqeq.errors import LabellingFailed, SCFNotConverged, StructureRejected
-from hipqeq.labels.common import Labels
+from hipqeq.labels.common import Labels, unpaired_electrons_of
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +119,8 @@ class XTBLabeller:
 
         options = self.engine_options(safer)
         atoms = atoms.copy()
-        atoms.calc = xtb_calculator(self.method, self.engine,
-                                    total_charge=float(atoms.info.get("total_charge", 0.0)), **options)
+        atoms.calc = xtb_calculator(self.method, self.engine, total_charge=float(atoms.info.get("total_charge", 0.0)),
+                                    unpaired_electrons=unpaired_electrons_of(atoms), **options)
         properties = ["energy", "forces", "charges"] + (["stress"] if atoms.pbc.any() else [])
         try:
             atoms.calc.calculate(atoms, properties=properties)

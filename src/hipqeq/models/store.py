@@ -59,6 +59,8 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise HipqeqError(f"{path.parent}: not a hipqeq model directory (no {path.name})") from None
+    except json.JSONDecodeError as exc:
+        raise HipqeqError(f"{path}: not valid JSON ({exc}); the model directory is damaged") from None
 
 
 def read_metadata(model_dir: str | os.PathLike) -> dict:
@@ -91,6 +93,26 @@ def save_model(model_dir: str | os.PathLike, kind: str, model: torch.nn.Module, 
     return model_dir
 
 
+#: What a user does about a model directory whose weights cannot be used.
+_RETRAIN = "re-run `hipqeq train` for this model (or restore the directory from a copy)"
+
+
+def _load_weights(path: Path, model: torch.nn.Module) -> None:
+    """Load the state_dict in ``path`` into ``model``; a missing, truncated or foreign
+    file raises :class:`HipqeqError` naming it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise HipqeqError(f"{path}: missing (the model directory is incomplete); {_RETRAIN}") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for a corrupt file
+        raise HipqeqError(f"{path}: not a readable torch state_dict ({type(exc).__name__}: {exc}); "
+                          f"{_RETRAIN}") from None
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise HipqeqError(f"{path}: weights do not fit hyperparameters.json ({exc}); {_RETRAIN}") from None
+
+
 def load_model(model_dir: str | os.PathLike, kind: str | None = None) -> torch.nn.Module:
     """The trained model (charge or short-range module) of a model directory, on CPU in
     eval mode; ``kind`` checks the directory holds that kind."""
@@ -99,17 +121,30 @@ def load_model(model_dir: str | os.PathLike, kind: str | None = None) -> torch.n
         raise HipqeqError(f"{model_dir}: holds a {meta['kind']} model, expected {kind}")
     hyper = _read_json(Path(model_dir) / "hyperparameters.json")["model"]
     model = build_model(meta["kind"], hyper)
-    state = torch.load(Path(model_dir) / "weights.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    _load_weights(Path(model_dir) / "weights.pt", model)
     dtype = getattr(torch, meta.get("dtype", "float32"))
     return model.to(dtype).eval()
 
 
-def load_potential(model_dir: str | os.PathLike) -> Potential:
-    """The :class:`Potential` of a model directory: a 4G potential (short-range + its
-    charge model), a baseline (short-range only) or a charge model alone (its energy is
-    then E_elec only)."""
+def require_potential(model_dir: str | os.PathLike) -> dict:
+    """``model.json`` of a model directory that holds a potential (kind ``short-range`` or
+    ``baseline``); a charge model alone raises :class:`HipqeqError` saying what it holds:
+    its energy would be E_elec only, which is not a potential energy surface."""
     meta = read_metadata(model_dir)
+    if meta["kind"] == "charges":
+        raise HipqeqError(
+            f"{model_dir}: holds a charge model (kind 'charges': electronegativities + charge "
+            "equilibration, no short-range energy), not a potential; give a 'short-range' (4G) or "
+            "'baseline' model directory, e.g. results/models/4g_0")
+    return meta
+
+
+def load_potential(model_dir: str | os.PathLike, allow_charge_model: bool = False) -> Potential:
+    """The :class:`Potential` of a model directory: a 4G potential (short-range + its
+    charge model) or a baseline (short-range only); with ``allow_charge_model`` also a
+    charge model alone (its charges, and E_elec as its only energy), otherwise refused
+    (:func:`require_potential`)."""
+    meta = read_metadata(model_dir) if allow_charge_model else require_potential(model_dir)
     if meta["kind"] == "charges":
         return Potential(None, load_model(model_dir)).eval()
     charges = None

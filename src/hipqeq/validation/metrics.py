@@ -296,6 +296,24 @@ def grouped_metrics(pairs: dict[str, Pairs | None], groups: dict[str, dict[str, 
             "temperature_band": subset["temperature_band"]}
 
 
+#: Split names, in report order.
+SPLIT_NAMES = ("train", "valid", "test")
+
+
+def failures_by_split(records: Sequence[dict], splits: dict, source: str = "dataset") -> dict[str, dict[str, int]]:
+    """``{split: {status: count}}`` of the rows whose label failed (status other than ok),
+    for every split name of :data:`SPLIT_NAMES` (train and valid of committee member 0).
+    A failed training row is a structure the models never saw: it belongs in the report
+    as much as a failed test row."""
+    failed = [r for r in records if r["status"] != STATUS_OK]
+    try:
+        names = assign_splits([r["parent_id"] for r in failed], splits)
+    except HipqeqError as exc:
+        raise HipqeqError(f"{source}: {exc}") from None
+    return {split: dict(sorted(Counter(r["status"] for r, name in zip(failed, names) if name == split).items()))
+            for split in SPLIT_NAMES}
+
+
 def usable_rows(records: Sequence[dict], splits: dict | None, source: str = "dataset") -> tuple[list[dict], dict]:
     """The rows to validate on: status ok, and held-out test parents when ``splits`` is given.
 

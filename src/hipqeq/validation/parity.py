@@ -3,8 +3,9 @@
 One panel per figure: the full 4G potential as a scatter, coloured by point density
 from :data:`DENSITY_MIN_POINTS` points on (a hexbin from :data:`HEXBIN_MIN_POINTS` on);
 other models (the short-range-only baseline) as plain scatters on the same axes; the
-y = x line; axis labels with units; MAE / RMSE / R^2 of every model in the panel. A figure without data still gets
-written, with a "no data" panel, so the workflow's declared outputs always exist.
+y = x line; axis labels with units; MAE / RMSE / R^2 of every model in the panel. There is
+no figure without data: asking for one is an error (the validation stage leaves such a
+figure out and says why in metrics.md).
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state), and
 written as PNG and PDF next to each other.
@@ -97,10 +98,13 @@ def parity_figure(series: Sequence[ParitySeries], quantity: str, title: str,
     """A parity figure of ``quantity`` ("energy", "forces" or "charges").
 
     ``series[0]`` is the primary model (density-coloured when large); later series are
-    drawn as plain scatters beneath it. Empty series are left out of the panel; with none left the
-    panel says "no data". ``note`` is a second title line (split, charge scheme,
+    drawn as plain scatters beneath it. Empty series are left out of the panel; with none
+    left, :class:`ValueError`. ``note`` is a second title line (split, charge scheme,
     alignment of energies).
     """
+    shown = [s for s in series if len(s.reference)]
+    if not shown:
+        raise ValueError(f"parity figure '{title}': no series has data")
     name, axis_unit, _, _ = QUANTITY_AXES[quantity]
     # fixed axes rectangles (figure fractions): constrained layout would double the
     # drawing time of the dozens of figures a validation run writes
@@ -109,11 +113,6 @@ def parity_figure(series: Sequence[ParitySeries], quantity: str, title: str,
     ax.set_xlabel(f"reference {name} ({axis_unit})")
     ax.set_ylabel(f"predicted {name} ({axis_unit})")
     ax.set_title(title if note is None else f"{title}\n" + "\n".join(textwrap.wrap(note, 70)), fontsize=9)
-    shown = [s for s in series if len(s.reference)]
-    if not shown:
-        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center",
-                fontsize=16, color="0.4")
-        return figure
     extent = _extent(shown)
     ax.plot(extent, extent, color="black", linestyle="--", linewidth=0.8, zorder=3, label="y = x")
     lines = []

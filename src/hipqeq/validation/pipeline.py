@@ -1,11 +1,12 @@
 """`hipqeq validate` as a function: datasets + models (+ MD summaries) -> metrics and figures.
 
 :func:`run_validation` reads the xTB and DFT datasets, keeps the rows to validate on
-(held-out test parents, status ok; failures counted), predicts them with every model
+(held-out test parents, status ok), counts the failed labels of every split (a warning
+when there are any), predicts them with every model
 kind through ``predictor`` (``hipqeq.calculator.predict`` in the CLI; any callable
 ``(model_dirs, atoms_list, charge_pbc) -> list of {"energy", "forces", "charges"}`` in
-tests), and
-writes metrics.json, metrics.md, the parity figures and the MD stability figure under
+tests), and writes metrics.json, metrics.md, the parity figures (``parity/``, ``families/``;
+a figure without data is not drawn, and metrics.md says why) and the MD stability figure under
 the output directory (layout in :mod:`hipqeq.validation.report`).
 """
 
@@ -24,6 +25,7 @@ from hipqeq.validation.md_check import md_report, md_stability_figure, read_md_s
 from hipqeq.validation.metrics import (
     QUANTITIES,
     aligned_pairs,
+    failures_by_split,
     grouped_metrics,
     paired_values,
     row_groups,
@@ -47,8 +49,18 @@ REFERENCES = {"xtb": "xTB", "dft": "DFT"}
 MODELS = {"4g": "4G", "baseline": "short-range baseline"}
 
 #: Figures every run writes (as .png and .pdf) in the output directory, whatever the
-#: data: the Snakefile declares them as outputs.
-OVERALL_FIGURES = tuple(f"parity_{r}_{q}" for r in REFERENCES for q in QUANTITIES) + ("md_stability",)
+#: data: the Snakefile declares them as outputs. Parity figures go to ``parity/`` and
+#: ``families/`` (declared as directories), and only where there is data to compare.
+OVERALL_FIGURES = ("md_stability",)
+
+#: Subdirectories of the output directory holding parity figures.
+PARITY_DIRS = ("parity", "families")
+
+#: Why a reference may lack a quantity, for the note on a figure that is not drawn.
+_MISSING_HINTS = {("dft", "energy"): "DFT energies and forces exist only with dft.energy_forces (PySCF) "
+                                     "or in an external set that has them",
+                  ("dft", "forces"): "DFT energies and forces exist only with dft.energy_forces (PySCF) "
+                                     "or in an external set that has them"}
 
 #: References whose energies are compared after per-element offsets: the models learn
 #: xTB energies, and DFT energies sit on another absolute reference.
@@ -66,16 +78,30 @@ def _distinct(rows: list[dict], key: str) -> str | None:
     return ", ".join(values) or None
 
 
-def _load_reference(name: str, path: Path, splits: dict | None) -> tuple[list[dict], dict]:
-    rows, report = usable_rows(read_records(path), splits, source=f"{name} dataset {path}")
+def _load_reference(name: str, path: Path, splits: dict, all_rows: bool) -> tuple[list[dict], dict]:
+    records = read_records(path)
+    source = f"{name} dataset {path}"
+    rows, report = usable_rows(records, None if all_rows else splits, source=source)
     report = {"path": str(path), "method": _distinct(rows, "method"),
               "charge_scheme": _distinct([r for r in rows if r.get("charges") is not None], "charge_scheme"),
-              **report, "energy_alignment": None}
+              **report, "failed_by_split": failures_by_split(records, splits, source), "energy_alignment": None}
     return rows, report
 
 
 def _prediction_key(row: dict) -> tuple:
     return row["structure_id"], tuple(label_pbc(row).tolist())
+
+
+def _failure_warning(name: str, report: dict) -> str | None:
+    """A warning listing the label failures of every split, or None when there are none."""
+    failed = report["failed_by_split"]
+    total = sum(sum(counts.values()) for counts in failed.values())
+    if not total:
+        return None
+    parts = [f"{split} {sum(counts.values())}" + (f" ({', '.join(f'{s} {n}' for s, n in counts.items())})"
+                                                   if counts else "") for split, counts in failed.items()]
+    return (f"{name} dataset {report['path']}: {total} failed label(s), left out of training and validation: "
+            + ", ".join(parts))
 
 
 def _predict(predictor: Predictor, model_dirs: Sequence[Path], rows_by_reference: dict) -> dict:
@@ -126,16 +152,24 @@ def _note(report: dict, group: str | None, quantity: str, reference: str) -> str
     return " · ".join(parts)
 
 
-def _figure_jobs(reference: str, report: dict, pairs: dict, groups: dict, output_dir: Path) -> list:
-    """(stem, series, quantity, title, note) of every parity figure of one reference: the
-    overall ones always, per family / temperature band where that group has data."""
+def _figure_jobs(reference: str, report: dict, pairs: dict, groups: dict, output_dir: Path,
+                 omitted: dict[str, str]) -> list:
+    """(stem, series, quantity, title, note) of every parity figure of one reference with
+    data: overall and per family / temperature band. An overall figure without data is
+    not drawn; ``omitted`` gets its name and why."""
     title_ref = f"{REFERENCES[reference]} reference ({report['method'] or 'unknown method'})"
     jobs = []
     for quantity in QUANTITIES:
         title = f"{title_ref}: {_QUANTITY_TITLES[quantity]}"
         present = {m: p[quantity] for m, p in pairs.items() if p[quantity] is not None}
         series = [ParitySeries(MODELS[m], p.reference, p.predicted) for m, p in present.items()]
-        jobs.append((output_dir / f"parity_{reference}_{quantity}", series, quantity, title,
+        if not any(len(s.reference) for s in series):
+            hint = _MISSING_HINTS.get((reference, quantity))
+            omitted[f"parity_{reference}_{quantity}"] = (
+                f"the {report['rows_used']} {REFERENCES[reference]} row(s) validated on have no "
+                f"{_QUANTITY_TITLES[quantity]} to compare" + (f" ({hint})" if hint else ""))
+            continue
+        jobs.append((output_dir / "parity" / f"parity_{reference}_{quantity}", series, quantity, title,
                      _note(report, None, quantity, reference)))
         for kind, prefix in (("family", ""), ("temperature_band", "band_")):
             for name, mask in groups[kind].items():
@@ -156,10 +190,10 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
     ``{"metrics": metrics.json content, "warnings": [...], "summary": one-line text}``.
     """
     output_dir = Path(output_dir)
-    families_dir = output_dir / "families"
-    families_dir.mkdir(parents=True, exist_ok=True)  # a declared output even when empty
-    for stale in families_dir.glob("parity_*"):  # figures of groups no longer present
-        stale.unlink()
+    for name in PARITY_DIRS:
+        (output_dir / name).mkdir(parents=True, exist_ok=True)  # a declared output even when empty
+        for stale in (output_dir / name).glob("parity_*"):  # figures of data no longer present
+            stale.unlink()
     edges = config["validation"]["temperature_bands_K"]
     splits = read_splits(splits_path)
     summaries = read_md_summaries(md_paths)  # before the slow part: a bad file fails fast
@@ -167,24 +201,25 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
     if all_rows:
         warnings.append("--all-rows: validated on every ok row, training rows included: "
                         "these errors are not test errors")
-    loaded = {ref: _load_reference(ref, Path(path), None if all_rows else splits)
+    loaded = {ref: _load_reference(ref, Path(path), splits, all_rows)
               for ref, path in (("xtb", xtb_path), ("dft", dft_path))}
     rows = {ref: rows for ref, (rows, _) in loaded.items()}
     reports = {ref: report for ref, (_, report) in loaded.items()}
     warnings += [r["warning"] for r in reports.values() if r["warning"]]
+    warnings += [w for ref, r in reports.items() if (w := _failure_warning(ref, r))]
     for ref, report in reports.items():
         if not report["rows_used"]:
             warnings.append(f"{ref} dataset {report['path']}: no ok row to validate on")
     model_sets = {"4g": [Path(p) for p in model_dirs], "baseline": [Path(p) for p in baseline_dirs]}
     predictions = {m: _predict(predictor, dirs, rows) for m, dirs in model_sets.items() if dirs}
-    results, jobs = {}, []
+    results, jobs, omitted = {}, [], {}
     for ref in REFERENCES:
         groups = row_groups(rows[ref], edges)
         pairs = {m: _reference_pairs(ref, rows[ref], predictions[m][ref], reports[ref], m, warnings)
                  for m in predictions}
         empty = {q: None for q in QUANTITIES}
         results[ref] = {m: grouped_metrics(pairs.get(m, empty), groups) for m in MODELS}
-        jobs += _figure_jobs(ref, reports[ref], pairs, groups, output_dir)
+        jobs += _figure_jobs(ref, reports[ref], pairs, groups, output_dir, omitted)
     for stem, series, quantity, title, note in tqdm(jobs, desc="parity figures", unit="figure"):
         save_figure(parity_figure(series, quantity, title, note), stem)
     save_figure(md_stability_figure(summaries), output_dir / "md_stability")
@@ -200,6 +235,7 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
         "datasets": reports,
         "metrics": results,
         "md": md_report(summaries),
+        "figures_omitted": omitted,
         "warnings": warnings,
         "package_version": __version__,
     }

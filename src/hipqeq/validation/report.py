@@ -9,11 +9,13 @@ Layout of ``metrics.json`` (:data:`METRICS_JSON_KEYS` at the top level)::
       "models": {"4g" | "baseline": {"dirs": [...], "sha256": {dir: hash}}},
       "datasets": {"xtb" | "dft": {"path", "method", "charge_scheme", "subset",
                    "rows_total", "rows_in_subset", "rows_used", "excluded": {status: n},
-                   "warning", "energy_alignment" (DFT: {model: per-element offsets})}},
+                   "warning", "failed_by_split": {"train" | "valid" | "test": {status: n}},
+                   "energy_alignment" (DFT: {model: per-element offsets})}},
       "metrics": {"xtb" | "dft": {"4g" | "baseline": {
                    "overall": block, "family": {name: block},
                    "temperature_band": {name: block}}}},
       "md": [MD stability rows, see hipqeq.validation.md_check.MD_REPORT_KEYS],
+      "figures_omitted": {figure name: why it was not drawn (no data)},
       "warnings": [...],
       "package_version": "..."
     }
@@ -36,7 +38,7 @@ SCHEMA_VERSION = 1
 
 #: Top-level keys of metrics.json.
 METRICS_JSON_KEYS = ("schema_version", "units", "split", "models", "datasets", "metrics", "md",
-                     "warnings", "package_version")
+                     "figures_omitted", "warnings", "package_version")
 
 #: Units of the metric keys, by key suffix (MD rows: by key).
 UNITS = {"mev_per_atom": "meV/atom", "mev_per_A": "meV/Angstrom", "e": "e", "r2": "1",
@@ -127,6 +129,9 @@ def metrics_markdown(metrics: dict) -> str:
         lines.append(f"> **WARNING:** {warning}")
     if metrics["warnings"]:
         lines.append("")
+    if metrics["figures_omitted"]:
+        lines += ["Parity figures not drawn (no data):", ""]
+        lines += [f"- {name}: {why}" for name, why in metrics["figures_omitted"].items()] + [""]
     sections = (("Overall", None, "overall"), ("Per family", "family", "family"),
                 ("Per temperature band", "temperature band", "temperature_band"))
     for title, group_label, key in sections:

@@ -146,3 +146,32 @@ def test_read_structure_names_file_missing_name_and_known_names(tmp_path, frames
     path = write_dataset(frames, tmp_path / "f.parquet")
     with pytest.raises(DatasetError, match=r"f\.parquet: no structure named 'nope' \(has s0, s1, s2, s3\)"):
         read_structure(path, "nope")
+
+
+def test_every_row_records_its_unpaired_electrons(tmp_path):
+    """Default: the lowest spin the electron count allows (CsPbI3: 55+82+3*53 = 296
+    electrons, even; the iodine vacancy has 243, odd; V_I^+ 242, even again)."""
+    cell = cubic_cspbi3()
+    vacancy = cell[:-1]
+    cation = vacancy.copy()
+    cation.info["total_charge"] = 1.0
+    quartet = vacancy.copy()
+    quartet.info["unpaired_electrons"] = 3
+    rows = read_records(write_dataset([cell, vacancy, cation, quartet], tmp_path / "spin.parquet"))
+    assert [r["unpaired_electrons"] for r in rows] == [0, 1, 0, 3]
+    assert S.column("unpaired_electrons").doc.startswith("number of unpaired electrons")
+
+
+@pytest.mark.parametrize("info, message", [
+    ({"total_charge": 0.5}, r"total charge 0.5 e is not a whole number"),
+    ({"unpaired_electrons": 2}, r"2 unpaired electron\(s\) impossible with 243 electrons"),
+    ({"unpaired_electrons": -1}, r"-1 unpaired electron\(s\) impossible"),
+], ids=["fractional-charge", "wrong-parity", "negative"])
+def test_fractional_charges_and_impossible_spins_are_refused_naming_the_structure(tmp_path, info, message):
+    vacancy = cubic_cspbi3()[:-1]
+    vacancy.info.update(structure_name="vac_I", **info)
+    with pytest.raises(DatasetError, match="structure vac_I: " + message):
+        write_dataset([vacancy], tmp_path / "bad.parquet")
+    record = {**record_from_atoms(cubic_cspbi3()), "total_charge": 0.25, "structure_name": "made_by_hand"}
+    with pytest.raises(DatasetError, match="structure made_by_hand: total charge 0.25"):
+        table_from_records([record])

@@ -116,3 +116,20 @@ def test_interrupted_chunk_resumes_with_only_missing_structures(tmp_path, xtb_se
     label_records(records, again, output, progress=False)
     assert again.calls == 3
     assert all(json.loads(r["calc_params"])["parameters"]["accuracy"] == 0.5 for r in read_records(output))
+
+
+@pytest.mark.parametrize("side", ["bottom", "top"])
+def test_slabs_wrapped_across_the_cell_are_read_unwrapped(tmp_path, side):
+    """An external slab cut in two by z = 0 (or z = c) is stored whole: the same
+    structure (and id) as the slab moved without wrapping."""
+    slab = cubic_cspbi3().repeat((1, 1, 2))
+    slab.pbc = (True, True, False)
+    slab.center(vacuum=8.0, axis=2)
+    low, high = slab.positions[:, 2].min(), slab.positions[:, 2].max()
+    slab.positions[:, 2] += -(low + 1.0) if side == "bottom" else slab.cell[2, 2] - high + 1.0
+    wrapped = slab.copy()
+    wrapped.wrap(pbc=True)
+    ase.io.write(tmp_path / "slabs.extxyz", [slab, wrapped])
+    whole, read_back = read_structures(tmp_path / "slabs.extxyz")
+    np.testing.assert_allclose(read_back["positions"], whole["positions"], atol=1e-8)
+    assert read_back["structure_id"] == whole["structure_id"]

@@ -64,3 +64,15 @@ def test_odd_electron_counts_run_spin_unrestricted():
     charged.info["total_charge"] = 1.0  # V_I^+: closed shell again
     assert labeller.build_cell(charged).spin == 0
     assert labeller.build_cell(cubic_cspbi3()).spin == 0
+
+
+def test_the_recorded_unpaired_electrons_set_the_spin_and_impossible_ones_fail():
+    from hipqeq.errors import LabellingFailed
+
+    labeller = DFTLabeller(validate_section("dft", SZV))
+    vacancy = cubic_cspbi3()[:-1]
+    vacancy.info["unpaired_electrons"] = 3  # a quartet asked for in the dataset row
+    assert labeller.build_cell(vacancy).spin == 3
+    vacancy.info["unpaired_electrons"] = 2
+    with pytest.raises(LabellingFailed, match="2 unpaired electron"):
+        labeller.build_cell(vacancy)

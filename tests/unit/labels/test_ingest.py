@@ -99,3 +99,36 @@ def test_missing_properties_are_named(tmp_path):
     status = main(["ingest", "--input", str(tmp_path / "bare.extxyz"), "--output", str(tmp_path / "x.parquet"),
                    "--charges-key", "bader"])
     assert status == 2
+
+
+@pytest.mark.parametrize("flag, value", [("--forces-key", "force"), ("--total-charge-key", "Q"),
+                                         ("--charges-key", "charge")])
+def test_an_explicit_but_misspelt_key_is_an_error(tmp_path, capsys, flag, value):
+    """The file has every default name; a name the user typed and the file lacks must not
+    be ignored (forces or total charges silently missing), whichever property it is."""
+    ase.io.write(tmp_path / "ref.extxyz", _reference_frames())
+    status = main(["ingest", "--input", str(tmp_path / "ref.extxyz"), "--output", str(tmp_path / "x.parquet"),
+                   flag, value])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert f"'{value}'" in err and flag in err and "properties in the file" in err
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_a_fractional_total_charge_is_refused_naming_the_frame(tmp_path, capsys):
+    frames = _reference_frames()
+    frames[1].info["total_charge"] = 0.5
+    ase.io.write(tmp_path / "ref.extxyz", frames)
+    assert main(["ingest", "--input", str(tmp_path / "ref.extxyz"), "--output", str(tmp_path / "x.parquet")]) == 2
+    assert "structure ref_1: total charge 0.5 e is not a whole number" in capsys.readouterr().err
+
+
+def test_a_misspelt_key_in_the_config_is_an_error_too(tmp_path, capsys):
+    ase.io.write(tmp_path / "ref.extxyz", _reference_frames())
+    config = tmp_path / "config.yaml"
+    config.write_text("structures: {seeds: [{name: alpha, builder: phase, phase: alpha}]}\n"
+                      "selection: {n_xtb: 2, n_dft: 2}\n"
+                      f"dft: {{source: external, external: {{path: {tmp_path / 'ref.extxyz'}, "
+                      "properties: {forces: forcez}}}\n")
+    assert main(["ingest", "--config", str(config), "--output", str(tmp_path / "x.parquet")]) == 2
+    assert "no frame has the forces property 'forcez'" in capsys.readouterr().err

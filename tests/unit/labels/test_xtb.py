@@ -169,3 +169,22 @@ def test_non_parquet_input_labels_every_frame(tmp_path):
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert [r["structure_id"] for r in rows] == [r["structure_id"] for r in read_structures(tmp_path / "clusters.xyz")]
     assert rows[0]["software"].startswith("xtb-python")
+
+
+def test_the_unpaired_electrons_go_to_tblite_and_into_the_row(monkeypatch, xtb_settings):
+    """A neutral iodine vacancy (odd electron count) runs as a doublet (multiplicity 2)."""
+    import hipqeq.engines
+
+    made = []
+    real = hipqeq.engines.xtb_calculator
+
+    def recording(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(hipqeq.engines, "xtb_calculator", recording)
+    row = _label(cubic_cspbi3()[:-1], xtb_settings)
+    assert row["status"] == "ok" and row["unpaired_electrons"] == 1
+    assert made[-1].parameters["multiplicity"] == 2
+    row = _label(cubic_cspbi3(), xtb_settings)
+    assert row["unpaired_electrons"] == 0 and made[-1].parameters["multiplicity"] == 1

@@ -141,7 +141,8 @@ def test_short_range_stage_subtracts_the_deployed_electrostatics(mixed_study):
 
     frames = mixed_study["frames"]
     subtracted = electrostatic_labels(mixed_study["charges"], frames)
-    predicted = predict([mixed_study["potential"]], frames, device="cpu", progress=False)
+    # in the stored precision the stage used (the calculator's CPU default is float64)
+    predicted = predict([mixed_study["potential"]], frames, device="cpu", dtype="float32", progress=False)
     for atoms, labels, result in zip(frames, subtracted, predicted):
         rounding = 4 * float(np.finfo(np.float32).eps) * max(1.0, abs(result["energy"]))  # float32 models
         assert result["energy"] - result["energy_short"] == pytest.approx(labels["energy"], abs=rounding)

@@ -22,8 +22,9 @@ from .conftest import ERRORS_4G, ERRORS_BASELINE, PARENTS, TEST_PARENTS
 
 REPO = Path(__file__).resolve().parents[3]
 BANDS_K = [0, 150, 300, 1000]
-FIXED_FIGURES = [f"parity_{ref}_{q}" for ref in ("xtb", "dft") for q in ("energy", "forces", "charges")] \
-    + ["md_stability"]
+#: The fixture DFT set has charges only: its energy and force figures are not drawn.
+FIXED_FIGURES = [f"parity/parity_xtb_{q}" for q in ("energy", "forces", "charges")] \
+    + ["parity/parity_dft_charges", "md_stability"]
 
 
 def _md_summary(directory: Path) -> Path:
@@ -120,6 +121,8 @@ def test_every_figure_is_a_non_empty_image(validated):
     assert "parity_xtb_energy_band_0-150K.png" in families
     assert not any("strained" in name for name in families), "strained is a training family only"
     assert not any(name.startswith("parity_dft_energy") for name in families), "no DFT energies"
+    assert sorted(p.stem for p in (out / "parity").glob("*.png")) == sorted(
+        f.split("/")[1] for f in FIXED_FIGURES if f.startswith("parity/"))
     for name in families:
         if name.endswith(".png"):
             assert matplotlib.image.imread(out / "families" / name).size > 0
@@ -158,3 +161,27 @@ def test_cli_runs_in_process(tmp_path, monkeypatch, xtb_path, dft_path, splits, 
     assert metrics["datasets"]["xtb"]["excluded"] == {"error": 2, "scf_not_converged": 1}
     assert any("--all-rows" in w for w in metrics["warnings"])
     assert (out / "md_stability.png").exists() and metrics["md"] == []
+
+
+def test_label_failures_are_counted_per_split_and_warned_about(validated):
+    """The fixture has failed rows of both test parents and of the training parent
+    slab_strained: the training failure must be reported too."""
+    result, out = validated
+    failed = result["metrics"]["datasets"]["xtb"]["failed_by_split"]
+    assert failed == {"train": {"error": 1}, "valid": {}, "test": {"error": 1, "scf_not_converged": 1}}
+    (warning,) = [w for w in result["warnings"] if "failed label" in w]
+    assert "3 failed label(s)" in warning and "train 1 (error 1), valid 0, test 2" in warning
+    assert warning in (out / "metrics.md").read_text()
+
+
+def test_figures_without_data_are_left_out_and_explained(validated):
+    """No empty "no data" figures: the DFT set has no energies or forces, so those two
+    parity figures are not drawn, and metrics.json / metrics.md say why."""
+    result, out = validated
+    omitted = result["metrics"]["figures_omitted"]
+    assert sorted(omitted) == ["parity_dft_energy", "parity_dft_forces"]
+    assert "no energy per atom to compare" in omitted["parity_dft_energy"]
+    assert "dft.energy_forces" in omitted["parity_dft_energy"]
+    assert not list(out.rglob("parity_dft_energy*")) and not list(out.rglob("parity_dft_forces*"))
+    text = (out / "metrics.md").read_text()
+    assert "Parity figures not drawn (no data):" in text and f"- parity_dft_forces: {omitted['parity_dft_forces']}" in text
