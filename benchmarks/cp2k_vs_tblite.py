@@ -53,13 +53,13 @@ def frames(supercell: int, vacuum: float, seed: int = 0) -> list:
         ("rp1_rattle0.05", rattled(rp(1), 0.05)),
         ("rp1_rattle0.10", rattled(rp(1), 0.10)),
         ("rp1_biaxial+4%", rattled(strain(rp(1), 4.0), 0.05)),
-        ("rp1_uniaxial-3%", rattled(strain(rp(1), -3.0, "uniaxial"), 0.05)),
         ("rp1_vac_I_neutral", rattled(vacancy(rp(1), "I"), 0.03)),
         ("rp1_vac_I+1", charged(rattled(vacancy(rp(1), "I"), 0.03), 1)),
-        ("rp1_vac_Cs-1", charged(rattled(vacancy(rp(1), "Cs"), 0.03), -1)),
-        ("rp1_Br_on_I", rattled(substitution(rp(1), "I", "Br"), 0.05)),
-        ("rp1_Sn_on_Pb", rattled(substitution(rp(1), "Pb", "Sn"), 0.05)),
         ("rp2_rattle0.05", rattled(rp(2), 0.05)),
+        ("rp1_uniaxial-3%", rattled(strain(rp(1), -3.0, "uniaxial"), 0.05)),
+        ("rp1_vac_Cs-1", charged(rattled(vacancy(rp(1), "Cs"), 0.03), -1)),
+        ("rp1_Sn_on_Pb", rattled(substitution(rp(1), "Pb", "Sn"), 0.05)),
+        ("rp1_Br_on_I", rattled(substitution(rp(1), "I", "Br"), 0.05)),
     ]
 
 
@@ -75,8 +75,9 @@ def label_all(structures, labeller) -> list[dict]:
         row = label_structure(record_from_atoms(atoms), labeller)
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
+        cycles = json.loads(row["calc_params"]).get("scf_cycles")
         print(f"  {labeller.method} {next(iter(labeller.software))}: {name}: {row['status']} "
-              f"in {row['seconds']:.1f} s", flush=True)
+              f"in {row['seconds']:.1f} s" + (f", {cycles} SCF cycles" if cycles else ""), flush=True)
     return rows
 
 
@@ -94,6 +95,8 @@ def main() -> int:
     parser.add_argument("--supercell", type=int, default=3, help="in-plane repeats of the RP cells (3: 63-108 atoms)")
     parser.add_argument("--vacuum", type=float, default=30.0, help="slab vacuum (Angstrom)")
     parser.add_argument("--kpoint-density", type=float, default=30.0, help="CP2K kpoint_density_A")
+    parser.add_argument("--retry-max-iterations", type=int, default=300,
+                        help="SCF cycles of the safer retry (CP2K: ~0.5-2.5 s a cycle at 63 atoms)")
     parser.add_argument("--output", type=Path, default=None, help="write every row and summary as JSON")
     args = parser.parse_args()
 
@@ -102,6 +105,7 @@ def main() -> int:
 
     structures = frames(args.supercell, args.vacuum)[:args.frames]
     common = {"allow_small_cells": True}
+    common["retry"] = {"max_iterations": args.retry_max_iterations}
     cp2k = xtb_labeller(validate_section("xtb", {**common, "engine": "cp2k",
                                                  "cp2k": {"kpoint_density_A": args.kpoint_density}}))
     tblite = xtb_labeller(validate_section("xtb", {**common, "engine": "tblite"}))
