@@ -18,6 +18,7 @@ hence the per-element offset; what remains is what choosing tblite costs per fra
 example:
   python benchmarks/cp2k_vs_tblite.py --output benchmarks/cp2k_vs_tblite.json
   python benchmarks/cp2k_vs_tblite.py --frames 2 --supercell 1 --kpoint-density 12   # seconds
+  python benchmarks/cp2k_vs_tblite.py --from-json benchmarks/cp2k_vs_tblite.json     # tables again
 """
 
 from __future__ import annotations
@@ -51,34 +52,29 @@ def frames(supercell: int, vacuum: float, seed: int = 0) -> list:
 
     return [
         ("rp1_rattle0.05", rattled(rp(1), 0.05)),
-        ("rp1_rattle0.10", rattled(rp(1), 0.10)),
         ("rp1_biaxial+4%", rattled(strain(rp(1), 4.0), 0.05)),
         ("rp1_vac_I_neutral", rattled(vacancy(rp(1), "I"), 0.03)),
         ("rp1_vac_I+1", charged(rattled(vacancy(rp(1), "I"), 0.03), 1)),
+        ("rp1_vac_Cs-1", charged(rattled(vacancy(rp(1), "Cs"), 0.03), -1)),
+        ("rp1_rattle0.10", rattled(rp(1), 0.10)),
         ("rp2_rattle0.05", rattled(rp(2), 0.05)),
         ("rp1_uniaxial-3%", rattled(strain(rp(1), -3.0, "uniaxial"), 0.05)),
-        ("rp1_vac_Cs-1", charged(rattled(vacancy(rp(1), "Cs"), 0.03), -1)),
         ("rp1_Sn_on_Pb", rattled(substitution(rp(1), "Pb", "Sn"), 0.05)),
         ("rp1_Br_on_I", rattled(substitution(rp(1), "I", "Br"), 0.05)),
     ]
 
 
-def label_all(structures, labeller) -> list[dict]:
+def label_one(name: str, atoms, labeller) -> dict:
     from hipqeq.data import record_from_atoms
     from hipqeq.labels.common import label_structure
 
-    rows = []
-    for name, atoms in structures:
-        atoms.info.setdefault("total_charge", 0.0)
-        atoms.info.update(structure_name=name, source="build")
-        start = time.perf_counter()
-        row = label_structure(record_from_atoms(atoms), labeller)
-        row["seconds"] = time.perf_counter() - start
-        rows.append(row)
-        cycles = json.loads(row["calc_params"]).get("scf_cycles")
-        print(f"  {labeller.method} {next(iter(labeller.software))}: {name}: {row['status']} "
-              f"in {row['seconds']:.1f} s" + (f", {cycles} SCF cycles" if cycles else ""), flush=True)
-    return rows
+    atoms.info.setdefault("total_charge", 0.0)
+    atoms.info.update(structure_name=name, source="build")
+    row = label_structure(record_from_atoms(atoms), labeller)
+    cycles = json.loads(row["calc_params"]).get("scf_cycles")
+    print(f"  {next(iter(labeller.software))}: {name}: {row['status']} in {row['wall_time_s']:.1f} s"
+          + (f", {cycles} SCF cycles" if cycles else ""), flush=True)
+    return row
 
 
 def element_offsets(numbers_list, delta) -> np.ndarray:
@@ -98,7 +94,13 @@ def main() -> int:
     parser.add_argument("--retry-max-iterations", type=int, default=300,
                         help="SCF cycles of the safer retry (CP2K: ~0.5-2.5 s a cycle at 63 atoms)")
     parser.add_argument("--output", type=Path, default=None, help="write every row and summary as JSON")
+    parser.add_argument("--from-json", type=Path, default=None, metavar="JSON",
+                        help="print the tables of the rows saved by an earlier (possibly stopped) run")
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        summarize(saved["cp2k"], saved["tblite"][:len(saved["cp2k"])])
+        return 0
 
     from hipqeq.config import validate_section
     from hipqeq.labels import xtb_labeller
@@ -110,48 +112,58 @@ def main() -> int:
                                                  "cp2k": {"kpoint_density_A": args.kpoint_density}}))
     tblite = xtb_labeller(validate_section("xtb", {**common, "engine": "tblite"}))
     print(f"{len(structures)} frames; CP2K k-point density {args.kpoint_density} A")
-    rows_cp2k = label_all(structures, cp2k)
-    rows_tblite = label_all(structures, tblite)
+    rows_cp2k, rows_tblite = [], []
+    for name, atoms in structures:  # frame by frame, saved as it goes: a long run can be stopped
+        rows_cp2k.append(label_one(name, atoms, cp2k))
+        rows_tblite.append(label_one(name, atoms, tblite))
+        if args.output:
+            args.output.write_text(json.dumps({"cp2k": rows_cp2k, "tblite": rows_tblite}, indent=1,
+                                              default=lambda x: np.asarray(x).tolist()))
+    summary = summarize(rows_cp2k, rows_tblite)
+    if args.output:
+        args.output.write_text(json.dumps({"summary": summary, "cp2k": rows_cp2k, "tblite": rows_tblite},
+                                          indent=1, default=lambda x: np.asarray(x).tolist()))
+    return 0
 
+
+def summarize(rows_cp2k: list[dict], rows_tblite: list[dict]) -> dict:
+    """Print the per-frame table, the converged fraction and the comparison; return them."""
     print("\nframe | atoms | Q | mult | k-mesh | CP2K status | SCF cycles (attempts) | CP2K s | tblite s")
     cycles = []
-    for (name, atoms), rc, rt in zip(structures, rows_cp2k, rows_tblite):
+    for rc, rt in zip(rows_cp2k, rows_tblite):
         params = json.loads(rc["calc_params"])
         n_cycles = params.get("scf_cycles")
         if rc["status"] == "ok":
             cycles.append(n_cycles)
-        print(f"{name} | {len(atoms)} | {rc['total_charge']:+.0f} | {params.get('multiplicity', '-')} | "
+        print(f"{rc['structure_name']} | {len(rc['numbers'])} | {rc['total_charge']:+.0f} | {params.get('multiplicity', '-')} | "
               f"{params.get('kmesh', '-')} | {rc['status']} | {n_cycles} ({len(params['attempts'])}) | "
               f"{rc['wall_time_s']:.0f} | {rt['wall_time_s']:.1f}")
     converged = sum(r["status"] == "ok" for r in rows_cp2k)
     print(f"\nCP2K converged {converged}/{len(rows_cp2k)} ({converged / len(rows_cp2k):.0%}); median SCF cycles "
           f"of converged frames: {np.median(cycles) if cycles else float('nan'):.0f}")
 
-    both = [(s, rc, rt) for s, rc, rt in zip(structures, rows_cp2k, rows_tblite)
-            if rc["status"] == "ok" and rt["status"] == "ok"]
+    both = [(rc, rt) for rc, rt in zip(rows_cp2k, rows_tblite) if rc["status"] == "ok" and rt["status"] == "ok"]
     summary = {"converged": converged, "n_frames": len(rows_cp2k), "median_scf_cycles": float(np.median(cycles))
                if cycles else None, "comparison": []}
     if len(both) >= 2:
-        delta = np.array([rt["energy"] - rc["energy"] for _, rc, rt in both])
-        residual = element_offsets([s[1].numbers for s, _, _ in both], delta)
+        delta = np.array([rt["energy"] - rc["energy"] for rc, rt in both])
+        residual = element_offsets([rc["numbers"] for rc, _ in both], delta)
         print("\ntblite - CP2K after one energy offset per element:")
         print("frame | atoms | dE (meV/atom) | force MAE (meV/A) | force max (meV/A) | charge MAE (e) | "
               "charge max (e) | time CP2K/tblite")
-        for ((name, atoms), rc, rt), res in zip(both, residual):
+        for (rc, rt), res in zip(both, residual):
+            name, n_atoms = rc["structure_name"], len(rc["numbers"])
             dforce = np.abs(np.asarray(rt["forces"]) - np.asarray(rc["forces"])) * 1000
             dcharge = np.abs(np.asarray(rt["charges"]) - np.asarray(rc["charges"]))
-            entry = {"frame": name, "n_atoms": len(atoms), "energy_mev_per_atom": 1000 * res / len(atoms),
+            entry = {"frame": name, "n_atoms": n_atoms, "energy_mev_per_atom": 1000 * res / n_atoms,
                      "force_mae_mev_A": float(dforce.mean()), "force_max_mev_A": float(dforce.max()),
                      "charge_mae_e": float(dcharge.mean()), "charge_max_e": float(dcharge.max()),
                      "time_ratio": rc["wall_time_s"] / rt["wall_time_s"]}
             summary["comparison"].append(entry)
-            print(f"{name} | {len(atoms)} | {entry['energy_mev_per_atom']:+.1f} | {entry['force_mae_mev_A']:.0f} | "
+            print(f"{name} | {n_atoms} | {entry['energy_mev_per_atom']:+.1f} | {entry['force_mae_mev_A']:.0f} | "
                   f"{entry['force_max_mev_A']:.0f} | {entry['charge_mae_e']:.3f} | {entry['charge_max_e']:.3f} | "
                   f"{entry['time_ratio']:.1f}")
-    if args.output:
-        args.output.write_text(json.dumps({"summary": summary, "cp2k": rows_cp2k, "tblite": rows_tblite},
-                                          indent=1, default=lambda x: np.asarray(x).tolist()))
-    return 0
+    return summary
 
 
 if __name__ == "__main__":

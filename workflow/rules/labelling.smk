@@ -19,7 +19,7 @@ rule label_xtb:
         mem_mb=4000,
         runtime=240,
     shell:
-        "OMP_NUM_THREADS={threads} hipqeq label xtb --config {CONFIG_FILE} --input {input.frames}"
+        "hipqeq label xtb --config {CONFIG_FILE} --input {input.frames}"
         " --chunk {wildcards.chunk} --output {output} > {log} 2>&1"
 
 

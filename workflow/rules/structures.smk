@@ -58,5 +58,5 @@ rule check_convergence:
         mem_mb=8000,
         runtime=240,
     shell:
-        "OMP_NUM_THREADS={threads} hipqeq check-convergence --config {CONFIG_FILE} --structures {input}"
+        "hipqeq check-convergence --config {CONFIG_FILE} --structures {input}"
         " --name {wildcards.seed} --output {output.json} --table {output.table} --plot {output.plot} > {log} 2>&1"

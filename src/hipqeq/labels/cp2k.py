@@ -280,6 +280,7 @@ class CP2KLabeller:
                       charges=result["charges"], charge_scheme="Mulliken", details=details)
 
     def _run(self, workdir: Path, n_atoms: int) -> dict:
+        # Snakemake sets OMP_NUM_THREADS to a rule's threads; elsewhere one thread, not all cores
         threads = os.environ.get("OMP_NUM_THREADS", "1")
         try:
             process = subprocess.run([self.executable, "-i", _INPUT_NAME, "-o", _OUTPUT_NAME], cwd=workdir,
