@@ -224,6 +224,7 @@ def plot_convergence(report: dict, path: str | os.PathLike) -> Path:
             ax.set_xlabel(f"{series['series']} (reference {series['reference']:g})")
             ax.set_ylabel(f"|{key}| ({unit})")
             ax.set_yscale("log")
+            ax.set_ylim(floor / 2, 2 * max([report["tolerance"][tol]] + [abs(p[key]) for p in ok]))
     verdict = "passed" if report["passed"] else "FAILED"
     fig.suptitle(f"{report['name']}: {report['method']} ({report['engine']}) vs the most converged setting; "
                  f"dashed: tolerance, dotted: labelled setting; gate {verdict}")
