@@ -195,21 +195,34 @@ def parse_output(text: str, n_atoms: int) -> dict:
     if energy is None:
         raise LabellingFailed("CP2K output has no 'ENERGY| Total FORCE_EVAL' line")
     return {"energy": float(energy.group(1)) * HARTREE_EV,
-            "forces": _block_rows(text, "ATOMIC FORCES in [a.u.]", n_atoms, slice(3, 6), skip=3) * HARTREE_EV / BOHR_A,
+            "forces": _block_rows(text, "ATOMIC FORCES in [a.u.]", n_atoms, slice(3, 6), skip=3, indexed=True) * HARTREE_EV / BOHR_A,
             "stress": _stress(text), "charges": _mulliken(text, n_atoms),
             "scf_cycles": int(converged.group(1)), "scf_converged": True}
 
 
-def _block_rows(text: str, header: str, n_rows: int, columns: slice, skip: int) -> np.ndarray:
-    """``n_rows`` numeric rows that start ``skip`` lines after the last ``header``."""
+def _block_rows(text: str, header: str, n_rows: int, columns: slice, skip: int,
+                indexed: bool = False) -> np.ndarray:
+    """``n_rows`` numeric rows that start ``skip`` lines after the last ``header``.
+
+    ``indexed``: the first column is the 1-based atom index and rows are returned in atom
+    order (CP2K prints the Mulliken block grouped by kind, not in input order).
+    """
     start = text.rfind(header)
     if start < 0:
         raise LabellingFailed(f"CP2K output has no '{header}' block")
     lines = text[start:].splitlines()[skip:skip + n_rows]
     try:
-        return np.array([[float(x) for x in line.split()[columns]] for line in lines])
+        rows = np.array([[float(x) for x in line.split()[columns]] for line in lines])
+        if not indexed:
+            return rows
+        order = np.array([int(line.split()[0]) - 1 for line in lines])
+        if sorted(order) != list(range(n_rows)):
+            raise ValueError(f"atom indices {sorted(order + 1)} are not 1..{n_rows}")
     except (ValueError, IndexError) as exc:
         raise LabellingFailed(f"CP2K output: cannot read the '{header}' block: {exc}") from exc
+    placed = np.empty_like(rows)
+    placed[order] = rows
+    return placed
 
 
 def _mulliken(text: str, n_atoms: int) -> np.ndarray:
@@ -218,7 +231,8 @@ def _mulliken(text: str, n_atoms: int) -> np.ndarray:
     start = text.rfind("MULLIKEN POPULATION ANALYSIS")
     titles = text[start:].splitlines()[2] if start >= 0 else ""
     column = 5 if "Spin moment" in titles else 4
-    return _block_rows(text, "MULLIKEN POPULATION ANALYSIS", n_atoms, slice(column, column + 1), skip=3)[:, 0]
+    return _block_rows(text, "MULLIKEN POPULATION ANALYSIS", n_atoms, slice(column, column + 1), skip=3,
+                       indexed=True)[:, 0]
 
 
 def _stress(text: str) -> np.ndarray:

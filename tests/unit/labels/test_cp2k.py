@@ -103,6 +103,20 @@ def test_cubic_cell_with_a_2x2x2_mesh_reproduces_the_stored_energy():
 
 @pytest.mark.slow
 @needs_cp2k
+def test_labels_follow_the_atoms_when_they_are_permuted():
+    """CP2K prints Mulliken charges grouped by element, not in input order; the parser
+    must put every charge and force back on its atom (~2 s)."""
+    labeller = CP2KLabeller(cp2k_settings(kpoint_density_A=12.0))
+    atoms = cubic_cspbi3(rattle=0.05, seed=3)
+    order = [2, 0, 3, 1, 4]  # I Pb I Cs I: elements interleaved
+    reference, permuted = labeller.label(atoms), labeller.label(atoms[order])
+    assert permuted.energy == pytest.approx(reference.energy, abs=1e-4)
+    assert permuted.charges == pytest.approx(reference.charges[order], abs=1e-4)
+    assert permuted.forces == pytest.approx(reference.forces[order], abs=1e-3)
+
+
+@pytest.mark.slow
+@needs_cp2k
 def test_forces_and_stress_are_derivatives_of_the_energy():
     """Central differences of the energy (~8 runs of ~1 s): a force component of a
     rattled cell, and the mean normal stress of the ideal cell under isotropic strain
