@@ -9,7 +9,8 @@ from ``--kpoint-density``) and with tblite, and prints:
    attempts: a retry with the safer settings counts), CP2K and tblite seconds;
 2. the CP2K converged fraction and the median SCF cycles of converged frames;
 3. tblite minus CP2K after one energy offset per element (least squares over the
-   frames): energy residual (meV/atom), force MAE and largest difference (meV/A),
+   neutral frames; a charged periodic cell's energy includes each code's own compensating
+   background): energy residual (meV/atom), force MAE and largest difference (meV/A),
    Mulliken charge MAE and largest difference (e), and the time ratio.
 
 The two codes' GFN1 implementations differ by a near-constant ~25 meV/atom (PHYSICS.md),
@@ -146,21 +147,27 @@ def summarize(rows_cp2k: list[dict], rows_tblite: list[dict]) -> dict:
     summary = {"converged": converged, "n_frames": len(rows_cp2k), "median_scf_cycles": float(np.median(cycles))
                if cycles else None, "comparison": []}
     if len(both) >= 2:
-        delta = np.array([rt["energy"] - rc["energy"] for rc, rt in both])
-        residual = element_offsets([rc["numbers"] for rc, _ in both], delta)
+        # charged cells are left out of the energy fit: each code adds its own compensating
+        # background to a charged periodic cell, so their absolute energies are not comparable
+        neutral = [k for k, (rc, _) in enumerate(both) if rc["total_charge"] == 0]
+        delta = np.array([both[k][1]["energy"] - both[k][0]["energy"] for k in neutral])
+        residual = dict(zip(neutral, element_offsets([both[k][0]["numbers"] for k in neutral], delta)))
         print("\ntblite - CP2K after one energy offset per element:")
         print("frame | atoms | dE (meV/atom) | force MAE (meV/A) | force max (meV/A) | charge MAE (e) | "
               "charge max (e) | time CP2K/tblite")
-        for (rc, rt), res in zip(both, residual):
+        for k, (rc, rt) in enumerate(both):
             name, n_atoms = rc["structure_name"], len(rc["numbers"])
+            res = residual.get(k)
             dforce = np.abs(np.asarray(rt["forces"]) - np.asarray(rc["forces"])) * 1000
             dcharge = np.abs(np.asarray(rt["charges"]) - np.asarray(rc["charges"]))
-            entry = {"frame": name, "n_atoms": n_atoms, "energy_mev_per_atom": 1000 * res / n_atoms,
+            entry = {"frame": name, "n_atoms": n_atoms,
+                     "energy_mev_per_atom": None if res is None else 1000 * res / n_atoms,
                      "force_mae_mev_A": float(dforce.mean()), "force_max_mev_A": float(dforce.max()),
                      "charge_mae_e": float(dcharge.mean()), "charge_max_e": float(dcharge.max()),
                      "time_ratio": rc["wall_time_s"] / rt["wall_time_s"]}
             summary["comparison"].append(entry)
-            print(f"{name} | {n_atoms} | {entry['energy_mev_per_atom']:+.1f} | {entry['force_mae_mev_A']:.0f} | "
+            energy = "charged" if res is None else f"{entry['energy_mev_per_atom']:+.1f}"
+            print(f"{name} | {n_atoms} | {energy} | {entry['force_mae_mev_A']:.0f} | "
                   f"{entry['force_max_mev_A']:.0f} | {entry['charge_mae_e']:.3f} | {entry['charge_max_e']:.3f} | "
                   f"{entry['time_ratio']:.1f}")
     return summary
