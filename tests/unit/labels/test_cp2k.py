@@ -36,6 +36,17 @@ def test_kmesh_from_density_samples_at_least_that_length_along_periodic_directio
     assert kmesh_from_density(slab.repeat((3, 3, 1)), 30.0) == (2, 2, 1)
 
 
+def test_the_small_cell_check_counts_each_structures_k_mesh():
+    from hipqeq.errors import StructureRejected
+    from hipqeq.labels.common import precheck
+
+    dense = CP2KLabeller(validate_section("xtb", {"engine": "cp2k", "cp2k": {"kpoint_density_A": 45.0}}))
+    precheck(cubic_cspbi3(), dense)  # 8x8x8 mesh: 50 A >= min_periodic_length_A 18 A
+    coarse = CP2KLabeller(validate_section("xtb", {"engine": "cp2k", "cp2k": {"kpoint_density_A": 10.0}}))
+    with pytest.raises(StructureRejected, match=r"12.58 A \(k-mesh \[2, 2, 2\]\)"):
+        precheck(cubic_cspbi3(), coarse)
+
+
 def test_multiplicity_follows_the_electron_count():
     cell = cubic_cspbi3()  # Pb + Cs + 3 I: 82 + 55 + 159 = 296 electrons
     assert multiplicity(cell, 0.0) == 1
