@@ -48,3 +48,8 @@ class StructureRejected(LabellingFailed):
     def __init__(self, status: str, message: str):
         super().__init__(message)
         self.status = status
+
+
+class ConvergenceGateFailed(HipqeqError):
+    """A seed's labels change with the vacuum or the in-plane sampling by more than the
+    config's tolerance; the message names the seed, the quantity and the numbers."""

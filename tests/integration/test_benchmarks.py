@@ -3,6 +3,7 @@ checks that they work, not how fast anything is)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,21 @@ def test_speed_vs_xtb_prints_speed_ups(tmp_path):
 def test_calculator_precision_prints_the_time_ratio(tmp_path):
     out = run_benchmark("calculator_precision.py", "--repeats", "1", cwd=tmp_path)
     assert "float64 / float32 time ratio:" in out and "|FD - F|" in out
+
+
+@pytest.mark.slow
+def test_tblite_vacuum_drift_prints_changes_per_doubling(tmp_path):
+    out = run_benchmark("tblite_vacuum_drift.py", "--lengths", "22.5", "45", cwd=tmp_path)
+    assert "Cs2PbI4 RP n=1 slab" in out and "NaCl (001) bilayer" in out
+    assert out.count("meV/atom") >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cp2k.psmp") is None,
+                    reason="cp2k.psmp not installed (apt-get install cp2k; CI installs it)")
+def test_cp2k_vs_tblite_prints_the_comparison(tmp_path):
+    out = run_benchmark("cp2k_vs_tblite.py", "--frames", "2", "--supercell", "1", "--kpoint-density", "12",
+                        "--output", str(tmp_path / "rows.json"), cwd=tmp_path)
+    assert "CP2K converged 2/2" in out and "tblite - CP2K after one energy offset per element" in out
+    again = run_benchmark("cp2k_vs_tblite.py", "--from-json", str(tmp_path / "rows.json"), cwd=tmp_path)
+    assert again.split("frame | atoms | Q")[1] == out.split("frame | atoms | Q")[1]

@@ -49,6 +49,7 @@ def test_toy_dag_job_counts():
     structures = 4  # rp1_slab, alpha, rp1_slab__biaxial_p2, rp1_slab__vac_I
     assert counts == {
         "build_structures": 1, "split": 1,
+        "check_convergence": 2,  # one gate per seed (toy: allow_unconverged)
         "sample_md": structures * 2 * 1,  # x 2 temperatures x 1 replica
         "sample_rattle": structures, "select": 1,
         "label_xtb": 3,  # ceil(24 frames / 8 per chunk)
@@ -65,7 +66,7 @@ def test_production_dag_lists_the_whole_study():
     structures = 54  # see tests/unit/test_plan.py
     assert counts["sample_md"] == structures * 8 * 2  # 8 temperatures x 2 replicas
     assert counts["sample_rattle"] == structures
-    assert counts["label_xtb"] == 250  # 5000 / 20
+    assert counts["label_xtb"] == 1000  # 5000 / 5 (CP2K labels take minutes to an hour each)
     assert counts["label_dft"] == 200  # 400 / 2
     assert counts["check_convergence"] == 10  # one per seed
     for rule in ("train_charges", "train_short_range", "train_baseline"):
@@ -158,16 +159,20 @@ def test_conda_envs_hold_what_each_rule_needs():
     core = {requirement_name(d) for d in project["dependencies"]}
     extras = {k: {requirement_name(d) for d in v} for k, v in project["optional-dependencies"].items()}
     for name, body in rules().items():
-        env_file = re.search(r'conda:\n\s+"([^"]+)"', body).group(1)
-        env_path = (ROOT / "workflow" / "rules" / env_file).resolve()
-        assert env_path.exists(), f"rule {name}: {env_file} does not exist"
-        have = env_packages(env_path)
-        needed = core | set().union(*(extras[e] for e in RULE_EXTRAS[name]))
-        missing = sorted(p for p in needed if CONDA_NAMES.get(p, p) not in have and p not in have)
-        assert not missing, f"rule {name}: {env_path.name} lacks {missing}"
-        # hipqeq itself comes from the checkout, installed after the env is created
-        post_deploy = env_path.with_name(env_path.stem + ".post-deploy.sh")
-        assert "pip install --no-deps --editable \"${HIPQEQ_SOURCE" in post_deploy.read_text(), post_deploy
+        env = re.search(r'conda:\n\s+(?:"([^"]+)"|(XTB_ENV))', body)
+        # XTB_ENV (common.smk) is the xTB engine family's env: cp2k.yaml for engine cp2k, else xtb.yaml
+        env_files = ["../../envs/xtb.yaml", "../../envs/cp2k.yaml"] if env.group(2) else [env.group(1)]
+        for env_file in env_files:
+            env_path = (ROOT / "workflow" / "rules" / env_file).resolve()
+            assert env_path.exists(), f"rule {name}: {env_file} does not exist"
+            have = env_packages(env_path)
+            needed = core | set().union(*(extras[e] for e in RULE_EXTRAS[name]))
+            missing = sorted(p for p in needed if CONDA_NAMES.get(p, p) not in have and p not in have)
+            assert not missing, f"rule {name}: {env_path.name} lacks {missing}"
+            # hipqeq itself comes from the checkout, installed after the env is created
+            post_deploy = env_path.with_name(env_path.stem + ".post-deploy.sh")
+            assert "pip install --no-deps --editable \"${HIPQEQ_SOURCE" in post_deploy.read_text(), post_deploy
+    assert "cp2k" in env_packages(ROOT / "envs" / "cp2k.yaml")
     assert 'os.environ["HIPQEQ_SOURCE"] = workflow.basedir' in (ROOT / "workflow/rules/common.smk").read_text()
 
 

@@ -27,7 +27,11 @@ def test_defaults_are_filled(toy):
     assert config["sampling"]["ensemble"] == "nvt"
     assert config["training"]["network"]["cutoff_A"] == 6.0
     assert config["structures"]["tilts"] == {"angles_deg": [], "seeds": []}
-    assert config["convergence"]["enabled"] is False
+    assert config["convergence"]["enabled"] is True  # the toy runs its gates ...
+    assert config["convergence"]["allow_unconverged"] is True  # ... and goes on when they fail
+    assert config["convergence"]["tolerance"] == {"energy_meV_per_atom": 1.0, "force_meV_per_A": 10.0,
+                                                  "charge_e": 0.01}
+    assert config["xtb"]["cp2k"]["kpoint_density_A"] == 45.0
 
 
 @pytest.mark.parametrize("mutate, message", [

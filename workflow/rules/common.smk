@@ -47,6 +47,8 @@ DFT_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_dft"], config["dft"
 MEMBERS = plan.model_members(config)
 MD_STRUCTURES = config["validation"]["md_structures"]
 FIGURES = OVERALL_FIGURES
+# the xTB labelling engine's environment (CP2K's adds the cp2k binary to the xTB one)
+XTB_ENV = "../../envs/cp2k.yaml" if config["xtb"]["engine"] == "cp2k" else "../../envs/xtb.yaml"
 
 
 wildcard_constraints:

@@ -4,7 +4,8 @@
 
 rule label_xtb:
     input:
-        "results/selection/xtb.parquet",
+        frames="results/selection/xtb.parquet",
+        gates=convergence_outputs(),  # a failed gate stops the study before any label
     output:
         "results/labels/xtb/chunk_{chunk}.parquet",
     params:
@@ -12,14 +13,14 @@ rule label_xtb:
     log:
         "logs/label_xtb/chunk_{chunk}.log",
     conda:
-        "../../envs/xtb.yaml"
+        XTB_ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=240,
     shell:
-        "hipqeq label xtb --config {CONFIG_FILE} --input {input} --chunk {wildcards.chunk}"
-        " --output {output} > {log} 2>&1"
+        "hipqeq label xtb --config {CONFIG_FILE} --input {input.frames}"
+        " --chunk {wildcards.chunk} --output {output} > {log} 2>&1"
 
 
 rule label_dft:

@@ -1,4 +1,5 @@
-# build: every structure of config.structures, once; the study's split; convergence checks.
+# build: every structure of config.structures, once; the study's split; the convergence
+# gates of the labelling settings (one per seed; xTB labelling waits for them).
 
 
 rule build_structures:
@@ -42,18 +43,20 @@ rule check_convergence:
         "results/structures/structures.parquet",
     output:
         json="results/convergence/{seed}.json",
-        plot=report("results/convergence/{seed}.png", category="Finite-size convergence",
+        table=report("results/convergence/{seed}.csv", category="Convergence gates",
+                     caption="../report/convergence_table.rst"),
+        plot=report("results/convergence/{seed}.png", category="Convergence gates",
                     caption="../report/convergence.rst"),
     params:
-        settings=[config["convergence"], config["xtb"]],
+        settings=[config["convergence"], config["xtb"], config["seed"]],
     log:
         "logs/check_convergence/{seed}.log",
     conda:
-        "../../envs/xtb.yaml"
+        XTB_ENV
     threads: 4
     resources:
         mem_mb=8000,
         runtime=240,
     shell:
-        "hipqeq check-convergence --config {CONFIG_FILE} --structures {input} --name {wildcards.seed}"
-        " --output {output.json} --plot {output.plot} > {log} 2>&1"
+        "hipqeq check-convergence --config {CONFIG_FILE} --structures {input}"
+        " --name {wildcards.seed} --output {output.json} --table {output.table} --plot {output.plot} > {log} 2>&1"

@@ -1,23 +1,29 @@
-"""xTB energy per atom, forces and charges of a seed versus in-plane supercell size.
+"""Convergence gate of one seed: do its xTB labels depend on the vacuum or the sampling?
 
-tblite is Gamma-point only, so small cells carry finite-size errors in energies and
-charges. This verb takes a seed structure, reduces it to its primitive repeat (the
-seed's config supercell divided out), labels convergence.repeats repetitions of it
-(in-plane for slabs and layered cells, all three directions for 3D cells) with the
-config's xTB settings, and writes energy per atom (eV), largest force (eV/Angstrom),
-mean charge per element (e) and the shortest periodic length (Angstrom) per size as
-JSON, and optionally a plot. Size checks (min_periodic_length_A) do not apply here:
-showing the small-cell error is the point.
+Labels the seed as built (rattled by convergence.rattle_A) with the config's xtb
+settings at its own vacuum and at convergence.vacuum_A (slabs), and with denser in-plane
+sampling (convergence.sampling_multipliers: k-point density times m for engine cp2k, an
+m-fold repeated cell for tblite), and compares energy per atom (meV/atom), forces
+(meV/Angstrom) and Mulliken charges (e) of the labelled setting with the most converged
+one. Writes the gate as JSON, CSV (the report's table) and a plot.
+
+Exits non-zero with one line per failure (seed, setting, quantity, value, tolerance)
+when the labelled setting is outside convergence.tolerance; with
+convergence.allow_unconverged: true it prints the same lines as warnings and exits 0
+(toy runs: their labels then depend on the cell). Size checks (min_periodic_length_A)
+do not apply here: measuring the size error is the point.
 
 example:
   hipqeq check-convergence --config config/config.yaml \\
       --structures results/structures/structures.parquet --name rp1_slab \\
-      --output results/convergence/rp1_slab.json --plot results/convergence/rp1_slab.png
+      --output results/convergence/rp1_slab.json --table results/convergence/rp1_slab.csv \\
+      --plot results/convergence/rp1_slab.png
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from hipqeq.cli._common import add_config_argument
@@ -28,26 +34,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--structures", type=Path, required=True, metavar="FILE",
                         help="built structures (Parquet), e.g. results/structures/structures.parquet")
     parser.add_argument("--name", required=True, help="seed name (structures.seeds[].name)")
-    parser.add_argument("--output", "-o", type=Path, required=True, metavar="JSON",
-                        help="convergence table (JSON)")
+    parser.add_argument("--output", "-o", type=Path, required=True, metavar="JSON", help="the gate report (JSON)")
+    parser.add_argument("--table", type=Path, default=None, metavar="CSV", help="also the gate table here")
     parser.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also plot it here")
-    parser.add_argument("--repeats", type=int, nargs="+", default=None, metavar="N",
-                        help="repetitions of the primitive cell (overrides convergence.repeats)")
 
 
 def run(args: argparse.Namespace) -> int:
     from hipqeq.cli._common import load
-    from hipqeq.labels.convergence import check_convergence, plot_convergence, write_report
+    from hipqeq.errors import ConvergenceGateFailed
+    from hipqeq.labels.convergence import check_convergence, gate_failures, plot_convergence, write_report, write_table
 
     config = load(args)
-    repeats = args.repeats or config["convergence"]["repeats"]
-    report = check_convergence(config, args.structures, args.name, repeats)
-    write_report(report, args.output)
+    report = check_convergence(config, args.structures, args.name)
+    failures = gate_failures(report)
+    write_report({**report, "failures": failures}, args.output)
+    if args.table:
+        write_table(report, args.table)
     if args.plot:
         plot_convergence(report, args.plot)
-    for size in report["sizes"]:
-        energy = size["energy_per_atom_eV"]
-        print(f"{args.name} x{size['repeat']}: {size['n_atoms']} atoms, shortest periodic length "
-              f"{size['shortest_periodic_length_A']:.2f} A, "
-              + (f"E/atom {energy:.5f} eV" if energy is not None else f"{size['status']}: {size['error']}"))
+    for series in report["series"]:
+        labelled = next(p for p in series["points"] if p["value"] == series["labelled"])
+        print(f"{args.name} {series['series']} {series['labelled']:g} vs {series['reference']:g}: "
+              f"dE {labelled['d_energy_meV_per_atom']} meV/atom, dF {labelled['max_d_force_meV_A']} meV/A, "
+              f"dq {labelled['max_d_charge_e']} e; converged from {series['converged_from']}")
+    if failures and not config["convergence"]["allow_unconverged"]:
+        raise ConvergenceGateFailed("convergence gate failed (set convergence.allow_unconverged: true to "
+                                    "label anyway, toy runs only):\n  " + "\n  ".join(failures))
+    for failure in failures:
+        print(f"warning: {failure} (allowed by convergence.allow_unconverged)", file=sys.stderr)
     return 0

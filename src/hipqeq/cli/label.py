@@ -1,8 +1,11 @@
 """Label structures with xTB single points or DFT partial charges, one chunk per job.
 
 `label xtb` runs GFN1-xTB (default) or GFN2-xTB single points with tblite (periodic
-cells, slabs, clusters) or xtb-python (finite clusters only): energy (eV), forces
-(eV/Angstrom), stress (eV/Angstrom^3) and Mulliken charges (e). `label dft` runs PySCF
+cells, slabs, clusters; Gamma point only, so labels depend on the cell), xtb-python
+(finite clusters only) or CP2K (GFN1-xTB with a k-mesh from xtb.cp2k.kpoint_density_A
+and Ewald sums; needs the cp2k.psmp binary): energy (eV), forces (eV/Angstrom), stress
+(eV/Angstrom^3) and Mulliken charges (e). CP2K rows record the k-mesh, the SCF settings,
+the SCF cycles, the spin multiplicity and the (3D-periodic) boundary in calc_params. `label dft` runs PySCF
 periodic Kohn-Sham (PBE, GTH pseudopotentials) for Mulliken / meta-Lowdin charges and,
 when dft.energy_forces is set, energy and forces.
 
@@ -24,6 +27,8 @@ examples:
   hipqeq label xtb --config config/toy.yaml --input results/selection/xtb.parquet \\
       --chunk 0 --output results/labels/xtb/chunk_0.parquet
   hipqeq label xtb --input frames.extxyz --output labelled.parquet --method GFN2-xTB
+  OMP_NUM_THREADS=2 hipqeq label xtb --input frames.extxyz --output labelled.parquet \
+      --engine cp2k --kpoint-density-A 30
   hipqeq label dft --config config/toy.yaml --input results/selection/dft.parquet \\
       --chunk 0 --output results/labels/dft/chunk_0.parquet
 """
@@ -62,8 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_io_arguments(xtb)
     xtb.add_argument("--method", choices=("GFN1-xTB", "GFN2-xTB"), default=None,
                      help="level of theory (default GFN1-xTB)")
-    xtb.add_argument("--engine", choices=("tblite", "xtb-python"), default=None,
-                     help="tblite (periodic and finite) or xtb-python (finite clusters only)")
+    xtb.add_argument("--engine", choices=("tblite", "xtb-python", "cp2k"), default=None,
+                     help="tblite (periodic and finite, Gamma point), xtb-python (finite clusters only) "
+                          "or cp2k (GFN1-xTB with k-points)")
+    xtb.add_argument("--kpoint-density-A", type=float, default=None, metavar="L",
+                     help="engine cp2k: k-mesh n_i = ceil(L / |a_i|) (overrides xtb.cp2k.kpoint_density_A)")
     xtb.add_argument("--accuracy", type=float, default=None, help="engine accuracy (1.0 default)")
     xtb.add_argument("--electronic-temperature-K", type=float, default=None, metavar="T",
                      help="Fermi smearing temperature (K)")
@@ -99,12 +107,15 @@ def run(args: argparse.Namespace) -> int:
 
     base = load(args)[args.level] if args.config else {}
     overrides = {k: getattr(args, k) for k in _OVERRIDES[args.level] if getattr(args, k) is not None}
-    settings = validate_section(args.level, {**base, **overrides})
+    section = {**base, **overrides}
+    if getattr(args, "kpoint_density_A", None) is not None:
+        section["cp2k"] = {**section.get("cp2k", {}), "kpoint_density_A": args.kpoint_density_A}
+    settings = validate_section(args.level, section)
     if args.level == "xtb":
-        from hipqeq.labels.xtb import XTBLabeller as Labeller
+        from hipqeq.labels import xtb_labeller as make_labeller
     else:
-        from hipqeq.labels.dft import DFTLabeller as Labeller
-    counts = label_file(args.input, args.output, Labeller(settings), chunk=args.chunk,
+        from hipqeq.labels.dft import DFTLabeller as make_labeller
+    counts = label_file(args.input, args.output, make_labeller(settings), chunk=args.chunk,
                         progress=not args.no_progress)
     summary = ", ".join(f"{status} {n}" for status, n in counts.items()) or "no structures"
     print(f"labelled {sum(counts.values())} structure(s) into {args.output}: {summary}")

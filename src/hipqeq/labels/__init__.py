@@ -3,15 +3,27 @@
 - :mod:`.common`: settings, pre-checks (rejected_* statuses), the chunk loop that never
   drops a structure, resume from a partial file, provenance (``calc_params``);
 - :mod:`.xtb`: GFN1-/GFN2-xTB with tblite (periodic) or xtb-python (clusters);
+- :mod:`.cp2k`: GFN1-xTB with CP2K, k-points and Ewald (labels that do not depend on the cell);
 - :mod:`.dft`: PySCF periodic Kohn-Sham, Mulliken and meta-Lowdin charges;
 - :mod:`.ingest`: an external reference set (extxyz, ASE db) into the dataset contract;
-- :mod:`.convergence`: Gamma-point finite-size error versus supercell size.
+- :mod:`.convergence`: per-seed gates of the labels against vacuum and in-plane sampling.
 
-Engines (tblite, xtb, pyscf) are imported only when a calculation runs.
+Engines (tblite, xtb, pyscf, the cp2k binary) are used only when a calculation runs.
 """
 
 from hipqeq.labels.common import (Labels, label_file, label_records, label_structure, precheck,
                                   read_structures, shortest_periodic_length)
 
 __all__ = ["Labels", "label_file", "label_records", "label_structure", "precheck", "read_structures",
-           "shortest_periodic_length"]
+           "shortest_periodic_length", "xtb_labeller"]
+
+
+def xtb_labeller(settings: dict):
+    """The labeller of a validated ``xtb`` section: CP2K for ``engine: cp2k``, else tblite / xtb-python."""
+    if settings["engine"] == "cp2k":
+        from hipqeq.labels.cp2k import CP2KLabeller
+
+        return CP2KLabeller(settings)
+    from hipqeq.labels.xtb import XTBLabeller
+
+    return XTBLabeller(settings)

@@ -73,7 +73,8 @@ class Labeller(Protocol):
     ``parameters`` holds every setting that changes a label (it goes into
     ``calc_params`` and decides whether a partial row can be reused); ``kmesh`` is the
     k-point mesh (``(1, 1, 1)`` for Gamma-point engines), which lengthens the effective
-    periodic length for the small-cell check.
+    periodic length for the small-cell check; an engine that chooses the mesh per
+    structure makes it a method ``kmesh(atoms)``.
     """
 
     method: str
@@ -137,11 +138,12 @@ def precheck(atoms: Atoms, labeller: Labeller) -> None:
     if unknown:
         names = ", ".join(chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}" for z in unknown)
         raise StructureRejected("rejected_element", f"{labeller.method} has no parameters for {names}")
-    length = shortest_periodic_length(atoms, labeller.kmesh)
+    kmesh = labeller.kmesh(atoms) if callable(labeller.kmesh) else labeller.kmesh
+    length = shortest_periodic_length(atoms, kmesh)
     if length is not None and length < settings["min_periodic_length_A"] and not settings["allow_small_cells"]:
         raise StructureRejected(
             "rejected_small_cell",
-            f"shortest periodic length {length:.2f} A (k-mesh {list(labeller.kmesh)}) is below "
+            f"shortest periodic length {length:.2f} A (k-mesh {list(kmesh)}) is below "
             f"min_periodic_length_A = {settings['min_periodic_length_A']} A: Gamma-point labels of "
             "cells this small carry large finite-size errors; use a larger supercell, a k-mesh, or "
             "set allow_small_cells")

@@ -1,24 +1,30 @@
-"""Finite-size convergence of Gamma-point xTB labels versus supercell size, per seed.
+"""Convergence gates: do a seed's labels depend on the vacuum or the in-plane sampling?
 
-tblite has no k-points, so energies and charges of small periodic cells carry large
-finite-size errors (GFN1, cubic CsPbI3, per formula unit: -387.98 eV at 1x1x1,
--382.47 at 2x2x2, -384.17 at 3x3x3, -383.87 at 4x4x4; PHYSICS.md). This module shows
-that error for each seed so the choice of ``xtb.min_periodic_length_A`` is visible:
+A potential learns whatever its labels contain. tblite (Gamma point only) gives energies
+that drift with the vacuum of a slab without converging and change by up to 26 meV/atom
+between 3x3, 4x4 and 5x5 supercells (PHYSICS.md); a label set is only consistent when
+its settings are converged. For each seed, :func:`check_convergence` labels the seed as
+built (rattled by ``convergence.rattle_A`` so that forces are not zero by symmetry) with
+the config's ``xtb`` settings in two series:
 
-1. the seed's built structure is reduced to its primitive repeat by dividing out the
-   seed's config ``supercell`` (:func:`primitive_cell`);
-2. the primitive cell is repeated ``n`` times for each ``n`` in ``convergence.repeats``
-   along its *short* periodic directions — those shorter than ``min_periodic_length_A``
-   (in-plane for slabs and layered RP cells, all three for small 3D cells; every
-   periodic direction when none is short);
-3. each size is labelled with the config's xTB settings (size checks off) and the
-   report lists, per size: atoms, shortest periodic length (Angstrom), energy per atom
-   (eV) and its difference to the largest size, largest and RMS force (eV/Angstrom)
-   and the mean charge per element (e).
+- **vacuum** (slabs: a non-periodic direction): the seed's own vacuum and every
+  ``convergence.vacuum_A``; the atoms are unchanged, only the cell along the normal;
+- **sampling**: the labelled setting (m = 1) and each ``sampling_multipliers`` m: the
+  k-point density times m for engine ``cp2k``, or the cell repeated m times along every
+  periodic direction for Gamma-point engines (a k-mesh of m samples the same
+  Born-von Karman supercell as an m-fold repeat at Gamma).
+
+Each point is compared with its series' most converged setting (largest vacuum, largest
+m): energy per atom (meV/atom), the largest change of a force component (meV/Angstrom)
+and of a charge (e) of the same atoms (image 0 of a repeat). The labelled setting passes
+when all three are within ``convergence.tolerance``; :func:`gate_failures` names each
+failure with its numbers, and the check-convergence verb stops the study unless
+``convergence.allow_unconverged`` is set.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -30,122 +36,198 @@ from ase import Atoms
 from hipqeq.data import read_structure, record_from_atoms
 from hipqeq.data.schema import STATUS_OK
 from hipqeq.errors import ConfigError, StructureError
-from hipqeq.labels.common import label_structure, shortest_periodic_length
+from hipqeq.labels.common import label_structure
 
 log = logging.getLogger(__name__)
 
-#: Tolerance (fractional coordinates) for assigning atoms on cell boundaries to an image.
-_FRACTIONAL_TOLERANCE = 1e-4
+#: Gate quantities: report key, tolerance key, unit.
+QUANTITIES = (("d_energy_meV_per_atom", "energy_meV_per_atom", "meV/atom"),
+              ("max_d_force_meV_A", "force_meV_per_A", "meV/A"),
+              ("max_d_charge_e", "charge_e", "e"))
 
 
-def primitive_cell(atoms: Atoms, supercell) -> Atoms:
-    """The repeat unit of ``atoms``, a ``supercell`` (n1, n2, n3) repetition of it.
-
-    Keeps the atoms of image (0, 0, 0): those whose fractional coordinates in the
-    primitive cell (lattice vectors divided by ``supercell``) lie in [0, 1) along each
-    repeated direction. Atom order inside the supercell does not matter. Raises
-    :class:`StructureError` when the atom count is not divisible as expected.
-    """
-    supercell = np.asarray(supercell, dtype=int)
-    if np.all(supercell == 1):
-        return atoms.copy()
-    primitive = atoms.cell.array / supercell[:, None]
-    fractional = np.linalg.solve(primitive.T, atoms.positions.T).T
-    repeated = supercell > 1
-    # wrap into the supercell, then find each atom's image index along repeated directions
-    wrapped = np.mod(fractional[:, repeated] + _FRACTIONAL_TOLERANCE, supercell[repeated]) - _FRACTIONAL_TOLERANCE
-    keep = np.all(np.floor(wrapped + _FRACTIONAL_TOLERANCE) == 0, axis=1)
-    n_expected, remainder = divmod(len(atoms), int(supercell.prod()))
-    if remainder or keep.sum() != n_expected:
-        raise StructureError(f"cannot divide {len(atoms)} atoms by supercell {supercell.tolist()}: "
-                             f"{keep.sum()} atoms fall in the first image, expected {n_expected}")
-    unit = atoms[keep]
-    unit.set_cell(primitive, scale_atoms=False)
-    unit.info = dict(atoms.info)
-    return unit
+def slab_normal(atoms: Atoms) -> int | None:
+    """The non-periodic direction of a slab (its cell vector must be along the normal), or None."""
+    free = [i for i in range(3) if not atoms.pbc[i]]
+    if not free:
+        return None
+    if len(free) > 1:
+        raise StructureError(f"a convergence gate needs a 3D cell or a slab, got pbc {atoms.pbc.tolist()}")
+    axis = free[0]
+    in_plane = [atoms.cell.array[i] for i in range(3) if i != axis]
+    normal = np.cross(*in_plane)
+    vector = atoms.cell.array[axis]
+    if abs(abs(vector @ normal) - np.linalg.norm(vector) * np.linalg.norm(normal)) > 1e-6 * np.linalg.norm(normal):
+        raise StructureError("the slab's cell vector along its non-periodic direction is not normal to the plane")
+    return axis
 
 
-def repeat_directions(atoms: Atoms, min_periodic_length_A: float) -> list[int]:
-    """Periodic directions shorter than ``min_periodic_length_A`` (all periodic ones if none)."""
-    periodic = [i for i in range(3) if atoms.pbc[i]]
-    lengths = atoms.cell.lengths()
-    short = [i for i in periodic if lengths[i] < min_periodic_length_A]
-    return short or periodic
+def vacuum_of(atoms: Atoms, axis: int) -> float:
+    """Empty gap (Angstrom) between the slab and its image along cell vector ``axis``."""
+    unit = atoms.cell.array[axis] / np.linalg.norm(atoms.cell.array[axis])
+    heights = atoms.positions @ unit
+    return float(np.linalg.norm(atoms.cell.array[axis]) - (heights.max() - heights.min()))
 
 
-def _size_row(repeat: int, supercell: list[int], atoms: Atoms, row: dict) -> dict:
-    result = {"repeat": repeat, "supercell": supercell, "n_atoms": len(atoms),
-              "shortest_periodic_length_A": shortest_periodic_length(atoms),
-              "status": row["status"], "error": row["error"], "wall_time_s": row["wall_time_s"],
-              "energy_per_atom_eV": None, "max_force_eV_A": None, "rms_force_eV_A": None,
-              "mean_charge_e": None}
-    if row["status"] == STATUS_OK:
-        forces = np.asarray(row["forces"])
-        charges = np.asarray(row["charges"])
-        symbols = np.array(atoms.get_chemical_symbols())
-        result.update(energy_per_atom_eV=row["energy"] / len(atoms),
-                      max_force_eV_A=float(np.linalg.norm(forces, axis=1).max()),
-                      rms_force_eV_A=float(np.sqrt((forces ** 2).sum(axis=1).mean())),
-                      mean_charge_e={s: float(charges[symbols == s].mean()) for s in sorted(set(symbols))})
+def with_vacuum(atoms: Atoms, axis: int, vacuum_A: float) -> Atoms:
+    """``atoms`` with the gap along ``axis`` set to ``vacuum_A``, the slab centred; atoms unchanged."""
+    unit = atoms.cell.array[axis] / np.linalg.norm(atoms.cell.array[axis])
+    heights = atoms.positions @ unit
+    thickness = heights.max() - heights.min()
+    result = atoms.copy()
+    cell = atoms.cell.array.copy()
+    cell[axis] = unit * (thickness + vacuum_A)
+    result.set_cell(cell, scale_atoms=False)
+    result.positions += np.outer(vacuum_A / 2 - heights.min(), unit)
     return result
 
 
-def check_convergence(config: dict, structures_path: str | os.PathLike, name: str,
-                      repeats) -> dict:
-    """The convergence report (a JSON-ready dict) of seed ``name`` of ``config``."""
-    from hipqeq.labels.xtb import XTBLabeller
+def _labelled_point(atoms: Atoms, labeller, name: str) -> dict:
+    atoms = atoms.copy()
+    atoms.info.update(structure_name=name, source="build")
+    row = label_structure(record_from_atoms(atoms), labeller)
+    params = json.loads(row["calc_params"])
+    return {"n_atoms": len(atoms), "status": row["status"], "error": row["error"],
+            "wall_time_s": row["wall_time_s"], "kmesh": params.get("kmesh", [1, 1, 1]),
+            "scf_cycles": params.get("scf_cycles"),
+            "energy_per_atom_eV": None if row["energy"] is None else row["energy"] / len(atoms),
+            "forces": row["forces"], "charges": row["charges"]}
+
+
+def _compare(points: list[dict], n_atoms: int) -> None:
+    """Fill each point's differences to the last point (the reference), over atoms 0..n_atoms-1."""
+    reference = points[-1]
+    for point in points:
+        point.update(d_energy_meV_per_atom=None, max_d_force_meV_A=None, max_d_charge_e=None)
+        if point["status"] != STATUS_OK or reference["status"] != STATUS_OK:
+            continue
+        forces = np.asarray(point["forces"])[:n_atoms] - np.asarray(reference["forces"])[:n_atoms]
+        charges = np.asarray(point["charges"])[:n_atoms] - np.asarray(reference["charges"])[:n_atoms]
+        point.update(d_energy_meV_per_atom=1000 * (point["energy_per_atom_eV"] - reference["energy_per_atom_eV"]),
+                     max_d_force_meV_A=1000 * float(np.abs(forces).max()),
+                     max_d_charge_e=float(np.abs(charges).max()))
+    for point in points:
+        point.pop("forces", None)
+        point.pop("charges", None)
+
+
+def _series(name: str, values: list, points: list[dict], labelled, tolerance: dict) -> dict:
+    """One gate series: its points, the labelled setting's verdict and the first converged value."""
+    index = values.index(labelled)
+    within = [all(p[key] is not None and abs(p[key]) <= tolerance[tol] for key, tol, _ in QUANTITIES)
+              for p in points]
+    # the smallest setting from which every point agrees with the reference (None: only the reference)
+    converged_from = next((v for k, v in enumerate(values[:-1]) if all(within[k:])), None)
+    for value, point in zip(values, points):
+        point["value"] = value
+    return {"series": name, "labelled": labelled, "reference": values[-1], "passed": within[index],
+            "converged_from": converged_from, "points": points}
+
+
+def check_convergence(config: dict, structures_path: str | os.PathLike, name: str) -> dict:
+    """The gate report (a JSON-ready dict) of seed ``name`` under the config's xtb settings."""
+    from hipqeq.labels import xtb_labeller
 
     seeds = {s["name"]: s for s in config["structures"]["seeds"]}
     if name not in seeds:
         raise ConfigError(f"'{name}' is not a seed in structures.seeds (seeds: {', '.join(seeds)})")
-    unit = primitive_cell(read_structure(structures_path, name), seeds[name].get("supercell", [1, 1, 1]))
-    settings = {**config["xtb"], "allow_small_cells": True}
-    labeller = XTBLabeller(settings)
-    directions = repeat_directions(unit, settings["min_periodic_length_A"])
-    sizes = []
-    for n in repeats:
-        supercell = [n if i in directions else 1 for i in range(3)]
-        atoms = unit.repeat(supercell)
-        atoms.info = {"total_charge": float(unit.info.get("total_charge", 0.0)),
-                      "structure_name": f"{name}_x{n}", "source": "build"}
-        row = label_structure(record_from_atoms(atoms), labeller)
-        sizes.append(_size_row(n, supercell, atoms, row))
-        log.info("%s x%d: %d atoms, %s", name, n, len(atoms), row["status"])
-    converged = [s for s in sizes if s["energy_per_atom_eV"] is not None]
-    if converged:
-        reference = max(converged, key=lambda s: s["n_atoms"])["energy_per_atom_eV"]
-        for s in converged:
-            s["energy_per_atom_minus_largest_eV"] = s["energy_per_atom_eV"] - reference
-    return {"name": name, "method": labeller.method, "software": labeller.software,
-            "primitive_n_atoms": len(unit), "repeat_directions": directions,
-            "min_periodic_length_A": settings["min_periodic_length_A"], "sizes": sizes}
+    gate = config["convergence"]
+    seed = read_structure(structures_path, name)
+    seed.rattle(gate["rattle_A"], seed=config["seed"])
+    seed.info = {"total_charge": float(seed.info.get("total_charge", 0.0))}
+    settings = {**config["xtb"], "allow_small_cells": True}  # the gate measures the size error
+    labeller = xtb_labeller(settings)
+    report = {"name": name, "method": labeller.method, "software": labeller.software,
+              "engine": settings["engine"], "n_atoms": len(seed), "tolerance": gate["tolerance"],
+              "allow_unconverged": gate["allow_unconverged"], "series": []}
+
+    axis = slab_normal(seed)
+    if axis is not None:
+        own = round(vacuum_of(seed, axis), 2)
+        vacua = sorted({own, *gate["vacuum_A"]})
+        points = [_labelled_point(with_vacuum(seed, axis, v), labeller, f"{name}_vacuum{v:g}") for v in vacua]
+        _compare(points, len(seed))
+        report["series"].append(_series("vacuum_A", vacua, points, own, gate["tolerance"]))
+
+    multipliers = sorted({1, *gate["sampling_multipliers"]})
+    points = []
+    for m in multipliers:
+        if settings["engine"] == "cp2k":
+            dense = xtb_labeller({**settings, "cp2k": {**settings["cp2k"],
+                                                       "kpoint_density_A": m * settings["cp2k"]["kpoint_density_A"]}})
+            points.append(_labelled_point(seed, dense, f"{name}_k{m}"))
+        else:
+            repeat = [m if seed.pbc[i] else 1 for i in range(3)]
+            points.append(_labelled_point(seed.repeat(repeat), labeller, f"{name}_x{m}"))
+    _compare(points, len(seed))
+    series = "k-point density x" if settings["engine"] == "cp2k" else "supercell x"
+    report["series"].append(_series(series, multipliers, points, 1, gate["tolerance"]))
+    report["passed"] = all(s["passed"] for s in report["series"])
+    return report
+
+
+def gate_failures(report: dict) -> list[str]:
+    """One message per failed quantity of the labelled setting, naming seed and numbers."""
+    messages = []
+    for series in report["series"]:
+        point = next(p for p in series["points"] if p["value"] == series["labelled"])
+        reference = series["points"][-1]
+        where = (f"seed {report['name']}: {report['method']} ({report['engine']}) at {series['series']} "
+                 f"{series['labelled']:g} vs {series['reference']:g}")
+        if point["status"] != STATUS_OK or reference["status"] != STATUS_OK:
+            failed = point if point["status"] != STATUS_OK else reference
+            messages.append(f"{where}: a label failed ({failed['status']}: {failed['error']})")
+            continue
+        for key, tol, unit in QUANTITIES:
+            if abs(point[key]) > report["tolerance"][tol]:
+                messages.append(f"{where}: {key} = {point[key]:.4g} {unit} exceeds the tolerance "
+                                f"{report['tolerance'][tol]:g} {unit}")
+    return messages
+
+
+def write_table(report: dict, path: str | os.PathLike) -> Path:
+    """The gate as CSV (one row per labelled point; ``labelled``/``reference`` mark the compared pair)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["series", "value", "role", "n_atoms", "kmesh", "status", "scf_cycles", "energy_per_atom_eV",
+               "d_energy_meV_per_atom", "max_d_force_meV_A", "max_d_charge_e", "passed"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for series in report["series"]:
+            for point in series["points"]:
+                role = ("labelled" if point["value"] == series["labelled"] else
+                        "reference" if point["value"] == series["reference"] else "")
+                writer.writerow({**point, "series": series["series"], "role": role,
+                                 "kmesh": "x".join(map(str, point["kmesh"])),
+                                 "passed": series["passed"] if role == "labelled" else ""})
+    return path
 
 
 def plot_convergence(report: dict, path: str | os.PathLike) -> Path:
-    """Energy per atom, largest force and mean charges versus shortest periodic length (PNG)."""
+    """Energy, force and charge differences to the reference per series, with tolerances (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [s for s in report["sizes"] if s["status"] == STATUS_OK]
-    length = [s["shortest_periodic_length_A"] for s in ok]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
-    axes[0].plot(length, [s["energy_per_atom_eV"] for s in ok], "o-")
-    axes[0].set_ylabel("energy per atom (eV)")
-    axes[1].plot(length, [s["max_force_eV_A"] for s in ok], "o-")
-    axes[1].set_ylabel("largest force (eV/Å)")
-    elements = sorted({e for s in ok for e in s["mean_charge_e"]})
-    for element in elements:
-        axes[2].plot(length, [s["mean_charge_e"][element] for s in ok], "o-", label=element)
-    axes[2].set_ylabel("mean Mulliken charge (e)")
-    if elements:
-        axes[2].legend()
-    for ax in axes:
-        ax.axvline(report["min_periodic_length_A"], color="grey", ls="--", lw=1)
-        ax.set_xlabel("shortest periodic length (Å)")
-    fig.suptitle(f"{report['name']}: {report['method']} (Gamma point) vs cell size; "
-                 f"dashed: min_periodic_length_A")
+    rows = len(report["series"])
+    fig, axes = plt.subplots(rows, 3, figsize=(12, 3.2 * rows), constrained_layout=True, squeeze=False)
+    for ax_row, series in zip(axes, report["series"]):
+        # the reference (last point) differs from itself by zero: not drawn on a log axis
+        ok = [p for p in series["points"][:-1] if p["d_energy_meV_per_atom"] is not None]
+        for ax, (key, tol, unit) in zip(ax_row, QUANTITIES):
+            floor = report["tolerance"][tol] / 1000
+            ax.plot([p["value"] for p in ok], [max(abs(p[key]), floor) for p in ok], "o-")
+            ax.axhline(report["tolerance"][tol], color="grey", ls="--", lw=1)
+            ax.axvline(series["labelled"], color="tab:red", ls=":", lw=1)
+            ax.set_xlabel(f"{series['series']} (reference {series['reference']:g})")
+            ax.set_ylabel(f"|{key}| ({unit})")
+            ax.set_yscale("log")
+            ax.set_ylim(floor / 2, 2 * max([report["tolerance"][tol]] + [abs(p[key]) for p in ok]))
+    verdict = "passed" if report["passed"] else "FAILED"
+    fig.suptitle(f"{report['name']}: {report['method']} ({report['engine']}) vs the most converged setting; "
+                 f"dashed: tolerance, dotted: labelled setting; gate {verdict}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

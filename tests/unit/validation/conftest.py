@@ -8,12 +8,15 @@ is known by hand: an energy error of ``x`` eV per atom gives an energy MAE and R
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from hipqeq.data import atoms_id, read_records, write_dataset
+from hipqeq.models.store import FORMAT_VERSION
 
 #: Errors of the fixture 4G potential: energy per atom (eV/atom), every force component
 #: (eV/Angstrom), every charge (e).
@@ -102,7 +105,7 @@ class FixturePotential:
         self.labels = {r["structure_id"]: r for r in read_records(xtb_path) if r["status"] == "ok"}
         self.calls = []
 
-    def __call__(self, model_dirs, atoms_list, charge_pbc):
+    def __call__(self, model_dirs, atoms_list, charge_pbc, device="auto"):
         assert len(charge_pbc) == len(atoms_list)
         self.calls.append(([str(d) for d in model_dirs], len(atoms_list)))
         self.charge_pbc = [tuple(pbc) for pbc in charge_pbc]
@@ -132,5 +135,7 @@ def model_dirs(tmp_path_factory):
         d = tmp_path_factory.mktemp("models") / kind
         d.mkdir()
         (d / "hyperparameters.json").write_text(f'{{"kind": "{kind}"}}\n')
+        model_kind = "baseline" if kind.startswith("baseline") else "short-range"
+        (d / "model.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "kind": model_kind}))
         dirs[kind] = d
     return dirs

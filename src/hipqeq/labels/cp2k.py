@@ -1,0 +1,340 @@
+"""GFN1-xTB single points with CP2K: k-points and Ewald, so labels do not depend on the cell.
+
+tblite is Gamma-point only and its energies drift with the vacuum of a slab without
+converging (PHYSICS.md, "tblite's cell dependence"); CP2K's xTB (``&QS METHOD xTB``,
+``&xTB DO_EWALD T``) takes a Monkhorst-Pack k-mesh and its slab energies are flat to
+0.1 meV per formula unit beyond ~25 A of vacuum (measured here, CP2K 2023.1).
+
+Why an input writer of our own and not ASE's ``CP2K`` calculator: ASE drives the
+interactive ``cp2k_shell``, which keeps no output file to inspect when an SCF fails,
+does not report the number of SCF cycles, and cannot return Mulliken charges. Here each
+structure is one ``cp2k.psmp -i hipqeq.inp -o hipqeq.out`` run in a fresh temporary
+directory; the directory is deleted after a successful parse and kept (its path is in
+the error message) after any failure.
+
+Boundary: CP2K treats every cell as 3D periodic with Ewald sums, slabs included (k-mesh
+1 along a non-periodic direction); ``calc_params['boundary']`` says so.
+
+Open shells: an odd electron count (sum Z - Q; the xTB cores hold an even number of
+electrons for every element here) gets multiplicity 2 and an unrestricted (UKS)
+calculation at the Gamma point. CP2K 2023.1's xTB with k-points and UKS fails at the
+first SCF step (every population zero, "Atomic charges outside chemical range", measured
+here on cubic CsPbI3 even at multiplicity 1), so with a k-mesh an odd-electron cell runs
+spin-restricted with Fermi smearing (the odd electron shares the highest level, as in
+tblite's default); ``calc_params`` records ``multiplicity`` and ``spin``.
+
+Units at the boundary: CP2K prints Hartree, Hartree/Bohr and GPa; rows hold eV,
+eV/Angstrom and eV/Angstrom^3 in ASE's stress sign (CP2K prints the opposite sign).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from hipqeq.errors import ConfigError, LabellingFailed, SCFNotConverged
+from hipqeq.labels.common import Labels
+from hipqeq.units import BOHR_A, HARTREE_EV
+
+#: eV/Angstrom^3 in one GPa (1 GPa = 1e9 J/m^3; 1 eV = 1.602176634e-19 J; 1 A^3 = 1e-30 m^3).
+EV_PER_A3_PER_GPA = 1e9 * 1e-30 / 1.602176634e-19
+
+#: Highest atomic number with GFN1-xTB parameters in CP2K (H..Rn).
+MAX_CP2K_XTB_NUMBER = 86
+
+#: Settings that do not change a label and stay out of ``calc_params['parameters']``.
+_NOT_PARAMETERS = ("chunk_size",)
+
+_INPUT_NAME, _OUTPUT_NAME = "hipqeq.inp", "hipqeq.out"
+
+
+def kmesh_from_density(atoms: Atoms, kpoint_density_A: float) -> tuple[int, int, int]:
+    """Monkhorst-Pack mesh with ``n_i = ceil(kpoint_density_A / |a_i|)`` along periodic
+    directions and 1 along non-periodic ones.
+
+    ``n_i |a_i|`` is the length of the Born-von Karman supercell the mesh samples, so the
+    density (Angstrom) is the shortest such length, comparable with a Gamma-point
+    engine's ``min_periodic_length_A``.
+    """
+    lengths = atoms.cell.lengths()
+    return tuple(max(1, math.ceil(kpoint_density_A / lengths[i] - 1e-9)) if atoms.pbc[i] else 1
+                 for i in range(3))
+
+
+def multiplicity(atoms: Atoms, total_charge: float) -> int:
+    """Spin multiplicity of the lowest spin state: 1 for an even electron count, 2 for odd.
+
+    The count is sum Z - Q; xTB's cores are closed shells (even), so the valence count
+    has the same parity. Raises :class:`LabellingFailed` for a non-integer charge.
+    """
+    if abs(total_charge - round(total_charge)) > 1e-8:
+        raise LabellingFailed(f"total charge {total_charge} e is not an integer; CP2K needs an integer CHARGE")
+    electrons = int(atoms.numbers.sum()) - int(round(total_charge))
+    return 2 if electrons % 2 else 1
+
+
+def scf_settings(settings: dict, safer: bool = False) -> dict:
+    """The SCF settings of a run (the ``xtb`` section; ``safer``: its retry values).
+
+    Keys: ``max_scf``, ``eps_scf``, ``mixing_alpha``, ``nbroyden``, ``added_mos``,
+    ``electronic_temperature_K``.
+    """
+    cp2k = settings["cp2k"]
+    scf = {"max_scf": settings["max_iterations"], "eps_scf": cp2k["eps_scf"],
+           "mixing_alpha": cp2k["mixing_alpha"], "nbroyden": cp2k["nbroyden"],
+           "added_mos": cp2k["added_mos"], "electronic_temperature_K": settings["electronic_temperature_K"]}
+    if safer:
+        retry = settings["retry"]
+        scf.update(max_scf=retry["max_iterations"], mixing_alpha=cp2k["retry_mixing_alpha"],
+                   electronic_temperature_K=retry["electronic_temperature_K"])
+    return scf
+
+
+def write_input(atoms: Atoms, kmesh, scf: dict, total_charge: int, spin_multiplicity: int, uks: bool) -> str:
+    """The CP2K input (text) of an energy + forces + stress + Mulliken run of ``atoms``.
+
+    Positions and cell in Angstrom (CP2K's default input unit); every cell 3D periodic
+    (``PERIODIC XYZ``, Ewald); the k-mesh is omitted at the Gamma point (CP2K's faster
+    real-matrix path).
+    """
+    cell = "\n".join(f"      {v} {x:.10f} {y:.10f} {z:.10f}" for v, (x, y, z) in zip("ABC", atoms.cell.array))
+    coords = "\n".join(f"      {s} {x:.10f} {y:.10f} {z:.10f}"
+                       for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions))
+    kpoints = ("" if tuple(kmesh) == (1, 1, 1) else
+               "    &KPOINTS\n      SCHEME MONKHORST-PACK {} {} {}\n    &END KPOINTS\n".format(*kmesh))
+    spin = f"    UKS T\n    MULTIPLICITY {spin_multiplicity}\n" if uks else ""
+    return f"""&GLOBAL
+  PROJECT hipqeq
+  RUN_TYPE ENERGY_FORCE
+  PRINT_LEVEL LOW
+&END GLOBAL
+&FORCE_EVAL
+  METHOD Quickstep
+  STRESS_TENSOR ANALYTICAL
+  &DFT
+    CHARGE {total_charge}
+{spin}    &QS
+      METHOD xTB
+      &xTB
+        DO_EWALD T
+      &END xTB
+    &END QS
+{kpoints}    &SCF
+      EPS_SCF {scf['eps_scf']:.3E}
+      MAX_SCF {scf['max_scf']}
+      ADDED_MOS {scf['added_mos']}
+      &SMEAR ON
+        METHOD FERMI_DIRAC
+        ELECTRONIC_TEMPERATURE [K] {scf['electronic_temperature_K']}
+      &END SMEAR
+      &MIXING
+        METHOD BROYDEN_MIXING
+        ALPHA {scf['mixing_alpha']}
+        NBROYDEN {scf['nbroyden']}
+      &END MIXING
+    &END SCF
+    &PRINT
+      &MULLIKEN ON
+      &END MULLIKEN
+    &END PRINT
+  &END DFT
+  &SUBSYS
+    &CELL
+{cell}
+      PERIODIC XYZ
+    &END CELL
+    &COORD
+{coords}
+    &END COORD
+  &END SUBSYS
+  &PRINT
+    &FORCES ON
+    &END FORCES
+    &STRESS_TENSOR ON
+    &END STRESS_TENSOR
+  &END PRINT
+&END FORCE_EVAL
+"""
+
+
+_ENERGY = re.compile(r"ENERGY\| Total FORCE_EVAL \( QS \) energy \[a\.u\.\]:\s+(\S+)")
+_CONVERGED = re.compile(r"SCF run converged in\s+(\d+) steps")
+_NOT_CONVERGED = "SCF run NOT converged"
+_SCF_STEP = re.compile(r"^\s+(\d+)\s+\S+/Diag\.", re.MULTILINE)
+#: CP2K's xTB aborts when a Mulliken charge leaves its "chemical range" (CHECK_ATOMIC_CHARGES,
+#: on by default). Left off, a Broyden SCF on a 0.4 % strained cubic cell wandered into
+#: Pb -5.6 e, Cs +1.9 e at -535 eV instead of -384 eV (here): a diverged SCF, retried as one.
+_CHARGE_RANGE = "Atomic charges outside chemical"
+
+
+def parse_output(text: str, n_atoms: int) -> dict:
+    """Energy (eV), forces (eV/Angstrom), stress (Voigt, eV/Angstrom^3, ASE sign), Mulliken
+    charges (e), ``scf_cycles`` and ``scf_converged`` from a CP2K output.
+
+    Raises :class:`SCFNotConverged` when the SCF missed EPS_SCF (naming the cycle count)
+    and :class:`LabellingFailed` when a block is missing.
+    """
+    converged = _CONVERGED.search(text)
+    if converged is None:
+        steps = _SCF_STEP.findall(text)
+        if _NOT_CONVERGED in text:
+            raise SCFNotConverged(f"CP2K SCF did not converge in {steps[-1] if steps else '?'} cycles")
+        if _CHARGE_RANGE in text:
+            raise SCFNotConverged(f"CP2K SCF diverged: Mulliken charges left xTB's chemical range after "
+                                  f"{steps[-1] if steps else 0} cycles")
+        raise LabellingFailed("CP2K output has no SCF result (the run stopped before or during the SCF)")
+    energy = _ENERGY.search(text)
+    if energy is None:
+        raise LabellingFailed("CP2K output has no 'ENERGY| Total FORCE_EVAL' line")
+    return {"energy": float(energy.group(1)) * HARTREE_EV,
+            "forces": _block_rows(text, "ATOMIC FORCES in [a.u.]", n_atoms, slice(3, 6), skip=3, indexed=True) * HARTREE_EV / BOHR_A,
+            "stress": _stress(text), "charges": _mulliken(text, n_atoms),
+            "scf_cycles": int(converged.group(1)), "scf_converged": True}
+
+
+def _block_rows(text: str, header: str, n_rows: int, columns: slice, skip: int,
+                indexed: bool = False) -> np.ndarray:
+    """``n_rows`` numeric rows that start ``skip`` lines after the last ``header``.
+
+    ``indexed``: the first column is the 1-based atom index and rows are returned in atom
+    order (CP2K prints the Mulliken block grouped by kind, not in input order).
+    """
+    start = text.rfind(header)
+    if start < 0:
+        raise LabellingFailed(f"CP2K output has no '{header}' block")
+    lines = text[start:].splitlines()[skip:skip + n_rows]
+    try:
+        rows = np.array([[float(x) for x in line.split()[columns]] for line in lines])
+        if not indexed:
+            return rows
+        order = np.array([int(line.split()[0]) - 1 for line in lines])
+        if sorted(order) != list(range(n_rows)):
+            raise ValueError(f"atom indices {sorted(order + 1)} are not 1..{n_rows}")
+    except (ValueError, IndexError) as exc:
+        raise LabellingFailed(f"CP2K output: cannot read the '{header}' block: {exc}") from exc
+    placed = np.empty_like(rows)
+    placed[order] = rows
+    return placed
+
+
+def _mulliken(text: str, n_atoms: int) -> np.ndarray:
+    # restricted rows: atom element kind population charge; unrestricted rows: atom element
+    # kind alpha beta charge spin (the column titles say "Spin moment")
+    start = text.rfind("MULLIKEN POPULATION ANALYSIS")
+    titles = text[start:].splitlines()[2] if start >= 0 else ""
+    column = 5 if "Spin moment" in titles else 4
+    return _block_rows(text, "MULLIKEN POPULATION ANALYSIS", n_atoms, slice(column, column + 1), skip=3,
+                       indexed=True)[:, 0]
+
+
+def _stress(text: str) -> np.ndarray:
+    rows = _block_rows(text, "STRESS| Analytical stress tensor [GPa]", 3, slice(2, 5), skip=2)
+    # CP2K prints the stress as a pressure (positive = compressed); ASE's sign is the opposite
+    tensor = -rows * EV_PER_A3_PER_GPA
+    return np.array([tensor[0, 0], tensor[1, 1], tensor[2, 2], tensor[1, 2], tensor[0, 2], tensor[0, 1]])
+
+
+class CP2KLabeller:
+    """GFN1-xTB labels (energy, forces, stress, Mulliken charges) from CP2K with a k-mesh.
+
+    ``settings`` is a validated ``xtb`` section with ``engine: cp2k``; its ``cp2k``
+    subsection holds the executable, ``kpoint_density_A`` and the SCF settings. The k-mesh
+    of each structure comes from :func:`kmesh_from_density`. The safer retry lowers the
+    Broyden mixing (``cp2k.retry_mixing_alpha``) and takes ``retry.max_iterations`` and
+    ``retry.electronic_temperature_K``.
+    """
+
+    def __init__(self, settings: dict):
+        if settings["method"] != "GFN1-xTB":
+            raise ConfigError(f"xtb/method: CP2K 2023 implements GFN1-xTB only, got {settings['method']}")
+        self.settings = settings
+        self.method = settings["method"]
+        self.executable = settings["cp2k"]["executable"]
+        self.parameters = {k: v for k, v in settings.items() if k not in _NOT_PARAMETERS}
+        self.software = {"cp2k": cp2k_version(self.executable)}
+
+    def kmesh(self, atoms: Atoms) -> tuple[int, int, int]:
+        """The k-mesh of ``atoms`` (see :func:`kmesh_from_density`)."""
+        return kmesh_from_density(atoms, self.settings["cp2k"]["kpoint_density_A"])
+
+    def supports(self, number: int) -> bool:
+        return 1 <= number <= MAX_CP2K_XTB_NUMBER
+
+    def check(self, atoms: Atoms) -> None:
+        """CP2K takes any cell (non-periodic directions become vacuum-separated images)."""
+
+    def label(self, atoms: Atoms, safer: bool = False) -> Labels:
+        """Run CP2K once; raise :class:`SCFNotConverged` or :class:`LabellingFailed`."""
+        total_charge = float(atoms.info.get("total_charge", 0.0))
+        spin_multiplicity = multiplicity(atoms, total_charge)
+        kmesh = self.kmesh(atoms)
+        uks = spin_multiplicity > 1 and kmesh == (1, 1, 1)
+        scf = scf_settings(self.settings, safer)
+        text = write_input(atoms, kmesh, scf, int(round(total_charge)), spin_multiplicity, uks)
+        workdir = Path(tempfile.mkdtemp(prefix="hipqeq-cp2k-"))
+        (workdir / _INPUT_NAME).write_text(text)
+        try:
+            result = self._run(workdir, len(atoms))
+        except LabellingFailed as exc:
+            raise type(exc)(f"{exc}; input and output kept in {workdir}") from exc
+        shutil.rmtree(workdir, ignore_errors=True)
+        spin = ("unrestricted (UKS)" if uks else "restricted" if spin_multiplicity == 1 else
+                "restricted with Fermi smearing (CP2K 2023 xTB cannot do UKS with k-points)")
+        details = {"kmesh": list(kmesh), "scf": scf, "scf_cycles": result["scf_cycles"], "multiplicity": spin_multiplicity,
+                   "spin": spin, "boundary": "3D-periodic (Ewald; slabs as vacuum-separated images)"}
+        return Labels(energy=result["energy"], forces=result["forces"], stress=result["stress"],
+                      charges=result["charges"], charge_scheme="Mulliken", details=details)
+
+    def _run(self, workdir: Path, n_atoms: int) -> dict:
+        # Snakemake sets OMP_NUM_THREADS to a rule's threads; elsewhere one thread, not all cores
+        threads = os.environ.get("OMP_NUM_THREADS", "1")
+        try:
+            process = subprocess.run([self.executable, "-i", _INPUT_NAME, "-o", _OUTPUT_NAME], cwd=workdir,
+                                     env={**os.environ, "OMP_NUM_THREADS": threads},
+                                     capture_output=True, text=True, check=False)
+        except FileNotFoundError as exc:
+            raise LabellingFailed(f"CP2K executable '{self.executable}' not found "
+                                  "(apt-get install cp2k, or conda install -c conda-forge cp2k)") from exc
+        output = workdir / _OUTPUT_NAME
+        text = output.read_text() if output.exists() else ""
+        try:
+            return parse_output(text, n_atoms)
+        except SCFNotConverged:
+            raise
+        except LabellingFailed as exc:
+            if process.returncode:
+                tail = (process.stderr or process.stdout).strip().splitlines()[-3:]
+                raise LabellingFailed(f"CP2K exited with status {process.returncode} ({' / '.join(tail)}); "
+                                      f"{_abort_reason(text) or exc}") from exc
+            raise
+
+
+def _abort_reason(text: str) -> str:
+    """The message of a CP2K ``[ABORT]`` box or last ``*** WARNING`` (empty if none)."""
+    warnings = re.findall(r"\*\*\* WARNING in (.*?)\*\*\*\n((?: \*\*\* .*\*\*\*\n)*)", text)
+    if not warnings:
+        return ""
+    where, rest = warnings[-1]
+    lines = [where] + [line.strip(" *") for line in rest.splitlines()]
+    return " ".join(" ".join(lines).split())
+
+
+def cp2k_version(executable: str = "cp2k.psmp") -> str:
+    """``CP2K version 2023.1``-style version of ``executable``, or ``"not installed"``."""
+    path = shutil.which(executable)
+    if path is None:
+        return "not installed"
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    match = re.search(r"CP2K version (\S+)", out)
+    return match.group(1) if match else "unknown"
