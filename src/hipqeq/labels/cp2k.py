@@ -291,7 +291,8 @@ class CP2KLabeller:
         details = {"kmesh": list(kmesh), "scf": scf, "scf_cycles": result["scf_cycles"], "multiplicity": spin_multiplicity,
                    "spin": spin, "boundary": "3D-periodic (Ewald; slabs as vacuum-separated images)"}
         return Labels(energy=result["energy"], forces=result["forces"], stress=result["stress"],
-                      charges=result["charges"], charge_scheme="Mulliken", details=details)
+                      charges=result["charges"], charge_scheme="Mulliken", details=details,
+                      boundary="periodic")
 
     def _run(self, workdir: Path, n_atoms: int) -> dict:
         # Snakemake sets OMP_NUM_THREADS to a rule's threads; elsewhere one thread, not all cores

@@ -183,4 +183,5 @@ def test_odd_electron_cells_run_unrestricted_at_gamma():
     assert row["status"] == "ok", row["error"]
     params = json.loads(row["calc_params"])
     assert params["multiplicity"] == 2 and params["spin"] == "unrestricted (UKS)" and params["kmesh"] == [1, 1, 1]
+    assert row["label_boundary"] == "periodic"  # CP2K's Ewald sums: the slab is a 3D-periodic cell
     assert np.sum(row["charges"]) == pytest.approx(0.0, abs=1e-5)

@@ -14,6 +14,7 @@ from hipqeq.data import read_records, read_table, write_dataset
 from hipqeq.config import validate_section
 from hipqeq.labels.common import label_structure, read_structures
 from hipqeq.labels.xtb import XTBLabeller
+from hipqeq.structures.builders import ruddlesden_popper
 from tests.unit.labels.cells import cubic_cspbi3, pbi2_molecule
 
 pytestmark = pytest.mark.slow  # every test here runs tblite or xtb-python (~0.1 s per point)
@@ -86,6 +87,18 @@ def test_engines_agree_on_a_finite_cluster():
         assert np.allclose(tb["forces"], xp["forces"], atol=tolerance)
         assert np.allclose(tb["charges"], xp["charges"], atol=tolerance)
         assert tb["stress"] is None and xp["stress"] is None  # no stress for a cluster
+        assert tb["label_boundary"] == xp["label_boundary"] == "open"
+
+
+def test_tblite_labels_a_slab_as_a_3d_periodic_cell(xtb_settings):
+    """tblite has no slab correction: a pbc T,T,F slab is labelled as a 3D-periodic cell,
+    and the row says so (training subtracts the electrostatics under that boundary)."""
+    slab = ruddlesden_popper(1, "slab", vacuum=8.0)
+    row = _label(slab, xtb_settings)
+    assert row["status"] == "ok" and list(row["pbc"]) == [True, True, False]
+    assert row["label_boundary"] == "periodic"
+    failed = _label(slab, {**xtb_settings, "min_distance_A": 10.0})
+    assert failed["status"] == "rejected_overlap" and failed["label_boundary"] is None
 
 
 def test_xtb_python_refuses_periodic_cells(cubic):
