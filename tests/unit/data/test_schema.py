@@ -175,3 +175,15 @@ def test_fractional_charges_and_impossible_spins_are_refused_naming_the_structur
     record = {**record_from_atoms(cubic_cspbi3()), "total_charge": 0.25, "structure_name": "made_by_hand"}
     with pytest.raises(DatasetError, match="structure made_by_hand: total charge 0.25"):
         table_from_records([record])
+
+
+def test_label_pbc_follows_the_recorded_boundary():
+    from hipqeq.data import label_pbc
+    from hipqeq.errors import DatasetError
+
+    slab = {"structure_id": "s", "pbc": [True, True, False]}
+    assert label_pbc({**slab, "label_boundary": "periodic"}).tolist() == [True, True, True]
+    assert label_pbc({**slab, "label_boundary": "open"}).tolist() == [False, False, False]
+    assert label_pbc({**slab, "label_boundary": None}).tolist() == [True, True, False]
+    with pytest.raises(DatasetError, match="unknown label_boundary 'wire'"):
+        label_pbc({**slab, "label_boundary": "wire"})

@@ -185,3 +185,24 @@ def test_figures_without_data_are_left_out_and_explained(validated):
     assert not list(out.rglob("parity_dft_energy*")) and not list(out.rglob("parity_dft_forces*"))
     text = (out / "metrics.md").read_text()
     assert "Parity figures not drawn (no data):" in text and f"- parity_dft_forces: {omitted['parity_dft_forces']}" in text
+
+
+def test_each_label_is_compared_under_its_own_boundary():
+    """A slab labelled by a 3D-periodic engine is predicted with a 3D-periodic charge
+    solve; the same structure labelled with a slab-corrected engine is predicted again,
+    under the slab boundary; rows without a recorded boundary use their own pbc."""
+    from hipqeq.validation.pipeline import _predict
+
+    slab = {"structure_id": "s", "pbc": [True, True, False], "numbers": [1], "positions": [[0.0, 0.0, 1.0]],
+            "cell": [[3.0, 0, 0], [0, 3.0, 0], [0, 0, 20.0]], "total_charge": 0.0}
+    rows = {"xtb": [{**slab, "label_boundary": "periodic"}],
+            "dft": [{**slab, "label_boundary": "slab"}, {**slab, "structure_id": "t", "label_boundary": None}]}
+    seen = []
+
+    def predictor(model_dirs, atoms_list, charge_pbc):
+        seen.extend(tuple(bool(x) for x in pbc) for pbc in charge_pbc)
+        return [{"energy": float(k)} for k in range(len(atoms_list))]
+
+    predicted = _predict(predictor, ["m"], rows)
+    assert seen == [(True, True, True), (True, True, False), (True, True, False)]
+    assert predicted["xtb"][0]["energy"] != predicted["dft"][0]["energy"]
