@@ -4,6 +4,8 @@ The SLURM executor plugin submits and polls jobs; three things it does not check
 that made a new user's first run fail or hang, are checked here before any submission:
 
 - every partition named in the partitions file exists (``sinfo``);
+- no job asks for more CPUs or memory than the largest node has (SLURM would accept it
+  and leave it pending forever);
 - the status command can see finished jobs: ``sacct`` needs an accounting database,
   ``squeue`` needs finished jobs to stay listed (``MinJobAge``) longer than the
   plugin's longest pause between two status queries; otherwise the run would wait
@@ -95,6 +97,33 @@ def check_partitions(wanted: list[str], available: set[str], source: str) -> Non
             f"(sinfo lists: {', '.join(sorted(available)) or 'none'}); edit {source}")
 
 
+def largest_node(sinfo_output: str) -> tuple[int, int]:
+    """(CPUs, memory in MB) of the largest node, from ``sinfo -h -o "%c %m"``."""
+    sizes = [tuple(int(field.rstrip("+")) for field in line.split()) for line in sinfo_output.splitlines()
+             if line.strip()]
+    if not sizes:
+        raise ClusterError("sinfo lists no nodes")
+    return max(cpus for cpus, _ in sizes), max(mem_mb for _, mem_mb in sizes)
+
+
+def oversized_jobs(requests: dict[str, tuple[int, int]], node: tuple[int, int]) -> list[str]:
+    """Rules whose jobs ask for more than the largest node has, with the override to give.
+
+    ``requests`` maps a rule to (threads, mem_mb) of its largest job. SLURM accepts such
+    a job and leaves it pending forever (reason PartitionConfig or Resources).
+    """
+    cpus, mem_mb = node
+    problems = []
+    for rule, (threads, memory) in sorted(requests.items()):
+        if threads > cpus:
+            problems.append(f"{rule} asks for {threads} threads, the largest node has {cpus} CPUs "
+                            f"(--set-threads {rule}={cpus})")
+        if memory > mem_mb:
+            problems.append(f"{rule} asks for {memory} MB, the largest node has {mem_mb} MB "
+                            f"(--set-resources {rule}:mem_mb={mem_mb})")
+    return problems
+
+
 def slurm_config(scontrol_output: str) -> dict[str, str]:
     """``scontrol show config`` as {key: value}."""
     config = {}
@@ -180,13 +209,20 @@ def cancel_orphans(workdir: str | Path, log: Callable[[str], None]) -> list[Slur
     return orphans
 
 
-def check_before_submitting(executor_settings, workdir: str | Path, log: Callable[[str], None]) -> None:
-    """Every start-up check of a SLURM run; raises :class:`ClusterError` on the first problem."""
+def check_before_submitting(executor_settings, requests: dict[str, tuple[int, int]], workdir: str | Path,
+                            log: Callable[[str], None]) -> None:
+    """Every start-up check of a SLURM run; raises :class:`ClusterError` on the first problem.
+
+    ``requests``: {rule: (threads, mem_mb)} of the largest job of each rule to run.
+    """
     partitions_file = executor_settings.partition_config or os.environ.get("SNAKEMAKE_SLURM_PARTITIONS")
     if partitions_file:
         check_partitions(partition_names(partitions_file),
                          cluster_partitions(run_slurm_command("sinfo", "--noheader", "--format", "%P")),
                          str(partitions_file))
+    too_large = oversized_jobs(requests, largest_node(run_slurm_command("sinfo", "--noheader", "--format", "%c %m")))
+    if too_large:
+        raise ClusterError("jobs no node can run would wait in the queue forever: " + "; ".join(too_large))
     problem = status_polling_problem(executor_settings.status_command,
                                      executor_settings.init_seconds_before_status_checks,
                                      slurm_config(run_slurm_command("scontrol", "show", "config")),

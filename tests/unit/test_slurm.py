@@ -81,3 +81,15 @@ def test_workflow_jobs_are_the_plugins_jobs_of_this_directory():
                                      "7d78166d")
     assert [job.job_id for job in slurm.workflow_jobs(jobs, "/scratch/study")] == ["101", "102"]
     assert slurm.workflow_jobs(jobs, "/scratch/nowhere") == []
+
+
+def test_jobs_larger_than_every_node_are_named_with_their_override():
+    node = slurm.largest_node("8 32000\n2 4000+\n")
+    assert node == (8, 32000)
+    assert slurm.oversized_jobs({"sample_md": (4, 4000), "train_charges": (4, 16000)}, node) == []
+    problems = slurm.oversized_jobs({"sample_md": (4, 4000), "train_charges": (4, 16000)}, (2, 8000))
+    assert problems == [
+        "sample_md asks for 4 threads, the largest node has 2 CPUs (--set-threads sample_md=2)",
+        "train_charges asks for 4 threads, the largest node has 2 CPUs (--set-threads train_charges=2)",
+        "train_charges asks for 16000 MB, the largest node has 8000 MB (--set-resources train_charges:mem_mb=8000)",
+    ]
