@@ -2,7 +2,7 @@
 # Parquet datasets -> charge model + short-range model (+ baseline) -> validation.
 #
 #   snakemake -n                                   # the production DAG (config/config.yaml)
-#   snakemake --profile profiles/default --configfile config/toy.yaml   # toy run, 2 cores
+#   snakemake --cores 2 --configfile config/toy.yaml   # toy run, 2 cores
 #   snakemake --profile profiles/slurm             # production on a SLURM cluster
 #
 # Every rule calls one `hipqeq VERB`; the logic lives in the hipqeq package.
@@ -23,6 +23,7 @@ include: "workflow/rules/sampling.smk"
 include: "workflow/rules/labelling.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/validation.smk"
+include: "workflow/rules/slurm.smk"
 
 
 rule all:
