@@ -113,6 +113,14 @@ def _check_cross_references(config: dict, source: str) -> None:
     if unknown:
         raise ConfigError(f"{source}: invalid config at 'validation/md_structures': unknown structure(s) "
                           f"{', '.join(unknown)}; built structures are {', '.join(built)}")
+    unknown = sorted(set(config["active_learning"]["structures"]) - set(built))
+    if unknown:
+        raise ConfigError(f"{source}: invalid config at 'active_learning/structures': unknown structure(s) "
+                          f"{', '.join(unknown)}; built structures are {', '.join(built)}")
+    active = config["active_learning"]
+    if active["trust_lo_force_eV_A"] >= active["trust_hi_force_eV_A"]:
+        raise ConfigError(f"{source}: invalid config at 'active_learning/trust_lo_force_eV_A': "
+                          f"{active['trust_lo_force_eV_A']} is not below trust_hi_force_eV_A")
     if config["dft"]["source"] == "external" and "external" not in config["dft"]:
         raise ConfigError(f"{source}: invalid config at 'dft': source 'external' needs dft.external.path")
 
