@@ -139,7 +139,7 @@ def explore_inputs(tmp_path):
         atoms = slab()
         atoms.info.update(structure_name=name, parent_id=name, family="pristine")
         rows.append(atoms)
-    return {"config": load_config(config), "structures": write_dataset(rows, tmp_path / "structures.parquet"),
+    return {"config": load_config(config), "config_path": config, "structures": write_dataset(rows, tmp_path / "structures.parquet"),
             "root": tmp_path}
 
 
@@ -183,3 +183,23 @@ def test_deviation_table_round_trip(tmp_path):
     _, deviations = explored(3, [0.1, 0.2, 0.3])
     write_deviations(deviations, tmp_path / "d.parquet")
     assert read_deviations([tmp_path / "d.parquet"]).equals(deviations)
+
+
+def test_explore_and_select_candidates_verbs(committees, explore_inputs, capsys):
+    from hipqeq.cli import main
+
+    root, config = explore_inputs["root"], str(explore_inputs["config_path"])
+    models = [str(m) for m in committees["different"]]
+    args = ["explore", "--config", config, "--round", "2", "--model", *models, "--structures",
+            str(explore_inputs["structures"]), "--output", str(root / "f.parquet"), "--deviations",
+            str(root / "d.parquet"), "--summary", str(root / "w.json"), "--trajectory-dir", str(root / "t"),
+            "--device", "cpu"]
+    assert main(args) == 0
+    assert "round 2: 4 frame(s) from 2 walker(s), 0 stopped early" in capsys.readouterr().out
+    assert main(args[:7] + args[8:]) == 2  # one model is no committee
+    assert main(["select-candidates", "--config", config, "--round", "2", "--frames", str(root / "f.parquet"),
+                 "--deviations", str(root / "d.parquet"), "--output", str(root / "s.parquet"),
+                 "--decision", str(root / "dec.json")]) == 0
+    assert "candidate 4" in capsys.readouterr().out
+    decision = json.loads((root / "dec.json").read_text())
+    assert decision["stop"] and decision["reason"] == MAX_ROUNDS and decision["n_selected"] == 2
