@@ -23,9 +23,10 @@ include: "workflow/rules/sampling.smk"
 include: "workflow/rules/labelling.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/validation.smk"
+include: "workflow/rules/active.smk"
 
 
 rule all:
     input:
-        final_outputs(),
+        final_outputs() + active_outputs(),
     default_target: True

@@ -52,3 +52,18 @@ def test_chunks_cover_every_row_once():
     rows = [i for c in range(plan.n_chunks(n, size)) for i in range(*plan.chunk_bounds(c, size, n))]
     assert rows == list(range(n))
     assert plan.chunk_bounds(10, size, n) == (23, 23)
+
+
+def test_active_rounds_chain_their_datasets():
+    """Round r trains on the dataset after round r-1 (round 0: the xTB-driven one) and
+    gathers into its own; charges follow training.charge_reference."""
+    config = {"active_learning": {"enabled": True, "max_rounds": 3, "budget": 10},
+              "xtb": {"chunk_size": 4}, "training": {"charge_reference": "dft"}}
+    assert plan.active_rounds(config) == [1, 2, 3]
+    assert plan.active_rounds({"active_learning": {"enabled": False, "max_rounds": 3}}) == []
+    assert [plan.active_dataset(r) for r in (0, 1, 2)] == [
+        "results/datasets/xtb.parquet", "results/active/r1/xtb.parquet", "results/active/r2/xtb.parquet"]
+    assert plan.active_charge_dataset(config, 2) == "results/datasets/dft.parquet"
+    config["training"]["charge_reference"] = "xtb"
+    assert plan.active_charge_dataset(config, 2) == plan.active_dataset(1)
+    assert plan.active_chunks(config) == [0, 1, 2]  # ceil(10 / 4)

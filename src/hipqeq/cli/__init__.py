@@ -31,6 +31,7 @@ VERBS = (
     ("md", "md"),
     ("explore", "explore"),
     ("select-candidates", "select_candidates"),
+    ("active-report", "active_report"),
     ("inspect", "inspect"),
 )
 

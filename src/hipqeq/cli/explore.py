@@ -16,14 +16,18 @@ every walker from its last snapshot, as long as the committee is the same.
 
 Outputs: the explored frames (dataset contract, unlabelled, source "active"), one row
 per frame of deviations with provenance (round, walker, MD step, structure, family,
-temperature, class), and a JSON summary of the walkers.
+temperature, class), and a JSON summary of the walkers. With --validation, also the
+committee's errors on a fixed held-out set (the test parents of --splits in
+--held-out, round 0's xTB dataset in the workflow), so rounds compare on equal terms.
 
 example:
   hipqeq explore --config config/toy.yaml --round 1 \\
       --model results/active/r1/models/4g_0 results/active/r1/models/4g_1 \\
       --structures results/structures/structures.parquet \\
       --output results/active/r1/frames.parquet --deviations results/active/r1/deviations.parquet \\
-      --summary results/active/r1/walkers.json --trajectory-dir results/active/r1/walkers
+      --summary results/active/r1/walkers.json --trajectory-dir results/active/r1/walkers \
+      --held-out results/datasets/xtb.parquet --splits results/active/splits.json \
+      --validation results/active/r1/validation.json
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="walkers' summaries: frames, steps done, why a walker stopped")
     parser.add_argument("--trajectory-dir", type=Path, required=True, metavar="DIR",
                         help="one checkpointed trajectory per walker (kept for resuming)")
+    parser.add_argument("--held-out", type=Path, metavar="FILE",
+                        help="labelled dataset whose test parents measure the committee (with --validation)")
+    parser.add_argument("--splits", type=Path, metavar="JSON", help="split file naming the test parents")
+    parser.add_argument("--validation", type=Path, metavar="JSON",
+                        help="write the committee's held-out errors here (needs --held-out and --splits)")
     add_device_argument(parser, "the committee runs on")
 
 
@@ -59,8 +68,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--round must be >= 1 (round 0 is the xTB-driven pipeline), got {args.round}")
     if len(args.model) < 2:
         raise ConfigError(f"--model: a committee needs two models or more, got {len(args.model)}")
+    if args.validation and not (args.held_out and args.splits):
+        raise ConfigError("--validation needs --held-out and --splits")
     summary = explore_round(load(args), args.model, args.structures, args.round, args.output, args.deviations,
                             args.summary, args.trajectory_dir, device=args.device)
+    if args.validation:
+        import json
+
+        from hipqeq.active.report import round_validation
+
+        errors = round_validation(args.model, args.held_out, args.splits, device=args.device)
+        args.validation.parent.mkdir(parents=True, exist_ok=True)
+        args.validation.write_text(json.dumps(errors, indent=1) + "\n")
     failed = [w for w in summary["walkers"] if w["stopped_early"]]
     print(f"round {args.round}: {summary['n_frames']} frame(s) from {len(summary['walkers'])} walker(s), "
           f"{len(failed)} stopped early" + "".join(f"\n  {w['walker']}: {w['reason']}" for w in failed))

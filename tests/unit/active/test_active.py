@@ -203,3 +203,66 @@ def test_explore_and_select_candidates_verbs(committees, explore_inputs, capsys)
     assert "candidate 4" in capsys.readouterr().out
     decision = json.loads((root / "dec.json").read_text())
     assert decision["stop"] and decision["reason"] == MAX_ROUNDS and decision["n_selected"] == 2
+
+
+def test_each_rounds_dataset_contains_the_previous_one(tmp_path, rng):
+    """gather_active's call: the previous round's dataset plus the round's label chunks
+    (one failed row, one empty chunk) keeps every previous row and adds the new ones."""
+    from hipqeq.cli import main
+    from tests.conftest import labelled
+
+    previous = [labelled(slab(seed=k), rng, source="md") for k in range(3)]
+    new = [labelled(slab(seed=10 + k), rng, source="active") for k in range(2)]
+    new[1].calc = None
+    new[1].info.update(status="scf_not_converged", error="SCF did not converge")
+    write_dataset(previous, tmp_path / "r0.parquet")
+    write_dataset(new, tmp_path / "chunk_0.parquet")
+    write_dataset([], tmp_path / "chunk_1.parquet")
+    assert main(["gather", str(tmp_path / "r0.parquet"), str(tmp_path / "chunk_0.parquet"),
+                 str(tmp_path / "chunk_1.parquet"), "--output", str(tmp_path / "r1.parquet"),
+                 "--counts", str(tmp_path / "counts.json")]) == 0
+    before = read_table(tmp_path / "r0.parquet").column("structure_id").to_pylist()
+    after = read_table(tmp_path / "r1.parquet")
+    assert set(before) < set(after.column("structure_id").to_pylist()) and after.num_rows == 5
+    assert sorted(after.column("status").to_pylist()) == ["ok"] * 4 + ["scf_not_converged"]
+
+
+def test_report_holds_fractions_labels_errors_and_the_stop_reason(tmp_path):
+    from hipqeq.active.report import fraction_table, labels_added, write_active_report
+
+    _, first = explored(4, [0.01, 0.1, 0.1, 0.3], family="pristine")
+    frames, second = explored(2, [0.01, 0.02], family="vacancy_I")
+    second = second.set_column(0, "round", pa.array([2, 2], pa.int32()))
+    window_config = {"active_learning": {"trust_lo_force_eV_A": 0.05, "trust_hi_force_eV_A": 0.15,
+                                         "trust_lo_charge_e": None, "trust_hi_charge_e": None}}
+    from hipqeq.active.candidates import classify_table
+
+    first, second = (classify_table(t, TrustWindow.from_config(window_config)) for t in (first, second))
+    write_deviations(first, tmp_path / "d1.parquet")
+    write_deviations(second, tmp_path / "d2.parquet")
+    table = fraction_table(pa.concat_tables([first, second]))
+    assert [(r["round"], r["family"], r["n_frames"]) for r in table] == [(1, "pristine", 4), (2, "vacancy_I", 2)]
+    assert table[0]["candidate_fraction"] == 0.5 and table[0]["failed_fraction"] == 0.25
+    assert table[1]["accurate_fraction"] == 1.0
+    # the round-2 frames were labelled (explored() reuses seeds: the ids are shared by both rounds'
+    # first two frames, and a frame is one label, counted in the first round that explored it)
+    dataset = table_from_records([{**r, "status": "ok"} for r in frames.to_pylist()])
+    assert labels_added(pa.concat_tables([first, second]), dataset) == {1: {"ok": 2}, 2: {}}
+    decisions, walkers, validations = [], [], []
+    for round_, stop, reason, counts in ((1, False, CONTINUE, {ACCURATE: 1, CANDIDATE: 2, FAILED: 1}),
+                                         (2, True, CONVERGED, {ACCURATE: 2, CANDIDATE: 0, FAILED: 0})):
+        for name, content in (("decision", {"round": round_, "stop": stop, "reason": reason, "n_frames": 4,
+                                            "accurate_fraction": 0.25, "n_selected": 2, "counts": counts}),
+                              ("walkers", {"walkers": [{"stopped_early": round_ == 1}]}),
+                              ("validation", {"force_mae_mev_per_A": 100.0 / round_, "energy_mae_mev_per_atom": 5.0})):
+            path = tmp_path / f"{name}{round_}.json"
+            path.write_text(json.dumps(content))
+            {"decision": decisions, "walkers": walkers, "validation": validations}[name].append(path)
+    write_dataset([], tmp_path / "empty.parquet")
+    summary = write_active_report(window_config, [tmp_path / "d1.parquet", tmp_path / "d2.parquet"], decisions,
+                                  walkers, validations, tmp_path / "empty.parquet", tmp_path / "report")
+    assert summary["stopped_by"] == CONVERGED
+    rounds_md = (tmp_path / "report" / "rounds.md").read_text().splitlines()
+    assert len(rounds_md) == 4 and "| 2 | 4 | 0.5 |" in rounds_md[3] and rounds_md[3].endswith("accurate_fraction |")
+    assert (tmp_path / "report" / "deviation_histogram.png").stat().st_size > 1000
+    assert "vacancy_I" in (tmp_path / "report" / "fractions.md").read_text()
