@@ -94,8 +94,10 @@ def run_walker(parent: Atoms, walker: Walker, calculator, settings: MDSettings,
     try:
         outcome = run_md(parent, calculator, settings, trajectory, label=walker.name)
         frames, steps_done, stopped, reason = outcome.frames, outcome.steps_done, outcome.stopped_early, outcome.reason
+        resumed = outcome.resumed_from_step
     except Exception as exc:  # noqa: BLE001 - a walker that blows up must never stop the round
         frames, steps_done, stopped, reason = [], 0, True, f"{type(exc).__name__}: {exc}"
+        resumed = 0
         log.warning("%s: walker failed: %s", walker.name, reason)
     deviations = []
     for frame in frames:
@@ -109,7 +111,7 @@ def run_walker(parent: Atoms, walker: Walker, calculator, settings: MDSettings,
         deviations.append({"step": int(frame.info["md_step"]), **deviation})
     summary = {"walker": walker.name, "structure_name": walker.structure_name,
                "temperature_K": walker.temperature_K, "n_frames": len(frames), "steps_done": steps_done,
-               "total_steps": settings.total_steps, "stopped_early": stopped, "reason": reason,
+               "total_steps": settings.total_steps, "resumed_from_step": resumed, "stopped_early": stopped, "reason": reason,
                "wall_time_s": round(time.perf_counter() - started, 3)}
     return frames, deviations, summary
 

@@ -266,3 +266,22 @@ def test_report_holds_fractions_labels_errors_and_the_stop_reason(tmp_path):
     assert len(rounds_md) == 4 and "| 2 | 4 | 0.5 |" in rounds_md[3] and rounds_md[3].endswith("accurate_fraction |")
     assert (tmp_path / "report" / "deviation_histogram.png").stat().st_size > 1000
     assert "vacancy_I" in (tmp_path / "report" / "fractions.md").read_text()
+
+
+def test_a_rerun_resumes_finished_walkers_without_new_md(committees, explore_inputs):
+    """The walkers' trajectories are checkpoints: a second run of the round (e.g. after
+    a kill before its outputs were written) runs no MD step again and gives the same
+    frames and deviations."""
+    root, config = explore_inputs["root"], explore_inputs["config"]
+
+    def explore(tag):
+        summary = explore_round(config, committees["different"], explore_inputs["structures"], 1,
+                                root / f"{tag}.parquet", root / f"{tag}_dev.parquet", root / f"{tag}.json",
+                                root / "traj", device="cpu")
+        return summary, read_deviations([root / f"{tag}_dev.parquet"])
+
+    first, deviations = explore("first")
+    again, deviations_again = explore("again")
+    assert [w["resumed_from_step"] for w in first["walkers"]] == [0, 0]
+    assert [w["resumed_from_step"] for w in again["walkers"]] == [4, 4]  # the last step: nothing to run
+    assert deviations_again.equals(deviations) and deviations.num_rows == 4
