@@ -92,7 +92,7 @@ def test_command_line_overrides_are_refused():
 
 # --- every rule is a thin call of the CLI, in an environment that has what it needs ---
 
-RULE_BLOCK = re.compile(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", re.M | re.S)
+RULE_BLOCK = re.compile(r"^(?:rule|checkpoint) (\w+):\n(.*?)(?=^rule |^checkpoint |^use rule |\Z)", re.M | re.S)
 #: optional-dependency groups of pyproject each rule's verb imports
 RULE_EXTRAS = {
     "build_structures": [], "split": [], "sample_rattle": [], "select": [], "ingest_dft": [],
@@ -101,6 +101,7 @@ RULE_EXTRAS = {
     "label_dft": ["dft"],
     "train_charges": ["ml"], "train_short_range": ["ml"], "train_baseline": ["ml"],
     "md_check": ["ml"], "validate": ["ml"],
+    "split_active": [], "explore": ["ml"], "select_candidates": [], "gather_active": [], "active_report": [],
 }
 #: conda-forge names of PyPI packages whose names differ
 CONDA_NAMES = {"tblite": "tblite-python", "xtb": "xtb-python", "matplotlib": "matplotlib-base",
