@@ -135,6 +135,24 @@ def active_charge_dataset(config: dict, round_: int) -> str:
     return "results/datasets/dft.parquet"
 
 
+def active_model_dir(config: dict, round_: int, member: int, kind: str) -> str:
+    """Model directory of committee ``member`` of round ``round_``; ``kind`` is
+    ``charges`` or ``4g``.
+
+    No model is trained twice: member k of round 0 (``training.n_models``) and of the
+    active committee share their split (:func:`hipqeq.data.make_splits` seeds member k
+    alike for any committee size) and training seed, so round 1 reuses round 0's
+    members where they exist; charge models learning DFT charges (a dataset the rounds
+    do not extend) are trained once for all rounds.
+    """
+    reused = member < config["training"]["n_models"]
+    if kind == "charges" and config["training"]["charge_reference"] == "dft":
+        return f"results/models/charges_{member}" if reused else f"{ACTIVE_ROOT}/models/charges_{member}"
+    if round_ == 1 and reused:
+        return f"results/models/{kind}_{member}"
+    return f"{round_dir(round_)}/models/{kind}_{member}"
+
+
 def active_chunks(config: dict) -> list[int]:
     """Labelling jobs of a round: its budget in ``xtb.chunk_size`` chunks."""
     return list(range(n_chunks(config["active_learning"]["budget"], config["xtb"]["chunk_size"])))

@@ -12,10 +12,19 @@ ACTIVE_CHUNKS = plan.active_chunks(config)
 
 wildcard_constraints:
     round="[1-9][0-9]*",
+    # charge models: per round (r1/models), or once for all rounds (models) when they
+    # learn DFT charges; see hipqeq.plan.active_model_dir
+    models="models|r[1-9][0-9]*/models",
 
 
 def active_models(wildcards):
-    return expand(plan.round_dir(int(wildcards.round)) + "/models/4g_{member}", member=ACTIVE_MEMBERS)
+    return [plan.active_model_dir(config, int(wildcards.round), member, "4g") for member in ACTIVE_MEMBERS]
+
+
+def round_of_models(models):
+    """The round whose xTB labels so far a charge model in results/active/{models} learns
+    from (``r2/models`` -> 2; ``models``, DFT charges: any, the dataset is fixed)."""
+    return int(models.split("/")[0][1:]) if models.startswith("r") else 1
 
 
 def round_files(wildcards):
@@ -66,19 +75,20 @@ rule split_active:
 
 use rule train_charges as train_active_charges with:
     input:
-        dataset=lambda wildcards: plan.active_charge_dataset(config, int(wildcards.round)),
+        dataset=lambda wildcards: plan.active_charge_dataset(config, round_of_models(wildcards.models)),
         splits="results/active/splits.json",
     output:
-        directory("results/active/r{round}/models/charges_{member}"),
+        directory("results/active/{models}/charges_{member}"),
     log:
-        "logs/train_active_charges/r{round}_{member}.log",
+        "logs/train_active_charges/{models}_{member}.log",
 
 
 use rule train_short_range as train_active_short_range with:
     input:
         dataset=lambda wildcards: plan.active_dataset(int(wildcards.round) - 1),
         splits="results/active/splits.json",
-        charge_model="results/active/r{round}/models/charges_{member}",
+        charge_model=lambda wildcards: plan.active_model_dir(config, int(wildcards.round), int(wildcards.member),
+                                                             "charges"),
     output:
         directory("results/active/r{round}/models/4g_{member}"),
     log:
