@@ -285,3 +285,18 @@ def test_a_rerun_resumes_finished_walkers_without_new_md(committees, explore_inp
     assert [w["resumed_from_step"] for w in first["walkers"]] == [0, 0]
     assert [w["resumed_from_step"] for w in again["walkers"]] == [4, 4]  # the last step: nothing to run
     assert deviations_again.equals(deviations) and deviations.num_rows == 4
+
+
+@pytest.mark.parametrize("charge_reference, ok", [("dft", False), ("xtb", True)])
+def test_charge_bounds_need_charge_models_that_learn_between_rounds(charge_reference, ok):
+    from hipqeq.config import validate_config
+    import yaml
+
+    config = yaml.safe_load(CONFIG)
+    config["active_learning"].update(trust_lo_charge_e=0.02, trust_hi_charge_e=0.1)
+    config["training"] = {"charge_reference": charge_reference}
+    if ok:
+        assert validate_config(config)["active_learning"]["trust_hi_charge_e"] == 0.1
+    else:
+        with pytest.raises(ConfigError, match="charge_reference xtb"):
+            validate_config(config)
