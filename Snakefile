@@ -23,10 +23,11 @@ include: "workflow/rules/sampling.smk"
 include: "workflow/rules/labelling.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/validation.smk"
+include: "workflow/rules/active.smk"
 include: "workflow/rules/slurm.smk"
 
 
 rule all:
     input:
-        final_outputs(),
+        final_outputs() + active_outputs(),
     default_target: True

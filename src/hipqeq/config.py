@@ -119,6 +119,19 @@ def _check_cross_references(config: dict, source: str) -> None:
     if unknown:
         raise ConfigError(f"{source}: invalid config at 'validation/md_structures': unknown structure(s) "
                           f"{', '.join(unknown)}; built structures are {', '.join(built)}")
+    unknown = sorted(set(config["active_learning"]["structures"]) - set(built))
+    if unknown:
+        raise ConfigError(f"{source}: invalid config at 'active_learning/structures': unknown structure(s) "
+                          f"{', '.join(unknown)}; built structures are {', '.join(built)}")
+    active = config["active_learning"]
+    if active["trust_lo_force_eV_A"] >= active["trust_hi_force_eV_A"]:
+        raise ConfigError(f"{source}: invalid config at 'active_learning/trust_lo_force_eV_A': "
+                          f"{active['trust_lo_force_eV_A']} is not below trust_hi_force_eV_A")
+    charged = active["trust_lo_charge_e"] is not None or active["trust_hi_charge_e"] is not None
+    if active["enabled"] and charged and config["training"]["charge_reference"] == "dft":
+        raise ConfigError(f"{source}: invalid config at 'active_learning/trust_lo_charge_e': charge bounds need "
+                          "training.charge_reference xtb (DFT-charge models learn nothing new between rounds, "
+                          "so their spread cannot shrink and the rounds would never stop on accuracy)")
     if config["dft"]["source"] == "external" and "external" not in config["dft"]:
         raise ConfigError(f"{source}: invalid config at 'dft': source 'external' needs dft.external.path")
 

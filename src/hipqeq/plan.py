@@ -104,3 +104,55 @@ def chunk_bounds(chunk: int, chunk_size: int, n_items: int) -> tuple[int, int]:
 def model_members(config: dict) -> list[int]:
     """Committee member indices (0 .. n_models-1)."""
     return list(range(config["training"]["n_models"]))
+
+
+#: Where active-learning round ``r`` (>= 1) keeps its files.
+ACTIVE_ROOT = "results/active"
+
+
+def active_rounds(config: dict) -> list[int]:
+    """Rounds 1..active_learning.max_rounds when active learning is enabled, else none."""
+    section = config.get("active_learning", {})
+    return list(range(1, section["max_rounds"] + 1)) if section.get("enabled") else []
+
+
+def round_dir(round_: int) -> str:
+    """The directory of round ``round_`` (``results/active/r1``...)."""
+    return f"{ACTIVE_ROOT}/r{round_}"
+
+
+def active_dataset(round_: int) -> str:
+    """Every xTB label after round ``round_``: round 0's gathered dataset, then each
+    round's gather of the previous dataset and its new labels."""
+    return "results/datasets/xtb.parquet" if round_ == 0 else f"{round_dir(round_)}/xtb.parquet"
+
+
+def active_charge_dataset(config: dict, round_: int) -> str:
+    """The charges round ``round_``'s committee learns: the DFT set (not extended by
+    rounds), or with ``training.charge_reference: xtb`` every xTB label before the round."""
+    if config["training"]["charge_reference"] == "xtb":
+        return active_dataset(round_ - 1)
+    return "results/datasets/dft.parquet"
+
+
+def active_model_dir(config: dict, round_: int, member: int, kind: str) -> str:
+    """Model directory of committee ``member`` of round ``round_``; ``kind`` is
+    ``charges`` or ``4g``.
+
+    No model is trained twice: member k of round 0 (``training.n_models``) and of the
+    active committee share their split (:func:`hipqeq.data.make_splits` seeds member k
+    alike for any committee size) and training seed, so round 1 reuses round 0's
+    members where they exist; charge models learning DFT charges (a dataset the rounds
+    do not extend) are trained once for all rounds.
+    """
+    reused = member < config["training"]["n_models"]
+    if kind == "charges" and config["training"]["charge_reference"] == "dft":
+        return f"results/models/charges_{member}" if reused else f"{ACTIVE_ROOT}/models/charges_{member}"
+    if round_ == 1 and reused:
+        return f"results/models/{kind}_{member}"
+    return f"{round_dir(round_)}/models/{kind}_{member}"
+
+
+def active_chunks(config: dict) -> list[int]:
+    """Labelling jobs of a round: its budget in ``xtb.chunk_size`` chunks."""
+    return list(range(n_chunks(config["active_learning"]["budget"], config["xtb"]["chunk_size"])))

@@ -56,11 +56,13 @@ def radial_descriptor(atoms: Atoms, elements: Sequence[int], cutoff_A: float = 6
     return descriptor.ravel() / (2 * len(atoms))
 
 
-def farthest_point_order(features: np.ndarray, families: Sequence[str], n_select: int) -> list[int]:
+def farthest_point_order(features: np.ndarray, families: Sequence[str], n_select: int,
+                         first: int | None = None) -> list[int]:
     """Indices of ``n_select`` rows of ``features`` in FPS order, families first.
 
-    Starts from the frame farthest from the mean; ties go to the lowest index, so the
-    order is deterministic. Returns all rows when ``n_select`` >= the number of rows.
+    Starts from row ``first``, by default the frame farthest from the mean; ties go to
+    the lowest index, so the order is deterministic. Returns all rows when
+    ``n_select`` >= the number of rows.
     """
     n = len(features)
     n_select = min(n_select, n)
@@ -74,7 +76,7 @@ def farthest_point_order(features: np.ndarray, families: Sequence[str], n_select
     chosen = np.zeros(n, dtype=bool)
     for _ in tqdm(range(n_select), desc="fps", unit="frame", mininterval=5.0, disable=n_select < 1000):
         eligible = ~chosen & (np.isin(families, list(missing)) if missing else True)
-        k = int(np.argmax(np.where(eligible, distance, -1.0)))
+        k = int(np.argmax(np.where(eligible, distance, -1.0))) if order or first is None else first
         order.append(k)
         chosen[k] = True
         missing.discard(families[k])

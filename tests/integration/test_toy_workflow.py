@@ -126,5 +126,31 @@ def test_report_builds(toy_run):
     snakemake(toy_run, "--report", str(toy_run / "results" / "report.zip"))
     names = [Path(n).name for n in zipfile.ZipFile(toy_run / "results" / "report.zip").namelist()]
     for figure in ("training_curves.png", "parity_xtb_forces.png", "parity_dft_charges.png",
-                   "md_stability.png", "metrics.md", "rp1_slab.csv", "rp1_slab.png", "alpha.csv"):
+                   "md_stability.png", "metrics.md", "rp1_slab.csv", "rp1_slab.png", "alpha.csv",
+                   "rounds.md", "fractions.md", "deviation_histogram.png"):
         assert figure in names, f"{figure} missing from the report"
+
+
+@pytest.mark.slow
+def test_active_learning_rounds_run_until_their_stop(toy_run):
+    """The toy's rounds (max_rounds 2): each round explored, classified and decided; the
+    loop stopped by accuracy or at round 2; every round that labelled grew the dataset."""
+    from hipqeq.data import read_table
+
+    active = toy_run / "results" / "active"
+    summary = json.loads((active / "summary.json").read_text())
+    rounds = summary["rounds"]
+    assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1)) and 1 <= len(rounds) <= 2
+    assert summary["stopped_by"] in ("accurate_fraction", "max_rounds") and rounds[-1]["stop"]
+    assert len(rounds) == 2 or summary["stopped_by"] == "accurate_fraction"
+    previous = read_table(toy_run / "results" / "datasets" / "xtb.parquet")
+    for r in rounds:
+        assert r["n_frames"] == sum(r["counts"].values()) > 0
+        assert r["validation"]["force_mae_mev_per_A"] > 0
+        if r["n_selected"]:
+            dataset = read_table(active / f"r{r['round']}" / "xtb.parquet")
+            assert set(previous.column("structure_id").to_pylist()) < set(dataset.column("structure_id").to_pylist())
+            assert dataset.num_rows == previous.num_rows + r["n_selected"]
+            previous = dataset
+    assert not (active / f"r{len(rounds) + 1}").exists()  # no round after the stop
+    assert len((active / "rounds.md").read_text().splitlines()) == 2 + len(rounds)

@@ -58,6 +58,10 @@ def test_toy_dag_job_counts():
         "train_charges": 1, "train_short_range": 1, "train_baseline": 1,
         "md_check": 2 * 2,  # (4g, baseline) x 2 md_structures
         "validate": 1, "all": 1,
+        # active learning, round 1 up to its checkpoint (later rounds appear once it ran):
+        # committee of 2: member 0 is round 0's model, member 1's charge model serves every round
+        "split_active": 1, "train_active_charges": 1, "train_active_short_range": 1,
+        "explore": 1, "select_candidates": 1, "active_report": 1,
     }
 
 
@@ -72,6 +76,9 @@ def test_production_dag_lists_the_whole_study():
     for rule in ("train_charges", "train_short_range", "train_baseline"):
         assert counts[rule] == 3  # committee of three
     assert counts["md_check"] == 2 * 3
+    # round 1 of a committee of 4 reuses round 0's three members
+    assert counts["train_active_short_range"] == counts["train_active_charges"] == 1
+    assert counts["explore"] == counts["select_candidates"] == 1
     assert sum(counts.values()) > 1000
 
 
@@ -105,7 +112,7 @@ def test_command_line_overrides_are_refused():
 
 # --- every rule is a thin call of the CLI, in an environment that has what it needs ---
 
-RULE_BLOCK = re.compile(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", re.M | re.S)
+RULE_BLOCK = re.compile(r"^(?:rule|checkpoint) (\w+):\n(.*?)(?=^rule |^checkpoint |^use rule |\Z)", re.M | re.S)
 #: optional-dependency groups of pyproject each rule's verb imports
 RULE_EXTRAS = {
     "build_structures": [], "split": [], "sample_rattle": [], "select": [], "ingest_dft": [],
@@ -114,6 +121,7 @@ RULE_EXTRAS = {
     "label_dft": ["dft"],
     "train_charges": ["ml"], "train_short_range": ["ml"], "train_baseline": ["ml"],
     "md_check": ["ml"], "validate": ["ml"],
+    "split_active": [], "explore": ["ml"], "select_candidates": [], "gather_active": [], "active_report": [],
 }
 #: conda-forge names of PyPI packages whose names differ
 CONDA_NAMES = {"tblite": "tblite-python", "xtb": "xtb-python", "matplotlib": "matplotlib-base",

@@ -52,3 +52,37 @@ def test_chunks_cover_every_row_once():
     rows = [i for c in range(plan.n_chunks(n, size)) for i in range(*plan.chunk_bounds(c, size, n))]
     assert rows == list(range(n))
     assert plan.chunk_bounds(10, size, n) == (23, 23)
+
+
+def test_active_rounds_chain_their_datasets():
+    """Round r trains on the dataset after round r-1 (round 0: the xTB-driven one) and
+    gathers into its own; charges follow training.charge_reference."""
+    config = {"active_learning": {"enabled": True, "max_rounds": 3, "budget": 10},
+              "xtb": {"chunk_size": 4}, "training": {"charge_reference": "dft"}}
+    assert plan.active_rounds(config) == [1, 2, 3]
+    assert plan.active_rounds({"active_learning": {"enabled": False, "max_rounds": 3}}) == []
+    assert [plan.active_dataset(r) for r in (0, 1, 2)] == [
+        "results/datasets/xtb.parquet", "results/active/r1/xtb.parquet", "results/active/r2/xtb.parquet"]
+    assert plan.active_charge_dataset(config, 2) == "results/datasets/dft.parquet"
+    config["training"]["charge_reference"] = "xtb"
+    assert plan.active_charge_dataset(config, 2) == plan.active_dataset(1)
+    assert plan.active_chunks(config) == [0, 1, 2]  # ceil(10 / 4)
+
+
+def test_active_committees_reuse_round_0_members_and_fixed_charge_models():
+    """Round 1's member k < training.n_models is round 0's member k: the same split
+    (checked here) and seed, the same data. DFT-charge models serve every round."""
+    from hipqeq.data import make_splits
+
+    parents = [f"p{k}" for k in range(20)]
+    small, large = make_splits(parents, (0.6, 0.2, 0.2), 5, 1), make_splits(parents, (0.6, 0.2, 0.2), 5, 3)
+    assert small["test"] == large["test"] and small["members"][0] == large["members"][0]
+    config = {"training": {"n_models": 1, "charge_reference": "dft"}}
+    assert plan.active_model_dir(config, 1, 0, "4g") == "results/models/4g_0"
+    assert plan.active_model_dir(config, 1, 1, "4g") == "results/active/r1/models/4g_1"
+    assert plan.active_model_dir(config, 2, 0, "4g") == "results/active/r2/models/4g_0"
+    assert plan.active_model_dir(config, 3, 0, "charges") == "results/models/charges_0"
+    assert plan.active_model_dir(config, 3, 1, "charges") == "results/active/models/charges_1"
+    config["training"]["charge_reference"] = "xtb"
+    assert plan.active_model_dir(config, 1, 0, "charges") == "results/models/charges_0"
+    assert plan.active_model_dir(config, 2, 0, "charges") == "results/active/r2/models/charges_0"

@@ -30,6 +30,9 @@ VERBS = (
     ("train", "train"),
     ("validate", "validate"),
     ("md", "md"),
+    ("explore", "explore"),
+    ("select-candidates", "select_candidates"),
+    ("active-report", "active_report"),
     ("inspect", "inspect"),
 )
 
@@ -37,6 +40,9 @@ EPILOG = """\
 pipeline (each stage is a Snakemake rule calling one verb):
   build -> sample -> select -> label xtb / label dft (or ingest) -> gather -> split
         -> train charges -> train short-range (and train baseline) -> validate
+  active learning, rounds r >= 1 (active_learning.enabled):
+  train a committee on all labels so far -> explore -> select-candidates -> label xtb
+        -> gather -> the next round, until the committee is accurate or max_rounds
 
 Units everywhere: eV, Angstrom, elementary charge e. Settings come from the workflow
 config (--config FILE, validated against the package's schema); flags cover inputs,

@@ -6,7 +6,9 @@ external DFT set, whose rows are their own parents), and assigns whole parents t
 splits with the config's training.split_fractions and seed. The test parents are shared by every committee
 member; train and valid differ per member. Training and validation read this file, so
 the charge model, the short-range model and the baseline are all tested on the same
-held-out structures, in the xTB and the DFT datasets alike.
+held-out structures, in the xTB and the DFT datasets alike. --members overrides the
+committee size (training.n_models) without changing the test parents: the active-learning
+committee (active_learning.n_models) is tested on round 0's held-out set.
 
 example:
   hipqeq split --config config/toy.yaml --output results/splits.json \\
@@ -28,15 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(hipqeq build output) and any external set")
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="JSON",
                         help="split file to write")
+    parser.add_argument("--members", type=int, default=None, metavar="N",
+                        help="committee members to split for (default: training.n_models)")
 
 
 def run(args: argparse.Namespace) -> int:
     from hipqeq.data import make_splits, read_table, write_splits
+    from hipqeq.errors import ConfigError
 
     config = load(args)
     parents = [p for path in args.datasets for p in read_table(path).column("parent_id").to_pylist()]
     training = config["training"]
-    splits = make_splits(parents, training["split_fractions"], config["seed"], training["n_models"])
+    members = training["n_models"] if args.members is None else args.members
+    if members < 1:
+        raise ConfigError(f"--members must be >= 1, got {members}")
+    splits = make_splits(parents, training["split_fractions"], config["seed"], members)
     write_splits(splits, args.output)
     sizes = [f"member {k}: train {len(m['train'])}, valid {len(m['valid'])}"
              for k, m in enumerate(splits["members"])]

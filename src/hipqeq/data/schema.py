@@ -35,8 +35,9 @@ STATUS_REJECTED_PREFIX = "rejected_"
 #: ``label_boundary`` values and the ``pbc`` of the charge solve that reproduces each.
 LABEL_BOUNDARY_PBC = {"open": (False, False, False), "periodic": (True, True, True), "slab": (True, True, False)}
 
-#: ``source`` values: where a structure came from.
-SOURCES = ("build", "md", "rattle", "strain", "defect", "cif", "external")
+#: ``source`` values: where a structure came from (``active``: ML-MD exploration of an
+#: active-learning round).
+SOURCES = ("build", "md", "rattle", "strain", "defect", "cif", "external", "active")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 INHERITED = ("structure_name", "family", "total_charge")
 
 
-def _frame_records(parent: Atoms, frames: list[Atoms], source: str, temperature_K, hash_: str) -> list[Atoms]:
+def frame_records(parent: Atoms, frames: list[Atoms], source: str, temperature_K, hash_: str) -> list[Atoms]:
+    """``frames`` (in place) with the identity of their built structure ``parent`` and
+    their provenance (``source``, temperature, config hash)."""
     for frame in frames:
         frame.info.update({key: parent.info[key] for key in INHERITED})
         frame.info.update(parent_id=parent.info["structure_id"], source=source,
@@ -77,7 +79,7 @@ def sample_md_job(config: dict, structures: str | os.PathLike, name: str, temper
     outcome = run_md(parent, calculator, settings, trajectory, label=f"{name} {temperature_K:g} K r{replica}")
     hash_ = config_hash({"sampling": config["sampling"], "seed": settings.seed,
                          "engine": engine})
-    write_dataset(_frame_records(parent, outcome.frames, "md", float(temperature_K), hash_), output)
+    write_dataset(frame_records(parent, outcome.frames, "md", float(temperature_K), hash_), output)
     summary = {"structure_name": name, "temperature_K": float(temperature_K), "replica": int(replica),
                "seed": settings.seed, "n_frames": len(outcome.frames), "steps_done": outcome.steps_done,
                "total_steps": settings.total_steps, "resumed_from_step": outcome.resumed_from_step,
@@ -98,6 +100,6 @@ def sample_rattle_job(config: dict, structures: str | os.PathLike, name: str,
     rng = np.random.default_rng(derive_seed(master, "rattle", name))
     frames = rattle_frames(parent, settings["n_frames"], tuple(settings["amplitude_A"]),
                            settings["strain_percent"], rng)
-    write_dataset(_frame_records(parent, frames, "rattle", None, config_hash({"rattle": settings, "seed": master})),
+    write_dataset(frame_records(parent, frames, "rattle", None, config_hash({"rattle": settings, "seed": master})),
                   output)
     return len(frames)

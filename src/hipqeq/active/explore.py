@@ -1,0 +1,165 @@
+"""Exploration walkers: Langevin MD driven by the committee's 4G potential.
+
+A walker is one trajectory of one built structure at one temperature
+(``active_learning.structures`` x ``temperatures_K`` x ``walkers``), run with
+:func:`hipqeq.sampling.md.run_md` (the same checkpointed driver as round 0's xTB MD, so
+a killed round resumes each walker from its last snapshot) and the committee's mean
+forces (:class:`hipqeq.calculator.HipQEqCalculator`). Every ``frame_interval`` steps a
+frame is kept and the committee's deviation on it measured
+(:mod:`hipqeq.active.deviation`).
+
+A walker that blows up (atoms closer than 1 Angstrom, non-finite positions, a model or
+solver error, any exception) stops with the frames it has and a recorded reason; the
+other walkers of the round still run. The round writes three files: the explored
+frames (dataset contract, unlabelled, ``source`` = ``active``), their deviations with
+provenance (one row per frame), and a JSON summary per walker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ase import Atoms
+
+from hipqeq.active.deviation import deviation_table, frame_deviation, write_deviations
+from hipqeq.active.trust import TrustWindow, classify
+from hipqeq.data import atoms_id, config_hash, read_structure, write_dataset
+from hipqeq.plan import number_tag, structure_names
+from hipqeq.sampling.jobs import frame_records
+from hipqeq.sampling.md import MDSettings, run_md
+from hipqeq.seeds import derive_seed
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Walker:
+    """One exploration trajectory: ``name`` is ``<structure>_T<temperature>_w<index>``."""
+
+    structure_name: str
+    temperature_K: float
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.structure_name}_T{number_tag(self.temperature_K)[1:]}_w{self.index}"
+
+
+def walker_plan(config: dict) -> list[Walker]:
+    """Every walker of a round: structures (default: every built one) x temperatures x
+    ``walkers``."""
+    section = config["active_learning"]
+    names = section["structures"] or structure_names(config)
+    return [Walker(name, float(t), k) for name in names for t in section["temperatures_K"]
+            for k in range(section["walkers"])]
+
+
+def committee_fingerprint(model_dirs: Sequence[str | os.PathLike]) -> str:
+    """Hash of every file of the committee's model directories: a walker's checkpoint
+    is resumed only with the very models that wrote it."""
+    digest = hashlib.sha256()
+    for model_dir in model_dirs:
+        for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+            digest.update(path.relative_to(model_dir).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def walker_settings(config: dict, walker: Walker, round_: int, fingerprint: str) -> MDSettings:
+    """The MD settings of ``walker`` in round ``round_`` (its own random stream)."""
+    section = config["active_learning"]
+    return MDSettings(temperature_K=walker.temperature_K, timestep_fs=section["timestep_fs"],
+                      equilibration_steps=0, production_steps=section["steps"],
+                      frame_interval=section["frame_interval"], friction_per_fs=section["friction_per_fs"],
+                      ensemble="nvt",
+                      seed=derive_seed(config["seed"], "explore", round_, walker.name),
+                      engine=json.dumps({"committee": fingerprint}))
+
+
+def run_walker(parent: Atoms, walker: Walker, calculator, settings: MDSettings,
+               trajectory: str | os.PathLike) -> tuple[list[Atoms], list[dict], dict]:
+    """Run one walker; returns its frames, their deviations and its summary.
+
+    Never raises for a model failure: the reason goes into the summary. A frame whose
+    deviation cannot be computed keeps NaN deviations (classed failed).
+    """
+    started = time.perf_counter()
+    try:
+        outcome = run_md(parent, calculator, settings, trajectory, label=walker.name)
+        frames, steps_done, stopped, reason = outcome.frames, outcome.steps_done, outcome.stopped_early, outcome.reason
+        resumed = outcome.resumed_from_step
+    except Exception as exc:  # noqa: BLE001 - a walker that blows up must never stop the round
+        frames, steps_done, stopped, reason = [], 0, True, f"{type(exc).__name__}: {exc}"
+        resumed = 0
+        log.warning("%s: walker failed: %s", walker.name, reason)
+    deviations = []
+    for frame in frames:
+        frame.info["total_charge"] = parent.info.get("total_charge", 0.0)
+        try:
+            deviation = frame_deviation(calculator.potentials, frame)
+        except Exception as exc:  # noqa: BLE001 - recorded as a failed frame
+            log.warning("%s step %s: no deviation (%s)", walker.name, frame.info["md_step"], exc)
+            deviation = {"force_deviation_eV_A": float("nan"), "charge_deviation_e": float("nan"),
+                         "energy_std_eV": float("nan")}
+        deviations.append({"step": int(frame.info["md_step"]), **deviation})
+    summary = {"walker": walker.name, "structure_name": walker.structure_name,
+               "temperature_K": walker.temperature_K, "n_frames": len(frames), "steps_done": steps_done,
+               "total_steps": settings.total_steps, "resumed_from_step": resumed, "stopped_early": stopped, "reason": reason,
+               "wall_time_s": round(time.perf_counter() - started, 3)}
+    return frames, deviations, summary
+
+
+def explore_round(config: dict, model_dirs: Sequence[str | os.PathLike], structures: str | os.PathLike,
+                  round_: int, output_frames: str | os.PathLike, output_deviations: str | os.PathLike,
+                  output_summary: str | os.PathLike, trajectory_dir: str | os.PathLike,
+                  device: str = "auto") -> dict:
+    """Run every walker of round ``round_`` with the committee ``model_dirs``; write the
+    explored frames, their deviations (classified with the config's trust window) and
+    the walkers' summaries; returns the summary dict."""
+    from hipqeq.calculator import HipQEqCalculator
+
+    window = TrustWindow.from_config(config)
+    calculator = HipQEqCalculator([str(d) for d in model_dirs], device=device)
+    fingerprint = committee_fingerprint(model_dirs)
+    hash_ = config_hash({"active_learning": config["active_learning"], "committee": fingerprint})
+    all_frames, rows, walkers = [], [], []
+    for walker in walker_plan(config):
+        parent = read_structure(structures, walker.structure_name)
+        settings = walker_settings(config, walker, round_, fingerprint)
+        calculator.reset_warm_start()
+        frames, deviations, summary = run_walker(parent, walker, calculator, settings,
+                                                 Path(trajectory_dir) / f"{walker.name}.traj")
+        frame_records(parent, frames, "active", walker.temperature_K, hash_)
+        for frame, deviation in zip(frames, deviations):
+            frame.info["structure_id"] = atoms_id(frame)
+            rows.append({"round": round_, "walker": walker.name, "structure_id": frame.info["structure_id"],
+                         "structure_name": walker.structure_name, "family": parent.info["family"],
+                         "temperature_K": walker.temperature_K, **deviation})
+        all_frames += frames
+        walkers.append(summary)
+    classes = classify([r["force_deviation_eV_A"] for r in rows], [r["charge_deviation_e"] for r in rows], window)
+    for row, label in zip(rows, classes):
+        row["classification"] = str(label)
+    write_dataset(unique_frames(all_frames), output_frames)
+    write_deviations(deviation_table(rows), output_deviations)
+    result = {"round": round_, "models": [str(d) for d in model_dirs], "n_frames": len(rows),
+              "walkers": walkers}
+    Path(output_summary).parent.mkdir(parents=True, exist_ok=True)
+    Path(output_summary).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def unique_frames(frames: list[Atoms]) -> list[Atoms]:
+    """The first frame of each ``structure_id`` (the dataset contract keys rows by it;
+    two walkers can visit the same geometry, e.g. when a model freezes the atoms)."""
+    first: dict[str, Atoms] = {}
+    for frame in frames:
+        first.setdefault(frame.info["structure_id"], frame)
+    return list(first.values())
