@@ -152,7 +152,7 @@ checkpoint select_candidates:
 
 use rule label_xtb as label_active with:
     input:
-        "results/active/r{round}/selection.parquet",
+        frames="results/active/r{round}/selection.parquet",
     output:
         "results/active/r{round}/labels/chunk_{chunk}.parquet",
     log:
