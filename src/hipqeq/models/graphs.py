@@ -3,7 +3,8 @@
 The graph reads the hippynn database arrays of :func:`hipqeq.training.data.training_arrays`
 (``Z`` species, ``R`` positions, ``pair_cell`` the cell hippynn's periodic pair finder
 sees; for the charge model also ``cell`` the true lattice, ``label_pbc`` the periodicity
-of the reference engine's electrostatics and ``Qtot`` the total charge of each system) and wraps the *same* torch modules a
+of the reference engine's electrostatics and ``Qtot`` the total charge of each system)
+and wraps the *same* torch modules a
 :class:`~hipqeq.models.short_range.ShortRangeModel` or
 :class:`~hipqeq.models.charges.ChargeModel` holds, so trained weights need no conversion
 for deployment.

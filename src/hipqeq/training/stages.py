@@ -178,7 +178,8 @@ def _add_charge_response(table, arrays: dict, charge_model_dir: Path) -> None:
     """Inputs of a charge-aware short range: the frozen charge model's charges
     ``q_model`` (n_sys, n_max, 1) e and their Jacobian ``dq_dR`` (n_sys, n_max, n_max, 3)
     e/A (:func:`hipqeq.models.potential.charge_response`), under each label's boundary, as
-    the subtracted E_elec."""
+    the subtracted E_elec. Memory: 3 n_max^2 numbers per structure (about 0.3 MB in
+    float32 for 150-atom cells, 1.4 GB for 5,000 of them)."""
     model = load_model(charge_model_dir, kind="charges")
     n_sys, n_max = arrays["Z"].shape
     arrays["q_model"] = np.zeros((n_sys, n_max, 1))
