@@ -82,14 +82,9 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def local_run(cluster, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("local")
-    start = time.monotonic()
-    result = subprocess.run(snakemake_command(workdir, "--cores", "2"), capture_output=True, text=True,
-                            timeout=1800, env=ENV)
-    assert result.returncode == 0, result.stderr[-4000:]
-    print(f"\ntoy study locally (2 cores): {time.monotonic() - start:.0f} s")
-    return workdir
+def local_run(cluster, toy_run):
+    """The session's local toy run (tests/integration/conftest.py)."""
+    return toy_run
 
 
 @pytest.fixture(scope="module")

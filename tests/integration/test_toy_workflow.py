@@ -9,45 +9,15 @@ This is the slowest test (a few minutes on 2 cores); it runs the same command as
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.toy import planned_jobs, snakemake
+
 METRIC_KEYS = {"energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "force_mae_mev_per_A",
                "force_rmse_mev_per_A", "charge_mae_e", "charge_rmse_e"}
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-               "--directory", str(workdir), "--configfile", str(ROOT / "config" / "toy.yaml"),
-               "--cores", "2", *args]
-    # the rules call the `hipqeq` console script installed beside this interpreter
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env)
-    if result.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in (workdir / "logs").rglob("*.log"))
-        raise AssertionError(f"snakemake failed:\n{result.stderr[-4000:]}\n{logs[-12000:]}")
-    return result
-
-
-def planned_jobs(output: str) -> dict[str, int]:
-    if "Job stats:" not in output:
-        return {}
-    table = output.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
-
-
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("toy")
-    snakemake(workdir)
-    return workdir
 
 
 @pytest.mark.slow

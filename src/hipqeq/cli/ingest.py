@@ -18,7 +18,6 @@ examples:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from hipqeq.cli._common import add_config_argument, add_output_argument
 

@@ -16,7 +16,7 @@ from hipqeq.active.stop import CONTINUE, CONVERGED, MAX_ROUNDS, stop_decision
 from hipqeq.active.trust import ACCURATE, CANDIDATE, FAILED, TrustWindow, classify
 from hipqeq.calculator import committee_members, load_committee
 from hipqeq.config import load_config
-from hipqeq.data import atoms_id, read_table, table_from_records, record_from_atoms, write_dataset
+from hipqeq.data import read_table, table_from_records, record_from_atoms, write_dataset
 from hipqeq.errors import ConfigError
 from tests.unit.test_calculator import slab, write_model
 

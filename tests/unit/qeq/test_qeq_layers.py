@@ -9,7 +9,7 @@ from ase import Atoms
 from hipqeq.errors import HipqeqError
 from hipqeq.qeq import QEq, equilibrate
 
-from qeq_helpers import CHI, HARDNESS, SIGMA, cspbi3, parameters, water_like
+from qeq_helpers import HARDNESS, SIGMA, cspbi3, parameters, water_like
 
 SPECIES = [55, 82, 53]
 
