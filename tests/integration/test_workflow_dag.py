@@ -197,3 +197,16 @@ def test_gather_rules_pass_the_configured_failure_limit():
     printed = snakemake("-n", "-p", "--configfile", "config/toy.yaml").stdout
     gathers = [line for line in printed.splitlines() if line.startswith("Shell command: hipqeq gather")]
     assert len(gathers) == 2 and all("--max-failed-fraction 0.5" in line for line in gathers)
+
+
+def test_study_config_passes_the_schema_and_lists_every_stage():
+    """config/study.yaml (the accuracy study): CP2K labels behind a gate per seed, the
+    DFT charges, the committee, validation and the first active-learning round."""
+    counts = job_counts(snakemake("-n", "--configfile", "config/study.yaml").stdout)
+    for rule in ("build_structures", "check_convergence", "sample_md", "sample_rattle", "select", "label_xtb",
+                 "label_dft", "gather_xtb", "gather_dft", "split", "train_charges", "train_short_range",
+                 "train_baseline", "md_check", "validate", "explore", "select_candidates"):
+        assert counts.get(rule, 0) >= 1, rule
+    assert counts["check_convergence"] == 3  # one gate per seed
+    assert counts["label_xtb"] == 30  # 60 labels in chunks of 2
+    assert counts["train_short_range"] == 3
