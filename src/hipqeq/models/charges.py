@@ -13,9 +13,11 @@ features; hardness :math:`J_Z` (eV/e^2) and Gaussian widths :math:`\\sigma_Z`
 (:func:`qeq_parameters`), inside :class:`hipqeq.qeq.QEq`, which also gives
 :math:`E_\\mathrm{elec}(q^*)` (eV) and the dipole (e*Angstrom).
 
-The boundary of the Coulomb sums is not a model setting: every structure's own ``pbc``
-picks open, periodic or dipole-corrected slab sums, in training (the QEq node reads the
-dataset's ``pbc`` column) and in deployment alike. The Coulomb-sum tolerance is a model
+The boundary of the Coulomb sums is not a model setting: in training each structure's
+charges are solved under the boundary its label was computed with (the QEq node reads
+the dataset's ``label_boundary`` as ``label_pbc``: tblite's slabs are 3D-periodic cells),
+in deployment under the structure's own ``pbc`` (open, periodic or dipole-corrected
+slab). The Coulomb-sum tolerance is a model
 setting (``qeq_tolerance``), so training and deployment use the same one.
 """
 

@@ -1,17 +1,20 @@
-"""The deployable potential: E = E_short + E_elec(q*), with forces and stress by autograd.
+"""The deployable potential: E = E_short(R, q*) + E_elec(q*), forces and stress by autograd.
 
 .. math::
 
-    E(\\{\\mathbf r\\}, \\mathbf h) = E_\\mathrm{short} + E_\\mathrm{elec}(q^*), \\qquad
+    E(\\{\\mathbf r\\}, \\mathbf h) = E_\\mathrm{short}(\\{\\mathbf r\\}, q^*) + E_\\mathrm{elec}(q^*), \\qquad
     \\mathbf F_i = -\\frac{\\partial E}{\\partial \\mathbf r_i}, \\qquad
     \\sigma_{\\alpha\\beta} = \\frac{1}{V}
         \\left.\\frac{\\partial E}{\\partial \\varepsilon_{\\alpha\\beta}}\\right|_{\\varepsilon=0}
 
 where the strain :math:`\\varepsilon` deforms positions and cell rows alike,
 :math:`\\mathbf r \\to \\mathbf r (1 + \\varepsilon)`, :math:`\\mathbf h \\to \\mathbf h (1 + \\varepsilon)`
-(the construction of hippynn's ``StrainInducer``). The derivative runs through the
-charge solve, so forces are exact gradients of the energy also where the charges
-respond to the geometry. A baseline potential has no charge model (E = E_short); a
+(the construction of hippynn's ``StrainInducer``). A 4G short range reads the charges
+(:mod:`hipqeq.models.short_range`). The derivative runs through the charge solve
+(autograd through the dense one, an adjoint solve for the iterative one), so forces are
+exact gradients of the energy also where the charges respond to the geometry. The charge
+solve's boundary is the structure's physical one unless a label's is asked for
+(:func:`evaluate`). A baseline potential has no charge model (E = E_short); a
 charge model on its own gives E = E_elec(q*) (used to predict charges).
 """
 
