@@ -48,6 +48,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -142,54 +143,49 @@ def _charge_losses(model: ChargeModel, dipole_weight: float):
     return fit_loss + L2_WEIGHT * _l2(graph.network), metrics
 
 
-def electrostatic_labels(charge_model_dir: str | os.PathLike, atoms_list, charge_pbc=None) -> list[dict]:
-    """E_elec(q*) (``energy``, eV), its forces (``forces``, eV/A) and the charges (e) of a
-    frozen charge model for each structure: what the short-range stage subtracts from
-    the labels (:func:`hipqeq.models.potential.evaluate` results).
+def electrostatic_labels(charge_model_dir: str | os.PathLike, atoms_list, charge_pbc=None) -> Iterator[dict]:
+    """For each structure in turn, E_elec(q*) (``energy``, eV), its forces (``forces``,
+    eV/A) and the charges (e) of a frozen charge model (:func:`hipqeq.models.potential.evaluate`
+    results), and the charges' Jacobian ``charge_jacobian`` (n, n, 3) e/A
+    (:func:`hipqeq.models.potential.charge_response`): what the short-range stage
+    subtracts from the labels and feeds its charge-aware network.
 
-    The model is loaded and evaluated as the deployed potential loads and evaluates its
-    charge model (stored dtype, total charge from ``atoms.info``, the deployed default
+    The model is loaded once and evaluated as the deployed potential loads and evaluates
+    its charge model (stored dtype, total charge from ``atoms.info``, the deployed default
     solver choice), with the charge solve's boundary from ``charge_pbc`` (one ``pbc`` per
     structure: the labels' own, see :func:`hipqeq.data.label_pbc`) or each structure's
     ``pbc``.
     """
-    potential = Potential(None, load_model(charge_model_dir, kind="charges")).eval()
+    model = load_model(charge_model_dir, kind="charges")
+    potential = Potential(None, model).eval()
     boundaries = [None] * len(atoms_list) if charge_pbc is None else charge_pbc
-    return [evaluate(potential, atoms, charge_pbc=pbc)
-            for atoms, pbc in tqdm(zip(atoms_list, boundaries), total=len(atoms_list),
-                                   desc="E_elec of the charge model", unit="frame", leave=False)]
+    for atoms, pbc in tqdm(zip(atoms_list, boundaries), total=len(atoms_list),
+                           desc="E_elec and charge response of the charge model", unit="frame", leave=False):
+        result = evaluate(potential, atoms, charge_pbc=pbc)
+        _, result["charge_jacobian"] = charge_response(model, atoms, pbc)
+        yield result
 
 
-def _subtract_electrostatics(table, arrays: dict, charge_model_dir: Path) -> None:
+def _short_range_inputs(table, arrays: dict, charge_model_dir: Path) -> None:
     """Replace the energy and force targets by E - E_elec(q*) and F - F_elec of the frozen
-    charge model (:func:`electrostatic_labels`), each under the boundary its label was
-    computed with (``label_pbc``): the label holds the engine's electrostatics under
-    that boundary, so that is what comes off."""
+    charge model, and add the charge-aware network's inputs ``q_model`` (n_sys, n_max, 1)
+    e and ``dq_dR`` (n_sys, n_max, n_max, 3) e/A (:func:`electrostatic_labels`), each
+    under the boundary its label was computed with (``label_pbc``): the label holds the
+    engine's electrostatics under that boundary, so that is what comes off. Memory of
+    ``dq_dR``: 3 n_max^2 numbers per structure (about 0.3 MB in float32 for 150-atom
+    cells, 1.4 GB for 5,000 of them)."""
     records = table.to_pylist()
     frames = [atoms_from_record(record) for record in records]
+    n_sys, n_max = arrays["Z"].shape
+    arrays["q_model"] = np.zeros((n_sys, n_max, 1))
+    arrays["dq_dR"] = np.zeros((n_sys, n_max, n_max, 3))
     for k, result in enumerate(electrostatic_labels(charge_model_dir, frames, [label_pbc(r) for r in records])):
         n = int(arrays["n_atoms"][k])
         arrays["T"][k, 0] -= result["energy"]
         arrays["F"][k, :n] -= result["forces"]
+        arrays["q_model"][k, :n, 0] = result["charges"]
+        arrays["dq_dR"][k, :n, :n] = result["charge_jacobian"]
     arrays["T_per_atom"] = arrays["T"] / arrays["n_atoms"][:, None]
-
-
-def _add_charge_response(table, arrays: dict, charge_model_dir: Path) -> None:
-    """Inputs of a charge-aware short range: the frozen charge model's charges
-    ``q_model`` (n_sys, n_max, 1) e and their Jacobian ``dq_dR`` (n_sys, n_max, n_max, 3)
-    e/A (:func:`hipqeq.models.potential.charge_response`), under each label's boundary, as
-    the subtracted E_elec. Memory: 3 n_max^2 numbers per structure (about 0.3 MB in
-    float32 for 150-atom cells, 1.4 GB for 5,000 of them)."""
-    model = load_model(charge_model_dir, kind="charges")
-    n_sys, n_max = arrays["Z"].shape
-    arrays["q_model"] = np.zeros((n_sys, n_max, 1))
-    arrays["dq_dR"] = np.zeros((n_sys, n_max, n_max, 3))
-    records = table.to_pylist()
-    for k, record in enumerate(tqdm(records, desc="charge response of the charge model", unit="frame", leave=False)):
-        charges, jacobian = charge_response(model, atoms_from_record(record), label_pbc(record))
-        n = len(charges)
-        arrays["q_model"][k, :n, 0] = charges
-        arrays["dq_dR"][k, :n, :n] = jacobian
 
 
 def _write_curves(history: list[dict], model_dir: Path, title: str) -> None:
@@ -258,8 +254,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
         train_loss, metrics = _charge_losses(model, fit_settings["dipole_weight"])
     else:
         if stage == "short-range":
-            _subtract_electrostatics(table, arrays, Path(charge_model))
-            _add_charge_response(table, arrays, Path(charge_model))
+            _short_range_inputs(table, arrays, Path(charge_model))
             network_hp["charge_features"] = True
         model = ShortRangeModel(network_hp).to(dtype)
         graph = short_range_graph(model)

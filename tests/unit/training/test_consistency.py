@@ -129,11 +129,11 @@ def test_short_range_targets_are_labels_minus_the_electrostatics_under_the_label
     from hipqeq.models.potential import Potential, evaluate
     from hipqeq.models.store import load_model
     from hipqeq.training.data import training_arrays
-    from hipqeq.training.stages import _subtract_electrostatics
+    from hipqeq.training.stages import _short_range_inputs
 
     table = read_table(synthetic_study["dataset"])
     arrays = training_arrays(table, 4.0, dtype=np.float64)
-    _subtract_electrostatics(table, arrays, synthetic_study["charges"])
+    _short_range_inputs(table, arrays, synthetic_study["charges"])
     charge_only = Potential(None, load_model(synthetic_study["charges"], kind="charges"))
     slab_differences = []
     for k, record in enumerate(read_records(synthetic_study["dataset"])):
