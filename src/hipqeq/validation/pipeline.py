@@ -57,10 +57,9 @@ OVERALL_FIGURES = ("md_stability",)
 PARITY_DIRS = ("parity", "families")
 
 #: Why a reference may lack a quantity, for the note on a figure that is not drawn.
-_MISSING_HINTS = {("dft", "energy"): "DFT energies and forces exist only with dft.energy_forces (PySCF) "
-                                     "or in an external set that has them",
-                  ("dft", "forces"): "DFT energies and forces exist only with dft.energy_forces (PySCF) "
-                                     "or in an external set that has them"}
+_DFT_ENERGY_HINT = ("DFT energies and forces exist only with dft.energy_forces (PySCF) or in an "
+                    "external set that has them")
+_MISSING_HINTS = {("dft", "energy"): _DFT_ENERGY_HINT, ("dft", "forces"): _DFT_ENERGY_HINT}
 
 #: References whose energies are compared after per-element offsets: the models learn
 #: xTB energies, and DFT energies sit on another absolute reference.
