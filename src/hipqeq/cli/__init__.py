@@ -33,6 +33,7 @@ VERBS = (
     ("explore", "explore"),
     ("select-candidates", "select_candidates"),
     ("active-report", "active_report"),
+    ("models", "models"),
     ("inspect", "inspect"),
 )
 

@@ -1,0 +1,52 @@
+"""List the pretrained potentials that ship with hipqeq, or package a finished study as one.
+
+`hipqeq models list` prints, for every potential in the package, its level of theory,
+its training data (labelled structures, families, charge states) and its test errors
+against the reference level (parents held out of training). Use one in Python with
+`hipqeq.pretrained.calculator(NAME)` (the 4G committee) or `kind="2g"` (the baseline).
+
+`hipqeq models package` copies a finished study's models, datasets, splits and metrics
+into the package (src/hipqeq/pretrained/NAME), with a manifest and a check structure
+whose energies and forces a fresh install must reproduce.
+
+examples:
+  hipqeq models list
+  hipqeq models package --study studies/cspbi-gfn1 --config config/study.yaml \\
+      --name cspbi-gfn1 --description "2D RP CsPbI slabs, GFN1-xTB (CP2K, k-points)"
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    modes = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
+    listing = modes.add_parser("list", help="the pretrained potentials, their data and test errors")
+    listing.add_argument("--root", type=Path, default=None, help=argparse.SUPPRESS)
+    package = modes.add_parser("package", help="package a finished study as a pretrained potential")
+    package.add_argument("--study", type=Path, required=True, help="the study's directory (holding results/)")
+    package.add_argument("--config", type=Path, required=True, help="the config file the study ran with")
+    package.add_argument("--name", required=True, help="the potential's name, e.g. cspbi-gfn1")
+    package.add_argument("--description", required=True, help="one line: systems and reference level")
+    package.add_argument("--root", type=Path, default=None,
+                         help="where to write NAME/ (default: the installed package's pretrained folder)")
+    package.add_argument("--overwrite", action="store_true", help="replace an existing potential of that name")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hipqeq import pretrained
+
+    if args.mode == "list":
+        available = pretrained.names(args.root)
+        if not available:
+            print("no pretrained potential is installed")
+        for name in available:
+            print("\n".join(pretrained.summary_lines(name, args.root)))
+        return 0
+    folder = pretrained.package_study(args.study, args.config, args.name, args.description, root=args.root,
+                                      overwrite=args.overwrite)
+    print("\n".join(pretrained.summary_lines(args.name, folder.parent)))
+    print(f"written to {folder}")
+    return 0

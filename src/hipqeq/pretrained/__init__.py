@@ -1,0 +1,262 @@
+"""Pretrained potentials that ship with hipqeq, usable without running a study::
+
+    from hipqeq import pretrained
+    calc = pretrained.calculator("cspbi-gfn1")             # the 4G committee
+    base = pretrained.calculator("cspbi-gfn1", kind="2g")  # the short-range-only baseline
+    pretrained.names()                                      # what ships
+
+Each potential is a folder of this package, made from a finished study by
+:func:`package_study` (``hipqeq models package``) and listed by ``hipqeq models list``::
+
+    <name>/
+      manifest.json     description, level of theory, training data, test errors (from the
+                        study's validation), hipqeq version and git commit that made it
+      config.yaml       the study's config: rerun or extend it with Snakemake
+      models/4g_<k>/    the 4G committee members (model directories, training logs dropped)
+      models/baseline_<k>/
+      data/             xtb.parquet, dft.parquet (the labelled datasets, with provenance)
+                        and splits.json (train/valid/test parents)
+      metrics.json      the study's full validation metrics (per family, per band)
+      check/            one test-split structure (structure.extxyz) and the energies and
+                        forces each kind gave on it when packaged (reference.json): a
+                        fresh install must reproduce them (tests/unit/test_pretrained.py)
+
+Units: eV, Angstrom, e, as everywhere in hipqeq.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from hipqeq import __version__
+from hipqeq.errors import HipqeqError
+
+ROOT = Path(__file__).parent
+MANIFEST = "manifest.json"
+#: Public kind names -> the study's model directory prefix.
+KINDS = {"4g": "4g", "2g": "baseline"}
+#: What a shipped model directory keeps (hippynn's experiment files and plots are dropped).
+MODEL_FILES = ("model.json", "hyperparameters.json", "weights.pt", "training_curves.csv")
+CHARGE_MODEL_DIR = "charge_model"
+CHECK_DIR = "check"
+
+
+def names(root: str | os.PathLike | None = None) -> list[str]:
+    """Names of the pretrained potentials under ``root`` (default: the installed package)."""
+    root = Path(root) if root is not None else ROOT
+    return sorted(p.parent.name for p in root.glob(f"*/{MANIFEST}"))
+
+
+def _folder(name: str, root: str | os.PathLike | None) -> Path:
+    available = names(root)
+    if name not in available:
+        raise HipqeqError(f"no pretrained potential named {name!r}; available: {', '.join(available) or 'none'}")
+    return (Path(root) if root is not None else ROOT) / name
+
+
+def info(name: str, root: str | os.PathLike | None = None) -> dict:
+    """The manifest of a pretrained potential (see the module docstring)."""
+    return json.loads((_folder(name, root) / MANIFEST).read_text())
+
+
+def model_dirs(name: str, kind: str = "4g", root: str | os.PathLike | None = None) -> list[Path]:
+    """The model directories of a pretrained potential: the 4G committee (``kind="4g"``)
+    or the short-range-only baseline (``kind="2g"``)."""
+    if kind not in KINDS:
+        raise HipqeqError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    folder = _folder(name, root)
+    return [folder / d for d in info(name, root)["models"][kind]]
+
+
+def calculator(name: str = "cspbi-gfn1", kind: str = "4g", root: str | os.PathLike | None = None,
+               **kwargs):
+    """The ASE calculator (:class:`hipqeq.calculator.HipQEqCalculator`) of a pretrained
+    potential; ``kwargs`` go to it (``device``, ``dtype``, ``qeq_solver``)."""
+    from hipqeq.calculator import HipQEqCalculator
+
+    return HipQEqCalculator(model_dirs(name, kind, root), **kwargs)
+
+
+def dataset(name: str, level: str = "xtb", root: str | os.PathLike | None = None) -> Path:
+    """Path of a pretrained potential's labelled dataset: ``"xtb"`` (energies, forces,
+    charges of the reference level) or ``"dft"`` (DFT charges)."""
+    path = _folder(name, root) / "data" / f"{level}.parquet"
+    if not path.exists():
+        raise HipqeqError(f"{name}: no {level!r} dataset (shipped: xtb, dft)")
+    return path
+
+
+def check_structure(name: str, root: str | os.PathLike | None = None):
+    """The shipped check structure (ASE Atoms) and its stored results per kind
+    (``{"4g": {"energy_eV": ..., "forces_eV_A": ...}, "2g": ...}``)."""
+    from ase.io import read
+
+    folder = _folder(name, root) / CHECK_DIR
+    atoms = read(folder / "structure.extxyz")
+    return atoms, json.loads((folder / "reference.json").read_text())
+
+
+# --- packaging a finished study ----------------------------------------------------
+
+
+def _copy_model(source: Path, destination: Path) -> None:
+    destination.mkdir(parents=True)
+    for file in MODEL_FILES:
+        if (source / file).exists():
+            shutil.copy2(source / file, destination / file)
+    if (source / CHARGE_MODEL_DIR).is_dir():
+        _copy_model(source / CHARGE_MODEL_DIR, destination / CHARGE_MODEL_DIR)
+
+
+def _git_commit(directory: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
+                             check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+def _check_atoms(xtb_path: Path, splits: dict):
+    """The first labelled test-split structure of the xTB dataset (held out of training)."""
+    from hipqeq.data import read_table
+    from hipqeq.data.io import atoms_from_record
+
+    rows = read_table(xtb_path).to_pylist()
+    for row in rows:
+        if row["status"] == "ok" and row["parent_id"] in set(splits["test"]):
+            return atoms_from_record(row)
+    raise HipqeqError(f"{xtb_path}: no labelled row of a test-split parent to store as the check structure")
+
+
+def _reference_results(atoms, dirs: list[Path]) -> dict:
+    from hipqeq.calculator import HipQEqCalculator
+
+    calc = HipQEqCalculator(dirs, device="cpu", dtype="float64")
+    probe = atoms.copy()
+    probe.calc = calc
+    return {"energy_eV": float(probe.get_potential_energy()), "forces_eV_A": probe.get_forces().tolist()}
+
+
+def _overall(metrics: dict, model: str) -> dict:
+    return {ref: blocks[model]["overall"] for ref, blocks in metrics["metrics"].items()}
+
+
+def _training_data(xtb_path: Path, dft_path: Path, splits: dict) -> dict:
+    from hipqeq.data import read_table
+
+    xtb = read_table(xtb_path).select(["status", "family", "total_charge", "numbers", "method"]).to_pylist()
+    ok = [r for r in xtb if r["status"] == "ok"]
+    dft_ok = sum(r["status"] == "ok" for r in read_table(dft_path).select(["status"]).to_pylist())
+    sizes = [len(r["numbers"]) for r in ok]
+    return {"n_xtb_labels": len(ok), "n_dft_labels": dft_ok,
+            "families": sorted({r["family"] for r in ok}),
+            "total_charges_e": sorted({float(r["total_charge"]) for r in ok}),
+            "atoms_per_structure": [min(sizes, default=0), max(sizes, default=0)],
+            "test_parents": list(splits["test"]),
+            "parents": {"train": len(splits["members"][0]["train"]), "valid": len(splits["members"][0]["valid"]),
+                        "test": len(splits["test"])}}
+
+
+def _level_of_theory(config: dict) -> dict:
+    xtb, dft = config["xtb"], config["dft"]
+    engine = xtb["engine"]
+    sampling = (f"k-point density {xtb['cp2k']['kpoint_density_A']} A" if engine == "cp2k" else "Gamma point")
+    dft_text = (f"external set ({dft['external']['path']})" if dft["source"] == "external" else
+                f"{dft['xc']}/{dft['basis']} ({dft['pseudo']}), PySCF, k-mesh {dft['kmesh']}")
+    return {"energy, forces": f"{xtb['method']} ({engine}, {sampling})",
+            "charges": f"{xtb['method']} Mulliken; DFT {dft['charge_scheme']}: {dft_text}",
+            "charge model learns": f"{config['training']['charge_reference']} charges"}
+
+
+def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, name: str, description: str,
+                  root: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+    """Copy a finished study (``<study_dir>/results``, run with ``config_path``) into
+    ``root/name`` as a pretrained potential: models, datasets, splits, metrics, a manifest and a check
+    structure with the results each kind gives on it now. Returns the new folder."""
+    from hipqeq.config import load_config
+    from hipqeq.data.split import read_splits
+
+    study_dir = Path(study_dir)
+    results = study_dir / "results"
+    destination = (Path(root) if root is not None else ROOT) / name
+    if destination.exists():
+        if not overwrite:
+            raise HipqeqError(f"{destination} exists; pass overwrite to replace it")
+        shutil.rmtree(destination)
+    sources = {kind: sorted((results / "models").glob(f"{prefix}_[0-9]*")) for kind, prefix in KINDS.items()}
+    for kind, dirs in sources.items():
+        if not dirs:
+            raise HipqeqError(f"{results / 'models'}: no {KINDS[kind]}_<k> model directory: is the study finished?")
+    metrics_path = results / "validation" / "metrics.json"
+    if not metrics_path.exists():
+        raise HipqeqError(f"{metrics_path} missing: run the study's validation first")
+    models = {}
+    for kind, dirs in sources.items():
+        models[kind] = [f"models/{d.name}" for d in dirs]
+        for source in dirs:
+            _copy_model(source, destination / "models" / source.name)
+    data = destination / "data"
+    data.mkdir()
+    for file in ("datasets/xtb.parquet", "datasets/dft.parquet", "splits.json"):
+        shutil.copy2(results / file, data / Path(file).name)
+    shutil.copy2(config_path, destination / "config.yaml")
+    config = load_config(destination / "config.yaml")
+    shutil.copy2(metrics_path, destination / "metrics.json")
+    metrics = json.loads(metrics_path.read_text())
+    splits = read_splits(data / "splits.json")
+
+    check = destination / CHECK_DIR
+    check.mkdir()
+    atoms = _check_atoms(data / "xtb.parquet", splits)
+    atoms.calc = None
+    atoms.write(check / "structure.extxyz")
+    reference = {kind: _reference_results(atoms, [destination / d for d in dirs]) for kind, dirs in models.items()}
+    (check / "reference.json").write_text(json.dumps(reference, indent=1) + "\n")
+
+    manifest = {
+        "name": name,
+        "description": description,
+        "level_of_theory": _level_of_theory(config),
+        "training_data": _training_data(data / "xtb.parquet", data / "dft.parquet", splits),
+        "test_errors": {kind: _overall(metrics, KINDS[kind]) for kind in KINDS},
+        "models": models,
+        "hipqeq_version": __version__,
+        "git_commit": _git_commit(study_dir),
+        "packaged": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (destination / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return destination
+
+
+def summary_lines(name: str, root: str | os.PathLike | None = None) -> list[str]:
+    """What ``hipqeq models list`` prints for one potential."""
+    manifest = info(name, root)
+    data = manifest["training_data"]
+    lines = [f"{name}: {manifest['description']}",
+             "  level of theory: " + "; ".join(f"{k} {v}" for k, v in manifest["level_of_theory"].items()),
+             (f"  training data: {data['n_xtb_labels']} labelled structures ({data['atoms_per_structure'][0]}-"
+              f"{data['atoms_per_structure'][1]} atoms; total charges {data['total_charges_e']} e), "
+              f"{data['n_dft_labels']} with DFT charges; families: {', '.join(data['families'])}"),
+             (f"  parent structures train/valid/test (member 0): {data['parents']['train']}/"
+              f"{data['parents']['valid']}/{data['parents']['test']}")]
+    for kind, members in manifest["models"].items():
+        errors = manifest["test_errors"][kind].get("xtb", {})
+        lines.append(f"  {kind} ({len(members)} members), test vs xTB: energy MAE "
+                     f"{_fmt(errors.get('energy_mae_mev_per_atom'))} meV/atom, force MAE "
+                     f"{_fmt(errors.get('force_mae_mev_per_A'))} meV/A, charge MAE "
+                     f"{_fmt(errors.get('charge_mae_e'), 3)} e")
+    lines.append(f"  made by hipqeq {manifest['hipqeq_version']} (commit {manifest['git_commit']}), "
+                 f"packaged {manifest['packaged']}")
+    return lines
+
+
+def _fmt(value, digits: int = 1) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
