@@ -8,6 +8,14 @@ forces (:class:`hipqeq.calculator.HipQEqCalculator`). Every ``frame_interval`` s
 frame is kept and the committee's deviation on it measured
 (:mod:`hipqeq.active.deviation`).
 
+A walker's cell is its built structure repeated ``active_learning.supercell`` times
+(:func:`walker_start`: larger cells than xTB MD affords; the total charge scales with
+the repeats). With ``active_learning.restarts`` > 0, a walker whose frame fails (the
+committee disagrees beyond the trust window) restarts from its last trusted frame with
+fresh velocities and its remaining steps, DP-GEN's optional restart; the frames after
+the failure are dropped, since the trajectory had left the region the committee knows
+(:func:`explore_walker`).
+
 A walker that blows up (atoms closer than 1 Angstrom, non-finite positions, a model or
 solver error, any exception) stops with the frames it has and a recorded reason; the
 other walkers of the round still run. The round writes three files: the explored
@@ -26,11 +34,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from ase import Atoms
 
 from hipqeq.active.deviation import deviation_table, frame_deviation, write_deviations
-from hipqeq.active.trust import TrustWindow, classify
+from hipqeq.active.trust import FAILED, TrustWindow, classify
 from hipqeq.data import atoms_id, config_hash, read_structure, write_dataset
+from hipqeq.errors import ConfigError
 from hipqeq.plan import number_tag, structure_names
 from hipqeq.sampling.jobs import frame_records
 from hipqeq.sampling.md import MDSettings, run_md
@@ -72,15 +82,33 @@ def committee_fingerprint(model_dirs: Sequence[str | os.PathLike]) -> str:
     return digest.hexdigest()[:16]
 
 
-def walker_settings(config: dict, walker: Walker, round_: int, fingerprint: str) -> MDSettings:
-    """The MD settings of ``walker`` in round ``round_`` (its own random stream)."""
+def walker_settings(config: dict, walker: Walker, round_: int, fingerprint: str, restart: int = 0,
+                    steps: int | None = None) -> MDSettings:
+    """The MD settings of ``walker`` in round ``round_`` (its own random stream; a
+    restart ``k`` > 0 gets another), for ``steps`` steps (default ``active_learning.steps``)."""
     section = config["active_learning"]
+    parts = ("explore", round_, walker.name) + (("restart", restart) if restart else ())
     return MDSettings(temperature_K=walker.temperature_K, timestep_fs=section["timestep_fs"],
-                      equilibration_steps=0, production_steps=section["steps"],
+                      equilibration_steps=0, production_steps=section["steps"] if steps is None else steps,
                       frame_interval=section["frame_interval"], friction_per_fs=section["friction_per_fs"],
                       ensemble="nvt",
-                      seed=derive_seed(config["seed"], "explore", round_, walker.name),
+                      seed=derive_seed(config["seed"], *parts),
                       engine=json.dumps({"committee": fingerprint}))
+
+
+def walker_start(parent: Atoms, supercell) -> Atoms:
+    """``parent`` repeated ``supercell`` times along its periodic directions, with its
+    total charge (e, per cell) scaled by the number of repeats."""
+    supercell = tuple(int(n) for n in supercell)
+    if supercell == (1, 1, 1):
+        return parent
+    bad = [axis for axis in range(3) if supercell[axis] != 1 and not parent.pbc[axis]]
+    if bad:
+        raise ConfigError(f"active_learning/supercell {list(supercell)}: {parent.info.get('structure_name')} is "
+                          f"not periodic along axis {bad[0]} (pbc {parent.pbc.tolist()}); repeat periodic axes only")
+    start = parent.repeat(supercell)
+    start.info["total_charge"] = float(parent.info.get("total_charge", 0.0)) * int(np.prod(supercell))
+    return start
 
 
 def run_walker(parent: Atoms, walker: Walker, calculator, settings: MDSettings,
@@ -116,6 +144,48 @@ def run_walker(parent: Atoms, walker: Walker, calculator, settings: MDSettings,
     return frames, deviations, summary
 
 
+def _first_failure(deviations: list[dict], window: TrustWindow) -> int | None:
+    classes = classify([d["force_deviation_eV_A"] for d in deviations], [d["charge_deviation_e"] for d in deviations],
+                       window)
+    failed = np.flatnonzero(classes == FAILED)
+    return int(failed[0]) if len(failed) else None
+
+
+def explore_walker(parent: Atoms, walker: Walker, calculator, config: dict, round_: int, fingerprint: str,
+                   window: TrustWindow, trajectory_dir: Path) -> tuple[list[Atoms], list[dict], dict]:
+    """Run one walker with up to ``active_learning.restarts`` restarts from its last
+    trusted frame (see the module docstring); returns its frames, their deviations (steps
+    counted from the walker's start) and its summary (``restarts``: where each failure
+    was and which step the walker went on from)."""
+    total = config["active_learning"]["steps"]
+    start, offset, frames, deviations, restarts, summaries = parent, 0, [], [], [], []
+    for attempt in range(config["active_learning"]["restarts"] + 1):
+        settings = walker_settings(config, walker, round_, fingerprint, attempt, steps=total - offset)
+        suffix = f".restart{attempt}" if attempt else ""
+        segment, segment_deviations, summary = run_walker(start, walker, calculator, settings,
+                                                          trajectory_dir / f"{walker.name}{suffix}.traj")
+        for frame, deviation in zip(segment, segment_deviations):
+            frame.info["md_step"] = int(frame.info["md_step"]) + offset
+            deviation["step"] += offset
+        summaries.append(summary)
+        failed = _first_failure(segment_deviations, window)
+        if failed is None or attempt == config["active_learning"]["restarts"]:
+            frames, deviations = frames + segment, deviations + segment_deviations
+            break
+        # keep the failed frame (it counts as failed), drop what the walker did after it
+        frames, deviations = frames + segment[:failed + 1], deviations + segment_deviations[:failed + 1]
+        if failed > 0:
+            start, offset = segment[failed - 1], segment_deviations[failed - 1]["step"]
+        restarts.append({"failed_step": segment_deviations[failed]["step"], "restarted_from_step": offset})
+        start = start.copy()
+        start.info["total_charge"] = parent.info.get("total_charge", 0.0)
+    combined = {**summaries[0], "n_frames": len(frames), "steps_done": offset + summaries[-1]["steps_done"],
+                "total_steps": total, "stopped_early": summaries[-1]["stopped_early"],
+                "reason": summaries[-1]["reason"], "restarts": restarts,
+                "wall_time_s": round(sum(s["wall_time_s"] for s in summaries), 3)}
+    return frames, deviations, combined
+
+
 def explore_round(config: dict, model_dirs: Sequence[str | os.PathLike], structures: str | os.PathLike,
                   round_: int, output_frames: str | os.PathLike, output_deviations: str | os.PathLike,
                   output_summary: str | os.PathLike, trajectory_dir: str | os.PathLike,
@@ -131,11 +201,11 @@ def explore_round(config: dict, model_dirs: Sequence[str | os.PathLike], structu
     hash_ = config_hash({"active_learning": config["active_learning"], "committee": fingerprint})
     all_frames, rows, walkers = [], [], []
     for walker in walker_plan(config):
-        parent = read_structure(structures, walker.structure_name)
-        settings = walker_settings(config, walker, round_, fingerprint)
+        parent = walker_start(read_structure(structures, walker.structure_name),
+                              config["active_learning"]["supercell"])
         calculator.reset_warm_start()
-        frames, deviations, summary = run_walker(parent, walker, calculator, settings,
-                                                 Path(trajectory_dir) / f"{walker.name}.traj")
+        frames, deviations, summary = explore_walker(parent, walker, calculator, config, round_, fingerprint,
+                                                     window, Path(trajectory_dir))
         frame_records(parent, frames, "active", walker.temperature_K, hash_)
         for frame, deviation in zip(frames, deviations):
             frame.info["structure_id"] = atoms_id(frame)

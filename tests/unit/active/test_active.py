@@ -300,3 +300,46 @@ def test_charge_bounds_need_charge_models_that_learn_between_rounds(charge_refer
     else:
         with pytest.raises(ConfigError, match="charge_reference xtb"):
             validate_config(config)
+
+
+def test_walkers_on_a_supercell_scale_the_total_charge_and_refuse_the_vacuum_axis():
+    from hipqeq.active.explore import walker_start
+
+    parent = slab()
+    parent.info.update(structure_name="cuau_slab", total_charge=1.0)
+    start = walker_start(parent, [2, 2, 1])
+    assert len(start) == 4 * len(parent) and start.info["total_charge"] == 4.0
+    assert parent.info["total_charge"] == 1.0
+    assert walker_start(parent, [1, 1, 1]) is parent
+    with pytest.raises(ConfigError, match="not periodic along axis 2"):
+        walker_start(parent, [1, 1, 2])
+
+
+def test_a_walker_restarts_from_its_last_trusted_frame(committees, explore_inputs, monkeypatch):
+    """Segment 0 fails at its second frame (step 4): that frame is kept as failed, the
+    walker goes on from step 2 (the last trusted frame) with a new random stream, and
+    the restarted segment's frame at step 4 is a different geometry."""
+    import hipqeq.active.explore as explore
+
+    config = {**explore_inputs["config"], "active_learning": {**explore_inputs["config"]["active_learning"],
+                                                               "trust_hi_force_eV_A": 0.5, "restarts": 1,
+                                                               "structures": ["cuau_slab"]}}
+    calls = iter([0.1, 1.0, 0.1])  # force deviations, in evaluation order
+
+    def deviation(potentials, frame):
+        return {"force_deviation_eV_A": next(calls), "charge_deviation_e": 0.0, "energy_std_eV": 0.0}
+
+    monkeypatch.setattr(explore, "frame_deviation", deviation)
+    root = explore_inputs["root"]
+    summary = explore_round(config, committees["different"], explore_inputs["structures"], 1,
+                            root / "frames.parquet", root / "deviations.parquet", root / "walkers.json",
+                            root / "traj", device="cpu")
+    (walker,) = summary["walkers"]
+    assert walker["restarts"] == [{"failed_step": 4, "restarted_from_step": 2}]
+    assert walker["steps_done"] == 4 and walker["n_frames"] == 3
+    deviations = read_deviations([root / "deviations.parquet"])
+    assert deviations.column("step").to_pylist() == [2, 4, 4]
+    assert deviations.column("classification").to_pylist() == [CANDIDATE, FAILED, CANDIDATE]
+    ids = deviations.column("structure_id").to_pylist()
+    assert len(set(ids)) == 3
+    assert (root / "traj" / "cuau_slab_T100_w0.restart1.traj").exists()
