@@ -208,6 +208,6 @@ def test_study_config_passes_the_schema_and_lists_every_stage():
                  "train_baseline", "md_check", "validate"):
         assert counts.get(rule, 0) >= 1, rule
     assert counts["check_convergence"] == 2  # one gate per seed
-    assert counts["label_xtb"] == 22  # 44 labels in chunks of 2
+    assert counts["label_xtb"] == 18  # 36 labels in chunks of 2
     assert counts["sample_md"] == 22 * 2  # 22 structures (several parents per family) x 2 temperatures
     assert counts["train_short_range"] == 2
