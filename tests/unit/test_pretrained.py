@@ -1,0 +1,105 @@
+"""hipqeq.pretrained: packaging a finished study and loading it back, and the potentials
+that ship with the package."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hipqeq import pretrained
+from hipqeq.cli import main
+from hipqeq.data import write_dataset
+from hipqeq.data.split import make_splits, write_splits
+from hipqeq.errors import HipqeqError
+from tests.conftest import labelled
+from tests.unit.test_calculator import slab, write_model
+
+ROOT = Path(__file__).resolve().parents[2]
+BLOCK = {"energy_mae_mev_per_atom": 12.5, "force_mae_mev_per_A": 80.0, "charge_mae_e": 0.05}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A finished study's results: untrained 4G and baseline members, labelled CuAu slab
+    frames of four parents (one held out), a split and validation metrics."""
+    directory = tmp_path_factory.mktemp("study")
+    results = directory / "results"
+    for k in range(2):
+        write_model(results / "models" / f"4g_{k}", 10 + k)
+        (results / "models" / f"4g_{k}" / "hippynn").mkdir()
+        (results / "models" / f"4g_{k}" / "hippynn" / "hippynn.log").write_text("training log\n")
+        write_model(results / "models" / f"baseline_{k}", 20 + k, with_charges=False)
+    write_model(results / "models" / "charges_0", 30)  # not a potential: not shipped
+    rng = np.random.default_rng(3)
+    frames = [labelled(slab(seed=k), rng, parent_id=f"p{k % 4}", structure_name=f"s{k % 4}", family="pristine",
+                       total_charge=0.0) for k in range(8)]
+    write_dataset(frames, results / "datasets" / "xtb.parquet")
+    write_dataset(frames[:4], results / "datasets" / "dft.parquet")
+    write_splits(make_splits([f"p{k}" for k in range(4)], (0.5, 0.25, 0.25), seed=1, n_members=2),
+                 results / "splits.json")
+    metrics = {"metrics": {ref: {model: {"overall": BLOCK} for model in ("4g", "baseline")} for ref in ("xtb", "dft")}}
+    (results / "validation").mkdir()
+    (results / "validation" / "metrics.json").write_text(json.dumps(metrics))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def packaged(study, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrained")
+    pretrained.package_study(study, ROOT / "config" / "toy.yaml", "toy", "toy study", root=root)
+    return root
+
+
+def test_a_packaged_study_lists_and_describes_itself(packaged, study):
+    assert pretrained.names(packaged) == ["toy"]
+    manifest = pretrained.info("toy", packaged)
+    assert manifest["models"] == {"4g": ["models/4g_0", "models/4g_1"], "2g": ["models/baseline_0", "models/baseline_1"]}
+    assert manifest["training_data"]["n_xtb_labels"] == 8 and manifest["training_data"]["n_dft_labels"] == 4
+    assert manifest["test_errors"]["4g"]["xtb"] == BLOCK
+    assert manifest["level_of_theory"]["energy, forces"].startswith("GFN1-xTB (tblite")
+    shipped = [p.relative_to(packaged) for p in (packaged / "toy").rglob("*") if p.is_file()]
+    assert not any("hippynn" in p.parts or "charges_0" in p.parts for p in shipped)
+    assert (packaged / "toy" / "models" / "4g_0" / "charge_model" / "weights.pt").exists()
+    assert pretrained.dataset("toy", "dft", packaged).exists()
+
+
+@pytest.mark.parametrize("kind", ["4g", "2g"])
+def test_the_calculator_reproduces_the_stored_check_results_without_the_study(packaged, study, tmp_path, kind):
+    copy = tmp_path / "installed"
+    shutil.copytree(packaged, copy)  # the study's folder plays no part in loading
+    atoms, reference = pretrained.check_structure("toy", copy)
+    assert atoms.info["parent_id"] in json.loads((study / "results" / "splits.json").read_text())["test"]
+    atoms.calc = pretrained.calculator("toy", kind=kind, root=copy, device="cpu", dtype="float64")
+    assert atoms.get_potential_energy() == pytest.approx(reference[kind]["energy_eV"], abs=1e-9)
+    np.testing.assert_allclose(atoms.get_forces(), reference[kind]["forces_eV_A"], atol=1e-9)
+    assert len(atoms.calc.model_dirs) == 2
+
+
+def test_the_two_kinds_are_different_models(packaged):
+    _, reference = pretrained.check_structure("toy", packaged)
+    assert reference["4g"]["energy_eV"] != pytest.approx(reference["2g"]["energy_eV"])
+
+
+def test_models_list_prints_level_data_and_test_errors(packaged, capsys):
+    assert main(["models", "list", "--root", str(packaged)]) == 0
+    out = capsys.readouterr().out
+    assert "toy: toy study" in out and "8 labelled structures" in out
+    assert "4g (2 members), test vs xTB: energy MAE 12.5 meV/atom, force MAE 80.0 meV/A, charge MAE 0.050 e" in out
+
+
+def test_unknown_names_kinds_and_unfinished_studies_are_refused(packaged, study, tmp_path):
+    with pytest.raises(HipqeqError, match="available: toy"):
+        pretrained.calculator("nope", root=packaged)
+    with pytest.raises(HipqeqError, match="kind must be"):
+        pretrained.model_dirs("toy", "3g", packaged)
+    with pytest.raises(HipqeqError, match="exists"):
+        pretrained.package_study(study, ROOT / "config" / "toy.yaml", "toy", "again", root=packaged)
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(study, unfinished)
+    (unfinished / "results" / "validation" / "metrics.json").unlink()
+    with pytest.raises(HipqeqError, match="validation"):
+        pretrained.package_study(unfinished, ROOT / "config" / "toy.yaml", "x", "x", root=tmp_path / "out")
