@@ -200,14 +200,13 @@ def test_gather_rules_pass_the_configured_failure_limit():
 
 
 def test_study_config_passes_the_schema_and_lists_every_stage():
-    """config/study.yaml (the accuracy study): CP2K labels behind a gate per seed, the
-    DFT charges, the committee and validation."""
+    """config/study.yaml (the accuracy study): CP2K labels, the DFT charges, the committee
+    and validation (its gates ran and are recorded in the config and docs/study/gates)."""
     counts = job_counts(snakemake("-n", "--configfile", "config/study.yaml").stdout)
-    for rule in ("build_structures", "check_convergence", "sample_md", "sample_rattle", "select", "label_xtb",
+    for rule in ("build_structures", "sample_md", "sample_rattle", "select", "label_xtb",
                  "label_dft", "gather_xtb", "gather_dft", "split", "train_charges", "train_short_range",
                  "train_baseline", "md_check", "validate"):
         assert counts.get(rule, 0) >= 1, rule
-    assert counts["check_convergence"] == 2  # one gate per seed
     assert counts["label_xtb"] == 18  # 36 labels in chunks of 2
     assert counts["sample_md"] == 22 * 2  # 22 structures (several parents per family) x 2 temperatures
     assert counts["train_short_range"] == 2
