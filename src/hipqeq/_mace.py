@@ -5,7 +5,7 @@ Import this module (``import hipqeq._mace``) before anything from mace or e3nn:
 - mace's ``__init__`` sets ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` for the whole process
   (so that its pickled models load), which would turn off torch's safe loading for every
   later ``torch.load`` that does not pass ``weights_only``. The variable is put back as
-  it was; hipqeq loads its peer models with ``weights_only=False`` explicitly
+  it was before; hipqeq loads its peer models from state dicts
   (:func:`hipqeq.models.mace.load_mace`).
 - e3nn loads its Wigner constants with a bare ``torch.load`` at import: they hold a
   ``slice``, allowed here for that one load.
@@ -24,7 +24,7 @@ import torch
 from hipqeq.errors import HipqeqError
 
 _FORCE_NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
-_saved = os.environ.get(_FORCE_NO_WEIGHTS_ONLY)
+_saved = os.environ.pop(_FORCE_NO_WEIGHTS_ONLY, None)  # unset while e3nn loads (set if mace came first)
 try:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.script(_method)?` is deprecated",
