@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 FULL_TRAIN_EVAL_ROWS = 256
 
 
-
 @dataclasses.dataclass
 class FitResult:
     """Per-epoch history (list of dicts: epoch, lr, train_<metric>, valid_<metric>),

@@ -71,7 +71,7 @@ def configuration(record: dict) -> mace_data.Configuration:
         pbc=tuple(bool(p) for p in record["pbc"]))
 
 
-def _errors(model, loader, device, force_weight: float) -> dict:
+def _validation_metrics(model, loader, device, force_weight: float) -> dict:
     """Validation metrics over every structure of ``loader``: the loss
     (:data:`STOPPING_KEY`), RMSE and MAE of energies per atom (eV/atom) and of force
     components (eV/A), with the column names of the HIP-NN stages."""
@@ -110,7 +110,7 @@ def _fit(model, train_loader, valid_loader, fit_settings: dict, device, descript
             optimizer.step()
             total += loss.item() * batch.num_graphs
             count += batch.num_graphs
-        valid = _errors(model, valid_loader, device, fit_settings["force_weight"])
+        valid = _validation_metrics(model, valid_loader, device, fit_settings["force_weight"])
         scheduler.step(valid[STOPPING_KEY])
         history.append({"epoch": epoch, "lr": lr, f"train_{STOPPING_KEY}": total / count,
                         **{f"valid_{k}": v for k, v in valid.items()}})

@@ -185,7 +185,8 @@ def _short_range_inputs(table, arrays: dict, charge_model_dir: Path) -> None:
 def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: str | os.PathLike,
                 member: int, output: str | os.PathLike, charge_model: str | os.PathLike | None = None,
                 device: str = "auto", seed: int | None = None) -> dict:
-    """Train one model and write its model directory (see :mod:`hipqeq.models.store`).
+    """Train one model and write its model directory (see :mod:`hipqeq.models.store`; the
+    MACE peer's: :mod:`hipqeq.models.mace`).
 
     Returns a summary dict (best_epoch, best_valid_loss, n_train, n_valid, wall_time_s).
     """
