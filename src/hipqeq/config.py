@@ -114,6 +114,10 @@ def _check_cross_references(config: dict, source: str) -> None:
     if selection["n_dft"] > selection["n_xtb"]:
         raise ConfigError(f"{source}: invalid config at 'selection/n_dft': {selection['n_dft']} "
                           f"exceeds n_xtb = {selection['n_xtb']} (DFT frames are a subset)")
+    training = config["training"]
+    if training["peer"]["n_models"] > training["n_models"]:
+        raise ConfigError(f"{source}: invalid config at 'training/peer/n_models': {training['peer']['n_models']} "
+                          f"exceeds training.n_models = {training['n_models']} (the split has that many members)")
     built = structure_names(config)
     unknown = sorted(set(config["validation"]["md_structures"]) - set(built))
     if unknown:

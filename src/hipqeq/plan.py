@@ -106,6 +106,13 @@ def model_members(config: dict) -> list[int]:
     return list(range(config["training"]["n_models"]))
 
 
+def peer_members(config: dict) -> list[int]:
+    """Member indices of the MACE peer model (0 .. training.peer.n_models-1), none when
+    training.peer is not enabled."""
+    peer = config["training"]["peer"]
+    return list(range(peer["n_models"])) if peer["enabled"] else []
+
+
 #: Where active-learning round ``r`` (>= 1) keeps its files.
 ACTIVE_ROOT = "results/active"
 

@@ -82,6 +82,22 @@ def test_production_dag_lists_the_whole_study():
     assert sum(counts.values()) > 1000
 
 
+def test_peer_model_is_trained_and_validated_when_enabled(tmp_path):
+    """training.peer.enabled adds one MACE job per peer member (off in the shipped toy:
+    no train_peer there, see test_toy_dag_job_counts) and passes them to validate."""
+    config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+    config["training"].update(n_models=2, peer={"enabled": True, "n_models": 2})
+    path = tmp_path / "peer.yaml"
+    path.write_text(yaml.safe_dump(config))
+    printed = snakemake("-n", "-p", "--configfile", str(path)).stdout
+    assert job_counts(printed)["train_peer"] == 2
+    trains = [line for line in printed.splitlines() if line.startswith("Shell command: hipqeq train mace")]
+    assert sorted(line.split("--output ")[1].split()[0] for line in trains) == \
+        ["results/models/mace_0", "results/models/mace_1"]
+    (validate,) = [line for line in printed.splitlines() if line.startswith("Shell command: hipqeq validate")]
+    assert "--peer results/models/mace_0 results/models/mace_1 --md" in validate
+
+
 def test_default_config_is_the_production_study():
     default = job_counts(snakemake("-n").stdout)
     assert default == job_counts(snakemake("-n", "--configfile", "config/config.yaml").stdout)
@@ -119,8 +135,8 @@ RULE_EXTRAS = {
     "gather_xtb": [], "gather_dft": [],
     "sample_md": ["xtb"], "label_xtb": ["xtb"], "check_convergence": ["xtb"],
     "label_dft": ["dft"],
-    "train_charges": ["ml"], "train_short_range": ["ml"], "train_baseline": ["ml"],
-    "md_check": ["ml"], "validate": ["ml"],
+    "train_charges": ["ml"], "train_short_range": ["ml"], "train_baseline": ["ml"], "train_peer": ["ml", "peer"],
+    "md_check": ["ml"], "validate": ["ml", "peer"],
     "split_active": [], "explore": ["ml"], "select_candidates": [], "gather_active": [], "active_report": [],
 }
 #: conda-forge names of PyPI packages whose names differ
@@ -158,7 +174,7 @@ def test_every_rule_calls_hipqeq_and_is_known():
         assert shell, f"rule {name} must call `hipqeq VERB` in its shell directive"
         assert "log:" in body and "conda:" in body and "resources:" in body, name
         assert "runtime=" in body and "mem_mb=" in body, name
-    for name in ("train_charges", "train_short_range", "train_baseline"):
+    for name in ("train_charges", "train_short_range", "train_baseline", "train_peer"):
         assert "gpu=1" in blocks[name]
 
 

@@ -52,6 +52,9 @@ def test_defaults_are_filled(toy):
     (lambda c: c["validation"].update(md_structures=["rp9_slab"]), r"'validation/md_structures': unknown structure\(s\) rp9_slab"),
     (lambda c: c["sampling"].update(temperatures_K=[100, 300, 100.0]),
      r"'sampling/temperatures_K': 100 K listed more than once"),
+    (lambda c: c["training"].update(peer={"enabled": True, "n_models": 2}),
+     r"'training/peer/n_models': 2 exceeds training.n_models = 1"),
+    (lambda c: c["training"].update(peer={"max_L": 4}), r"at 'training/peer/max_L'"),
 ])
 def test_invalid_config_names_the_key(toy, mutate, message):
     bad = copy.deepcopy(toy)

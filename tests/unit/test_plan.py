@@ -21,6 +21,13 @@ def test_toy_structures():
     assert specs[3].transform == {"type": "defect", "kind": "vacancy", "species": "I", "total_charge": 0}
 
 
+def test_peer_members_only_when_the_peer_is_enabled(production):
+    assert plan.peer_members(production) == []
+    production["training"]["peer"].update(enabled=True, n_models=2)
+    assert plan.peer_members(production) == [0, 1]
+    assert plan.model_members(production) == [0, 1, 2], "the 4G committee is unchanged"
+
+
 def test_production_structure_count(production):
     names = plan.structure_names(production)
     # 10 seeds; strains 6 x 4 seeds; tilts 2 x 3 seeds; defects 4 + 5 x 2 seeds

@@ -45,6 +45,7 @@ REPLICAS = list(range(config["sampling"]["replicas"]))
 XTB_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_xtb"], config["xtb"]["chunk_size"])))
 DFT_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_dft"], config["dft"]["chunk_size"])))
 MEMBERS = plan.model_members(config)
+PEER_MEMBERS = plan.peer_members(config)
 MD_STRUCTURES = config["validation"]["md_structures"]
 FIGURES = OVERALL_FIGURES
 # the xTB labelling engine's environment (CP2K's adds the cp2k binary to the xTB one)
@@ -85,6 +86,11 @@ def models_of(kind):
     return expand("results/models/{kind}_{member}", kind=kind, member=MEMBERS)
 
 
+def peer_models(wildcards=None):
+    """The MACE peer model directories (none unless training.peer.enabled)."""
+    return expand("results/models/mace_{member}", member=PEER_MEMBERS)
+
+
 def md_summaries(wildcards=None):
     return expand("results/validation/md/{kind}_{structure}.json", kind=["4g", "baseline"],
                   structure=MD_STRUCTURES)
@@ -111,4 +117,4 @@ def final_outputs():
     return (["results/validation/metrics.json", "results/datasets/xtb.parquet",
              "results/datasets/dft.parquet"] + dft_chunks(None)
             + expand("results/labels/xtb/chunk_{chunk}.parquet", chunk=XTB_CHUNKS)
-            + models_of("4g") + models_of("baseline") + convergence_outputs())
+            + models_of("4g") + models_of("baseline") + peer_models() + convergence_outputs())

@@ -1,6 +1,7 @@
 # train: the electronegativity HIP-NN + QEq charge model, the short-range HIP-NN on
 # top of it (the 4G potential), and the short-range-only baseline; one GPU job each
-# per committee member.
+# per committee member. With training.peer.enabled also the MACE peer model on the
+# baseline's rows (members 0..training.peer.n_models-1).
 
 
 rule train_charges:
@@ -71,4 +72,27 @@ rule train_baseline:
         gpu=1,
     shell:
         "hipqeq train baseline --config {CONFIG_FILE} --dataset {input.dataset}"
+        " --splits {input.splits} --member {wildcards.member} --output {output} > {log} 2>&1"
+
+
+rule train_peer:
+    input:
+        dataset="results/datasets/xtb.parquet",
+        splits="results/splits.json",
+    output:
+        report(directory("results/models/mace_{member}"), patterns=["{name,[^/]+}_curves.png"],
+               category="Training curves", caption="../report/training.rst"),
+    params:
+        settings=config["training"],
+    log:
+        "logs/train_peer/{member}.log",
+    conda:
+        "../../envs/ml.yaml"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=1440,
+        gpu=1,
+    shell:
+        "hipqeq train mace --config {CONFIG_FILE} --dataset {input.dataset}"
         " --splits {input.splits} --member {wildcards.member} --output {output} > {log} 2>&1"

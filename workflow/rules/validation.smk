@@ -1,5 +1,6 @@
 # validate: MD stability runs of each model, then parity plots and metrics against
-# xTB and DFT on the held-out parents, with the baseline on the same axes.
+# xTB and DFT on the held-out parents, with the baseline (and the MACE peer when
+# training.peer.enabled) on the same axes.
 
 
 rule md_check:
@@ -33,6 +34,7 @@ rule validate:
         splits="results/splits.json",
         models=models_of("4g"),
         baselines=models_of("baseline"),
+        peers=peer_models(),
         md=md_summaries(),
     output:
         metrics=report("results/validation/metrics.json", category="Metrics",
@@ -59,4 +61,4 @@ rule validate:
     shell:
         "hipqeq validate --config {CONFIG_FILE} --xtb {input.xtb} --dft {input.dft}"
         " --splits {input.splits} --model {input.models} --baseline {input.baselines}"
-        " --md {input.md} --output-dir results/validation > {log} 2>&1"
+        " --peer {input.peers} --md {input.md} --output-dir results/validation > {log} 2>&1"

@@ -40,7 +40,7 @@ VERBS = (
 EPILOG = """\
 pipeline (each stage is a Snakemake rule calling one verb):
   build -> sample -> select -> label xtb / label dft (or ingest) -> gather -> split
-        -> train charges -> train short-range (and train baseline) -> validate
+        -> train charges -> train short-range (and train baseline, train mace) -> validate
   active learning, rounds r >= 1 (active_learning.enabled):
   train a committee on all labels so far -> explore -> select-candidates -> label xtb
         -> gather -> the next round, until the committee is accurate or max_rounds

@@ -1,9 +1,10 @@
-"""Train one model of the potential: the charge model, the short-range model or the baseline.
+"""Train one model of the potential (the charge model, the short-range model or the
+baseline) or the MACE peer model it is compared with.
 
-Three stages, each a HIP-NN trained with hippynn (early stopping on the validation
-split, learning rate cut on plateaus), writing a self-contained model directory
-(weights, hyperparameters.json, species, units, dataset hashes, split, training curves
-CSV + PNG, package version):
+Three HIP-NN stages trained with hippynn, and a MACE trained with mace-torch, each with
+early stopping on the validation split and learning rate cuts on plateaus, writing a
+self-contained model directory (weights, hyperparameters.json, species, units, dataset
+hashes, split, training curves CSV + PNG, package version):
 
   charges      HIP-NN electronegativities + charge equilibration, fitted to reference
                charges (DFT by default; training.charge_reference: xtb selects xTB's)
@@ -12,6 +13,10 @@ CSV + PNG, package version):
                directory is the complete 4G potential (the charge model is copied in)
   baseline     the same short-range HIP-NN on the full xTB energies and forces, no
                electrostatics (a second-generation potential to compare against)
+  mace         a small MACE (training.peer: channels, max_L, layers; r_max the network
+               cutoff) on the baseline's rows, energies and forces: a charge-blind peer
+               from the field, validated next to the 4G potential (`hipqeq validate
+               --peer`); needs the peer extra (pip install 'hipqeq[peer]')
 
 Rows whose status is not ok, or whose needed labels are missing or NaN, are dropped
 with a count in the log. Rows are assigned to train/valid/test by parent structure
@@ -23,6 +28,8 @@ example:
   hipqeq train short-range --config config/toy.yaml --dataset results/datasets/xtb.parquet \\
       --splits results/splits.json --charge-model results/models/charges_0 --member 0 \\
       --output results/models/4g_0
+  hipqeq train mace --config config/toy.yaml --dataset results/datasets/xtb.parquet \\
+      --splits results/splits.json --member 0 --output results/models/mace_0
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Predicts energies, forces and charges of the held-out test structures (whole parent
 structures, shared by every committee member; --all-rows uses every row) with the full
-4G potential (--model) and the short-range-only baseline (--baseline), and compares
-them with the xTB and the DFT datasets: overall, per structure family and per
-temperature band. Rows whose label failed (status other than ok) are excluded and
+4G potential (--model), the short-range-only baseline (--baseline) and the MACE peer
+model (--peer, `hipqeq train mace`; needs the peer extra), and compares them with the
+xTB and the DFT datasets: overall, per structure family, per family and total charge
+(a neutral and a charged defect apart) and per temperature band. Rows whose label failed (status other than ok) are excluded and
 counted. DFT energies sit on another reference than the xTB energies the models learn,
 so they are compared after removing per-element offsets fitted over the compared rows.
 Writes metrics.json, metrics.md, parity_<reference>_<quantity>.png/.pdf (always, "no
@@ -15,12 +16,14 @@ example:
   hipqeq validate --config config/toy.yaml --xtb results/datasets/xtb.parquet \\
       --dft results/datasets/dft.parquet --splits results/splits.json \\
       --model results/models/4g_0 --baseline results/models/baseline_0 \\
-      --md results/validation/md/*.json --output-dir results/validation
+      --peer results/models/mace_0 --md results/validation/md/*.json \\
+      --output-dir results/validation
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from hipqeq.cli._common import add_config_argument, add_device_argument, load
@@ -38,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model directories of the full 4G potential (a committee)")
     parser.add_argument("--baseline", type=Path, nargs="*", default=[], metavar="DIR",
                         help="model directories of the short-range-only baseline (a committee)")
+    parser.add_argument("--peer", type=Path, nargs="*", default=[], metavar="DIR",
+                        help="model directories of the MACE peer model (`hipqeq train mace`; a committee)")
     parser.add_argument("--md", type=Path, nargs="*", default=[], metavar="JSON",
                         help="MD summaries written by `hipqeq md`")
     parser.add_argument("--output-dir", type=Path, required=True, metavar="DIR",
@@ -47,19 +52,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="validate on every ok row, not only the held-out test parents")
 
 
-def run(args: argparse.Namespace) -> int:
+def _predictor(device: str):
+    """``run_validation``'s predictor: hipqeq potentials through
+    :func:`hipqeq.calculator.predict` (charge solves under the labels' boundaries), MACE
+    peer models through :func:`hipqeq.models.mace.predict_peer` (no charges, no boundary
+    to choose: a local model's energy is the same under either once the vacuum exceeds
+    its cutoff)."""
     from hipqeq.calculator import predict
+
+    def predictor(dirs, atoms_list, charge_pbc):
+        if _holds_peer(dirs):
+            from hipqeq.models.mace import predict_peer
+
+            return predict_peer(dirs, atoms_list, device=device)
+        return predict(dirs, atoms_list, device=device, charge_pbc=charge_pbc)
+
+    return predictor
+
+
+def _holds_peer(dirs) -> bool:
+    """Whether ``dirs`` (checked before: all of one kind) are MACE peer model directories
+    (``model.json`` kind ``mace``)."""
+    return json.loads((Path(dirs[0]) / "model.json").read_text()).get("kind") == "mace"
+
+
+def run(args: argparse.Namespace) -> int:
     from hipqeq.models.store import require_potential
     from hipqeq.validation import run_validation
 
     config = load(args)
     for model_dir in [*args.model, *args.baseline]:  # before any dataset is read
         require_potential(model_dir)
+    if args.peer:
+        from hipqeq.models.mace import read_peer_metadata
+
+        for model_dir in args.peer:
+            read_peer_metadata(model_dir)
     result = run_validation(
         config, xtb_path=args.xtb, dft_path=args.dft, splits_path=args.splits,
-        model_dirs=args.model, baseline_dirs=args.baseline, md_paths=args.md,
-        output_dir=args.output_dir, all_rows=args.all_rows,
-        predictor=lambda dirs, atoms, charge_pbc: predict(dirs, atoms, device=args.device, charge_pbc=charge_pbc))
+        model_dirs=args.model, baseline_dirs=args.baseline, peer_dirs=args.peer, md_paths=args.md,
+        output_dir=args.output_dir, all_rows=args.all_rows, predictor=_predictor(args.device))
     for warning in result["warnings"]:
         print(f"WARNING: {warning}")
     print(result["summary"])

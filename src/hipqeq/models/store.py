@@ -66,6 +66,10 @@ def _read_json(path: Path) -> dict:
 def read_metadata(model_dir: str | os.PathLike) -> dict:
     """``model.json`` of a model directory."""
     meta = _read_json(Path(model_dir) / "model.json")
+    if meta.get("kind") == "mace":
+        raise HipqeqError(f"{model_dir}: holds a MACE peer model (kind 'mace'), for comparison only: "
+                          "validate it with `hipqeq validate --peer`, run it with "
+                          "hipqeq.models.mace.peer_calculator")
     if meta.get("format_version") != FORMAT_VERSION or meta.get("kind") not in KINDS:
         raise HipqeqError(f"{model_dir}: model format {meta.get('format_version')} / kind "
                           f"{meta.get('kind')!r} not readable by this hipqeq (format {FORMAT_VERSION})")

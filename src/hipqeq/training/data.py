@@ -34,6 +34,7 @@ STAGE_LABELS = {
     "charges": ("charges",),
     "short-range": ("energy", "forces"),
     "baseline": ("energy", "forces"),
+    "mace": ("energy", "forces"),
 }
 
 
@@ -146,3 +147,25 @@ def load_stage_table(stage: str, dataset: str | os.PathLike, splits: str | os.Pa
         raise DatasetError(f"{dataset}: no usable training rows for {stage} "
                            f"(status ok, labels {', '.join(STAGE_LABELS[stage])}, not in the test split)")
     return StageRows(table.filter(pa.array(keep)), names[keep], dataset_species(table))
+
+
+def train_valid_rows(split_names: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Indices of the rows to train and to validate on, from ``split_names`` ("train" or
+    "valid" per row), and whether the validation rows are the training rows.
+
+    Tiny sets (e.g. two DFT frames) can leave one side empty. With no valid rows the
+    training rows are validated on too; with no training rows the validation rows are
+    trained on (and validated on). Both cases log a warning: early stopping then watches
+    the training loss.
+    """
+    train = np.flatnonzero(split_names == "train")
+    valid = np.flatnonzero(split_names == "valid")
+    if len(train) == 0:
+        log.warning("no training rows in this split: training on the %d validation rows", len(valid))
+        train, valid = valid, valid[:0]
+    valid_is_train = len(valid) == 0
+    if valid_is_train:
+        log.warning("no validation rows in this split: validating on the %d training rows "
+                    "(early stopping watches the training loss)", len(train))
+        valid = train
+    return train, valid, valid_is_train

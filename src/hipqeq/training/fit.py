@@ -26,14 +26,14 @@ from hippynn.experiment.controllers import PatienceController
 from hippynn.experiment.routines import SetupParams, setup_training, train_model
 from hippynn.tools import active_directory
 
+from hipqeq.training.common import STOPPING_KEY
+from hipqeq.training.data import train_valid_rows
+
 log = logging.getLogger(__name__)
 
 #: hippynn evaluates a random fraction of the training set each epoch; small sets are
 #: evaluated whole (the fraction falls from 1 to 0.1 as the set grows to this size).
 FULL_TRAIN_EVAL_ROWS = 256
-
-#: The stopping metric (hippynn's name for the validation loss used for early stopping).
-STOPPING_KEY = "Loss"
 
 
 @dataclasses.dataclass
@@ -48,23 +48,9 @@ class FitResult:
 
 
 def _database(arrays: dict, splits: np.ndarray, db_info: dict, seed: int) -> tuple[Database, bool]:
-    """A hippynn Database split into train and valid as ``splits`` says.
-
-    Tiny sets (e.g. two DFT frames) can leave one side empty. With no valid rows the
-    training rows are duplicated as the validation set; with no training rows the
-    validation rows are trained on (and validated on). Both cases log a warning: early
-    stopping then watches the training loss.
-    """
-    train = np.flatnonzero(splits == "train")
-    valid = np.flatnonzero(splits == "valid")
-    if len(train) == 0:
-        log.warning("no training rows in this split: training on the %d validation rows", len(valid))
-        train, valid = valid, valid[:0]
-    valid_is_train = len(valid) == 0
-    if valid_is_train:
-        log.warning("no validation rows in this split: validating on the %d training rows "
-                    "(early stopping watches the training loss)", len(train))
-        valid = train
+    """A hippynn Database split into train and valid as ``splits`` says (an empty side
+    falls back as :func:`hipqeq.training.data.train_valid_rows` says)."""
+    train, valid, valid_is_train = train_valid_rows(splits)
     order = np.concatenate([train, valid])
     arr = {k: v[order] for k, v in arrays.items()}
     arr["indices"] = np.arange(len(order))

@@ -1,4 +1,5 @@
-"""The three training stages behind ``hipqeq train``.
+"""The three HIP-NN training stages behind ``hipqeq train`` (and the dispatch of the
+fourth, the MACE peer ``mace``, to :mod:`hipqeq.training.mace`).
 
 - ``charges``: HIP-NN electronegativities + QEq fitted to reference charges (loss on
   per-atom charges, optionally on dipoles).
@@ -43,7 +44,6 @@ members differ in initial weights as well as splits).
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import shutil
@@ -71,22 +71,16 @@ from hipqeq.models.network import network_hyperparameters
 from hipqeq.models.potential import Potential, charge_response, evaluate, resolve_device
 from hipqeq.models.short_range import ShortRangeModel
 from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, read_metadata, save_model
-from hipqeq.seeds import derive_seed
 from hipqeq.training import STAGES
+from hipqeq.training.common import STOPPING_KEY, member_seed, write_curves
 from hipqeq.training.data import dataset_species, file_sha256, load_stage_table, training_arrays
-from hipqeq.training.fit import STOPPING_KEY, fit
+from hipqeq.training.fit import fit
 from hipqeq.units import DATASET_UNITS
 
 log = logging.getLogger(__name__)
 
 #: Weight of the L2 penalty on HIP-NN weights (hippynn's examples use 1e-6).
 L2_WEIGHT = 1e-6
-
-
-def member_seed(config: dict, stage: str, member: int, seed: int | None = None) -> int:
-    """The training seed of a stage's committee member: :func:`hipqeq.seeds.derive_seed`
-    of the master seed (``seed`` if given, else the config's), "train", stage and member."""
-    return derive_seed(config["seed"] if seed is None else seed, "train", stage, member)
 
 
 def _element_names(numbers) -> str:
@@ -188,43 +182,24 @@ def _short_range_inputs(table, arrays: dict, charge_model_dir: Path) -> None:
     arrays["T_per_atom"] = arrays["T"] / arrays["n_atoms"][:, None]
 
 
-def _write_curves(history: list[dict], model_dir: Path, title: str) -> None:
-    with open(model_dir / "training_curves.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for split in ("train", "valid"):
-        ax.plot(epochs, [row[f"{split}_{STOPPING_KEY}"] for row in history], label=split)
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(model_dir / "training_curves.png", dpi=120)
-    plt.close(fig)
-
-
 def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: str | os.PathLike,
                 member: int, output: str | os.PathLike, charge_model: str | os.PathLike | None = None,
                 device: str = "auto", seed: int | None = None) -> dict:
-    """Train one model and write its model directory (see :mod:`hipqeq.models.store`).
+    """Train one model and write its model directory (see :mod:`hipqeq.models.store`; the
+    MACE peer's: :mod:`hipqeq.models.mace`).
 
     Returns a summary dict (best_epoch, best_valid_loss, n_train, n_valid, wall_time_s).
     """
     if stage not in STAGES:
         raise HipqeqError(f"unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
-    if stage == "short-range" and charge_model is None:
-        raise HipqeqError("train short-range needs --charge-model DIR, a trained charge model directory")
     if stage != "short-range" and charge_model is not None:
         raise HipqeqError(f"--charge-model is only used by short-range, not {stage}")
+    if stage == "mace":  # the peer model: mace-torch, not hippynn
+        from hipqeq.training.mace import train_mace
+
+        return train_mace(config, dataset, splits, member, output, device=device, seed=seed)
+    if stage == "short-range" and charge_model is None:
+        raise HipqeqError("train short-range needs --charge-model DIR, a trained charge model directory")
     started = time.perf_counter()
     training = config["training"]
     fit_settings = dict(training["charges" if stage == "charges" else "short_range"])
@@ -293,7 +268,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
                         ignore=shutil.ignore_patterns("hippynn"))
         metadata["charge_model"] = {"path": str(charge_model), "sha256": file_sha256(charge_meta)}
     save_model(output, stage, model, metadata, fit_settings)
-    _write_curves(result.history, output, f"{stage} member {member}")
+    write_curves(result.history, output, f"{stage} member {member}")
     wall = time.perf_counter() - started
     log.info("trained %s model (member %d) on %d rows (valid %d) in %.1f s; best epoch %d",
              stage, member, n_train, n_valid, wall, result.best_epoch)

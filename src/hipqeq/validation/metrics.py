@@ -55,6 +55,9 @@ METRIC_KEYS = (
     "charge_mae_e", "charge_rmse_e", "charge_r2", "charge_pearson_r", "charge_slope", "n_charge",
 )
 
+#: Groups of rows metrics are reported for besides the overall block, in report order.
+GROUP_KINDS = ("family", "charge_state", "temperature_band")
+
 #: Name of the temperature band of rows without an MD temperature (built, rattled and
 #: strained structures).
 STATIC_BAND = "static"
@@ -257,20 +260,31 @@ def temperature_band(temperature_K: float | None, edges_K: Sequence[float]) -> s
     return f"{edges[index]:g}-{edges[index + 1]:g}K"
 
 
+def charge_state(record: dict) -> str:
+    """The family and total charge of a row, e.g. ``vacancy_I Q=+1``, ``vacancy_I Q=0``
+    (e): a neutral and a charged defect share a family and differ only in what a local,
+    charge-blind model cannot see."""
+    charge = float(record.get("total_charge") or 0.0)
+    return f"{record['family']} Q={'0' if charge == 0 else f'{charge:+g}'}"
+
+
 def row_groups(records: Sequence[dict], temperature_bands_K: Sequence[float]) -> dict[str, dict[str, np.ndarray]]:
     """Row masks of every group metrics are reported for.
 
-    ``{"overall": {"all": mask}, "family": {family: mask}, "temperature_band": {band: mask}}``
-    with only the families and bands present in ``records`` (families sorted, bands in
-    temperature order).
+    ``{"overall": {"all": mask}, "family": {family: mask}, "charge_state": {family and
+    total charge: mask}, "temperature_band": {band: mask}}`` with only the groups present in
+    ``records`` (families and charge states sorted, bands in temperature order; see
+    :func:`charge_state`).
     """
     n = len(records)
     families = np.array([r["family"] for r in records], dtype=object)
+    states = np.array([charge_state(r) for r in records], dtype=object)
     bands = np.array([temperature_band(r.get("temperature_K"), temperature_bands_K) for r in records],
                      dtype=object)
     return {
         "overall": {"all": np.ones(n, dtype=bool)},
         "family": {f: families == f for f in sorted(set(families.tolist()))},
+        "charge_state": {c: states == c for c in sorted(set(states.tolist()))},
         "temperature_band": {b: bands == b for b in band_names(temperature_bands_K) if np.any(bands == b)},
     }
 
@@ -278,10 +292,11 @@ def row_groups(records: Sequence[dict], temperature_bands_K: Sequence[float]) ->
 def compute_metrics(records: Sequence[dict], predictions: Sequence[dict],
                     temperature_bands_K: Sequence[float],
                     energy_offsets_eV: dict | None = None) -> dict:
-    """Metrics of ``predictions`` against ``records``, overall, per family and per band.
+    """Metrics of ``predictions`` against ``records``, overall and per group (:func:`row_groups`).
 
-    Returns ``{"overall": block, "family": {name: block}, "temperature_band": {name: block}}``
-    where every block has exactly the keys :data:`METRIC_KEYS`.
+    Returns ``{"overall": block, "family": {name: block}, "charge_state": {name: block},
+    "temperature_band": {name: block}}`` where every block has exactly the keys
+    :data:`METRIC_KEYS`.
     """
     pairs = paired_values(records, predictions, energy_offsets_eV)
     return grouped_metrics(pairs, row_groups(records, temperature_bands_K))
@@ -292,8 +307,7 @@ def grouped_metrics(pairs: dict[str, Pairs | None], groups: dict[str, dict[str, 
     subset = {kind: {name: metrics_block({q: None if p is None else p.subset(mask) for q, p in pairs.items()})
                      for name, mask in masks.items()}
               for kind, masks in groups.items()}
-    return {"overall": subset["overall"]["all"], "family": subset["family"],
-            "temperature_band": subset["temperature_band"]}
+    return {"overall": subset["overall"]["all"], **{kind: subset[kind] for kind in GROUP_KINDS}}
 
 
 #: Split names, in report order.

@@ -2,10 +2,10 @@
 
 One panel per figure: the full 4G potential as a scatter, coloured by point density
 from :data:`DENSITY_MIN_POINTS` points on (a hexbin from :data:`HEXBIN_MIN_POINTS` on);
-other models (the short-range-only baseline) as plain scatters on the same axes; the
-y = x line; axis labels with units; MAE / RMSE / R^2 of every model in the panel. There is
-no figure without data: asking for one is an error (the validation stage leaves such a
-figure out and says why in metrics.md).
+other models (the short-range-only baseline, the MACE peer) as plain scatters on the same
+axes; the y = x line; axis labels with units; MAE / RMSE / R^2 of every model in the
+panel. There is no figure without data: asking for one is an error (the validation stage
+leaves such a figure out and says why in metrics.md).
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state), and
 written as PNG and PDF next to each other.
@@ -44,7 +44,7 @@ RASTERISE_MIN_POINTS = 1_000
 #: Colour of the primary model when its points are few enough to draw plainly.
 PRIMARY_COLOUR = "tab:blue"
 
-#: Colours of the secondary models (the baseline), in order.
+#: Colours of the secondary models (the baseline, the MACE peer), in order.
 SECONDARY_COLOURS = ("tab:red", "tab:orange", "tab:purple")
 
 _DENSITY_BINS = 60

@@ -2,10 +2,11 @@
 
 :func:`run_validation` reads the xTB and DFT datasets, keeps the rows to validate on
 (held-out test parents, status ok), counts the failed labels of every split (a warning
-when there are any), predicts them with every model
-kind through ``predictor`` (``hipqeq.calculator.predict`` in the CLI; any callable
-``(model_dirs, atoms_list, charge_pbc) -> list of {"energy", "forces", "charges"}`` in
-tests), and writes metrics.json, metrics.md, the parity figures (``parity/``, ``families/``;
+when there are any), predicts them with every model kind of :data:`MODELS` given (the 4G
+potential, the short-range baseline, the MACE peer) through ``predictor``
+(``hipqeq.calculator.predict`` or ``hipqeq.models.mace.predict_peer`` in the CLI, by the
+directory's kind; any callable ``(model_dirs, atoms_list, charge_pbc) -> list of
+{"energy", "forces", "charges"}`` in tests), and writes metrics.json, metrics.md, the parity figures (``parity/``, ``families/``;
 a figure without data is not drawn, and metrics.md says why) and the MD stability figure under
 the output directory (layout in :mod:`hipqeq.validation.report`).
 """
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 REFERENCES = {"xtb": "xTB", "dft": "DFT"}
 
 #: Model kinds, in report order (the first is the primary, density-coloured series).
-MODELS = {"4g": "4G", "baseline": "short-range baseline"}
+MODELS = {"4g": "4G", "baseline": "short-range baseline", "peer": "MACE peer"}
 
 #: Figures every run writes (as .png and .pdf) in the output directory, whatever the
 #: data: the Snakefile declares them as outputs. Parity figures go to ``parity/`` and
@@ -184,8 +185,10 @@ def _figure_jobs(reference: str, report: dict, pairs: dict, groups: dict, output
 def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str | os.PathLike,
                    splits_path: str | os.PathLike, model_dirs: Sequence[str | os.PathLike],
                    baseline_dirs: Sequence[str | os.PathLike], md_paths: Sequence[str | os.PathLike],
-                   output_dir: str | os.PathLike, all_rows: bool, predictor: Predictor) -> dict:
-    """Validate the 4G potential and the baseline; write every output; return
+                   output_dir: str | os.PathLike, all_rows: bool, predictor: Predictor,
+                   peer_dirs: Sequence[str | os.PathLike] = ()) -> dict:
+    """Validate the 4G potential, the baseline and the MACE peer (each a committee of
+    model directories; the last two optional); write every output; return
     ``{"metrics": metrics.json content, "warnings": [...], "summary": one-line text}``.
     """
     output_dir = Path(output_dir)
@@ -209,7 +212,8 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
     for ref, report in reports.items():
         if not report["rows_used"]:
             warnings.append(f"{ref} dataset {report['path']}: no ok row to validate on")
-    model_sets = {"4g": [Path(p) for p in model_dirs], "baseline": [Path(p) for p in baseline_dirs]}
+    model_sets = {m: [Path(p) for p in dirs] for m, dirs in
+                  zip(MODELS, (model_dirs, baseline_dirs, peer_dirs), strict=True)}
     predictions = {m: _predict(predictor, dirs, rows) for m, dirs in model_sets.items() if dirs}
     results, jobs, omitted = {}, [], {}
     for ref in REFERENCES:

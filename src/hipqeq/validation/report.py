@@ -6,13 +6,14 @@ Layout of ``metrics.json`` (:data:`METRICS_JSON_KEYS` at the top level)::
       "schema_version": 1,
       "units": {metric key suffix: unit},
       "split": {"file", "requested" ("test" or "all"), "n_test_parents", "test_parents"},
-      "models": {"4g" | "baseline": {"dirs": [...], "sha256": {dir: hash}}},
+      "models": {"4g" | "baseline" | "peer": {"dirs": [...], "sha256": {dir: hash}}},
       "datasets": {"xtb" | "dft": {"path", "method", "charge_scheme", "subset",
                    "rows_total", "rows_in_subset", "rows_used", "excluded": {status: n},
                    "warning", "failed_by_split": {"train" | "valid" | "test": {status: n}},
                    "energy_alignment" (DFT: {model: per-element offsets})}},
-      "metrics": {"xtb" | "dft": {"4g" | "baseline": {
+      "metrics": {"xtb" | "dft": {"4g" | "baseline" | "peer": {
                    "overall": block, "family": {name: block},
+                   "charge_state": {"<family> Q=<total charge>": block},
                    "temperature_band": {name: block}}}},
       "md": [MD stability rows, see hipqeq.validation.md_check.MD_REPORT_KEYS],
       "figures_omitted": {figure name: why it was not drawn (no data)},
@@ -21,7 +22,9 @@ Layout of ``metrics.json`` (:data:`METRICS_JSON_KEYS` at the top level)::
     }
 
 Every ``block`` has exactly the keys :data:`hipqeq.validation.metrics.METRIC_KEYS`
-(null where a quantity does not apply, e.g. baseline charges, or has no data).
+(null where a quantity does not apply, e.g. baseline and peer charges, or has no data, e.g.
+every block of a model kind not given: "models" lists its directories as empty). The
+"peer" is the MACE model of ``hipqeq train mace``.
 """
 
 from __future__ import annotations
@@ -116,8 +119,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def metrics_markdown(metrics: dict) -> str:
-    """The content of metrics.json as Markdown tables: overall first, then per family,
-    per temperature band, the datasets, the MD stability check and the warnings."""
+    """The content of metrics.json as Markdown tables: overall first, then per family, per
+    family and charge state, per temperature band (rows of the model kinds given), the
+    datasets, the models, the MD stability check and the warnings."""
     results = metrics["metrics"]
     split = metrics["split"]
     lines = ["# Validation metrics", "",
@@ -133,11 +137,15 @@ def metrics_markdown(metrics: dict) -> str:
         lines += ["Parity figures not drawn (no data):", ""]
         lines += [f"- {name}: {why}" for name, why in metrics["figures_omitted"].items()] + [""]
     sections = (("Overall", None, "overall"), ("Per family", "family", "family"),
+                ("Per family and charge state", "family, total charge (e)", "charge_state"),
                 ("Per temperature band", "temperature band", "temperature_band"))
+    given = [model for model, m in metrics["models"].items() if m["dirs"]]
     for title, group_label, key in sections:
         rows = []
         for reference, by_model in results.items():
             for model, groups in by_model.items():
+                if model not in given:
+                    continue
                 if key == "overall":
                     rows.append([reference, model] + _metric_cells(groups["overall"]))
                 else:

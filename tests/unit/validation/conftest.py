@@ -23,6 +23,8 @@ from hipqeq.models.store import FORMAT_VERSION
 ERRORS_4G = {"energy_per_atom": 0.010, "force": 0.002, "charge": 0.003}
 #: Errors of the fixture baseline (it predicts no charges).
 ERRORS_BASELINE = {"energy_per_atom": -0.020, "force": -0.005, "charge": None}
+#: Errors of the fixture MACE peer (no charges either).
+ERRORS_PEER = {"energy_per_atom": 0.030, "force": 0.008, "charge": None}
 
 #: (parent_id, family, temperatures of its MD frames; None: a static structure)
 PARENTS = (("slab", "pristine", (None, 100.0, 250.0)),
@@ -97,19 +99,21 @@ class FixturePotential:
     """A "model" that knows the xTB labels and adds fixed errors to them.
 
     Called like ``hipqeq.calculator.predict(model_dirs, atoms_list, charge_pbc=...)``:
-    the directory name says which model it is (``baseline`` in it: the baseline, else the
-    4G model). ``charge_pbc`` is recorded per call.
+    the directory name says which model it is (``baseline`` in it: the baseline, ``mace``:
+    the MACE peer, else the 4G model). ``charge_pbc`` is recorded per call.
     """
 
     def __init__(self, xtb_path):
         self.labels = {r["structure_id"]: r for r in read_records(xtb_path) if r["status"] == "ok"}
         self.calls = []
 
-    def __call__(self, model_dirs, atoms_list, charge_pbc, device="auto"):
-        assert len(charge_pbc) == len(atoms_list)
+    def __call__(self, model_dirs, atoms_list, charge_pbc=None, device="auto", progress=True):
         self.calls.append(([str(d) for d in model_dirs], len(atoms_list)))
-        self.charge_pbc = [tuple(pbc) for pbc in charge_pbc]
-        errors = ERRORS_BASELINE if "baseline" in str(model_dirs[0]) else ERRORS_4G
+        name = str(model_dirs[0])
+        if "mace" not in name:  # hipqeq potentials solve for charges under the labels' boundaries
+            assert len(charge_pbc) == len(atoms_list)
+            self.charge_pbc = [tuple(pbc) for pbc in charge_pbc]
+        errors = ERRORS_BASELINE if "baseline" in name else ERRORS_PEER if "mace" in name else ERRORS_4G
         out = []
         for atoms in atoms_list:
             assert atoms.calc is None, "the predictor must not see reference labels"
@@ -129,13 +133,15 @@ def potential(xtb_path):
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
-    """A 4G and a baseline model directory with a metadata file each (for the hashes)."""
+    """A 4G, a baseline and a MACE peer model directory with a metadata file each (for
+    the hashes)."""
     dirs = {}
-    for kind in ("4g_0", "baseline_0"):
+    for kind, model_kind, version in (("4g_0", "short-range", FORMAT_VERSION),
+                                      # 1: hipqeq.models.mace.FORMAT_VERSION (importing it imports mace)
+                                      ("baseline_0", "baseline", FORMAT_VERSION), ("mace_0", "mace", 1)):
         d = tmp_path_factory.mktemp("models") / kind
         d.mkdir()
         (d / "hyperparameters.json").write_text(f'{{"kind": "{kind}"}}\n')
-        model_kind = "baseline" if kind.startswith("baseline") else "short-range"
-        (d / "model.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "kind": model_kind}))
+        (d / "model.json").write_text(json.dumps({"format_version": version, "kind": model_kind}))
         dirs[kind] = d
     return dirs

@@ -9,6 +9,7 @@ from hipqeq.errors import ConfigError, HipqeqError
 from hipqeq.validation.metrics import (
     METRIC_KEYS,
     aligned_pairs,
+    charge_state,
     compute_metrics,
     error_metrics,
     fit_element_offsets,
@@ -114,6 +115,25 @@ def test_row_groups_list_only_present_groups(hand_case):
     groups = row_groups(hand_case[0], BANDS_K)
     assert list(groups["overall"]["all"]) == [True, True]
     assert list(groups["temperature_band"]["0-150K"]) == [False, True]
+
+
+def test_charge_states_split_a_family_by_total_charge(hand_case):
+    """A neutral and a charged iodide vacancy share the family vacancy_I; charge states
+    tell them apart (a row without total_charge is neutral)."""
+    records, predictions = hand_case
+    charged = dict(records[1], structure_id="charged", total_charge=1.0)
+    records = [records[0], dict(records[1], total_charge=0.0), charged]
+    assert [charge_state(r) for r in records] == ["pristine Q=0", "vacancy_I Q=0", "vacancy_I Q=+1"]
+    groups = row_groups(records, BANDS_K)
+    assert list(groups["charge_state"]) == ["pristine Q=0", "vacancy_I Q=+1", "vacancy_I Q=0"]
+    assert list(groups["charge_state"]["vacancy_I Q=+1"]) == [False, False, True]
+    assert list(groups["family"]["vacancy_I"]) == [False, True, True]
+    # the charged row predicted 0.5 eV/atom off: only its charge state shows it alone
+    wrong = dict(predictions[1], energy=predictions[1]["energy"] - 0.5 * 4)
+    metrics = compute_metrics(records, [*predictions, wrong], BANDS_K)
+    assert metrics["charge_state"]["vacancy_I Q=0"]["energy_mae_mev_per_atom"] == pytest.approx(100.0)
+    assert metrics["charge_state"]["vacancy_I Q=+1"]["energy_mae_mev_per_atom"] == pytest.approx(600.0)
+    assert metrics["family"]["vacancy_I"]["energy_mae_mev_per_atom"] == pytest.approx(350.0)
 
 
 def test_mismatched_predictions_are_refused(hand_case):

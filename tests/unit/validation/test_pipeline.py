@@ -7,6 +7,7 @@ errors, so the expected metrics are those errors in metric units.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from hipqeq.data import read_records
 from hipqeq.validation import METRIC_KEYS, METRICS_JSON_KEYS, run_validation
 from hipqeq.validation.md_check import MD_REPORT_KEYS
 
-from .conftest import ERRORS_4G, ERRORS_BASELINE, PARENTS, TEST_PARENTS
+from .conftest import ERRORS_4G, ERRORS_BASELINE, ERRORS_PEER, PARENTS, TEST_PARENTS
 
 REPO = Path(__file__).resolve().parents[3]
 BANDS_K = [0, 150, 300, 1000]
@@ -49,7 +50,8 @@ def validated(tmp_path_factory, xtb_path, dft_path, splits, potential, model_dir
     result = run_validation(
         {"validation": {"temperature_bands_K": BANDS_K}}, xtb_path=xtb_path, dft_path=dft_path,
         splits_path=splits_path, model_dirs=[model_dirs["4g_0"]], baseline_dirs=[model_dirs["baseline_0"]],
-        md_paths=[_md_summary(directory)], output_dir=out, all_rows=False, predictor=potential)
+        peer_dirs=[model_dirs["mace_0"]], md_paths=[_md_summary(directory)], output_dir=out, all_rows=False,
+        predictor=potential)
     return result, out
 
 
@@ -60,19 +62,20 @@ def test_metrics_json_has_exactly_the_documented_keys(validated):
     assert tuple(metrics) == METRICS_JSON_KEYS
     assert set(metrics["metrics"]) == {"xtb", "dft"}
     for by_model in metrics["metrics"].values():
-        assert set(by_model) == {"4g", "baseline"}
+        assert set(by_model) == {"4g", "baseline", "peer"}
         for groups in by_model.values():
-            assert set(groups) == {"overall", "family", "temperature_band"}
-            blocks = [groups["overall"], *groups["family"].values(), *groups["temperature_band"].values()]
+            assert set(groups) == {"overall", "family", "charge_state", "temperature_band"}
+            blocks = [groups["overall"], *groups["family"].values(), *groups["charge_state"].values(),
+                      *groups["temperature_band"].values()]
             assert all(tuple(block) == METRIC_KEYS for block in blocks)
     assert [tuple(row) for row in metrics["md"]] == [MD_REPORT_KEYS]
-    assert set(metrics["models"]) == {"4g", "baseline"}
+    assert set(metrics["models"]) == {"4g", "baseline", "peer"}
     assert all(len(h) == 64 for m in metrics["models"].values() for h in m["sha256"].values())
 
 
 def test_metrics_are_the_fixture_errors(validated):
     xtb = validated[0]["metrics"]["metrics"]["xtb"]
-    for model, errors in (("4g", ERRORS_4G), ("baseline", ERRORS_BASELINE)):
+    for model, errors in (("4g", ERRORS_4G), ("baseline", ERRORS_BASELINE), ("peer", ERRORS_PEER)):
         overall = xtb[model]["overall"]
         assert overall["energy_mae_mev_per_atom"] == pytest.approx(1000 * abs(errors["energy_per_atom"]))
         assert overall["energy_rmse_mev_per_atom"] == pytest.approx(1000 * abs(errors["energy_per_atom"]))
@@ -80,6 +83,9 @@ def test_metrics_are_the_fixture_errors(validated):
         assert overall["n_energy"] == 5, "5 ok rows of the test parents"
     assert xtb["4g"]["overall"]["charge_mae_e"] == pytest.approx(ERRORS_4G["charge"])
     assert xtb["baseline"]["overall"]["charge_mae_e"] is None, "the baseline has no charges"
+    assert xtb["peer"]["overall"]["charge_mae_e"] is None, "nor has the MACE peer"
+    vacancy = xtb["peer"]["charge_state"]["vacancy_I Q=0"]
+    assert vacancy["energy_mae_mev_per_atom"] == pytest.approx(1000 * ERRORS_PEER["energy_per_atom"])
 
 
 def test_dft_charges_are_compared_and_missing_dft_energies_are_null(validated, dft_path):
@@ -105,6 +111,7 @@ def test_groups_are_the_families_and_bands_of_the_test_rows(validated):
     xtb = validated[0]["metrics"]["metrics"]["xtb"]["4g"]
     test_families = {family for parent, family, _ in PARENTS if parent in TEST_PARENTS}
     assert set(xtb["family"]) == test_families
+    assert set(xtb["charge_state"]) == {f"{family} Q=0" for family in test_families}, "neutral fixture rows"
     assert list(xtb["temperature_band"]) == ["0-150K", "150-300K", "static"]
 
 
@@ -132,14 +139,17 @@ def test_markdown_table_lists_overall_first(validated):
     _, out = validated
     text = (out / "metrics.md").read_text()
     sections = [line for line in text.splitlines() if line.startswith("## ")]
-    assert sections[:3] == ["## Overall", "## Per family", "## Per temperature band"]
+    assert sections[:4] == ["## Overall", "## Per family", "## Per family and charge state",
+                            "## Per temperature band"]
     assert "| xtb | 4g | 10 | 10 |" in text, "E MAE and RMSE of the fixture 4G model, meV/atom"
+    assert "| xtb | peer | 30 | 30 |" in text, "and of the fixture MACE peer"
+    assert "| xtb | peer | vacancy_I Q=0 | 30 | 30 |" in text
     assert "error 1, scf_not_converged 1" in text
 
 
 def test_each_model_predicts_each_structure_once(validated, potential):
-    # 5 test rows in xTB; the DFT rows are two of them (same structure ids)
-    assert sorted(n for _, n in potential.calls) == [5, 5]
+    # 5 test rows in xTB; the DFT rows are two of them (same structure ids); 3 models
+    assert sorted(n for _, n in potential.calls) == [5, 5, 5]
 
 
 def test_cli_runs_in_process(tmp_path, monkeypatch, xtb_path, dft_path, splits, potential, model_dirs):
@@ -161,6 +171,38 @@ def test_cli_runs_in_process(tmp_path, monkeypatch, xtb_path, dft_path, splits, 
     assert metrics["datasets"]["xtb"]["excluded"] == {"error": 2, "scf_not_converged": 1}
     assert any("--all-rows" in w for w in metrics["warnings"])
     assert (out / "md_stability.png").exists() and metrics["md"] == []
+    assert metrics["models"]["peer"]["dirs"] == [] and "| peer |" not in (out / "metrics.md").read_text(), \
+        "a model kind not given has no rows in metrics.md"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mace") is None, reason="needs the peer extra (mace-torch)")
+def test_cli_predicts_peer_directories_with_the_peer_predictor(tmp_path, monkeypatch, xtb_path, dft_path, splits,
+                                                               potential, model_dirs):
+    """`--peer DIR`: the directory is checked as a MACE peer model and predicted by
+    hipqeq.models.mace.predict_peer (no charge boundaries), the potentials by
+    hipqeq.calculator.predict."""
+    from hipqeq import calculator
+    from hipqeq.cli import main
+    from hipqeq.models import mace
+
+    peer_calls = []
+
+    def predict_peer(model_dirs, atoms_list, device="auto", progress=True):
+        peer_calls.append([str(d) for d in model_dirs])
+        return potential(model_dirs, atoms_list)
+
+    monkeypatch.setattr(calculator, "predict", potential)
+    monkeypatch.setattr(mace, "predict_peer", predict_peer)
+    splits_path = tmp_path / "splits.json"
+    splits_path.write_text(json.dumps(splits))
+    out = tmp_path / "validation"
+    args = ["validate", "--config", str(REPO / "config" / "toy.yaml"), "--xtb", str(xtb_path), "--dft", str(dft_path),
+            "--splits", str(splits_path), "--model", str(model_dirs["4g_0"]), "--output-dir", str(out)]
+    assert main(args + ["--peer", str(model_dirs["mace_0"])]) == 0
+    assert peer_calls == [[str(model_dirs["mace_0"])]]
+    peer = json.loads((out / "metrics.json").read_text())["metrics"]["xtb"]["peer"]["overall"]
+    assert peer["force_mae_mev_per_A"] == pytest.approx(1000 * ERRORS_PEER["force"])
+    assert main(args + ["--peer", str(model_dirs["4g_0"])]) != 0, "a 4G potential is not a peer model"
 
 
 def test_label_failures_are_counted_per_split_and_warned_about(validated):
