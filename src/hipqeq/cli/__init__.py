@@ -44,6 +44,7 @@ pipeline (each stage is a Snakemake rule calling one verb):
   active learning, rounds r >= 1 (active_learning.enabled):
   train a committee on all labels so far -> explore -> select-candidates -> label xtb
         -> gather -> the next round, until the committee is accurate or max_rounds
+  pretrained potentials shipped with the package: hipqeq models list
 
 Units everywhere: eV, Angstrom, elementary charge e. Settings come from the workflow
 config (--config FILE, validated against the package's schema); flags cover inputs,
