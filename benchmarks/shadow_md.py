@@ -24,7 +24,8 @@ CsPbI3's, |q| ~ 0.3-1 e), or --model DIR; the structure a rattled cubic CsPbI3
 supercell (5 atoms x --repeat^3, periodic).
 
 example:
-  python benchmarks/shadow_md.py --repeat 2 --steps 200 --timestep-fs 2
+  python benchmarks/shadow_md.py --repeat 2 --steps 100 --config config/toy.yaml
+  python benchmarks/shadow_md.py --repeat 2 --steps 500 --modes shadow --kernel-rank 1
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def run(mode: str, model_dir: Path, start, args, counter: ProductCounter) -> dic
 
     atoms = start.copy()
     calc = HipQEqCalculator(model_dir, device="cpu", qeq_solver="iterative",
-                            qeq="shadow" if mode == "shadow" else "full")
+                            qeq="shadow" if mode == "shadow" else "full",
+                            shadow_options={"kernel_rank": args.kernel_rank})
     if MODES[mode] is not None:
         calc.potentials[0].charges.qeq.solve_tolerance = MODES[mode]
     reference = calc.potentials[0]
@@ -141,9 +143,10 @@ def main(argv=None) -> int:
     parser.add_argument("--timestep-fs", type=float, default=2.0)
     parser.add_argument("--temperature-K", type=float, default=300.0, help="initial Maxwell-Boltzmann T")
     parser.add_argument("--check-every", type=int, default=10, help="shadow: compare with converged charges")
+    parser.add_argument("--kernel-rank", type=int, default=2, help="shadow: largest rank of the Krylov kernel")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--model", type=Path, help="model directory (default: untrained, see above)")
-    parser.add_argument("--chi-scale", type=float, default=20.0, help="untrained model's electronegativity scale")
+    parser.add_argument("--chi-scale", type=float, default=8.0, help="untrained model's electronegativity scale")
     parser.add_argument("--config", type=Path, default=Path(__file__).parents[1] / "config" / "config.yaml")
     args = parser.parse_args(argv)
 
@@ -155,7 +158,10 @@ def main(argv=None) -> int:
     start = cubic_cell(args.repeat)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model or untrained_potential(Path(tmp) / "4g", args.config, args.chi_scale)
-        rows = [run(mode, model_dir, start, args, counter) for mode in args.modes]
+        rows = []
+        for mode in args.modes:
+            rows.append(run(mode, model_dir, start, args, counter))
+            print(f"{mode}: done ({rows[-1]['seconds'] * args.steps:.0f} s)", flush=True)
     print(f"{len(start)} atoms, {args.steps} NVE steps of {args.timestep_fs} fs "
           f"({args.steps * args.timestep_fs / 1000:.2f} ps), torch threads {torch.get_num_threads()}")
     base = next((r for r in rows if r["mode"] == "full-tight"), rows[0])
