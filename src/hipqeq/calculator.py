@@ -64,6 +64,17 @@ is dense up to :data:`hipqeq.models.potential.DENSE_QEQ_MAX_ATOMS` atoms and ite
 call's charges (per committee member) while the atoms keep their number and species,
 which is what MD needs; ``results["qeq_matvec_products"]`` counts the Coulomb
 matrix-vector products the solves used (summed over members; 0 for dense solves).
+
+Shadow charge equilibration (``qeq="shadow"``, off by default) is for MD only: each call
+at new positions (or cell) is taken as the next time step, and instead of solving the
+QEq the calculator propagates auxiliary charges and adjoint with the nuclei
+(:mod:`hipqeq.qeq.shadow`, per committee member). ``energy`` is then the shadow energy,
+whose exact gradient the forces and stress are, ``charges`` the linearised charges
+q[n] and ``auxiliary_charges`` the auxiliary n; each step costs one two-column Coulomb
+product plus the kernel's (``shadow_options``: ``order``, ``kernel_rank``,
+``kernel_tolerance`` of :class:`~hipqeq.qeq.shadow.ExtendedLagrangianCharges`). The
+first call, and any call after a change of atomic numbers, periodicity or total charge,
+starts at converged charges. A baseline model has no charges: ``qeq`` does not apply.
 """
 
 from __future__ import annotations
@@ -79,7 +90,10 @@ from hipqeq.errors import StructureError
 from hipqeq.geometry import total_charge_of, unwrap_slab
 
 #: Results averaged over committee members.
-AVERAGED = ("energy", "energy_short", "energy_elec", "forces", "stress", "charges", "dipole")
+AVERAGED = ("energy", "energy_short", "energy_elec", "forces", "stress", "charges", "dipole", "auxiliary_charges")
+
+#: Charge equilibration per call: a full solve, or shadow QEq for MD (:mod:`hipqeq.qeq.shadow`).
+QEQ_MODES = ("full", "shadow")
 
 
 def _as_list(model_dirs) -> list:
@@ -182,7 +196,11 @@ class HipQEqCalculator(Calculator):
         output), or a list of them for a committee.
     :param device: "auto" (CUDA when present), "cpu" or "cuda".
     :param dtype: "float32" or "float64"; default float64 on CPU, the stored precision on CUDA.
-    :param qeq_solver: "auto", "dense" or "iterative".
+    :param qeq_solver: "auto", "dense" or "iterative" (for ``qeq="full"``).
+    :param qeq: "full" (a charge solve per call) or "shadow" (extended-Lagrangian shadow
+        QEq for MD, see the module docstring).
+    :param shadow_options: settings of the shadow dynamics (``order``, ``kernel_rank``,
+        ``kernel_tolerance``).
 
     The total charge is read from ``atoms.info["total_charge"]``, ``atoms.info["charge"]``
     or the initial charges (default 0 e); changing it invalidates the results. The
@@ -193,18 +211,29 @@ class HipQEqCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress", "charges", "dipole"]
 
     def __init__(self, model_dir, device: str = "auto", dtype: str | None = None,
-                 qeq_solver: str = "auto", **kwargs):
+                 qeq_solver: str = "auto", qeq: str = "full", shadow_options: dict | None = None, **kwargs):
+        from hipqeq.errors import HipqeqError
+        from hipqeq.qeq.shadow import ExtendedLagrangianCharges
+
         super().__init__(**kwargs)
+        if qeq not in QEQ_MODES:
+            raise HipqeqError(f"qeq must be one of {QEQ_MODES}, got {qeq!r}")
         self.model_dirs = [str(d) for d in _as_list(model_dir)]
         self.potentials = load_committee(self.model_dirs, device=device, dtype=dtype)
         self.qeq_solver = qeq_solver
+        self.qeq = qeq
+        self._shadow = [ExtendedLagrangianCharges(**(shadow_options or {}))
+                        if qeq == "shadow" and p.charges is not None else None for p in self.potentials]
         self.reset_warm_start()
 
     def reset_warm_start(self) -> None:
         """Start the next charge solve cold (ASE's ``reset`` keeps the warm start: it runs
-        at every change of positions)."""
+        at every change of positions); in shadow mode, restart the auxiliary dynamics."""
         self._warm_numbers = None
         self._warm_charges = None
+        for dynamics in self._shadow:
+            if dynamics is not None:
+                dynamics.reset()
 
     def _initial_charges(self, atoms) -> list | None:
         if self._warm_numbers is None or not np.array_equal(self._warm_numbers, atoms.numbers):
@@ -224,14 +253,29 @@ class HipQEqCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         want_stress = properties is None or "stress" in properties
         structure = structure_for_model(self.atoms)
-        members = committee_members(self.potentials, structure, want_stress=want_stress,
-                                    qeq_solver=self.qeq_solver, initial_charges=self._initial_charges(structure))
+        if self.qeq == "shadow":
+            members = self._shadow_members(structure, want_stress, system_changes)
+        else:
+            members = committee_members(self.potentials, structure, want_stress=want_stress,
+                                        qeq_solver=self.qeq_solver, initial_charges=self._initial_charges(structure))
         results = combine_members(members)
         results["free_energy"] = results["energy"]
         self.results = results
         if "charges" in members[0]:
             self._warm_numbers = self.atoms.numbers.copy()
             self._warm_charges = [m["charges"] for m in members]
+
+    def _shadow_members(self, structure, want_stress: bool, system_changes) -> list[dict]:
+        """Each member's shadow-QEq results: one MD step on when the atoms moved, a
+        restart at converged charges when the system itself changed."""
+        from hipqeq.models.potential import evaluate, evaluate_shadow
+
+        if set(system_changes) & {"numbers", "pbc", "total_charge", "initial_charges"}:
+            self.reset_warm_start()
+        moved = bool(set(system_changes) & {"positions", "cell"})
+        return [evaluate(p, structure, want_stress=want_stress) if dynamics is None
+                else evaluate_shadow(p, structure, dynamics, advance=moved, want_stress=want_stress)
+                for p, dynamics in zip(self.potentials, self._shadow)]
 
 
 def predict(model_dirs, atoms_list: Sequence, device: str = "auto", dtype: str | None = None,

@@ -14,6 +14,11 @@ velocity-Verlet steps from the last NVT state. The summary reports:
 - ``max_displacement_A``: the largest distance any atom moved from its start;
 - ``temperature_K`` / ``time_fs`` / ``potential_energy_eV`` series, and the range of
   the charges (``charge_min_e``, ``charge_max_e``; null for a baseline model);
+- ``qeq``: the charge equilibration, ``full`` (a solve per step) or ``shadow``
+  (extended-Lagrangian shadow QEq, :mod:`hipqeq.qeq.shadow`: the potential energy is
+  then the shadow energy, whose conservation the drift measures), and
+  ``qeq_matvec_products_per_step``, the mean number of Coulomb products of the charge
+  solves per evaluation (null without charges; 0 for dense solves);
 - ``stable``: the run finished, every energy was finite and no atom flew off;
 - ``stopped_early`` and ``reason``: a model error (:class:`~hipqeq.qeq.QEqNotConverged`
   or an ASE ``CalculatorError``) or a non-finite energy ends the run; the summary then holds the steps done so far, the
@@ -88,6 +93,7 @@ def run_md(atoms, calculator, steps: int, temperature_K: float, timestep_fs: flo
               "phase": []}
     extremes = {"max_force": 0.0, "q_min": np.inf, "q_max": -np.inf, "max_disp": 0.0}
     flown: set[int] = set()
+    products: list[int] = []
     elapsed_fs = [0.0]
 
     def observe(phase: str) -> None:
@@ -99,6 +105,8 @@ def run_md(atoms, calculator, steps: int, temperature_K: float, timestep_fs: flo
         record["total_energy_eV"].append(float(epot + atoms.get_kinetic_energy()))
         record["phase"].append(phase)
         extremes["max_force"] = max(extremes["max_force"], float(np.linalg.norm(forces, axis=1).max()))
+        if "qeq_matvec_products" in atoms.calc.results:
+            products.append(atoms.calc.results["qeq_matvec_products"])
         charges = atoms.calc.results.get("charges")
         if charges is not None:
             extremes["q_min"] = min(extremes["q_min"], float(charges.min()))
@@ -168,6 +176,8 @@ def run_md(atoms, calculator, steps: int, temperature_K: float, timestep_fs: flo
         "charge_min_e": extremes["q_min"] if has_charges else None,
         "charge_max_e": extremes["q_max"] if has_charges else None,
         "mean_temperature_K": float(np.mean(nvt_temperatures)) if len(nvt_temperatures) else None,
+        "qeq": getattr(calculator, "qeq", "full"),
+        "qeq_matvec_products_per_step": float(np.mean(products)) if products else None,
         "stable": reason is None and finite and not flown,
         "stopped_early": reason is not None,
         "reason": reason,
@@ -184,15 +194,15 @@ def run_md(atoms, calculator, steps: int, temperature_K: float, timestep_fs: flo
 def run_md_from_config(config: dict, model_dirs, structures, name: str, output, trajectory,
                        steps: int | None = None, temperature_K: float | None = None,
                        timestep_fs: float | None = None, friction_per_fs: float | None = None,
-                       device: str = "auto",
-                       seed: int | None = None) -> dict:
+                       device: str = "auto", seed: int | None = None, qeq: str = "full") -> dict:
     """``hipqeq md``: settings from ``config['validation']`` unless overridden; writes
-    the JSON summary to ``output`` and returns it."""
+    the JSON summary to ``output`` and returns it. ``qeq`` ("full" or "shadow") is the
+    calculator's charge equilibration (:class:`hipqeq.calculator.HipQEqCalculator`)."""
     from hipqeq.calculator import HipQEqCalculator
 
     settings = config["validation"]
     atoms = read_structure(structures, name)
-    calculator = HipQEqCalculator([str(d) for d in model_dirs], device=device)
+    calculator = HipQEqCalculator([str(d) for d in model_dirs], device=device, qeq=qeq)
     summary = run_md(
         atoms, calculator,
         steps=steps if steps is not None else settings["md_steps"],

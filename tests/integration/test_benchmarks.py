@@ -59,3 +59,11 @@ def test_cp2k_vs_tblite_prints_the_comparison(tmp_path):
     assert "CP2K converged 2/2" in out and "tblite - CP2K after one energy offset per element" in out
     again = run_benchmark("cp2k_vs_tblite.py", "--from-json", str(tmp_path / "rows.json"), cwd=tmp_path)
     assert again.split("frame | atoms | Q")[1] == out.split("frame | atoms | Q")[1]
+
+
+@pytest.mark.slow
+def test_shadow_md_prints_the_side_by_side_ratios(tmp_path):
+    out = run_benchmark("shadow_md.py", "--repeat", "1", "--steps", "4", "--check-every", "2",
+                        "--config", str(ROOT / "config" / "toy.yaml"), cwd=tmp_path)
+    assert "x faster" in out and "drift meV/atom/ps" in out
+    assert all(mode in out for mode in ("full-tight", "full-loose", "shadow"))

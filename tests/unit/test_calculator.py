@@ -227,6 +227,16 @@ def test_hipqeq_md_records_a_model_error_and_exits_cleanly(models, md_inputs, mo
     assert row["stable"] is False and row["n_atoms"] == 8
 
 
+def test_hipqeq_md_with_shadow_charge_equilibration(models, md_inputs):
+    """--qeq shadow runs the same check through Coulomb products (no dense solve) and
+    says so in the summary (the per-step cost is tested in test_shadow_potential)."""
+    assert main([*md_args(md_inputs, models["4g_a"]), "--qeq", "shadow"]) == 0
+    summary = json.loads((md_inputs["root"] / "md" / "cuau_slab.json").read_text())
+    assert summary["qeq"] == "shadow" and summary["stable"]
+    assert summary["qeq_matvec_products_per_step"] >= 1
+    assert np.isfinite(summary["energy_drift_eV_per_atom_ps"])
+
+
 def test_hipqeq_md_seed_is_derived_from_the_structure_name(models, md_inputs):
     """Same name, same run; another name (same geometry), another random stream."""
     temperatures = {}

@@ -9,6 +9,9 @@ step and friction come from the config's validation section; flags override them
 (range-checked: steps >= 1, the others > 0). A model
 error during the run (e.g. the charge solve not converging) ends the run early: the
 summary says so (stopped_early, reason, stable false) and the command still succeeds.
+--qeq shadow replaces the charge solve of every step by extended-Lagrangian shadow
+charge equilibration (one or a few Coulomb products a step; the energy whose drift is
+reported is then the shadow energy); the default, full, solves the charges each step.
 
 example:
   hipqeq md --config config/toy.yaml --model results/models/4g_0 \\
@@ -23,6 +26,7 @@ import argparse
 import json
 from pathlib import Path
 
+from hipqeq.calculator import QEQ_MODES
 from hipqeq.cli._common import (
     add_config_argument,
     add_device_argument,
@@ -52,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time step in fs (default: validation.md_timestep_fs)")
     parser.add_argument("--friction-per-fs", type=positive_float, dest="friction_per_fs",
                         help="Langevin friction in 1/fs (default: validation.md_friction_per_fs)")
+    parser.add_argument("--qeq", choices=QEQ_MODES, default="full",
+                        help="charge equilibration per step: full solve or shadow (extended-Lagrangian) "
+                             "(default: full)")
     add_device_argument(parser, "of the potential")
     add_seed_argument(parser)
 
@@ -64,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                                  name=args.name, output=args.output, trajectory=args.trajectory,
                                  steps=args.steps, temperature_K=args.temperature_K,
                                  timestep_fs=args.timestep_fs, friction_per_fs=args.friction_per_fs,
-                                 device=args.device, seed=args.seed)
+                                 device=args.device, seed=args.seed, qeq=args.qeq)
     print(json.dumps({k: summary[k] for k in ("name", "steps", "stable", "stopped_early", "reason",
                                                 "energy_drift_eV_per_atom_ps", "max_force_eV_A",
                                                 "atoms_flew_off")}))

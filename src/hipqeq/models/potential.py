@@ -63,6 +63,38 @@ def qeq_solver_for(n_atoms: int, qeq_solver: str = "auto") -> str:
     return qeq_solver
 
 
+def _strained_geometry(positions, cell, pair_first, pair_second, shifts, want_stress: bool):
+    """Positions as a leaf to differentiate, the strain (3, 3) (a leaf when the stress is
+    wanted), strained positions and cell, and ``within(cutoff)``: the neighbour list cut
+    to ``cutoff`` (Angstrom) at the strained geometry."""
+    positions = positions.detach().requires_grad_(True)
+    strain = torch.zeros((3, 3), dtype=positions.dtype, device=positions.device, requires_grad=want_stress)
+    deformation = torch.eye(3, dtype=positions.dtype, device=positions.device) + strain
+    strained_positions = positions @ deformation
+    strained_cell = cell @ deformation
+    _, distances = pair_geometry(strained_positions, strained_cell, pair_first, pair_second, shifts)
+
+    def within(cutoff):
+        keep = distances < cutoff
+        return pair_first[keep], pair_second[keep], shifts[keep]
+
+    return positions, strain, strained_positions, strained_cell, within
+
+
+def _with_derivatives(out: dict, energy, positions, strain, cell, want_stress: bool) -> dict:
+    """``out`` detached, plus ``energy``, ``forces`` = -dE/dR and (when asked) the stress
+    (1/V) dE/d(strain), symmetrised (eV/A^3)."""
+    wrt = [positions, strain] if want_stress else [positions]
+    gradients = torch.autograd.grad(energy, wrt)
+    out = {key: value.detach() for key, value in out.items()}
+    out["energy"] = energy.detach()
+    out["forces"] = -gradients[0]
+    if want_stress:
+        virial = gradients[1]
+        out["stress"] = 0.5 * (virial + virial.T) / torch.linalg.det(cell).abs()
+    return out
+
+
 class Potential(torch.nn.Module):
     """A short-range model and/or a frozen charge model, for one system per call."""
 
@@ -117,17 +149,8 @@ class Potential(torch.nn.Module):
         ``qeq_matvec_products`` (0-d int: Coulomb matrix-vector products of the
         iterative solve, 0 for the dense one).
         """
-        positions = positions.detach().requires_grad_(True)
-        strain = torch.zeros((3, 3), dtype=positions.dtype, device=positions.device, requires_grad=want_stress)
-        deformation = torch.eye(3, dtype=positions.dtype, device=positions.device) + strain
-        strained_positions = positions @ deformation
-        strained_cell = cell @ deformation
-        _, distances = pair_geometry(strained_positions, strained_cell, pair_first, pair_second, shifts)
-
-        def within(cutoff):
-            keep = distances < cutoff
-            return pair_first[keep], pair_second[keep], shifts[keep]
-
+        positions, strain, strained_positions, strained_cell, within = _strained_geometry(
+            positions, cell, pair_first, pair_second, shifts, want_stress)
         energy = torch.zeros((), dtype=positions.dtype, device=positions.device)
         out = {}
         charges = None
@@ -146,14 +169,95 @@ class Potential(torch.nn.Module):
                 species, strained_positions, strained_cell, *within(self.short_range.cutoff_A),
                 charges=charges if self.short_range.charge_features else None)
             energy = energy + out["energy_short"]
-        wrt = [positions, strain] if want_stress else [positions]
-        gradients = torch.autograd.grad(energy, wrt)
-        out = {key: value.detach() for key, value in out.items()}
-        out["energy"] = energy.detach()
-        out["forces"] = -gradients[0]
-        if want_stress:
-            virial = gradients[1]
-            out["stress"] = 0.5 * (virial + virial.T) / torch.linalg.det(cell).abs()
+        return _with_derivatives(out, energy, positions, strain, cell, want_stress)
+
+    def forward_shadow(self, species: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor,
+                       pbc: torch.Tensor, total_charge: torch.Tensor, pair_first: torch.Tensor,
+                       pair_second: torch.Tensor, shifts: torch.Tensor, auxiliary: torch.Tensor | None,
+                       want_stress: bool = True) -> dict:
+        """Shadow energy and its exact derivatives at fixed auxiliary charges and adjoint
+        (:mod:`hipqeq.qeq.shadow`), for one system; needs a charge model.
+
+        Parameters as :meth:`forward`, and ``auxiliary`` (n_atoms, 2): the auxiliary
+        charges n (e, summing to the total charge) and adjoint m (summing to 0) as
+        columns, or ``None`` to start from the converged ones (two iterative solves, at
+        the QEq layer's ``solve_tolerance``).
+
+        Returns the keys of :meth:`forward` (``energy`` is the shadow energy, eV;
+        ``charges`` the linearised charges q[n]; ``energy_elec`` the linearised
+        electrostatic energy), plus ``auxiliary`` (n_atoms, 2) used, ``residuals``
+        (n_atoms, 2) = (q[n] - n, z - m) in e, ``preconditioner`` (n_atoms,) and
+        ``response``, the map v -> J v at this geometry (:func:`hipqeq.qeq.shadow.charge_response`),
+        for the propagation's kernel. ``qeq_matvec_products`` counts Coulomb products
+        (of one or two columns).
+        """
+        from hipqeq.qeq import CoulombOperator, boundary_from_pbc, solve_iterative
+        from hipqeq.qeq.shadow import charge_response, diagonal_constrained_minimum, shadow_lagrangian
+
+        if self.charges is None:
+            raise ValueError("shadow charge equilibration needs a charge model")
+        positions, strain, strained_positions, strained_cell, within = _strained_geometry(
+            positions, cell, pair_first, pair_second, shifts, want_stress)
+        qeq = self.charges.qeq
+        hardness, sigma = qeq.atom_parameters(species, positions.dtype)
+        hardness, sigma = hardness.detach(), sigma.detach()
+        chi = self.charges.electronegativities(species, strained_positions, strained_cell,
+                                               *within(self.charges.cutoff_A)).reshape(-1)
+        boundary = boundary_from_pbc(pbc.tolist())
+        fixed_cell = None if boundary == "open" else cell.detach()
+        operator = CoulombOperator(positions.detach(), sigma, fixed_cell, boundary, qeq.tolerance, method="pme")
+        fixed = (positions.detach(), sigma, fixed_cell)
+
+        def coulomb(vectors):
+            with torch.no_grad():
+                return operator.matvec(vectors, *fixed)
+
+        def short_range_energy(charges):
+            if self.short_range is None:
+                return torch.zeros((), dtype=positions.dtype, device=positions.device)
+            return self.short_range(species, strained_positions, strained_cell, *within(self.short_range.cutoff_A),
+                                    charges=charges if self.short_range.charge_features else None)
+
+        def short_range_charge_gradient(energy_short, charges):
+            if self.short_range is None or not self.short_range.charge_features:
+                return torch.zeros_like(charges)
+            return torch.autograd.grad(energy_short, charges, retain_graph=True)[0]
+
+        products = 0
+        if auxiliary is None:
+            solve = dict(matvec=operator.matvec, operands=fixed, hardness=hardness, diagonal=operator.diagonal_estimate(sigma),
+                         tolerance=qeq.solve_tolerance)
+            with torch.no_grad():
+                start, used = solve_iterative(electronegativity=chi.detach(),
+                                              total_charge=float(total_charge), **solve)
+            leaf = start.requires_grad_(True)
+            gradient = short_range_charge_gradient(short_range_energy(leaf), leaf).detach()
+            with torch.no_grad():
+                adjoint, used_adjoint = solve_iterative(electronegativity=gradient + coulomb(start),
+                                                        total_charge=0.0, **solve)
+            auxiliary = torch.stack([start.detach(), adjoint], dim=1)
+            products += used + used_adjoint + 1
+        auxiliary = auxiliary.detach().to(positions.dtype)
+        potentials = operator.matvec(auxiliary, strained_positions, sigma, None if fixed_cell is None else strained_cell)
+        products += 1
+        with torch.no_grad():
+            charges = diagonal_constrained_minimum(chi + potentials[:, 0], hardness, total_charge)
+        charges.requires_grad_(True)
+        energy_short = short_range_energy(charges)
+        gradient = short_range_charge_gradient(energy_short, charges)
+        with torch.no_grad():
+            adjoint = diagonal_constrained_minimum(gradient + potentials.sum(1), hardness, 0.0)
+        charges = charges.detach()
+        energy, energy_elec = shadow_lagrangian(energy_short, chi, hardness, charges, adjoint, auxiliary[:, 0],
+                                                auxiliary[:, 1], potentials[:, 0], potentials[:, 1])
+        out = {"energy_elec": energy_elec, "charges": charges, "dipole": charges @ positions.detach(),
+               "qeq_matvec_products": torch.tensor(products), "auxiliary": auxiliary,
+               "residuals": torch.stack([charges, adjoint], dim=1) - auxiliary}
+        if self.short_range is not None:
+            out["energy_short"] = energy_short
+        out = _with_derivatives(out, energy, positions, strain, cell, want_stress)
+        out["response"] = charge_response(coulomb, hardness)
+        out["preconditioner"] = hardness / (hardness + operator.diagonal_estimate(sigma))
         return out
 
 
@@ -235,8 +339,6 @@ def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver:
     ``charges`` (n,) e, ``dipole`` (3,) e*A and ``qeq_matvec_products`` (int, see
     :meth:`Potential.forward`).
     """
-    import numpy as np
-
     inputs = _system_tensors(potential, atoms, charge_pbc)
     as_float = inputs["as_float"]
     out = potential(
@@ -244,6 +346,35 @@ def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver:
         inputs["pair_first"], inputs["pair_second"], inputs["shifts"],
         want_stress=bool(want_stress and inputs["full_rank"]), qeq_solver=qeq_solver,
         initial_charges=None if initial_charges is None else as_float(initial_charges))
+    return _numpy_results(out)
+
+
+def evaluate_shadow(potential: Potential, atoms, dynamics, advance: bool, want_stress: bool = False) -> dict:
+    """Shadow-QEq results of ``potential`` on one ``ase.Atoms`` (:meth:`Potential.forward_shadow`)
+    at the auxiliaries of ``dynamics`` (a :class:`hipqeq.qeq.shadow.ExtendedLagrangianCharges`),
+    advanced by one MD step first when ``advance``; ``dynamics`` then observes the result.
+
+    Returns what :func:`evaluate` returns (``energy`` is the shadow energy, ``charges``
+    the linearised charges q[n]), with ``qeq_matvec_products`` including the kernel's
+    products, plus ``auxiliary_charges`` (n,) e, the auxiliary n.
+    """
+    inputs = _system_tensors(potential, atoms)
+    out = potential.forward_shadow(
+        inputs["species"], inputs["positions"], inputs["cell"], inputs["pbc"], inputs["total_charge"],
+        inputs["pair_first"], inputs["pair_second"], inputs["shifts"], auxiliary=dynamics.auxiliary(advance),
+        want_stress=bool(want_stress and inputs["full_rank"]))
+    rank = dynamics.observe(out.pop("auxiliary"), out.pop("residuals"), out.pop("response"),
+                            out.pop("preconditioner"))
+    out["qeq_matvec_products"] = out["qeq_matvec_products"] + rank
+    out["auxiliary_charges"] = dynamics.auxiliary(advance=False)[:, 0]
+    return _numpy_results(out)
+
+
+def _numpy_results(out: dict) -> dict:
+    """Results of :meth:`Potential.forward` or :meth:`Potential.forward_shadow` as numpy
+    values and floats (stress in Voigt order)."""
+    import numpy as np
+
     products = out.pop("qeq_matvec_products", None)
     result = {key: value.cpu().numpy().astype(float) for key, value in out.items()}
     for key in ("energy", "energy_short", "energy_elec"):

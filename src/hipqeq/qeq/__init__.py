@@ -7,6 +7,8 @@ Layout after torch-pme and hippynn:
 - :mod:`~hipqeq.qeq.coulomb`: Coulomb matrices and matrix-free potentials of Gaussian
   charges for open, periodic and slab boundaries (pure functions);
 - :mod:`~hipqeq.qeq.solvers`: dense bordered and iterative projected-CG solvers;
+- :mod:`~hipqeq.qeq.shadow`: shadow (extended-Lagrangian) QEq for MD: auxiliary
+  charges and adjoint propagated with the nuclei, one linearised step instead of a solve;
 - :mod:`~hipqeq.qeq.layers`: the ``QEq`` torch module; :mod:`~hipqeq.qeq.nodes`: its
   hippynn node ``QEqNode`` (imports hippynn);
 - :mod:`~hipqeq.qeq.api`: ``equilibrate(atoms, chi, hardness, sigma)``.

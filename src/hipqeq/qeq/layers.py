@@ -145,6 +145,12 @@ class QEq(torch.nn.Module):
             raise HipqeqError(f"atomic numbers {unknown} are not in the species set {self.species_set}")
         return index
 
+    def atom_parameters(self, species: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-atom hardness (eV/e^2) and Gaussian width (Angstrom), (n_atoms,) each, of
+        atomic numbers ``species`` (unknown ones raise :class:`HipqeqError`)."""
+        index = self._species_index(species)
+        return self.hardness.to(dtype)[index], self.sigma.to(dtype)[index]
+
     @staticmethod
     def _boundaries(n_molecules: int, cell: torch.Tensor | None, pbc: torch.Tensor | None) -> list[str]:
         """Boundary of each system: from ``pbc`` when given, else periodic with a cell
@@ -192,9 +198,7 @@ class QEq(torch.nn.Module):
         solver = self.solver if solver is None else _check_solver(solver)
         chi = electronegativity.reshape(-1)
         dtype, device = positions.dtype, positions.device
-        index = self._species_index(species)
-        hardness = self.hardness.to(dtype)[index]
-        sigma = self.sigma.to(dtype)[index]
+        hardness, sigma = self.atom_parameters(species, dtype)
         n_molecules = int(n_molecules)
         if total_charge is None:
             total_charge = torch.full((n_molecules,), self.total_charge, dtype=dtype, device=device)
