@@ -31,7 +31,7 @@ from hipqeq.qeq.ewald import (
     pme_parameters,
 )
 from hipqeq.qeq.layers import QEq
-from hipqeq.qeq.neighbors import neighbor_pairs, pair_vectors
+from hipqeq.qeq.neighbors import VerletNeighborList, neighbor_pairs, pair_vectors
 from hipqeq.qeq.solvers import QEqNotConverged, solve_dense, solve_iterative
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "ewald_kvectors",
     "gaussian_coulomb_kernel",
     "neighbor_pairs",
+    "VerletNeighborList",
     "pair_vectors",
     "pme_parameters",
     "qeq_energy",

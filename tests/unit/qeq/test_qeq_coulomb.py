@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from ase.neighborlist import neighbor_list
 
 from hipqeq.errors import HipqeqError
 from hipqeq.qeq import (
@@ -14,7 +13,6 @@ from hipqeq.qeq import (
     boundary_from_pbc,
     coulomb_matrix,
     electrostatic_energy,
-    neighbor_pairs,
 )
 from hipqeq.units import COULOMB_EV_A
 
@@ -169,30 +167,6 @@ def test_matrix_invariant_under_translation_and_rotation():
     rotated = coulomb_matrix(positions @ rotation.T, sigma, cell @ rotation.T, "periodic")
     assert torch.allclose(shifted, reference, atol=1e-8)
     assert torch.allclose(rotated, reference, atol=1e-8)
-
-
-@pytest.mark.parametrize("pbc", [(True, True, True), (True, True, False), (False, False, False)])
-def test_neighbor_pairs_match_ase(pbc):
-    # A cell smaller than the cutoff: many images of each atom, including itself.
-    atoms = cspbi3(rattle=0.2)
-    atoms.pbc = pbc
-    cutoff = 9.0
-    first, second, shifts = neighbor_pairs(torch.tensor(atoms.positions), torch.tensor(atoms.cell.array), pbc, cutoff)
-    i, j, shift_ase = neighbor_list("ijS", atoms, cutoff)
-    ours = sorted(zip(first.tolist(), second.tolist(), map(tuple, shifts.tolist())))
-    theirs = sorted(zip(i.tolist(), j.tolist(), map(tuple, shift_ase.tolist())))
-    assert ours == theirs
-
-
-def test_neighbor_pairs_unwrapped_positions():
-    atoms = cspbi3(rattle=0.1)
-    positions = torch.tensor(atoms.positions)
-    cell = torch.tensor(atoms.cell.array)
-    moved = positions + 3 * cell[0] - 2 * cell[2]  # unwrapped: three cells over, two down
-    first, second, shifts = neighbor_pairs(moved, cell, (True,) * 3, 7.0)
-    vectors = moved[second] - moved[first] + shifts.double() @ cell
-    assert float(torch.linalg.norm(vectors, dim=1).max()) <= 7.0
-    assert len(first) == len(neighbor_list("i", atoms, 7.0))
 
 
 def test_unsupported_pbc_raises():
