@@ -57,8 +57,12 @@ float32 keeps ~7 digits: meV differences (finite differences, the energy conserv
 MD) drown in rounding. ``benchmarks/calculator_precision.py`` measures the price (see
 the README). On CUDA the stored precision is kept (float64 is slow on most GPUs).
 
-Neighbour lists are rebuilt every call (:func:`hipqeq.qeq.neighbor_pairs`, periodic
-images included, so cells shorter than twice the cutoff are handled). The charge solve
+Neighbour lists (:func:`hipqeq.qeq.neighbor_pairs`, periodic images included, so cells
+shorter than twice the cutoff are handled) are Verlet lists: pairs within the cutoff
+plus ``neighbor_skin_A`` are searched again only when some atom has moved more than
+half the skin, or the cell changed (:class:`hipqeq.qeq.VerletNeighborList`; one list
+for all committee members); ``results["neighbor_list_builds"]`` counts the searches so
+far. The charge solve
 is dense up to :data:`hipqeq.models.potential.DENSE_QEQ_MAX_ATOMS` atoms and iterative
 (PME) above. :class:`HipQEqCalculator` warm-starts the iterative solve from its previous
 call's charges (per committee member) while the atoms keep their number and species,
@@ -139,15 +143,17 @@ def load_committee(model_dirs, device: str = "auto", dtype: str | None = None,
 
 
 def committee_members(potentials: Sequence, atoms, want_stress: bool = True, qeq_solver: str = "auto",
-                      initial_charges: Sequence | None = None, charge_pbc=None) -> list[dict]:
+                      initial_charges: Sequence | None = None, charge_pbc=None, neighbors=None) -> list[dict]:
     """Each member's results on one structure (:func:`hipqeq.models.potential.evaluate`);
     ``initial_charges`` holds per member a warm start of its charge solve, or None;
-    ``charge_pbc`` overrides the charge solve's boundary (a label's, for comparisons)."""
+    ``charge_pbc`` overrides the charge solve's boundary (a label's, for comparisons);
+    ``neighbors`` is a shared :class:`hipqeq.qeq.VerletNeighborList` (or None: a fresh
+    search per member)."""
     from hipqeq.models.potential import evaluate
 
     starts = initial_charges if initial_charges is not None else [None] * len(potentials)
     return [evaluate(p, atoms, want_stress=want_stress, qeq_solver=qeq_solver, initial_charges=start,
-                     charge_pbc=charge_pbc)
+                     charge_pbc=charge_pbc, neighbors=neighbors)
             for p, start in zip(potentials, starts)]
 
 
@@ -183,6 +189,8 @@ class HipQEqCalculator(Calculator):
     :param device: "auto" (CUDA when present), "cpu" or "cuda".
     :param dtype: "float32" or "float64"; default float64 on CPU, the stored precision on CUDA.
     :param qeq_solver: "auto", "dense" or "iterative".
+    :param neighbor_skin_A: Verlet skin of the neighbour list, Angstrom (0: a new search
+        at every call).
 
     The total charge is read from ``atoms.info["total_charge"]``, ``atoms.info["charge"]``
     or the initial charges (default 0 e); changing it invalidates the results. The
@@ -193,11 +201,14 @@ class HipQEqCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress", "charges", "dipole"]
 
     def __init__(self, model_dir, device: str = "auto", dtype: str | None = None,
-                 qeq_solver: str = "auto", **kwargs):
+                 qeq_solver: str = "auto", neighbor_skin_A: float = 1.0, **kwargs):
+        from hipqeq.qeq import VerletNeighborList
+
         super().__init__(**kwargs)
         self.model_dirs = [str(d) for d in _as_list(model_dir)]
         self.potentials = load_committee(self.model_dirs, device=device, dtype=dtype)
         self.qeq_solver = qeq_solver
+        self.neighbors = VerletNeighborList(max(p.cutoff_A for p in self.potentials), neighbor_skin_A)
         self.reset_warm_start()
 
     def reset_warm_start(self) -> None:
@@ -225,9 +236,11 @@ class HipQEqCalculator(Calculator):
         want_stress = properties is None or "stress" in properties
         structure = structure_for_model(self.atoms)
         members = committee_members(self.potentials, structure, want_stress=want_stress,
-                                    qeq_solver=self.qeq_solver, initial_charges=self._initial_charges(structure))
+                                    qeq_solver=self.qeq_solver, initial_charges=self._initial_charges(structure),
+                                    neighbors=self.neighbors)
         results = combine_members(members)
         results["free_energy"] = results["energy"]
+        results["neighbor_list_builds"] = self.neighbors.builds
         self.results = results
         if "charges" in members[0]:
             self._warm_numbers = self.atoms.numbers.copy()

@@ -157,9 +157,11 @@ class Potential(torch.nn.Module):
         return out
 
 
-def _system_tensors(potential: Potential, atoms, charge_pbc=None) -> dict:
+def _system_tensors(potential: Potential, atoms, charge_pbc=None, neighbors=None) -> dict:
     """The tensors :meth:`Potential.forward` takes for one ``ase.Atoms`` (device and dtype
-    of the potential's parameters; see :func:`evaluate`)."""
+    of the potential's parameters; see :func:`evaluate`). The pairs come from
+    ``neighbors`` (a :class:`hipqeq.qeq.VerletNeighborList` reaching at least the
+    potential's cutoff) or a fresh search; the search runs on the potential's device."""
     import numpy as np
 
     from hipqeq.errors import HipqeqError
@@ -178,10 +180,17 @@ def _system_tensors(potential: Potential, atoms, charge_pbc=None) -> dict:
         if boundary != "open":
             raise HipqeqError(f"a {boundary} system needs three cell vectors spanning space")
         cell = np.eye(3)  # open systems: any full-rank cell; no images are used
-    first, second, shifts = neighbor_pairs(atoms.positions, cell, atoms.pbc, potential.cutoff_A)
     as_float = lambda a: torch.as_tensor(np.asarray(a, dtype=float), dtype=dtype, device=device)  # noqa: E731
+    positions, cell = as_float(atoms.positions), as_float(cell)
+    if neighbors is None:
+        first, second, shifts = neighbor_pairs(positions, cell, atoms.pbc, potential.cutoff_A)
+    elif neighbors.cutoff < potential.cutoff_A:
+        raise HipqeqError(f"the neighbour list reaches {neighbors.cutoff} A, short of the model's cutoff "
+                          f"{potential.cutoff_A} A")
+    else:
+        first, second, shifts = neighbors.pairs(positions, cell, atoms.pbc)
     return {"species": torch.as_tensor(atoms.numbers, dtype=torch.long, device=device),
-            "positions": as_float(atoms.positions), "cell": as_float(cell),
+            "positions": positions, "cell": cell,
             "pbc": torch.as_tensor(np.asarray(atoms.pbc if charge_pbc is None else charge_pbc, dtype=bool),
                                    device=device),
             "total_charge": as_float(atoms.info.get("total_charge", 0.0)),
@@ -216,7 +225,7 @@ def charge_response(charge_model: ChargeModel, atoms, charge_pbc=None) -> tuple:
 
 
 def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver: str = "auto",
-             initial_charges=None, charge_pbc=None) -> dict:
+             initial_charges=None, charge_pbc=None, neighbors=None) -> dict:
     """Run ``potential`` on one ``ase.Atoms`` (total charge from ``atoms.info``, boundary
     of the charge solve from ``atoms.pbc``, the physical one).
 
@@ -226,7 +235,8 @@ def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver:
     subtracting from its labels.
 
     The neighbour list (:func:`hipqeq.qeq.neighbor_pairs`) handles cells shorter than
-    twice the cutoff and slabs; the potential's parameters fix device and dtype.
+    twice the cutoff and slabs; ``neighbors`` (a :class:`hipqeq.qeq.VerletNeighborList`)
+    reuses one between calls (MD). The potential's parameters fix device and dtype.
     ``initial_charges`` (n,) e warm-starts the iterative charge solve.
 
     Returns numpy values: ``energy`` (float, eV), ``forces`` (n, 3) eV/A, ``stress``
@@ -237,7 +247,7 @@ def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver:
     """
     import numpy as np
 
-    inputs = _system_tensors(potential, atoms, charge_pbc)
+    inputs = _system_tensors(potential, atoms, charge_pbc, neighbors)
     as_float = inputs["as_float"]
     out = potential(
         inputs["species"], inputs["positions"], inputs["cell"], inputs["pbc"], inputs["total_charge"],
