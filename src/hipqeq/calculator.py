@@ -62,11 +62,12 @@ shorter than twice the cutoff are handled) are Verlet lists: pairs within the cu
 plus ``neighbor_skin_A`` are searched again only when some atom has moved more than
 half the skin, or the cell changed (:class:`hipqeq.qeq.VerletNeighborList`; one list
 for all committee members); ``results["neighbor_list_builds"]`` counts the searches so
-far. The charge solve
-is dense up to :data:`hipqeq.models.potential.DENSE_QEQ_MAX_ATOMS` atoms and iterative
-(PME) above. :class:`HipQEqCalculator` warm-starts the iterative solve from its previous
-call's charges (per committee member) while the atoms keep their number and species,
-which is what MD needs; ``results["qeq_matvec_products"]`` counts the Coulomb
+far. The charge solve is dense up to
+:data:`hipqeq.models.potential.DENSE_QEQ_MAX_ATOMS` atoms and iterative above (P3M
+unless ``kspace_method`` says otherwise). :class:`HipQEqCalculator` warm-starts the
+iterative solve from its previous call's charges (per committee member) while the
+atoms keep their number and species, which is what MD needs;
+``results["qeq_matvec_products"]`` counts the Coulomb
 matrix-vector products the solves used (summed over members; 0 for dense solves).
 """
 
@@ -191,6 +192,9 @@ class HipQEqCalculator(Calculator):
     :param qeq_solver: "auto", "dense" or "iterative".
     :param neighbor_skin_A: Verlet skin of the neighbour list, Angstrom (0: a new search
         at every call).
+    :param kspace_method: reciprocal sum of the iterative charge solve, "p3m", "pme" or
+        "ewald" (:attr:`hipqeq.qeq.QEq.kspace_method`; default the layer's, P3M, whose
+        smooth forces conserve energy in MD: see the README).
 
     The total charge is read from ``atoms.info["total_charge"]``, ``atoms.info["charge"]``
     or the initial charges (default 0 e); changing it invalidates the results. The
@@ -201,13 +205,17 @@ class HipQEqCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress", "charges", "dipole"]
 
     def __init__(self, model_dir, device: str = "auto", dtype: str | None = None,
-                 qeq_solver: str = "auto", neighbor_skin_A: float = 1.0, **kwargs):
+                 qeq_solver: str = "auto", neighbor_skin_A: float = 1.0, kspace_method: str | None = None,
+                 **kwargs):
         from hipqeq.qeq import VerletNeighborList
 
         super().__init__(**kwargs)
         self.model_dirs = [str(d) for d in _as_list(model_dir)]
         self.potentials = load_committee(self.model_dirs, device=device, dtype=dtype)
         self.qeq_solver = qeq_solver
+        for potential in self.potentials:
+            if kspace_method is not None and potential.charges is not None:
+                potential.charges.qeq.kspace_method = kspace_method
         self.neighbors = VerletNeighborList(max(p.cutoff_A for p in self.potentials), neighbor_skin_A)
         self.reset_warm_start()
 

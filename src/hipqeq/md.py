@@ -185,14 +185,15 @@ def run_md_from_config(config: dict, model_dirs, structures, name: str, output, 
                        steps: int | None = None, temperature_K: float | None = None,
                        timestep_fs: float | None = None, friction_per_fs: float | None = None,
                        device: str = "auto",
-                       seed: int | None = None) -> dict:
+                       seed: int | None = None, kspace_method: str | None = None) -> dict:
     """``hipqeq md``: settings from ``config['validation']`` unless overridden; writes
     the JSON summary to ``output`` and returns it."""
     from hipqeq.calculator import HipQEqCalculator
 
     settings = config["validation"]
     atoms = read_structure(structures, name)
-    calculator = HipQEqCalculator([str(d) for d in model_dirs], device=device)
+    calculator = HipQEqCalculator([str(d) for d in model_dirs], device=device,
+                                  kspace_method=kspace_method or settings["md_kspace_method"])
     summary = run_md(
         atoms, calculator,
         steps=steps if steps is not None else settings["md_steps"],

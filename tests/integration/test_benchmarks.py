@@ -26,7 +26,7 @@ def test_qeq_scaling_prints_exponents_and_ratios(tmp_path):
     out = run_benchmark("qeq_scaling.py", "--max-atoms", "700", "--dense-max-atoms", "700", "--threads", "1",
                         cwd=tmp_path)
     assert "dense: warm total time ~ N^" in out and "iterative: warm total time ~ N^" in out
-    assert "dense / iterative time" in out
+    assert "dense / iterative time" in out and "torch-pme calculator / mesh set-up kept:" in out
 
 
 @pytest.mark.slow
@@ -59,3 +59,17 @@ def test_cp2k_vs_tblite_prints_the_comparison(tmp_path):
     assert "CP2K converged 2/2" in out and "tblite - CP2K after one energy offset per element" in out
     again = run_benchmark("cp2k_vs_tblite.py", "--from-json", str(tmp_path / "rows.json"), cwd=tmp_path)
     assert again.split("frame | atoms | Q")[1] == out.split("frame | atoms | Q")[1]
+
+
+@pytest.mark.slow
+def test_md_scaling_prints_step_times_and_exponents(tmp_path):
+    out = run_benchmark("md_scaling.py", "--min-atoms", "30", "--max-atoms", "140", "--points", "2",
+                        "--steps", "1", "--threads", "1", cwd=tmp_path)
+    assert "cubic: time per step ~ N^" in out
+    assert " slab     112 " in out
+
+
+@pytest.mark.slow
+def test_kspace_md_drift_prints_each_method_against_ewald(tmp_path):
+    out = run_benchmark("kspace_md_drift.py", "--steps", "3", "--threads", "1", cwd=tmp_path)
+    assert "|drift| pme / ewald:" in out and "|drift| p3m / ewald:" in out

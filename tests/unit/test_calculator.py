@@ -157,6 +157,22 @@ def test_verlet_neighbour_list_gives_fresh_list_results_over_md(models):
     assert fresh.results["neighbor_list_builds"] == steps
 
 
+@pytest.mark.parametrize("method", ["pme", "ewald"])
+def test_kspace_methods_of_the_iterative_solve_agree(models, method):
+    """The calculator hands ``kspace_method`` to the charge layer; each reciprocal sum
+    gives the P3M default's energy and forces to the sums' accuracy (1e-8 relative)."""
+    atoms = slab()
+    atoms.calc = HipQEqCalculator(models["4g_a"], device="cpu", qeq_solver="iterative")
+    reference_energy, reference_forces = atoms.get_potential_energy(), atoms.get_forces()
+    assert atoms.calc.potentials[0].charges.qeq.kspace_method == "p3m"
+    atoms.calc = HipQEqCalculator(models["4g_a"], device="cpu", qeq_solver="iterative", kspace_method=method)
+    assert atoms.calc.potentials[0].charges.qeq.kspace_method == method
+    assert atoms.get_potential_energy() == pytest.approx(reference_energy, abs=1e-5)
+    np.testing.assert_allclose(atoms.get_forces(), reference_forces, atol=1e-5)
+    with pytest.raises(HipqeqError, match="kspace_method"):
+        HipQEqCalculator(models["4g_a"], device="cpu", kspace_method="spme")
+
+
 def test_hipqeq_md_runs_a_few_steps(models, tmp_path):
     atoms = slab()
     atoms.info.update(structure_name="cuau_slab", parent_id="cuau_slab")

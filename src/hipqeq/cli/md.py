@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time step in fs (default: validation.md_timestep_fs)")
     parser.add_argument("--friction-per-fs", type=positive_float, dest="friction_per_fs",
                         help="Langevin friction in 1/fs (default: validation.md_friction_per_fs)")
+    parser.add_argument("--kspace-method", choices=("p3m", "pme", "ewald"), dest="kspace_method",
+                        help="reciprocal sum of the iterative charge solve (above 1000 atoms; "
+                             "default: validation.md_kspace_method, p3m)")
     add_device_argument(parser, "of the potential")
     add_seed_argument(parser)
 
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                                  name=args.name, output=args.output, trajectory=args.trajectory,
                                  steps=args.steps, temperature_K=args.temperature_K,
                                  timestep_fs=args.timestep_fs, friction_per_fs=args.friction_per_fs,
-                                 device=args.device, seed=args.seed)
+                                 device=args.device, seed=args.seed, kspace_method=args.kspace_method)
     print(json.dumps({k: summary[k] for k in ("name", "steps", "stable", "stopped_early", "reason",
                                                 "energy_drift_eV_per_atom_ps", "max_force_eV_A",
                                                 "atoms_flew_off")}))

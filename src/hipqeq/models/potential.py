@@ -48,7 +48,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-#: Above this many atoms the QEq uses the iterative PME solver instead of the dense one
+#: Above this many atoms the QEq uses the iterative (mesh Ewald) solver instead of the dense one
 #: (measured on one CPU core, 972-atom RP slab, production network: dense 1.5 s,
 #: iterative 2.9 s per energy+forces call; the dense matrix grows as N^2 in memory).
 DENSE_QEQ_MAX_ATOMS = 1000

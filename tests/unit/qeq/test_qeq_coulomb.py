@@ -5,10 +5,14 @@ import math
 import numpy as np
 import pytest
 import torch
+import torchpme
 
 from hipqeq.errors import HipqeqError
 from hipqeq.qeq import (
+    P3M_INTERPOLATION_NODES,
+    PME_INTERPOLATION_NODES,
     CoulombOperator,
+    MeshReciprocal,
     EwaldParameters,
     boundary_from_pbc,
     coulomb_matrix,
@@ -121,8 +125,9 @@ def test_slab_energy_independent_of_vacuum():
     assert abs(energies[0] - energies[2]) > abs(energies[1] - energies[2])
 
 
+@pytest.mark.parametrize("mesh_method", ["pme", "p3m"])
 @pytest.mark.parametrize("boundary", ["periodic", "slab"])
-def test_ewald_operator_reproduces_dense_matrix(boundary):
+def test_ewald_operator_reproduces_dense_matrix(boundary, mesh_method):
     atoms = cspbi3((2, 1, 1), rattle=0.1)
     positions, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
     if boundary == "slab":
@@ -132,12 +137,13 @@ def test_ewald_operator_reproduces_dense_matrix(boundary):
     matrix = coulomb_matrix(positions, sigma, cell, boundary)
     operator = CoulombOperator(positions, sigma, cell, boundary, method="ewald")
     assert torch.allclose(operator.matvec(charges, positions, sigma, cell), matrix @ charges, atol=1e-10)
-    pme = CoulombOperator(positions, sigma, cell, boundary, tolerance=1e-6, method="pme")
-    error = (pme.matvec(charges, positions, sigma, cell) - matrix @ charges).abs().max()
+    mesh = CoulombOperator(positions, sigma, cell, boundary, tolerance=1e-6, method=mesh_method)
+    error = (mesh.matvec(charges, positions, sigma, cell) - matrix @ charges).abs().max()
     assert error < 1e-5 * (matrix @ charges).abs().max()
 
 
-def test_slab_pme_matches_dense_when_the_cutoff_exceeds_the_cell_height():
+@pytest.mark.parametrize("mesh_method", ["pme", "p3m"])
+def test_slab_mesh_matches_dense_when_the_cutoff_exceeds_the_cell_height(mesh_method):
     """The real-space sum takes images along the slab normal too: PME's smearing (and
     cutoff) grows with the vacuum-diluted density beyond the cell height, and leaving
     those images out made PME and dense slab potentials differ by ~1e-4 relative."""
@@ -147,10 +153,52 @@ def test_slab_pme_matches_dense_when_the_cutoff_exceeds_the_cell_height():
     sigma = torch.full((len(slab),), 1.9, dtype=torch.float64)
     charges = torch.tensor(np.random.default_rng(0).normal(size=len(slab)))
     reference = coulomb_matrix(positions, sigma, cell, "slab", 1e-8) @ charges
-    pme = CoulombOperator(positions, sigma, cell, "slab", tolerance=1e-8, method="pme")
-    assert pme.parameters.cutoff > float(cell[2, 2])  # the case this test is about
-    error = (pme.matvec(charges, positions, sigma, cell) - reference).abs().max()
+    mesh = CoulombOperator(positions, sigma, cell, "slab", tolerance=1e-8, method=mesh_method)
+    assert mesh.parameters.cutoff > float(cell[2, 2])  # the case this test is about
+    error = (mesh.matvec(charges, positions, sigma, cell) - reference).abs().max()
     assert error < 1e-7 * reference.abs().max()
+
+
+@pytest.mark.parametrize("mesh_method", ["pme", "p3m"])
+def test_mesh_geometry_cache_changes_nothing(mesh_method):
+    """Without autograd the mesh set-up is kept between products at one geometry; with
+    autograd it is rebuilt. Both give torch-pme's own calculator's potential, and the
+    set-up follows the positions when they change."""
+    atoms = cspbi3((2, 2, 2), rattle=0.1)
+    positions, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
+    charges = torch.tensor(np.random.default_rng(1).normal(size=(len(atoms), 2)))
+    parameters = EwaldParameters(smearing=1.5, cutoff=8.0, kspace_cutoff=4.0, mesh_spacing=0.6)
+    mesh = MeshReciprocal(mesh_method, parameters, positions)
+    calculator_class = torchpme.PMECalculator if mesh_method == "pme" else torchpme.P3MCalculator
+    nodes = PME_INTERPOLATION_NODES if mesh_method == "pme" else P3M_INTERPOLATION_NODES
+    public = calculator_class(torchpme.CoulombPotential(smearing=1.5), mesh_spacing=0.6,
+                              interpolation_nodes=nodes).to(dtype=torch.float64)
+    no_pairs = torch.zeros((0, 2), dtype=torch.int64)
+
+    def reference(at):
+        return 2.0 * public(charges, cell, at, no_pairs, torch.zeros(0, dtype=torch.float64))
+
+    with torch.no_grad():
+        first = mesh(charges, positions, cell)
+        again = mesh(charges, positions, cell)  # cached set-up
+        moved = positions + 0.3
+        after_move = mesh(charges, moved, cell)
+        torch.testing.assert_close(first, reference(positions), rtol=0, atol=1e-12)
+        torch.testing.assert_close(again, first, rtol=0, atol=0)
+        torch.testing.assert_close(after_move, reference(moved), rtol=0, atol=1e-12)
+    grad_positions = positions.clone().requires_grad_(True)
+    energy = (charges * mesh(charges, grad_positions, cell)).sum()
+    (force,) = torch.autograd.grad(energy, grad_positions)
+    reference_positions = positions.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad((charges * reference(reference_positions)).sum(), reference_positions)
+    torch.testing.assert_close(force, expected, rtol=0, atol=1e-10)
+
+
+def test_unknown_kspace_method_raises():
+    atoms = cspbi3()
+    positions, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
+    with pytest.raises(HipqeqError, match="p3m"):
+        CoulombOperator(positions, torch.ones(len(atoms), dtype=torch.float64), cell, "periodic", method="spme")
 
 
 def test_matrix_invariant_under_translation_and_rotation():
