@@ -13,8 +13,9 @@ unless ``--kspace-method``), warm-started from the previous step's charges, and 
 Verlet neighbour list. Each size runs in a forked child process: one cold call, then
 ``--steps`` calls on positions displaced as by an MD step (0.01 A per atom, so the
 neighbour list is reused and the charges warm-start). It reports the cold time, the
-median time per step, the Coulomb matrix-vector products per step (the iterative
-solve's), neighbour searches over the steps, and the peak memory growth of the child
+median time per step (wall, and the process's CPU time: on a shared machine the
+latter is the meaningful one with ``--threads 1``), the Coulomb matrix-vector products
+per step (the iterative solve's), neighbour searches over the steps, and the peak memory growth of the child
 (resident memory on CPU, allocated device memory on CUDA); then per family the log-log
 fitted exponent of the step time against N.
 
@@ -73,20 +74,22 @@ def _measure(model_dir, family, repeat, args, queue) -> None:
     atoms.get_forces()
     cold = time.perf_counter() - started
     rng = np.random.default_rng(0)
-    times, products = [], []
+    times, cpu_times, products = [], [], []
     for _ in range(args.steps):
         atoms.positions = atoms.positions + rng.normal(0.0, 0.01 / np.sqrt(3.0), atoms.positions.shape)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         atoms.get_forces()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
+        cpu_times.append(time.process_time() - cpu_started)
         products.append(calculator.results["qeq_matvec_products"])
     if cuda:
         memory_mib = torch.cuda.max_memory_allocated() / 2**20
     else:  # ru_maxrss is KiB on Linux
         memory_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     queue.put({"n_atoms": len(atoms), "cold_s": cold, "step_s": statistics.median(times),
+               "step_cpu_s": statistics.median(cpu_times),
                "matvecs": float(np.mean(products)), "builds": calculator.results["neighbor_list_builds"],
                "memory_mib": memory_mib})
 
@@ -118,7 +121,8 @@ def main(argv=None) -> int:
         model_dir = write_model(Path(tmp) / "model")
         print(f"untrained default-network 4G potential, {args.device}, {args.threads} threads, "
               f"k-space {args.kspace_method or 'default'}, median of {args.steps} steps")
-        print(f"{'family':>6} {'N':>7} {'cold_s':>8} {'step_s':>8} {'matvecs':>8} {'NL builds':>9} {'mem_MiB':>8}")
+        print(f"{'family':>6} {'N':>7} {'cold_s':>8} {'step_s':>8} {'step_cpu_s':>10} {'matvecs':>8} "
+              f"{'NL builds':>9} {'mem_MiB':>8}")
         rows = []
         for family in args.families:
             repeats = repeats_between(family, args.min_atoms, args.max_atoms, args.points)
@@ -128,13 +132,16 @@ def main(argv=None) -> int:
                 row = measure(model_dir, family, repeat, args)
                 rows.append((family, row))
                 print(f"{family:>6} {row['n_atoms']:>7d} {row['cold_s']:>8.2f} {row['step_s']:>8.3f} "
+                      f"{row['step_cpu_s']:>10.3f} "
                       f"{row['matvecs']:>8.1f} {row['builds']:>9d} {row['memory_mib']:>8.0f}", flush=True)
     print()
     for family in args.families:
         sizes = [r["n_atoms"] for f, r in rows if f == family]
         if len(sizes) >= 2:
-            exponent = fitted_exponent(sizes, [r["step_s"] for f, r in rows if f == family])
-            print(f"{family:>6}: time per step ~ N^{exponent:.2f} (log-log fit over N = {min(sizes)}..{max(sizes)})")
+            wall = fitted_exponent(sizes, [r["step_s"] for f, r in rows if f == family])
+            cpu = fitted_exponent(sizes, [r["step_cpu_s"] for f, r in rows if f == family])
+            print(f"{family:>6}: time per step ~ N^{wall:.2f}, CPU time ~ N^{cpu:.2f} "
+                  f"(log-log fit over N = {min(sizes)}..{max(sizes)})")
     return 0
 
 

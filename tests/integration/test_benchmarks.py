@@ -65,7 +65,7 @@ def test_cp2k_vs_tblite_prints_the_comparison(tmp_path):
 def test_md_scaling_prints_step_times_and_exponents(tmp_path):
     out = run_benchmark("md_scaling.py", "--min-atoms", "30", "--max-atoms", "140", "--points", "2",
                         "--steps", "1", "--threads", "1", cwd=tmp_path)
-    assert "cubic: time per step ~ N^" in out
+    assert "cubic: time per step ~ N^" in out and "CPU time ~ N^" in out
     assert " slab     112 " in out
 
 
