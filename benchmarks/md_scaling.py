@@ -15,9 +15,9 @@ Verlet neighbour list. Each size runs in a forked child process: one cold call, 
 neighbour list is reused and the charges warm-start). It reports the cold time, the
 median time per step (wall, and the process's CPU time: on a shared machine the
 latter is the meaningful one with ``--threads 1``), the Coulomb matrix-vector products
-per step (the iterative solve's), neighbour searches over the steps, and the peak memory growth of the child
-(resident memory on CPU, allocated device memory on CUDA); then per family the log-log
-fitted exponent of the step time against N.
+per step (the iterative solve's), neighbour searches over the steps, and the peak
+memory growth of the child (resident memory on CPU, allocated device memory on CUDA);
+then per family the log-log fitted exponents of both times against N.
 
 Not a test; run ``python benchmarks/md_scaling.py --help``.
 """
