@@ -13,12 +13,16 @@ cation and I the anion with charges of the usual size (|q| ~ 0.2-0.6 e):
 For each size the script times
 
 - dense: Coulomb matrix (Ewald, torch-pme) + bordered ``torch.linalg.solve``;
-- iterative: pair list + PME operator + projected preconditioned CG (cold start);
+- iterative: pair list + mesh operator (P3M, or PME with ``--kspace-method pme``) +
+  projected preconditioned CG (cold start);
 
 each in a forked child process that solves twice: it reports the first ("cold") total
 time and the second (warm: setup and solve) wall times, and the peak resident memory
 growth of that child. It prints a table, the log-log fitted exponent
 of total time versus N for each solver, and the dense/iterative time ratio where both ran.
+Last, at the largest size, the time of one reciprocal-space product with the mesh
+set-up kept between products at fixed geometry (:class:`hipqeq.qeq.MeshReciprocal`)
+against torch-pme's own calculator, which redoes it at every call.
 
 Not a test; run ``python benchmarks/qeq_scaling.py --help``.
 """
@@ -57,7 +61,7 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _measure(solver: str, repeat: int, tolerance: float, threads: int, queue) -> None:
+def _measure(solver: str, repeat: int, tolerance: float, threads: int, kspace_method: str, queue) -> None:
     """Child process: one solve, reports times (s), peak memory growth (MiB), iterations."""
     import torch
 
@@ -78,7 +82,7 @@ def _measure(solver: str, repeat: int, tolerance: float, threads: int, queue) ->
             built = time.perf_counter()
             charges = solve_dense(matrix, chi, hardness)
             return built - start, time.perf_counter() - built, charges, 0
-        operator = CoulombOperator(positions, sigma, cell, "periodic", tolerance, method="pme")
+        operator = CoulombOperator(positions, sigma, cell, "periodic", tolerance, method=kspace_method)
         built = time.perf_counter()
         charges, products = solve_iterative(
             operator.matvec, (positions, sigma, cell), chi, hardness,
@@ -107,14 +111,47 @@ def _measure(solver: str, repeat: int, tolerance: float, threads: int, queue) ->
     )
 
 
-def measure(solver: str, repeat: int, tolerance: float, threads: int) -> dict:
+def measure(solver: str, repeat: int, tolerance: float, threads: int, kspace_method: str = "p3m") -> dict:
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
-    process = context.Process(target=_measure, args=(solver, repeat, tolerance, threads, queue))
+    process = context.Process(target=_measure, args=(solver, repeat, tolerance, threads, kspace_method, queue))
     process.start()
     result = queue.get()
     process.join()
     return result
+
+
+def mesh_cache_ratio(repeat: int, tolerance: float, kspace_method: str, threads: int, calls: int = 5) -> float:
+    """Time of one reciprocal-space product by torch-pme's calculator (mesh set-up at
+    every call) over that of :class:`hipqeq.qeq.MeshReciprocal` at fixed geometry."""
+    import torch
+    import torchpme
+
+    from hipqeq.qeq import P3M_INTERPOLATION_NODES, PME_INTERPOLATION_NODES, MeshReciprocal, mesh_parameters
+
+    torch.set_num_threads(threads)
+    atoms = supercell(repeat)
+    positions, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
+    parameters = mesh_parameters(cell, len(atoms), max(SIGMA.values()), tolerance, kspace_method)
+    charges = torch.randn(len(atoms), 1, dtype=torch.float64)
+    kept = MeshReciprocal(kspace_method, parameters, positions)
+    calculator_class = torchpme.PMECalculator if kspace_method == "pme" else torchpme.P3MCalculator
+    nodes = PME_INTERPOLATION_NODES if kspace_method == "pme" else P3M_INTERPOLATION_NODES
+    public = calculator_class(torchpme.CoulombPotential(smearing=parameters.smearing), parameters.mesh_spacing,
+                              interpolation_nodes=nodes).to(dtype=torch.float64)
+    no_pairs, no_distances = torch.zeros((0, 2), dtype=torch.int64), torch.zeros(0, dtype=torch.float64)
+
+    def seconds_per_call(product) -> float:
+        product()  # one-off costs (FFT plans, and the set-up kept by MeshReciprocal)
+        start = time.perf_counter()
+        for _ in range(calls):
+            product()
+        return (time.perf_counter() - start) / calls
+
+    with torch.no_grad():
+        mine = seconds_per_call(lambda: kept(charges, positions, cell))
+        theirs = seconds_per_call(lambda: public(charges, cell, positions, no_pairs, no_distances))
+    return theirs / mine
 
 
 def fitted_exponent(sizes, times) -> float:
@@ -129,20 +166,23 @@ def main(argv=None) -> int:
     parser.add_argument("--min-atoms", type=int, default=300, help="smallest supercell (default 300)")
     parser.add_argument("--tolerance", type=float, default=1e-6, help="Ewald/PME accuracy and CG relative residual (default 1e-6)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--kspace-method", choices=("p3m", "pme"), default="p3m",
+                        help="mesh method of the iterative solver (default p3m)")
     args = parser.parse_args(argv)
 
     repeats = [n for n in range(2, 64) if args.min_atoms <= 5 * n**3 <= args.max_atoms]
     if not repeats:
         parser.error("no CsPbI3 supercell (5 n^3 atoms) lies between --min-atoms and --max-atoms")
     rows = []
-    print(f"CsPbI3 supercells, tolerance {args.tolerance:g}, {args.threads} threads, CPU")
+    print(f"CsPbI3 supercells, tolerance {args.tolerance:g}, {args.threads} threads, CPU, "
+          f"iterative with {args.kspace_method.upper()}")
     print(f"{'N':>7} {'solver':>9} {'cold_s':>9} {'setup_s':>9} {'solve_s':>9} {'total_s':>9} {'mem_MiB':>9} {'matvecs':>8} {'sum_q':>10} {'q_Cs':>8}")
     for repeat in repeats:
         n_atoms = 5 * repeat**3
         for solver in ("dense", "iterative"):
             if solver == "dense" and n_atoms > args.dense_max_atoms:
                 continue
-            result = measure(solver, repeat, args.tolerance, args.threads)
+            result = measure(solver, repeat, args.tolerance, args.threads, args.kspace_method)
             rows.append((n_atoms, solver, result))
             print(
                 f"{n_atoms:>7} {solver:>9} {result['cold_s']:>9.3f} {result['setup_s']:>9.3f} {result['solve_s']:>9.3f} "
@@ -164,6 +204,9 @@ def main(argv=None) -> int:
     shared = sorted(set(timings["dense"]) & set(timings["iterative"]))
     if shared:
         print("dense / iterative time: " + ", ".join(f"N={n}: {timings['dense'][n] / timings['iterative'][n]:.2f}" for n in shared))
+    ratio = mesh_cache_ratio(repeats[-1], args.tolerance, args.kspace_method, args.threads)
+    print(f"{args.kspace_method.upper()} product at N={5 * repeats[-1] ** 3}, torch-pme calculator / mesh set-up "
+          f"kept: {ratio:.2f}")
     return 0
 
 

@@ -57,12 +57,17 @@ float32 keeps ~7 digits: meV differences (finite differences, the energy conserv
 MD) drown in rounding. ``benchmarks/calculator_precision.py`` measures the price (see
 the README). On CUDA the stored precision is kept (float64 is slow on most GPUs).
 
-Neighbour lists are rebuilt every call (:func:`hipqeq.qeq.neighbor_pairs`, periodic
-images included, so cells shorter than twice the cutoff are handled). The charge solve
-is dense up to :data:`hipqeq.models.potential.DENSE_QEQ_MAX_ATOMS` atoms and iterative
-(PME) above. :class:`HipQEqCalculator` warm-starts the iterative solve from its previous
-call's charges (per committee member) while the atoms keep their number and species,
-which is what MD needs; ``results["qeq_matvec_products"]`` counts the Coulomb
+Neighbour lists (:func:`hipqeq.qeq.neighbor_pairs`, periodic images included, so cells
+shorter than twice the cutoff are handled) are Verlet lists: pairs within the cutoff
+plus ``neighbor_skin_A`` are searched again only when some atom has moved more than
+half the skin, or the cell changed (:class:`hipqeq.qeq.VerletNeighborList`; one list
+for all committee members); ``results["neighbor_list_builds"]`` counts the searches so
+far. The charge solve is dense up to
+:data:`hipqeq.models.potential.DENSE_QEQ_MAX_ATOMS` atoms and iterative above (P3M
+unless ``kspace_method`` says otherwise). :class:`HipQEqCalculator` warm-starts the
+iterative solve from its previous call's charges (per committee member) while the
+atoms keep their number and species, which is what MD needs;
+``results["qeq_matvec_products"]`` counts the Coulomb
 matrix-vector products the solves used (summed over members; 0 for dense solves).
 
 Shadow charge equilibration (``qeq="shadow"``, off by default) is for MD only: each call
@@ -153,15 +158,17 @@ def load_committee(model_dirs, device: str = "auto", dtype: str | None = None,
 
 
 def committee_members(potentials: Sequence, atoms, want_stress: bool = True, qeq_solver: str = "auto",
-                      initial_charges: Sequence | None = None, charge_pbc=None) -> list[dict]:
+                      initial_charges: Sequence | None = None, charge_pbc=None, neighbors=None) -> list[dict]:
     """Each member's results on one structure (:func:`hipqeq.models.potential.evaluate`);
     ``initial_charges`` holds per member a warm start of its charge solve, or None;
-    ``charge_pbc`` overrides the charge solve's boundary (a label's, for comparisons)."""
+    ``charge_pbc`` overrides the charge solve's boundary (a label's, for comparisons);
+    ``neighbors`` is a shared :class:`hipqeq.qeq.VerletNeighborList` (or None: a fresh
+    search per member)."""
     from hipqeq.models.potential import evaluate
 
     starts = initial_charges if initial_charges is not None else [None] * len(potentials)
     return [evaluate(p, atoms, want_stress=want_stress, qeq_solver=qeq_solver, initial_charges=start,
-                     charge_pbc=charge_pbc)
+                     charge_pbc=charge_pbc, neighbors=neighbors)
             for p, start in zip(potentials, starts)]
 
 
@@ -201,6 +208,11 @@ class HipQEqCalculator(Calculator):
         QEq for MD, see the module docstring).
     :param shadow_options: settings of the shadow dynamics (``order``, ``kernel_rank``,
         ``kernel_tolerance``).
+    :param neighbor_skin_A: Verlet skin of the neighbour list, Angstrom (0: a new search
+        at every call).
+    :param kspace_method: reciprocal sum of the iterative charge solve, "p3m", "pme" or
+        "ewald" (:attr:`hipqeq.qeq.QEq.kspace_method`; default the layer's, P3M, whose
+        smooth forces conserve energy in MD: see the README).
 
     The total charge is read from ``atoms.info["total_charge"]``, ``atoms.info["charge"]``
     or the initial charges (default 0 e); changing it invalidates the results. The
@@ -211,8 +223,10 @@ class HipQEqCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress", "charges", "dipole"]
 
     def __init__(self, model_dir, device: str = "auto", dtype: str | None = None,
-                 qeq_solver: str = "auto", qeq: str = "full", shadow_options: dict | None = None, **kwargs):
+                 qeq_solver: str = "auto", qeq: str = "full", shadow_options: dict | None = None,
+                 neighbor_skin_A: float = 1.0, kspace_method: str | None = None, **kwargs):
         from hipqeq.errors import HipqeqError
+        from hipqeq.qeq import VerletNeighborList
         from hipqeq.qeq.shadow import ExtendedLagrangianCharges
 
         super().__init__(**kwargs)
@@ -224,6 +238,10 @@ class HipQEqCalculator(Calculator):
         self.qeq = qeq
         self._shadow = [ExtendedLagrangianCharges(**(shadow_options or {}))
                         if qeq == "shadow" and p.charges is not None else None for p in self.potentials]
+        for potential in self.potentials:
+            if kspace_method is not None and potential.charges is not None:
+                potential.charges.qeq.kspace_method = kspace_method
+        self.neighbors = VerletNeighborList(max(p.cutoff_A for p in self.potentials), neighbor_skin_A)
         self.reset_warm_start()
 
     def reset_warm_start(self) -> None:
@@ -257,9 +275,11 @@ class HipQEqCalculator(Calculator):
             members = self._shadow_members(structure, want_stress, system_changes)
         else:
             members = committee_members(self.potentials, structure, want_stress=want_stress,
-                                        qeq_solver=self.qeq_solver, initial_charges=self._initial_charges(structure))
+                                        qeq_solver=self.qeq_solver, initial_charges=self._initial_charges(structure),
+                                        neighbors=self.neighbors)
         results = combine_members(members)
         results["free_energy"] = results["energy"]
+        results["neighbor_list_builds"] = self.neighbors.builds
         self.results = results
         if "charges" in members[0]:
             self._warm_numbers = self.atoms.numbers.copy()
@@ -273,7 +293,7 @@ class HipQEqCalculator(Calculator):
         if set(system_changes) & {"numbers", "pbc", "total_charge", "initial_charges"}:
             self.reset_warm_start()
         moved = bool(set(system_changes) & {"positions", "cell"})
-        return [evaluate(p, structure, want_stress=want_stress) if dynamics is None
+        return [evaluate(p, structure, want_stress=want_stress, neighbors=self.neighbors) if dynamics is None
                 else evaluate_shadow(p, structure, dynamics, advance=moved, want_stress=want_stress)
                 for p, dynamics in zip(self.potentials, self._shadow)]
 

@@ -194,7 +194,8 @@ def run_md(atoms, calculator, steps: int, temperature_K: float, timestep_fs: flo
 def run_md_from_config(config: dict, model_dirs, structures, name: str, output, trajectory,
                        steps: int | None = None, temperature_K: float | None = None,
                        timestep_fs: float | None = None, friction_per_fs: float | None = None,
-                       device: str = "auto", seed: int | None = None, qeq: str = "full") -> dict:
+                       device: str = "auto", seed: int | None = None, qeq: str = "full",
+                       kspace_method: str | None = None) -> dict:
     """``hipqeq md``: settings from ``config['validation']`` unless overridden; writes
     the JSON summary to ``output`` and returns it. ``qeq`` ("full" or "shadow") is the
     calculator's charge equilibration (:class:`hipqeq.calculator.HipQEqCalculator`)."""
@@ -202,7 +203,8 @@ def run_md_from_config(config: dict, model_dirs, structures, name: str, output, 
 
     settings = config["validation"]
     atoms = read_structure(structures, name)
-    calculator = HipQEqCalculator([str(d) for d in model_dirs], device=device, qeq=qeq)
+    calculator = HipQEqCalculator([str(d) for d in model_dirs], device=device, qeq=qeq,
+                                  kspace_method=kspace_method or settings["md_kspace_method"])
     summary = run_md(
         atoms, calculator,
         steps=steps if steps is not None else settings["md_steps"],

@@ -26,7 +26,7 @@ def test_qeq_scaling_prints_exponents_and_ratios(tmp_path):
     out = run_benchmark("qeq_scaling.py", "--max-atoms", "700", "--dense-max-atoms", "700", "--threads", "1",
                         cwd=tmp_path)
     assert "dense: warm total time ~ N^" in out and "iterative: warm total time ~ N^" in out
-    assert "dense / iterative time" in out
+    assert "dense / iterative time" in out and "torch-pme calculator / mesh set-up kept:" in out
 
 
 @pytest.mark.slow
@@ -67,3 +67,17 @@ def test_shadow_md_prints_the_side_by_side_ratios(tmp_path):
                         "--config", str(ROOT / "config" / "toy.yaml"), cwd=tmp_path)
     assert "x faster" in out and "drift meV/atom/ps" in out
     assert all(mode in out for mode in ("full-tight", "full-loose", "shadow"))
+
+
+@pytest.mark.slow
+def test_md_scaling_prints_step_times_and_exponents(tmp_path):
+    out = run_benchmark("md_scaling.py", "--min-atoms", "30", "--max-atoms", "140", "--points", "2",
+                        "--steps", "1", "--threads", "1", cwd=tmp_path)
+    assert "cubic: time per step ~ N^" in out and "CPU time ~ N^" in out
+    assert " slab     112 " in out
+
+
+@pytest.mark.slow
+def test_kspace_md_drift_prints_each_method_against_ewald(tmp_path):
+    out = run_benchmark("kspace_md_drift.py", "--steps", "3", "--threads", "1", cwd=tmp_path)
+    assert "|drift| pme / ewald:" in out and "|drift| p3m / ewald:" in out

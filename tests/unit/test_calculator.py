@@ -10,7 +10,10 @@ import pytest
 import torch
 from ase.build import bulk
 from ase.calculators.calculator import CalculationFailed, all_changes
+from ase import units
 from ase.io import read
+from ase.md.velocitydistribution import thermalize_momenta
+from ase.md.verlet import VelocityVerlet
 
 import hipqeq.models  # noqa: F401
 from hipqeq.calculator import AtomsNotUsable, HipQEqCalculator, predict
@@ -132,6 +135,42 @@ def test_iterative_charge_solve_is_warm_started_from_the_previous_call(models):
     fresh.calc = HipQEqCalculator(models["4g_a"], device="cpu", qeq_solver="iterative")
     fresh.get_potential_energy()
     assert atoms.calc.results["qeq_matvec_products"] == fresh.calc.results["qeq_matvec_products"]
+
+
+def test_verlet_neighbour_list_gives_fresh_list_results_over_md(models):
+    """Velocity Verlet at 3000 K: at every step the calculator with a 0.5 A skin gives the
+    energy and forces of one that searches anew (skin 0), and it searched fewer times
+    than there were steps."""
+    atoms = slab()
+    atoms.calc = HipQEqCalculator(models["4g_a"], device="cpu", neighbor_skin_A=0.5)
+    thermalize_momenta(atoms, temperature_K=3000, rng=np.random.default_rng(0))
+    fresh = HipQEqCalculator(models["4g_a"], device="cpu", neighbor_skin_A=0.0)
+    dynamics = VelocityVerlet(atoms, 2.0 * units.fs)
+    steps = 15
+    for _ in range(steps):
+        dynamics.run(1)
+        copy = atoms.copy()
+        copy.calc = fresh
+        assert copy.get_potential_energy() == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
+        np.testing.assert_allclose(copy.get_forces(), atoms.get_forces(), atol=1e-10)
+    assert 1 < atoms.calc.results["neighbor_list_builds"] < steps
+    assert fresh.results["neighbor_list_builds"] == steps
+
+
+@pytest.mark.parametrize("method", ["pme", "ewald"])
+def test_kspace_methods_of_the_iterative_solve_agree(models, method):
+    """The calculator hands ``kspace_method`` to the charge layer; each reciprocal sum
+    gives the P3M default's energy and forces to the sums' accuracy (1e-8 relative)."""
+    atoms = slab()
+    atoms.calc = HipQEqCalculator(models["4g_a"], device="cpu", qeq_solver="iterative")
+    reference_energy, reference_forces = atoms.get_potential_energy(), atoms.get_forces()
+    assert atoms.calc.potentials[0].charges.qeq.kspace_method == "p3m"
+    atoms.calc = HipQEqCalculator(models["4g_a"], device="cpu", qeq_solver="iterative", kspace_method=method)
+    assert atoms.calc.potentials[0].charges.qeq.kspace_method == method
+    assert atoms.get_potential_energy() == pytest.approx(reference_energy, abs=1e-5)
+    np.testing.assert_allclose(atoms.get_forces(), reference_forces, atol=1e-5)
+    with pytest.raises(HipqeqError, match="kspace_method"):
+        HipQEqCalculator(models["4g_a"], device="cpu", kspace_method="spme")
 
 
 def test_hipqeq_md_runs_a_few_steps(models, tmp_path):

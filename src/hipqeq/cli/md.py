@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--qeq", choices=QEQ_MODES, default="full",
                         help="charge equilibration per step: full solve or shadow (extended-Lagrangian) "
                              "(default: full)")
+    parser.add_argument("--kspace-method", choices=("p3m", "pme", "ewald"), dest="kspace_method",
+                        help="reciprocal sum of the iterative charge solve (above 1000 atoms; "
+                             "default: validation.md_kspace_method, p3m)")
     add_device_argument(parser, "of the potential")
     add_seed_argument(parser)
 
@@ -71,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
                                  name=args.name, output=args.output, trajectory=args.trajectory,
                                  steps=args.steps, temperature_K=args.temperature_K,
                                  timestep_fs=args.timestep_fs, friction_per_fs=args.friction_per_fs,
-                                 device=args.device, seed=args.seed, qeq=args.qeq)
+                                 device=args.device, seed=args.seed, qeq=args.qeq,
+                                 kspace_method=args.kspace_method)
     print(json.dumps({k: summary[k] for k in ("name", "steps", "stable", "stopped_early", "reason",
                                                 "energy_drift_eV_per_atom_ps", "max_force_eV_A",
                                                 "atoms_flew_off")}))

@@ -48,7 +48,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-#: Above this many atoms the QEq uses the iterative PME solver instead of the dense one
+#: Above this many atoms the QEq uses the iterative (mesh Ewald) solver instead of the dense one
 #: (measured on one CPU core, 972-atom RP slab, production network: dense 1.5 s,
 #: iterative 2.9 s per energy+forces call; the dense matrix grows as N^2 in memory).
 DENSE_QEQ_MAX_ATOMS = 1000
@@ -261,9 +261,11 @@ class Potential(torch.nn.Module):
         return out
 
 
-def _system_tensors(potential: Potential, atoms, charge_pbc=None) -> dict:
+def _system_tensors(potential: Potential, atoms, charge_pbc=None, neighbors=None) -> dict:
     """The tensors :meth:`Potential.forward` takes for one ``ase.Atoms`` (device and dtype
-    of the potential's parameters; see :func:`evaluate`)."""
+    of the potential's parameters; see :func:`evaluate`). The pairs come from
+    ``neighbors`` (a :class:`hipqeq.qeq.VerletNeighborList` reaching at least the
+    potential's cutoff) or a fresh search; the search runs on the potential's device."""
     import numpy as np
 
     from hipqeq.errors import HipqeqError
@@ -282,10 +284,17 @@ def _system_tensors(potential: Potential, atoms, charge_pbc=None) -> dict:
         if boundary != "open":
             raise HipqeqError(f"a {boundary} system needs three cell vectors spanning space")
         cell = np.eye(3)  # open systems: any full-rank cell; no images are used
-    first, second, shifts = neighbor_pairs(atoms.positions, cell, atoms.pbc, potential.cutoff_A)
     as_float = lambda a: torch.as_tensor(np.asarray(a, dtype=float), dtype=dtype, device=device)  # noqa: E731
+    positions, cell = as_float(atoms.positions), as_float(cell)
+    if neighbors is None:
+        first, second, shifts = neighbor_pairs(positions, cell, atoms.pbc, potential.cutoff_A)
+    elif neighbors.cutoff < potential.cutoff_A:
+        raise HipqeqError(f"the neighbour list reaches {neighbors.cutoff} A, short of the model's cutoff "
+                          f"{potential.cutoff_A} A")
+    else:
+        first, second, shifts = neighbors.pairs(positions, cell, atoms.pbc)
     return {"species": torch.as_tensor(atoms.numbers, dtype=torch.long, device=device),
-            "positions": as_float(atoms.positions), "cell": as_float(cell),
+            "positions": positions, "cell": cell,
             "pbc": torch.as_tensor(np.asarray(atoms.pbc if charge_pbc is None else charge_pbc, dtype=bool),
                                    device=device),
             "total_charge": as_float(atoms.info.get("total_charge", 0.0)),
@@ -320,7 +329,7 @@ def charge_response(charge_model: ChargeModel, atoms, charge_pbc=None) -> tuple:
 
 
 def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver: str = "auto",
-             initial_charges=None, charge_pbc=None) -> dict:
+             initial_charges=None, charge_pbc=None, neighbors=None) -> dict:
     """Run ``potential`` on one ``ase.Atoms`` (total charge from ``atoms.info``, boundary
     of the charge solve from ``atoms.pbc``, the physical one).
 
@@ -330,7 +339,8 @@ def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver:
     subtracting from its labels.
 
     The neighbour list (:func:`hipqeq.qeq.neighbor_pairs`) handles cells shorter than
-    twice the cutoff and slabs; the potential's parameters fix device and dtype.
+    twice the cutoff and slabs; ``neighbors`` (a :class:`hipqeq.qeq.VerletNeighborList`)
+    reuses one between calls (MD). The potential's parameters fix device and dtype.
     ``initial_charges`` (n,) e warm-starts the iterative charge solve.
 
     Returns numpy values: ``energy`` (float, eV), ``forces`` (n, 3) eV/A, ``stress``
@@ -339,7 +349,7 @@ def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver:
     ``charges`` (n,) e, ``dipole`` (3,) e*A and ``qeq_matvec_products`` (int, see
     :meth:`Potential.forward`).
     """
-    inputs = _system_tensors(potential, atoms, charge_pbc)
+    inputs = _system_tensors(potential, atoms, charge_pbc, neighbors)
     as_float = inputs["as_float"]
     out = potential(
         inputs["species"], inputs["positions"], inputs["cell"], inputs["pbc"], inputs["total_charge"],

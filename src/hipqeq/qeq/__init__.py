@@ -2,8 +2,8 @@
 
 Layout after torch-pme and hippynn:
 
-- :mod:`~hipqeq.qeq.neighbors`: pairs within a cutoff over periodic images;
-- :mod:`~hipqeq.qeq.ewald`: Ewald/PME parameters from one tolerance;
+- :mod:`~hipqeq.qeq.neighbors`: pairs within a cutoff over periodic images (vesin), Verlet lists;
+- :mod:`~hipqeq.qeq.ewald`: Ewald/PME/P3M parameters from one tolerance;
 - :mod:`~hipqeq.qeq.coulomb`: Coulomb matrices and matrix-free potentials of Gaussian
   charges for open, periodic and slab boundaries (pure functions);
 - :mod:`~hipqeq.qeq.solvers`: dense bordered and iterative projected-CG solvers;
@@ -18,7 +18,10 @@ Units: eV, Angstrom, e.
 
 from hipqeq.qeq.api import equilibrate
 from hipqeq.qeq.coulomb import (
+    DEFAULT_KSPACE_METHOD,
+    KSPACE_METHODS,
     CoulombOperator,
+    MeshReciprocal,
     boundary_from_pbc,
     coulomb_matrix,
     electrostatic_energy,
@@ -27,18 +30,25 @@ from hipqeq.qeq.coulomb import (
 )
 from hipqeq.qeq.ewald import (
     DEFAULT_TOLERANCE,
+    P3M_INTERPOLATION_NODES,
+    PME_INTERPOLATION_NODES,
     EwaldParameters,
     dense_ewald_parameters,
     ewald_kvectors,
-    pme_parameters,
+    mesh_parameters,
 )
 from hipqeq.qeq.layers import QEq
-from hipqeq.qeq.neighbors import neighbor_pairs, pair_vectors
+from hipqeq.qeq.neighbors import VerletNeighborList, neighbor_pairs, pair_vectors
 from hipqeq.qeq.solvers import QEqNotConverged, solve_dense, solve_iterative
 
 __all__ = [
+    "DEFAULT_KSPACE_METHOD",
     "DEFAULT_TOLERANCE",
+    "KSPACE_METHODS",
+    "P3M_INTERPOLATION_NODES",
+    "PME_INTERPOLATION_NODES",
     "CoulombOperator",
+    "MeshReciprocal",
     "EwaldParameters",
     "QEq",
     "QEqNotConverged",
@@ -50,8 +60,9 @@ __all__ = [
     "ewald_kvectors",
     "gaussian_coulomb_kernel",
     "neighbor_pairs",
+    "VerletNeighborList",
     "pair_vectors",
-    "pme_parameters",
+    "mesh_parameters",
     "qeq_energy",
     "solve_dense",
     "solve_iterative",

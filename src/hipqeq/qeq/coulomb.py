@@ -66,21 +66,25 @@ from collections.abc import Sequence
 
 import torch
 import torchpme
-from torchpme.lib.kvectors import get_ns_mesh
 
 from hipqeq.errors import HipqeqError
 from hipqeq.qeq.ewald import (
     DEFAULT_TOLERANCE,
+    P3M_INTERPOLATION_NODES,
     PME_INTERPOLATION_NODES,
     EwaldParameters,
     dense_ewald_parameters,
     ewald_kvectors,
-    pme_parameters,
+    mesh_parameters,
 )
 from hipqeq.qeq.neighbors import neighbor_pairs, pair_vectors
 from hipqeq.units import COULOMB_EV_A
 
 BOUNDARIES = ("open", "periodic", "slab")
+#: Reciprocal-space methods of :class:`CoulombOperator`.
+KSPACE_METHODS = ("ewald", "pme", "p3m")
+#: The reciprocal sum MD uses by default: P3M's forces are smooth (see the README).
+DEFAULT_KSPACE_METHOD = "p3m"
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -204,51 +208,91 @@ def _ewald_calculator(parameters: EwaldParameters, like: torch.Tensor):
     return calculator.to(device=like.device, dtype=like.dtype)
 
 
-class _GeometryCachedPME(torchpme.PMECalculator):
-    """torch-pme's PME with the mesh set-up kept between products at fixed geometry.
+class MeshReciprocal:
+    r"""Point-charge reciprocal-space potential on a mesh: PME or P3M, from torch-pme's
+    public library (``torchpme.lib``).
 
-    ``PMECalculator`` rebuilds the reciprocal kernel on the mesh and the interpolation
-    weights on every call; inside a solve (no autograd, same positions and cell) only the
-    charges change, so this does that set-up once. With autograd enabled it defers to
-    torch-pme unchanged (the set-up must then be differentiated).
+    Charges are spread onto a mesh (:class:`torchpme.lib.MeshInterpolator`), the mesh is
+    filtered in Fourier space with the kernel
+    :math:`\hat v(k) = 4\pi e^{-s^2 k^2/2} / k^2` of :class:`torchpme.CoulombPotential`
+    (:class:`torchpme.lib.KSpaceFilter`), and the potential is interpolated back at the
+    atoms; the point self term and the neutralising background are subtracted as in
+    torch-pme's own calculators:
+
+    .. math::
+
+        \phi_i = \frac{1}{V}\,\mathcal I\big[\mathcal F^{-1} \hat v\, \mathcal F\,
+                 \mathcal S(q)\big]_i - q_i \frac{\sqrt{2/\pi}}{s} - \frac{2\pi s^2}{V} Q
+
+    (:math:`\mathcal S` spreads, :math:`\mathcal I` interpolates, :math:`s` the smearing,
+    :math:`V` the volume, :math:`Q` the total charge.)
+
+    ``"pme"`` interpolates with Lagrange polynomials of
+    :data:`~hipqeq.qeq.ewald.PME_INTERPOLATION_NODES` nodes: accurate, but only
+    continuous across mesh cells, so its forces jump and MD heats up (torch-pme's own
+    advice). ``"p3m"`` assigns with B-splines of
+    :data:`~hipqeq.qeq.ewald.P3M_INTERPOLATION_NODES` nodes (continuous derivatives)
+    and filters with the optimal influence function of Hockney and Eastwood
+    (:class:`torchpme.lib.P3MKSpaceFilter`).
+
+    torch-pme's calculators redo the mesh set-up (kernel on the mesh, interpolation
+    weights) at every call; inside a solve (no autograd, same positions and cell) only
+    the charges change, so this class does that set-up once per geometry (it halves the
+    cost of a product: see the README's benchmark). With autograd enabled it recomputes
+    the set-up, which must then be differentiated.
+
+    :param method: ``"pme"`` or ``"p3m"``.
+    :param parameters: smearing and mesh spacing (Angstrom).
+    :param like: a tensor whose device and dtype the mesh takes.
     """
 
-    def _compute_kspace(self, charges, cell, positions, periodic=None, node_mask=None, kvectors=None):
-        if torch.is_grad_enabled():
-            self._geometry = None
-            return super()._compute_kspace(charges, cell, positions, periodic, node_mask, kvectors)
+    def __init__(self, method: str, parameters: EwaldParameters, like: torch.Tensor):
+        lib = torchpme.lib
+        self.mesh_spacing = parameters.mesh_spacing
+        self.potential = torchpme.CoulombPotential(smearing=parameters.smearing).to(like.device, like.dtype)
+        cell = torch.eye(3, device=like.device, dtype=like.dtype)
+        ns_mesh = torch.ones(3, dtype=torch.int64, device=like.device)
+        if method == "pme":
+            self.interpolator = lib.MeshInterpolator(cell, ns_mesh, PME_INTERPOLATION_NODES, method="Lagrange")
+            self.filter = lib.KSpaceFilter(cell, ns_mesh, kernel=self.potential, fft_norm="backward",
+                                           ifft_norm="forward")
+        elif method == "p3m":
+            self.interpolator = lib.MeshInterpolator(cell, ns_mesh, P3M_INTERPOLATION_NODES, method="P3M")
+            self.filter = lib.P3MKSpaceFilter(cell, ns_mesh, P3M_INTERPOLATION_NODES, kernel=self.potential,
+                                              fft_norm="backward", ifft_norm="forward", mode=0,
+                                              differential_order=2)
+        else:
+            raise HipqeqError(f"mesh method must be 'pme' or 'p3m', got {method!r}")
+        self.interpolator.to(like.device, like.dtype)
+        self.filter.to(like.device, like.dtype)
+        self._geometry = None
+
+    def _set_geometry(self, positions: torch.Tensor, cell: torch.Tensor) -> None:
         key = (positions, cell, positions._version, cell._version)
-        cached = getattr(self, "_geometry", None)
-        if cached is None or cached[0] is not positions or cached[1] is not cell or cached[2:] != key[2:]:
-            ns = get_ns_mesh(cell, self.mesh_spacing)
-            self.mesh_interpolator.update(cell, ns)
-            self.kspace_filter.update(cell, ns)
-            self.mesh_interpolator.compute_weights(positions)
-            self._geometry = key
-        rho_mesh = self.mesh_interpolator.points_to_mesh(particle_weights=charges)
-        potential_mesh = self.kspace_filter.forward(rho_mesh)
-        inverse_volume = torch.abs(cell.det()).pow(-1)
-        potential = self.mesh_interpolator.mesh_to_points(potential_mesh) * inverse_volume
-        # Same corrections as torchpme.PMECalculator: point self term, neutralising
-        # background (3D periodic, so no pbc_correction term).
+        cached = self._geometry
+        if (not torch.is_grad_enabled() and cached is not None and cached[0] is positions
+                and cached[1] is cell and cached[2:] == key[2:]):
+            return
+        ns_mesh = torchpme.lib.get_ns_mesh(cell, self.mesh_spacing)
+        self.interpolator.update(cell, ns_mesh)
+        self.filter.update(cell, ns_mesh)
+        self.interpolator.compute_weights(positions)
+        # With autograd the set-up belongs to this call's graph: never reuse it.
+        self._geometry = None if torch.is_grad_enabled() else key
+
+    def __call__(self, charges: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        """Potential (n_atoms, c) in 1/Angstrom per unit charge of ``charges`` (n_atoms, c)."""
+        self._set_geometry(positions, cell)
+        mesh = self.filter.forward(self.interpolator.points_to_mesh(particle_weights=charges))
+        inverse_volume = torch.abs(torch.linalg.det(cell)).pow(-1)
+        potential = self.interpolator.mesh_to_points(mesh) * inverse_volume
         potential = potential - charges * self.potential.self_contribution()
-        potential = potential - 2 * self.potential.background_correction() * charges.sum(0) * inverse_volume
-        return potential / 2
+        return potential - 2.0 * self.potential.background_correction() * charges.sum(0) * inverse_volume
 
 
-def _pme_calculator(parameters: EwaldParameters, like: torch.Tensor):
-    potential = torchpme.CoulombPotential(smearing=parameters.smearing)
-    calculator = _GeometryCachedPME(
-        potential,
-        mesh_spacing=parameters.mesh_spacing,
-        interpolation_nodes=PME_INTERPOLATION_NODES,
-        full_neighbor_list=True,
-    )
-    return calculator.to(device=like.device, dtype=like.dtype)
-
-
-def _reciprocal_potential(calculator, charges, positions, cell, kvectors=None) -> torch.Tensor:
-    """Point-charge Ewald/PME reciprocal potential (n, c) in 1/Angstrom per unit charge.
+def _ewald_reciprocal(calculator, charges, positions, cell, kvectors) -> torch.Tensor:
+    """Point-charge Ewald reciprocal potential (n, c) in 1/Angstrom per unit charge, over
+    ``kvectors`` (torch-pme's public ``EwaldCalculator.forward``).
 
     torch-pme returns :math:`V_i = \\tfrac12 \\sum_j q_j v(r_{ij})` (the factor 1/2 makes
     :math:`\\sum_i q_i V_i` the energy); the potential is twice that. The real-space part
@@ -302,7 +346,7 @@ def coulomb_matrix(
     chunk = max(1, _KSPACE_CHUNK_ELEMENTS // max(1, kvectors.shape[0]))
     reciprocal = torch.cat(
         [
-            _reciprocal_potential(calculator, identity[:, start : start + chunk], positions, cell, kvectors)
+            _ewald_reciprocal(calculator, identity[:, start : start + chunk], positions, cell, kvectors)
             for start in range(0, n_atoms, chunk)
         ],
         dim=1,
@@ -318,9 +362,10 @@ class CoulombOperator:
     r"""Matrix-free :math:`\phi = A q` for one fixed geometry (eV/e per charge).
 
     Periodic and slab systems use a sparse real-space part (pairs found once, at
-    construction) plus a PME (``method="pme"``, :math:`O(N \log N)`) or Ewald
-    (``method="ewald"``, exactly the dense matrix's sums) reciprocal part; open
-    systems use the dense direct sum. The geometry tensors are passed to
+    construction) plus a mesh reciprocal part, PME (``method="pme"``) or P3M
+    (``method="p3m"``, smooth forces for MD), both :math:`O(N \log N)`
+    (:class:`MeshReciprocal`), or an Ewald sum (``method="ewald"``, exactly the dense
+    matrix's sums, :math:`O(N^{3/2})` at best); open systems use the dense direct sum. The geometry tensors are passed to
     :meth:`matvec` explicitly, so that the implicit-differentiation backward of the
     iterative solver can differentiate :math:`u^{\mathsf T} A(\theta) q` with respect to
     them. The pair list stays that of the construction geometry: rebuild the operator
@@ -331,7 +376,7 @@ class CoulombOperator:
     :param cell: (3, 3) lattice vectors as rows, Angstrom, or ``None`` for ``open``.
     :param boundary: ``"open"``, ``"periodic"`` or ``"slab"``.
     :param tolerance: accuracy of the periodic sums (dimensionless).
-    :param method: ``"pme"`` or ``"ewald"`` reciprocal sum.
+    :param method: ``"pme"``, ``"p3m"`` or ``"ewald"`` reciprocal sum (:data:`KSPACE_METHODS`).
     :param parameters: explicit Ewald parameters, overriding ``tolerance``.
     """
 
@@ -342,12 +387,12 @@ class CoulombOperator:
         cell: torch.Tensor | None = None,
         boundary: str = "open",
         tolerance: float = DEFAULT_TOLERANCE,
-        method: str = "pme",
+        method: str = DEFAULT_KSPACE_METHOD,
         parameters: EwaldParameters | None = None,
     ):
         _check_boundary(boundary, cell)
-        if method not in ("pme", "ewald"):
-            raise HipqeqError(f"Coulomb method must be 'pme' or 'ewald', got {method!r}")
+        if method not in KSPACE_METHODS:
+            raise HipqeqError(f"Coulomb method must be one of {KSPACE_METHODS}, got {method!r}")
         self.boundary = boundary
         self.method = method
         if boundary == "open":
@@ -355,16 +400,18 @@ class CoulombOperator:
         n_atoms = positions.shape[0]
         max_sigma = float(sigma.detach().max())
         if parameters is None:
-            choose = pme_parameters if method == "pme" else dense_ewald_parameters
-            parameters = choose(cell, n_atoms, max_sigma, tolerance)
-        if method == "pme" and parameters.mesh_spacing is None:
-            raise HipqeqError("PME needs EwaldParameters with a mesh_spacing")
+            if method == "ewald":
+                parameters = dense_ewald_parameters(cell, n_atoms, max_sigma, tolerance)
+            else:
+                parameters = mesh_parameters(cell, n_atoms, max_sigma, tolerance, method)
+        if method != "ewald" and parameters.mesh_spacing is None:
+            raise HipqeqError(f"{method.upper()} needs EwaldParameters with a mesh_spacing")
         self.parameters = parameters
         self.pairs = _RealSpacePairs(positions, cell, parameters)
-        if method == "pme":
-            self.calculator = _pme_calculator(parameters, positions)
-        else:
+        if method == "ewald":
             self.calculator = _ewald_calculator(parameters, positions)
+        else:
+            self.calculator = MeshReciprocal(method, parameters, positions)
 
     def matvec(
         self,
@@ -399,8 +446,11 @@ class CoulombOperator:
         real = torch.zeros_like(charges).index_add(
             0, self.pairs.first, kernel[:, None] * charges[self.pairs.second]
         )
-        kvectors = ewald_kvectors(cell, self.parameters.kspace_cutoff) if self.method == "ewald" else None
-        reciprocal = _reciprocal_potential(self.calculator, charges, positions, cell, kvectors)
+        if self.method == "ewald":
+            kvectors = ewald_kvectors(cell, self.parameters.kspace_cutoff)
+            reciprocal = _ewald_reciprocal(self.calculator, charges, positions, cell, kvectors)
+        else:
+            reciprocal = self.calculator(charges, positions, cell)
         self_term = charges / (sigma[:, None] * math.sqrt(math.pi))
         rank_terms = _rank_terms_potential(charges, positions, cell, sigma, self.boundary)
         return reciprocal + real + self_term + rank_terms

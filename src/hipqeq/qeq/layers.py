@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from hipqeq.errors import HipqeqError
-from hipqeq.qeq.coulomb import CoulombOperator, boundary_from_pbc, coulomb_matrix
+from hipqeq.qeq.coulomb import DEFAULT_KSPACE_METHOD, KSPACE_METHODS, CoulombOperator, boundary_from_pbc, coulomb_matrix
 from hipqeq.qeq.ewald import DEFAULT_TOLERANCE
 from hipqeq.qeq.solvers import solve_dense, solve_iterative
 
@@ -89,9 +89,13 @@ class QEq(torch.nn.Module):
         (default ``tolerance``); the sums' accuracy and the solve's convergence are
         separate errors (e.g. finite differences need a tight solve, not exact sums).
     :param solver: default solver, ``"dense"`` (batched bordered solve) or
-        ``"iterative"`` (projected PCG with a PME matrix-vector product, one system at a
-        time, warm-startable); :meth:`forward` can override it per call.
+        ``"iterative"`` (projected PCG with a P3M, PME or Ewald matrix-vector product,
+        one system at a time, warm-startable); :meth:`forward` can override it per call.
     :param learnable: whether hardness and widths are trained.
+    :param kspace_method: reciprocal sum of the iterative solve's matrix-vector
+        product, one of :data:`~hipqeq.qeq.coulomb.KSPACE_METHODS`: ``"p3m"`` (default:
+        smooth forces, the MD choice, see the README), ``"pme"`` or ``"ewald"``. The dense
+        solve always sums Ewald terms exactly. A plain attribute, not saved with the model.
 
     After each call, :attr:`last_matvec_products` lists per system the Coulomb
     matrix-vector products the iterative solve used (0 for dense solves): a debugging
@@ -108,8 +112,10 @@ class QEq(torch.nn.Module):
         solver: str = "dense",
         learnable: bool = True,
         solve_tolerance: float | None = None,
+        kspace_method: str = DEFAULT_KSPACE_METHOD,
     ):
         super().__init__()
+        self.kspace_method = kspace_method
         species_set = [int(z) for z in species_set if int(z) != 0]
         self.species_set = species_set
         self.total_charge = float(total_charge)
@@ -124,6 +130,17 @@ class QEq(torch.nn.Module):
         raw_sigma = _inverse_softplus(_per_species(sigma, species_set, DEFAULT_SIGMA, "sigma"))
         self.raw_hardness = torch.nn.Parameter(raw_hardness, requires_grad=learnable)
         self.raw_sigma = torch.nn.Parameter(raw_sigma, requires_grad=learnable)
+
+    @property
+    def kspace_method(self) -> str:
+        """Reciprocal sum of the iterative solve (``"ewald"``, ``"pme"`` or ``"p3m"``)."""
+        return self._kspace_method
+
+    @kspace_method.setter
+    def kspace_method(self, method: str) -> None:
+        if method not in KSPACE_METHODS:
+            raise HipqeqError(f"kspace_method must be one of {KSPACE_METHODS}, got {method!r}")
+        self._kspace_method = method
 
     @property
     def hardness(self) -> torch.Tensor:
@@ -249,7 +266,7 @@ class QEq(torch.nn.Module):
     def _iterative_charges(self, systems, members, chi, hardness, total_charge, initial):
         charges, potentials, products = [], [], []
         for (pos, sig, cel, boundary), atoms, charge in zip(systems, members, total_charge):
-            operator = CoulombOperator(pos, sig, cel, boundary, self.tolerance, method="pme")
+            operator = CoulombOperator(pos, sig, cel, boundary, self.tolerance, method=self.kspace_method)
             q, used = solve_iterative(
                 operator.matvec,
                 (pos, sig, cel),

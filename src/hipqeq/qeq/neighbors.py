@@ -1,4 +1,4 @@
-r"""Pairs of atoms within a cutoff, over periodic images.
+r"""Pairs of atoms within a cutoff, over periodic images, and a Verlet list with a skin.
 
 A pair is ``(first, second, shift)``: atom ``second`` displaced by the integer lattice
 translation ``shift`` lies within ``cutoff`` of atom ``first``:
@@ -6,27 +6,28 @@ translation ``shift`` lies within ``cutoff`` of atom ``first``:
 .. math::
 
     \mathbf{r}_{ij} = \mathbf{r}_j - \mathbf{r}_i + \mathbf{n} \cdot \mathbf{C},
-    \qquad |\mathbf{r}_{ij}| \le r_c
+    \qquad |\mathbf{r}_{ij}| < r_c
 
 where :math:`\mathbf{C}` holds the lattice vectors as rows (Angstrom). The list is
 *full*: both ``(i, j, n)`` and ``(j, i, -n)`` appear. Periodic images of an atom with
 itself (``i == j``, ``n != 0``) are included; the atom itself (``n = 0``) is not.
 Cells smaller than the cutoff (or than twice the cutoff) are handled: every image within
-range is generated.
+range is generated (the tests compare with a brute-force search over images for
+periodic, slab, open, skewed and small cells).
 
-The search runs in numpy/scipy (a k-d tree over the atoms and their nearby images),
-so it costs :math:`O(N \log N)`; the integer shifts carry no gradient, and distances are
-recomputed in torch by :func:`pair_vectors`, which is differentiable with respect to
-positions and cell.
+The search is vesin's cell list (``vesin-torch``, C++ on CPU and CUDA on GPU tensors,
+:math:`O(N)`); the integer shifts carry no gradient, and distances are recomputed in
+torch by :func:`pair_vectors`, which is differentiable with respect to positions and
+cell. :class:`VerletNeighborList` keeps a list of pairs within ``cutoff + skin`` between
+calls and searches again only when some atom has moved more than ``skin / 2``, or the
+cell, the periodicity or the atoms changed (MD).
 """
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
+import vesin_torch
 
 from hipqeq.errors import HipqeqError
 
@@ -41,25 +42,81 @@ def neighbor_pairs(
 
     :param positions: (n_atoms, 3) Cartesian positions, Angstrom; need not be wrapped.
     :param cell: (3, 3) lattice vectors as rows, Angstrom; ignored (may be ``None``)
-        when ``pbc`` is all False. For partly periodic systems the non-periodic vectors
-        must still span space (any vector along the normal will do).
+        when ``pbc`` is all False. The periodic vectors must be linearly independent.
     :param pbc: periodicity along each lattice vector.
     :param cutoff: pair cutoff, Angstrom.
     :return: ``first`` (n_pairs,) int64, ``second`` (n_pairs,) int64 and ``shifts``
         (n_pairs, 3) int64 lattice translations applied to ``second``; torch tensors on
         the device of ``positions`` (CPU for numpy input).
     """
-    device = positions.device if isinstance(positions, torch.Tensor) else torch.device("cpu")
-    pos = _as_numpy(positions).reshape(-1, 3)
-    pbc_arr = np.asarray(pbc, dtype=bool)
     if cutoff <= 0.0:
         raise HipqeqError(f"neighbour cutoff must be positive, got {cutoff}")
-    if pbc_arr.any():
-        first, second, shifts = _periodic_pairs(pos, _as_numpy(cell).reshape(3, 3), pbc_arr, cutoff)
+    points = _as_tensor(positions).reshape(-1, 3)
+    periodic = torch.tensor([bool(flag) for flag in pbc], device=points.device)
+    if cell is None or not bool(periodic.any()):
+        box = torch.zeros((3, 3), dtype=points.dtype, device=points.device)
     else:
-        first, second, shifts = _open_pairs(pos, cutoff)
-    as_long = lambda array: torch.as_tensor(array, dtype=torch.int64, device=device)  # noqa: E731
-    return as_long(first), as_long(second), as_long(shifts)
+        box = _as_tensor(cell).to(device=points.device, dtype=points.dtype).reshape(3, 3)
+    try:
+        first, second, shifts = vesin_torch.NeighborList(float(cutoff), True).compute(points, box, periodic, "ijS")
+    except RuntimeError as error:
+        raise HipqeqError(f"neighbour search failed for cell {box.tolist()} with pbc={tuple(periodic.tolist())}: "
+                          f"{error}") from error
+    return first.long(), second.long(), shifts.long()
+
+
+class VerletNeighborList:
+    r"""A neighbour list within ``cutoff + skin`` reused while it is provably complete.
+
+    If no atom has moved more than ``skin / 2`` (Angstrom) since the list was built, no
+    pair distance has changed by more than ``skin``, so every pair now within ``cutoff``
+    was within ``cutoff + skin`` then and is in the list. The list is therefore a
+    superset: callers keep the pairs closer than their own cutoff (as
+    :meth:`hipqeq.models.potential.Potential.forward` does). A change of the number of
+    atoms, of ``pbc`` or of the cell (NPT, a user edit) triggers a new search, as does
+    wrapping atoms back into the cell (a jump of a lattice vector).
+
+    :param cutoff: the largest cutoff the callers need, Angstrom.
+    :param skin: extra range kept, Angstrom (0: search at every call).
+
+    :attr:`builds` counts the searches done so far.
+    """
+
+    def __init__(self, cutoff: float, skin: float = 1.0):
+        if cutoff <= 0.0:
+            raise HipqeqError(f"neighbour cutoff must be positive, got {cutoff}")
+        if skin < 0.0:
+            raise HipqeqError(f"neighbour skin must not be negative, got {skin}")
+        self.cutoff = float(cutoff)
+        self.skin = float(skin)
+        self.builds = 0
+        self._reference = None
+        self._pairs = None
+
+    def pairs(self, positions, cell, pbc) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(first, second, shifts)`` of all pairs within ``cutoff`` (and possibly some
+        up to ``cutoff + skin``), in the convention of :func:`neighbor_pairs`; arguments as
+        there."""
+        points = _as_tensor(positions).reshape(-1, 3)
+        box = None if cell is None else _as_tensor(cell).reshape(3, 3).to(points)
+        flags = tuple(bool(flag) for flag in pbc)
+        if self._needs_build(points, box, flags):
+            self._pairs = neighbor_pairs(points, box, flags, self.cutoff + self.skin)
+            self._reference = (points.clone(), None if box is None else box.clone(), flags)
+            self.builds += 1
+        return self._pairs
+
+    def _needs_build(self, points, box, flags) -> bool:
+        if self._reference is None:
+            return True
+        reference_points, reference_box, reference_flags = self._reference
+        if (flags != reference_flags or points.shape != reference_points.shape
+                or points.device != reference_points.device or (box is None) != (reference_box is None)):
+            return True
+        if box is not None and any(flags) and not torch.equal(box, reference_box):
+            return True
+        moved = torch.linalg.norm(points - reference_points, dim=1).max() if len(points) else 0.0
+        return bool(moved > 0.5 * self.skin)
 
 
 def pair_vectors(
@@ -83,55 +140,8 @@ def pair_vectors(
     return vectors + shifts.to(positions.dtype) @ cell
 
 
-def _as_numpy(array) -> np.ndarray:
+def _as_tensor(array) -> torch.Tensor:
+    """A detached tensor (float64 for numpy input; tensors keep device and dtype)."""
     if isinstance(array, torch.Tensor):
-        return array.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(array, dtype=np.float64)
-
-
-def _open_pairs(pos: np.ndarray, cutoff: float):
-    half = cKDTree(pos).query_pairs(cutoff, output_type="ndarray")
-    first = np.concatenate([half[:, 0], half[:, 1]])
-    second = np.concatenate([half[:, 1], half[:, 0]])
-    return first, second, np.zeros((len(first), 3), dtype=np.int64)
-
-
-def _periodic_pairs(pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float):
-    if abs(np.linalg.det(cell)) < 1e-12:
-        raise HipqeqError("cell is singular; a partly periodic cell still needs three vectors")
-    inverse = np.linalg.inv(cell)
-    # Wrap along periodic axes so that images within `cutoff` lie in a thin shell
-    # around the cell; the wrap is undone in the returned shifts.
-    fractional = pos @ inverse
-    wrap = np.where(pbc, np.floor(fractional), 0.0).astype(np.int64)
-    wrapped = (fractional - wrap) @ cell
-
-    # Plane spacing d_k = 1 / |b_k| (b_k: columns of the inverse cell) bounds how many
-    # images along axis k can come within `cutoff`.
-    spacing = 1.0 / np.linalg.norm(inverse, axis=0)
-    reach = np.where(pbc, cutoff / spacing, 0.0)
-    n_max = np.ceil(reach).astype(np.int64)
-    images = np.array(
-        list(itertools.product(*(range(-n, n + 1) for n in n_max))), dtype=np.int64
-    )
-
-    wrapped_fractional = fractional - wrap
-    ghost_fractional = wrapped_fractional[None, :, :] + images[:, None, :]
-    inside = np.all(
-        ~pbc | ((ghost_fractional >= -reach) & (ghost_fractional <= 1.0 + reach)), axis=-1
-    )
-    image_index, atom_index = np.nonzero(inside)
-    ghost_positions = ghost_fractional[image_index, atom_index] @ cell
-
-    found = cKDTree(wrapped).sparse_distance_matrix(
-        cKDTree(ghost_positions), cutoff, output_type="ndarray"
-    )
-    first = found["i"].astype(np.int64)
-    ghost = found["j"].astype(np.int64)
-    second = atom_index[ghost]
-    shifts = images[image_index[ghost]]
-    not_self = (first != second) | np.any(shifts != 0, axis=1)
-    first, second, shifts = first[not_self], second[not_self], shifts[not_self]
-    # wrapped_j + n.C - wrapped_i = r_j - r_i + (n - wrap_j + wrap_i).C
-    shifts = shifts - wrap[second] + wrap[first]
-    return first, second, shifts
+        return array.detach()
+    return torch.as_tensor(np.asarray(array, dtype=np.float64))

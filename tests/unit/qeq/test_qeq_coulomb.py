@@ -5,16 +5,18 @@ import math
 import numpy as np
 import pytest
 import torch
-from ase.neighborlist import neighbor_list
+import torchpme
 
 from hipqeq.errors import HipqeqError
 from hipqeq.qeq import (
+    P3M_INTERPOLATION_NODES,
+    PME_INTERPOLATION_NODES,
     CoulombOperator,
+    MeshReciprocal,
     EwaldParameters,
     boundary_from_pbc,
     coulomb_matrix,
     electrostatic_energy,
-    neighbor_pairs,
 )
 from hipqeq.units import COULOMB_EV_A
 
@@ -123,8 +125,9 @@ def test_slab_energy_independent_of_vacuum():
     assert abs(energies[0] - energies[2]) > abs(energies[1] - energies[2])
 
 
+@pytest.mark.parametrize("mesh_method", ["pme", "p3m"])
 @pytest.mark.parametrize("boundary", ["periodic", "slab"])
-def test_ewald_operator_reproduces_dense_matrix(boundary):
+def test_ewald_operator_reproduces_dense_matrix(boundary, mesh_method):
     atoms = cspbi3((2, 1, 1), rattle=0.1)
     positions, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
     if boundary == "slab":
@@ -134,12 +137,13 @@ def test_ewald_operator_reproduces_dense_matrix(boundary):
     matrix = coulomb_matrix(positions, sigma, cell, boundary)
     operator = CoulombOperator(positions, sigma, cell, boundary, method="ewald")
     assert torch.allclose(operator.matvec(charges, positions, sigma, cell), matrix @ charges, atol=1e-10)
-    pme = CoulombOperator(positions, sigma, cell, boundary, tolerance=1e-6, method="pme")
-    error = (pme.matvec(charges, positions, sigma, cell) - matrix @ charges).abs().max()
+    mesh = CoulombOperator(positions, sigma, cell, boundary, tolerance=1e-6, method=mesh_method)
+    error = (mesh.matvec(charges, positions, sigma, cell) - matrix @ charges).abs().max()
     assert error < 1e-5 * (matrix @ charges).abs().max()
 
 
-def test_slab_pme_matches_dense_when_the_cutoff_exceeds_the_cell_height():
+@pytest.mark.parametrize("mesh_method", ["pme", "p3m"])
+def test_slab_mesh_matches_dense_when_the_cutoff_exceeds_the_cell_height(mesh_method):
     """The real-space sum takes images along the slab normal too: PME's smearing (and
     cutoff) grows with the vacuum-diluted density beyond the cell height, and leaving
     those images out made PME and dense slab potentials differ by ~1e-4 relative."""
@@ -149,10 +153,52 @@ def test_slab_pme_matches_dense_when_the_cutoff_exceeds_the_cell_height():
     sigma = torch.full((len(slab),), 1.9, dtype=torch.float64)
     charges = torch.tensor(np.random.default_rng(0).normal(size=len(slab)))
     reference = coulomb_matrix(positions, sigma, cell, "slab", 1e-8) @ charges
-    pme = CoulombOperator(positions, sigma, cell, "slab", tolerance=1e-8, method="pme")
-    assert pme.parameters.cutoff > float(cell[2, 2])  # the case this test is about
-    error = (pme.matvec(charges, positions, sigma, cell) - reference).abs().max()
+    mesh = CoulombOperator(positions, sigma, cell, "slab", tolerance=1e-8, method=mesh_method)
+    assert mesh.parameters.cutoff > float(cell[2, 2])  # the case this test is about
+    error = (mesh.matvec(charges, positions, sigma, cell) - reference).abs().max()
     assert error < 1e-7 * reference.abs().max()
+
+
+@pytest.mark.parametrize("mesh_method", ["pme", "p3m"])
+def test_mesh_geometry_cache_changes_nothing(mesh_method):
+    """Without autograd the mesh set-up is kept between products at one geometry; with
+    autograd it is rebuilt. Both give torch-pme's own calculator's potential, and the
+    set-up follows the positions when they change."""
+    atoms = cspbi3((2, 2, 2), rattle=0.1)
+    positions, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
+    charges = torch.tensor(np.random.default_rng(1).normal(size=(len(atoms), 2)))
+    parameters = EwaldParameters(smearing=1.5, cutoff=8.0, kspace_cutoff=4.0, mesh_spacing=0.6)
+    mesh = MeshReciprocal(mesh_method, parameters, positions)
+    calculator_class = torchpme.PMECalculator if mesh_method == "pme" else torchpme.P3MCalculator
+    nodes = PME_INTERPOLATION_NODES if mesh_method == "pme" else P3M_INTERPOLATION_NODES
+    public = calculator_class(torchpme.CoulombPotential(smearing=1.5), mesh_spacing=0.6,
+                              interpolation_nodes=nodes).to(dtype=torch.float64)
+    no_pairs = torch.zeros((0, 2), dtype=torch.int64)
+
+    def reference(at):
+        return 2.0 * public(charges, cell, at, no_pairs, torch.zeros(0, dtype=torch.float64))
+
+    with torch.no_grad():
+        first = mesh(charges, positions, cell)
+        again = mesh(charges, positions, cell)  # cached set-up
+        moved = positions + 0.3
+        after_move = mesh(charges, moved, cell)
+        torch.testing.assert_close(first, reference(positions), rtol=0, atol=1e-12)
+        torch.testing.assert_close(again, first, rtol=0, atol=0)
+        torch.testing.assert_close(after_move, reference(moved), rtol=0, atol=1e-12)
+    grad_positions = positions.clone().requires_grad_(True)
+    energy = (charges * mesh(charges, grad_positions, cell)).sum()
+    (force,) = torch.autograd.grad(energy, grad_positions)
+    reference_positions = positions.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad((charges * reference(reference_positions)).sum(), reference_positions)
+    torch.testing.assert_close(force, expected, rtol=0, atol=1e-10)
+
+
+def test_unknown_kspace_method_raises():
+    atoms = cspbi3()
+    positions, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
+    with pytest.raises(HipqeqError, match="p3m"):
+        CoulombOperator(positions, torch.ones(len(atoms), dtype=torch.float64), cell, "periodic", method="spme")
 
 
 def test_matrix_invariant_under_translation_and_rotation():
@@ -169,30 +215,6 @@ def test_matrix_invariant_under_translation_and_rotation():
     rotated = coulomb_matrix(positions @ rotation.T, sigma, cell @ rotation.T, "periodic")
     assert torch.allclose(shifted, reference, atol=1e-8)
     assert torch.allclose(rotated, reference, atol=1e-8)
-
-
-@pytest.mark.parametrize("pbc", [(True, True, True), (True, True, False), (False, False, False)])
-def test_neighbor_pairs_match_ase(pbc):
-    # A cell smaller than the cutoff: many images of each atom, including itself.
-    atoms = cspbi3(rattle=0.2)
-    atoms.pbc = pbc
-    cutoff = 9.0
-    first, second, shifts = neighbor_pairs(torch.tensor(atoms.positions), torch.tensor(atoms.cell.array), pbc, cutoff)
-    i, j, shift_ase = neighbor_list("ijS", atoms, cutoff)
-    ours = sorted(zip(first.tolist(), second.tolist(), map(tuple, shifts.tolist())))
-    theirs = sorted(zip(i.tolist(), j.tolist(), map(tuple, shift_ase.tolist())))
-    assert ours == theirs
-
-
-def test_neighbor_pairs_unwrapped_positions():
-    atoms = cspbi3(rattle=0.1)
-    positions = torch.tensor(atoms.positions)
-    cell = torch.tensor(atoms.cell.array)
-    moved = positions + 3 * cell[0] - 2 * cell[2]  # unwrapped: three cells over, two down
-    first, second, shifts = neighbor_pairs(moved, cell, (True,) * 3, 7.0)
-    vectors = moved[second] - moved[first] + shifts.double() @ cell
-    assert float(torch.linalg.norm(vectors, dim=1).max()) <= 7.0
-    assert len(first) == len(neighbor_list("i", atoms, 7.0))
 
 
 def test_unsupported_pbc_raises():

@@ -58,9 +58,10 @@ def test_total_charge_constraint(total_charge, solver):
     assert abs(float(charges.sum()) - total_charge) < 1e-10
 
 
+@pytest.mark.parametrize("mesh_method", ["pme", "p3m"])
 @pytest.mark.parametrize("total_charge", [0.0, 1.0])
 @pytest.mark.parametrize("boundary", ["periodic", "slab", "open"])
-def test_dense_and_iterative_agree(boundary, total_charge):
+def test_dense_and_iterative_agree(boundary, total_charge, mesh_method):
     positions, cell, chi, hardness, sigma = _system((2, 2, 1))
     if boundary == "slab":
         cell[2, 2] = 30.0
@@ -75,8 +76,8 @@ def test_dense_and_iterative_agree(boundary, total_charge):
     )
     assert torch.allclose(iterative, dense, atol=1e-9)
     if boundary != "open":
-        # PME potentials: agreement to the PME accuracy.
-        pme = CoulombOperator(positions, sigma, cell, boundary, tolerance=1e-7, method="pme")
+        # Mesh potentials: agreement to the mesh accuracy.
+        pme = CoulombOperator(positions, sigma, cell, boundary, tolerance=1e-7, method=mesh_method)
         approximate, _ = solve_iterative(
             pme.matvec, (positions, sigma, cell), chi, hardness, pme.diagonal_estimate(sigma), total_charge
         )

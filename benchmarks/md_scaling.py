@@ -1,0 +1,149 @@
+"""Energy + forces per MD step of the potential versus system size, 10^3 to 10^5 atoms.
+
+Two families, rattled by 0.05 Angstrom:
+
+- ``cubic``: cubic CsPbI3 supercells, 5 n^3 atoms, periodic;
+- ``slab``: Ruddlesden-Popper n = 1 Cs2PbI4 slabs, 7 m^2 atoms (m x m in-plane, 20 A
+  vacuum), pbc = (T, T, F): in-plane Ewald sums with the dipole correction.
+
+The potential is an untrained 4G model with the config schema's default network (see
+``calculator_precision.py``) in :class:`hipqeq.calculator.HipQEqCalculator` as MD uses
+it: float64 on CPU (float32 on CUDA), the charge solve iterative above 1000 atoms (P3M
+unless ``--kspace-method``), warm-started from the previous step's charges, and a
+Verlet neighbour list. Each size runs in a forked child process: one cold call, then
+``--steps`` calls on positions displaced as by an MD step (0.01 A per atom, so the
+neighbour list is reused and the charges warm-start). It reports the cold time, the
+median time per step (wall, and the process's CPU time: on a shared machine the
+latter is the meaningful one with ``--threads 1``), the Coulomb matrix-vector products
+per step (the iterative solve's), neighbour searches over the steps, and the peak
+memory growth of the child (resident memory on CPU, allocated device memory on CUDA);
+then per family the log-log fitted exponents of both times against N.
+
+Not a test; run ``python benchmarks/md_scaling.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from calculator_precision import write_model
+from qeq_scaling import fitted_exponent, supercell
+
+#: Atoms per repeat unit of each family.
+UNIT_ATOMS = {"cubic": 5, "slab": 7}
+
+
+def structure(family: str, repeat: int):
+    if family == "cubic":
+        return supercell(repeat)
+    from hipqeq.structures.builders import ruddlesden_popper
+
+    atoms = ruddlesden_popper(1, kind="slab", vacuum=20.0, supercell=(repeat, repeat, 1))
+    atoms.rattle(0.05, seed=repeat)
+    return atoms
+
+
+def repeats_between(family: str, min_atoms: int, max_atoms: int, points: int) -> list[int]:
+    """About ``points`` repeats whose sizes are evenly spaced in log N."""
+    power = 3 if family == "cubic" else 2
+    targets = np.geomspace(min_atoms, max_atoms, points)
+    repeats = sorted({max(1, round((t / UNIT_ATOMS[family]) ** (1.0 / power))) for t in targets})
+    return [r for r in repeats if min_atoms <= UNIT_ATOMS[family] * r**power <= max_atoms]
+
+
+def _measure(model_dir, family, repeat, args, queue) -> None:
+    import torch
+
+    from hipqeq.calculator import HipQEqCalculator
+
+    torch.set_num_threads(args.threads)
+    atoms = structure(family, repeat)
+    calculator = HipQEqCalculator(str(model_dir), device=args.device, kspace_method=args.kspace_method)
+    atoms.calc = calculator
+    cuda = calculator.potentials[0].charges.qeq.raw_sigma.device.type == "cuda"
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    atoms.get_forces()
+    cold = time.perf_counter() - started
+    rng = np.random.default_rng(0)
+    times, cpu_times, products = [], [], []
+    for _ in range(args.steps):
+        atoms.positions = atoms.positions + rng.normal(0.0, 0.01 / np.sqrt(3.0), atoms.positions.shape)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        atoms.get_forces()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+        cpu_times.append(time.process_time() - cpu_started)
+        products.append(calculator.results["qeq_matvec_products"])
+    if cuda:
+        memory_mib = torch.cuda.max_memory_allocated() / 2**20
+    else:  # ru_maxrss is KiB on Linux
+        memory_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    queue.put({"n_atoms": len(atoms), "cold_s": cold, "step_s": statistics.median(times),
+               "step_cpu_s": statistics.median(cpu_times),
+               "matvecs": float(np.mean(products)), "builds": calculator.results["neighbor_list_builds"],
+               "memory_mib": memory_mib})
+
+
+def measure(model_dir, family: str, repeat: int, args) -> dict:
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=_measure, args=(model_dir, family, repeat, args, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--min-atoms", type=int, default=1000, help="smallest system (default 1000)")
+    parser.add_argument("--max-atoms", type=int, default=100_000, help="largest system (default 100000)")
+    parser.add_argument("--points", type=int, default=5, help="sizes per family, log-spaced (default 5)")
+    parser.add_argument("--families", nargs="+", choices=sorted(UNIT_ATOMS), default=["cubic", "slab"])
+    parser.add_argument("--steps", type=int, default=3, help="timed MD-like steps per size (default 3)")
+    parser.add_argument("--kspace-method", choices=("p3m", "pme", "ewald"), default=None,
+                        help="reciprocal sum of the iterative charge solve (default: the layer's, p3m)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = write_model(Path(tmp) / "model")
+        print(f"untrained default-network 4G potential, {args.device}, {args.threads} threads, "
+              f"k-space {args.kspace_method or 'default'}, median of {args.steps} steps")
+        print(f"{'family':>6} {'N':>7} {'cold_s':>8} {'step_s':>8} {'step_cpu_s':>10} {'matvecs':>8} "
+              f"{'NL builds':>9} {'mem_MiB':>8}")
+        rows = []
+        for family in args.families:
+            repeats = repeats_between(family, args.min_atoms, args.max_atoms, args.points)
+            if not repeats:
+                parser.error(f"no {family} system lies between --min-atoms and --max-atoms")
+            for repeat in repeats:
+                row = measure(model_dir, family, repeat, args)
+                rows.append((family, row))
+                print(f"{family:>6} {row['n_atoms']:>7d} {row['cold_s']:>8.2f} {row['step_s']:>8.3f} "
+                      f"{row['step_cpu_s']:>10.3f} "
+                      f"{row['matvecs']:>8.1f} {row['builds']:>9d} {row['memory_mib']:>8.0f}", flush=True)
+    print()
+    for family in args.families:
+        sizes = [r["n_atoms"] for f, r in rows if f == family]
+        if len(sizes) >= 2:
+            wall = fitted_exponent(sizes, [r["step_s"] for f, r in rows if f == family])
+            cpu = fitted_exponent(sizes, [r["step_cpu_s"] for f, r in rows if f == family])
+            print(f"{family:>6}: time per step ~ N^{wall:.2f}, CPU time ~ N^{cpu:.2f} "
+                  f"(log-log fit over N = {min(sizes)}..{max(sizes)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
