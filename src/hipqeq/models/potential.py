@@ -205,7 +205,7 @@ class Potential(torch.nn.Module):
                                                *within(self.charges.cutoff_A)).reshape(-1)
         boundary = boundary_from_pbc(pbc.tolist())
         fixed_cell = None if boundary == "open" else cell.detach()
-        operator = CoulombOperator(positions.detach(), sigma, fixed_cell, boundary, qeq.tolerance, method="pme")
+        operator = CoulombOperator(positions.detach(), sigma, fixed_cell, boundary, qeq.tolerance, method=qeq.kspace_method)
         fixed = (positions.detach(), sigma, fixed_cell)
 
         def coulomb(vectors):
