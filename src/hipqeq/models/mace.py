@@ -52,6 +52,7 @@ from mace.calculators import MACECalculator
 
 from hipqeq.errors import HipqeqError
 from hipqeq.models.potential import resolve_device
+from hipqeq.models.store import read_json
 
 KIND = "mace"
 FORMAT_VERSION = 1
@@ -99,24 +100,15 @@ def build_mace(hyperparameters: dict, e0s_eV: dict[int, float], avg_num_neighbor
         radial_MLP=h["radial_MLP"], atomic_inter_scale=force_scale_eV_per_A, atomic_inter_shift=0.0)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HipqeqError(f"{path.parent}: not a model directory (no {path.name})") from None
-    except json.JSONDecodeError as exc:
-        raise HipqeqError(f"{path}: not valid JSON ({exc}); the model directory is damaged") from None
-
-
 def is_peer(model_dir: str | os.PathLike) -> bool:
     """Whether ``model_dir`` holds a MACE peer model (``model.json`` kind ``mace``)."""
-    return _read_json(Path(model_dir) / "model.json").get("kind") == KIND
+    return read_json(Path(model_dir) / "model.json").get("kind") == KIND
 
 
 def read_peer_metadata(model_dir: str | os.PathLike) -> dict:
     """``model.json`` of a peer model directory; another kind or format raises
     :class:`HipqeqError` naming the directory."""
-    meta = _read_json(Path(model_dir) / "model.json")
+    meta = read_json(Path(model_dir) / "model.json")
     if meta.get("kind") != KIND or meta.get("format_version") != FORMAT_VERSION:
         raise HipqeqError(f"{model_dir}: holds kind {meta.get('kind')!r} (format {meta.get('format_version')}), "
                           f"expected a MACE peer model (kind {KIND!r}, format {FORMAT_VERSION}) written by "
@@ -166,7 +158,7 @@ def load_mace(model_dir: str | os.PathLike) -> torch.nn.Module:
     """The trained MACE of a peer model directory, rebuilt from its hyperparameters and
     metadata and loaded from ``weights.pt``, on CPU in eval mode, in its stored dtype."""
     meta = read_peer_metadata(model_dir)
-    hyper = _read_json(Path(model_dir) / "hyperparameters.json")["model"]
+    hyper = read_json(Path(model_dir) / "hyperparameters.json")["model"]
     path = Path(model_dir) / WEIGHTS_FILE
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

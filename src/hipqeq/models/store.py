@@ -54,7 +54,8 @@ KINDS = ("charges", "short-range", "baseline")
 CHARGE_MODEL_DIR = "charge_model"
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A model directory's JSON file; a missing or damaged one raises :class:`HipqeqError`."""
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -65,7 +66,7 @@ def _read_json(path: Path) -> dict:
 
 def read_metadata(model_dir: str | os.PathLike) -> dict:
     """``model.json`` of a model directory."""
-    meta = _read_json(Path(model_dir) / "model.json")
+    meta = read_json(Path(model_dir) / "model.json")
     if meta.get("kind") == "mace":
         raise HipqeqError(f"{model_dir}: holds a MACE peer model (kind 'mace'), for comparison only: "
                           "validate it with `hipqeq validate --peer`, run it with "
@@ -123,7 +124,7 @@ def load_model(model_dir: str | os.PathLike, kind: str | None = None) -> torch.n
     meta = read_metadata(model_dir)
     if kind is not None and meta["kind"] != kind:
         raise HipqeqError(f"{model_dir}: holds a {meta['kind']} model, expected {kind}")
-    hyper = _read_json(Path(model_dir) / "hyperparameters.json")["model"]
+    hyper = read_json(Path(model_dir) / "hyperparameters.json")["model"]
     model = build_model(meta["kind"], hyper)
     _load_weights(Path(model_dir) / "weights.pt", model)
     dtype = getattr(torch, meta.get("dtype", "float32"))
