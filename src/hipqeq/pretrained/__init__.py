@@ -129,9 +129,9 @@ def _check_atoms(xtb_path: Path, splits: dict):
     from hipqeq.data import read_table
     from hipqeq.data.io import atoms_from_record
 
-    rows = read_table(xtb_path).to_pylist()
-    for row in rows:
-        if row["status"] == "ok" and row["parent_id"] in set(splits["test"]):
+    test_parents = set(splits["test"])
+    for row in read_table(xtb_path).to_pylist():
+        if row["status"] == "ok" and row["parent_id"] in test_parents:
             return atoms_from_record(row)
     raise HipqeqError(f"{xtb_path}: no labelled row of a test-split parent to store as the check structure")
 
