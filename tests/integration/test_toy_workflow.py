@@ -32,7 +32,7 @@ def test_every_stage_produced_its_outputs(toy_run):
     assert len(list((results / "labels" / "xtb").glob("chunk_*.parquet"))) == 3
     # the toy's tblite labels fail their convergence gates, and allow_unconverged lets them through
     for seed in ("rp1_slab", "alpha"):
-        gate = json.loads((results / "convergence" / f"{seed}.json").read_text())
+        gate = json.loads((results / "convergence" / "xtb" / f"{seed}.json").read_text())
         assert gate["passed"] is False and gate["failures"] and gate["allow_unconverged"] is True
 
 

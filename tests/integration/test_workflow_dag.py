@@ -49,7 +49,7 @@ def test_toy_dag_job_counts():
     structures = 4  # rp1_slab, alpha, rp1_slab__biaxial_p2, rp1_slab__vac_I
     assert counts == {
         "build_structures": 1, "split": 1,
-        "check_convergence": 2,  # one gate per seed (toy: allow_unconverged)
+        "check_convergence": 2,  # one xTB gate per seed (toy: allow_unconverged, no DFT gate)
         "sample_md": structures * 2 * 1,  # x 2 temperatures x 1 replica
         "sample_rattle": structures, "select": 1,
         "label_xtb": 3,  # ceil(24 frames / 8 per chunk)
@@ -72,7 +72,7 @@ def test_production_dag_lists_the_whole_study():
     assert counts["sample_rattle"] == structures
     assert counts["label_xtb"] == 1000  # 5000 / 5 (CP2K labels take minutes to an hour each)
     assert counts["label_dft"] == 200  # 400 / 2
-    assert counts["check_convergence"] == 10  # one per seed
+    assert counts["check_convergence"] == 10 * 2  # one per seed and level (xtb, dft)
     for rule in ("train_charges", "train_short_range", "train_baseline"):
         assert counts[rule] == 3  # committee of three
     assert counts["md_check"] == 2 * 3
@@ -133,7 +133,7 @@ RULE_BLOCK = re.compile(r"^(?:rule|checkpoint) (\w+):\n(.*?)(?=^rule |^checkpoin
 RULE_EXTRAS = {
     "build_structures": [], "split": [], "sample_rattle": [], "select": [], "ingest_dft": [],
     "gather_xtb": [], "gather_dft": [],
-    "sample_md": ["xtb"], "label_xtb": ["xtb"], "check_convergence": ["xtb"],
+    "sample_md": ["xtb"], "label_xtb": ["xtb"], "check_convergence": ["xtb"],  # and ["dft"] in dft.yaml
     "label_dft": ["dft"],
     "train_charges": ["ml"], "train_short_range": ["ml"], "train_baseline": ["ml"], "train_peer": ["ml", "peer"],
     "md_check": ["ml"], "validate": ["ml", "peer"],
@@ -182,15 +182,20 @@ def test_conda_envs_hold_what_each_rule_needs():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = {requirement_name(d) for d in project["dependencies"]}
     extras = {k: {requirement_name(d) for d in v} for k, v in project["optional-dependencies"].items()}
+    xtb_envs = ["../../envs/xtb.yaml", "../../envs/cp2k.yaml"]
     for name, body in rules().items():
-        env = re.search(r'conda:\n\s+(?:"([^"]+)"|(XTB_ENV))', body)
-        # XTB_ENV (common.smk) is the xTB engine family's env: cp2k.yaml for engine cp2k, else xtb.yaml
-        env_files = ["../../envs/xtb.yaml", "../../envs/cp2k.yaml"] if env.group(2) else [env.group(1)]
-        for env_file in env_files:
+        env = re.search(r'conda:\n\s+(?:"([^"]+)"|(XTB_ENV)|(lambda wildcards: LABEL_ENVS\[wildcards.level\]))', body)
+        # XTB_ENV (common.smk) is the xTB engine family's env: cp2k.yaml for engine cp2k, else xtb.yaml;
+        # LABEL_ENVS adds dft.yaml for the DFT level of the gates
+        if env.group(3):
+            envs = [(f, RULE_EXTRAS[name]) for f in xtb_envs] + [("../../envs/dft.yaml", ["dft"])]
+        else:
+            envs = [(f, RULE_EXTRAS[name]) for f in (xtb_envs if env.group(2) else [env.group(1)])]
+        for env_file, rule_extras in envs:
             env_path = (ROOT / "workflow" / "rules" / env_file).resolve()
             assert env_path.exists(), f"rule {name}: {env_file} does not exist"
             have = env_packages(env_path)
-            needed = core | set().union(*(extras[e] for e in RULE_EXTRAS[name]))
+            needed = core | set().union(*(extras[e] for e in rule_extras))
             missing = sorted(p for p in needed if CONDA_NAMES.get(p, p) not in have and p not in have)
             assert not missing, f"rule {name}: {env_path.name} lacks {missing}"
             # hipqeq itself comes from the checkout, installed after the env is created

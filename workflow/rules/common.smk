@@ -50,11 +50,14 @@ MD_STRUCTURES = config["validation"]["md_structures"]
 FIGURES = OVERALL_FIGURES
 # the xTB labelling engine's environment (CP2K's adds the cp2k binary to the xTB one)
 XTB_ENV = "../../envs/cp2k.yaml" if config["xtb"]["engine"] == "cp2k" else "../../envs/xtb.yaml"
+#: conda environment of each level of theory's labelling engine (the gates label too)
+LABEL_ENVS = {"xtb": XTB_ENV, "dft": "../../envs/dft.yaml"}
 
 
 wildcard_constraints:
     structure="[A-Za-z][A-Za-z0-9_]*",
     seed="[A-Za-z][A-Za-z0-9_]*",
+    level="xtb|dft",
     temperature="[0-9p]+",
     replica="[0-9]+",
     chunk="[0-9]+",
@@ -96,10 +99,18 @@ def md_summaries(wildcards=None):
                   structure=MD_STRUCTURES)
 
 
-def convergence_outputs():
+def gated_levels():
+    """Levels of theory whose labelling settings are gated (an external DFT set is not computed here)."""
     if not config["convergence"]["enabled"]:
         return []
-    return expand("results/convergence/{seed}.json", seed=SEEDS)
+    levels = config["convergence"]["levels"]
+    return [lv for lv in levels if lv == "xtb" or config["dft"]["source"] == "pyscf"]
+
+
+def convergence_outputs(level=None):
+    """The gate reports of ``level`` (all gated levels when None): labelling waits for them."""
+    levels = gated_levels() if level is None else [lv for lv in gated_levels() if lv == level]
+    return expand("results/convergence/{level}/{seed}.json", level=levels, seed=SEEDS)
 
 
 def split_inputs(wildcards):

@@ -5,7 +5,7 @@
 rule label_xtb:
     input:
         frames="results/selection/xtb.parquet",
-        gates=convergence_outputs(),  # a failed gate stops the study before any label
+        gates=convergence_outputs("xtb"),  # a failed gate stops the study before any label
     output:
         "results/labels/xtb/chunk_{chunk}.parquet",
     params:
@@ -25,7 +25,8 @@ rule label_xtb:
 
 rule label_dft:
     input:
-        "results/selection/dft.parquet",
+        frames="results/selection/dft.parquet",
+        gates=convergence_outputs("dft"),
     output:
         "results/labels/dft/chunk_{chunk}.parquet",
     params:
@@ -39,7 +40,7 @@ rule label_dft:
         mem_mb=config["dft"]["max_memory_mb"] + 4000,
         runtime=1440,
     shell:
-        "hipqeq label dft --config {CONFIG_FILE} --input {input} --chunk {wildcards.chunk}"
+        "hipqeq label dft --config {CONFIG_FILE} --input {input.frames} --chunk {wildcards.chunk}"
         " --output {output} > {log} 2>&1"
 
 

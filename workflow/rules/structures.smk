@@ -42,21 +42,21 @@ rule check_convergence:
     input:
         "results/structures/structures.parquet",
     output:
-        json="results/convergence/{seed}.json",
-        table=report("results/convergence/{seed}.csv", category="Convergence gates",
-                     caption="../report/convergence_table.rst"),
-        plot=report("results/convergence/{seed}.png", category="Convergence gates",
-                    caption="../report/convergence.rst"),
+        json="results/convergence/{level}/{seed}.json",
+        table=report("results/convergence/{level}/{seed}.csv", category="Convergence gates",
+                     subcategory="{level}", caption="../report/convergence_table.rst"),
+        plot=report("results/convergence/{level}/{seed}.png", category="Convergence gates",
+                    subcategory="{level}", caption="../report/convergence.rst"),
     params:
-        settings=[config["convergence"], config["xtb"], config["seed"]],
+        settings=lambda wildcards: [config["convergence"], config[wildcards.level], config["seed"]],
     log:
-        "logs/check_convergence/{seed}.log",
+        "logs/check_convergence/{level}/{seed}.log",
     conda:
-        XTB_ENV
+        lambda wildcards: LABEL_ENVS[wildcards.level]
     threads: 4
     resources:
         mem_mb=8000,
         runtime=240,
     shell:
         "hipqeq check-convergence --config {CONFIG_FILE} --structures {input}"
-        " --name {wildcards.seed} --output {output.json} --table {output.table} --plot {output.plot} > {log} 2>&1"
+        " --name {wildcards.seed} --level {wildcards.level} --output {output.json} --table {output.table} --plot {output.plot} > {log} 2>&1"

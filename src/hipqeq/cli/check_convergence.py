@@ -1,11 +1,13 @@
-"""Convergence gate of one seed: do its xTB labels depend on the vacuum or the sampling?
+"""Convergence gate of one seed: do its labels depend on the vacuum or the sampling?
 
-Labels the seed as built (rattled by convergence.rattle_A) with the config's xtb
-settings at its own vacuum and at convergence.vacuum_A (slabs), and with denser in-plane
-sampling (convergence.sampling_multipliers: k-point density times m for engine cp2k, an
-m-fold repeated cell for tblite), and compares energy per atom (meV/atom), forces
-(meV/Angstrom) and Mulliken charges (e) of the labelled setting with the most converged
-one. Writes the gate as JSON, CSV (the report's table) and a plot.
+Labels the seed as built (rattled by convergence.rattle_A) with the config's settings of
+one level of theory (--level xtb: the xtb section; --level dft: the dft section, PySCF)
+at its own vacuum and at convergence.vacuum_A (slabs), and with denser in-plane sampling
+(convergence.sampling_multipliers: k-point density times m for engine cp2k, the dft.kmesh
+counts times m for PySCF, an m-fold repeated cell for tblite), and compares energy per
+atom (meV/atom), forces (meV/Angstrom) and charges (e) of the labelled setting with the
+most converged one (DFT: charges, plus energy and forces with dft.energy_forces). Writes
+the gate as JSON, CSV (the report's table) and a plot.
 
 Exits non-zero with one line per failure (seed, setting, quantity, value, tolerance)
 when the labelled setting is outside convergence.tolerance; with
@@ -16,8 +18,8 @@ do not apply here: measuring the size error is the point.
 example:
   hipqeq check-convergence --config config/config.yaml \\
       --structures results/structures/structures.parquet --name rp1_slab \\
-      --output results/convergence/rp1_slab.json --table results/convergence/rp1_slab.csv \\
-      --plot results/convergence/rp1_slab.png
+      --output results/convergence/xtb/rp1_slab.json --table results/convergence/xtb/rp1_slab.csv \\
+      --plot results/convergence/xtb/rp1_slab.png
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import sys
 from pathlib import Path
 
 from hipqeq.cli._common import add_config_argument
+from hipqeq.labels.convergence import LEVELS, QUANTITIES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--structures", type=Path, required=True, metavar="FILE",
                         help="built structures (Parquet), e.g. results/structures/structures.parquet")
     parser.add_argument("--name", required=True, help="seed name (structures.seeds[].name)")
+    parser.add_argument("--level", choices=LEVELS, default="xtb",
+                        help="labelling settings to gate: the xtb or the dft section (default: xtb)")
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="JSON", help="the gate report (JSON)")
     parser.add_argument("--table", type=Path, default=None, metavar="CSV", help="also the gate table here")
     parser.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also plot it here")
@@ -45,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from hipqeq.labels.convergence import check_convergence, gate_failures, plot_convergence, write_report, write_table
 
     config = load(args)
-    report = check_convergence(config, args.structures, args.name)
+    report = check_convergence(config, args.structures, args.name, args.level)
     failures = gate_failures(report)
     write_report({**report, "failures": failures}, args.output)
     if args.table:
@@ -54,9 +59,10 @@ def run(args: argparse.Namespace) -> int:
         plot_convergence(report, args.plot)
     for series in report["series"]:
         labelled = next(p for p in series["points"] if p["value"] == series["labelled"])
-        print(f"{args.name} {series['series']} {series['labelled']:g} vs {series['reference']:g}: "
-              f"dE {labelled['d_energy_meV_per_atom']} meV/atom, dF {labelled['max_d_force_meV_A']} meV/A, "
-              f"dq {labelled['max_d_charge_e']} e; converged from {series['converged_from']}")
+        changes = ", ".join(f"{key} {labelled[key]:.4g} {unit}" if labelled[key] is not None else f"{key} n/a"
+                            for key, _, unit in QUANTITIES if key in report["quantities"])
+        print(f"{args.name} {args.level} {series['series']} {series['labelled']:g} vs {series['reference']:g}: "
+              f"{changes}; converged from {series['converged_from']}")
     if failures and not config["convergence"]["allow_unconverged"]:
         raise ConvergenceGateFailed("convergence gate failed (set convergence.allow_unconverged: true to "
                                     "label anyway, toy runs only):\n  " + "\n  ".join(failures))

@@ -3,23 +3,26 @@
 A potential learns whatever its labels contain. tblite (Gamma point only) gives energies
 that drift with the vacuum of a slab without converging and change by up to 26 meV/atom
 between 3x3, 4x4 and 5x5 supercells (PHYSICS.md); a label set is only consistent when
-its settings are converged. For each seed, :func:`check_convergence` labels the seed as
-built (rattled by ``convergence.rattle_A`` so that forces are not zero by symmetry) with
-the config's ``xtb`` settings in two series:
+its settings are converged. For each seed and level of theory (``xtb``: the config's
+``xtb`` section; ``dft``: its ``dft`` section, PySCF), :func:`check_convergence` labels
+the seed as built (rattled by ``convergence.rattle_A`` so that forces are not zero by
+symmetry) in two series:
 
 - **vacuum** (slabs: a non-periodic direction): the seed's own vacuum and every
   ``convergence.vacuum_A``; the atoms are unchanged, only the cell along the normal;
 - **sampling**: the labelled setting (m = 1) and each ``sampling_multipliers`` m: the
-  k-point density times m for engine ``cp2k``, or the cell repeated m times along every
-  periodic direction for Gamma-point engines (a k-mesh of m samples the same
-  Born-von Karman supercell as an m-fold repeat at Gamma).
+  k-point density times m for engine ``cp2k``, the ``dft.kmesh`` count times m along
+  every periodic direction for PySCF, or the cell repeated m times along every periodic
+  direction for Gamma-point xTB engines (a k-mesh of m samples the same Born-von Karman
+  supercell as an m-fold repeat at Gamma).
 
 Each point is compared with its series' most converged setting (largest vacuum, largest
 m): energy per atom (meV/atom), the largest change of a force component (meV/Angstrom)
-and of a charge (e) of the same atoms (image 0 of a repeat). The labelled setting passes
-when all three are within ``convergence.tolerance``; :func:`gate_failures` names each
-failure with its numbers, and the check-convergence verb stops the study unless
-``convergence.allow_unconverged`` is set.
+and of a charge (e) of the same atoms (image 0 of a repeat), each where the level labels
+it (DFT charges always; DFT energy and forces with ``dft.energy_forces``). The labelled
+setting passes when all of them are within ``convergence.tolerance``; :func:`gate_failures`
+names each failure with its numbers, and the check-convergence verb stops the study
+unless ``convergence.allow_unconverged`` is set.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from hipqeq.errors import ConfigError, StructureError
 from hipqeq.labels.common import label_structure
 
 log = logging.getLogger(__name__)
+
+#: Levels of theory a gate can check: the xtb and dft sections' labellers.
+LEVELS = ("xtb", "dft")
 
 #: Gate quantities: report key, tolerance key, unit.
 QUANTITIES = (("d_energy_meV_per_atom", "energy_meV_per_atom", "meV/atom"),
@@ -94,27 +100,42 @@ def _labelled_point(atoms: Atoms, labeller, name: str) -> dict:
             "forces": row["forces"], "charges": row["charges"]}
 
 
+def _difference(key: str, point: dict, reference: dict, n_atoms: int) -> float | None:
+    """One gate quantity of ``point`` against ``reference`` (None where the level does not label it)."""
+    if key == "d_energy_meV_per_atom":
+        if point["energy_per_atom_eV"] is None or reference["energy_per_atom_eV"] is None:
+            return None
+        return 1000 * (point["energy_per_atom_eV"] - reference["energy_per_atom_eV"])
+    column, scale = ("forces", 1000.0) if key == "max_d_force_meV_A" else ("charges", 1.0)
+    if point[column] is None or reference[column] is None:
+        return None
+    change = np.asarray(point[column])[:n_atoms] - np.asarray(reference[column])[:n_atoms]
+    return scale * float(np.abs(change).max())
+
+
 def _compare(points: list[dict], n_atoms: int) -> None:
     """Fill each point's differences to the last point (the reference), over atoms 0..n_atoms-1."""
     reference = points[-1]
+    both_ok = reference["status"] == STATUS_OK
     for point in points:
-        point.update(d_energy_meV_per_atom=None, max_d_force_meV_A=None, max_d_charge_e=None)
-        if point["status"] != STATUS_OK or reference["status"] != STATUS_OK:
-            continue
-        forces = np.asarray(point["forces"])[:n_atoms] - np.asarray(reference["forces"])[:n_atoms]
-        charges = np.asarray(point["charges"])[:n_atoms] - np.asarray(reference["charges"])[:n_atoms]
-        point.update(d_energy_meV_per_atom=1000 * (point["energy_per_atom_eV"] - reference["energy_per_atom_eV"]),
-                     max_d_force_meV_A=1000 * float(np.abs(forces).max()),
-                     max_d_charge_e=float(np.abs(charges).max()))
+        ok = both_ok and point["status"] == STATUS_OK
+        point.update({key: _difference(key, point, reference, n_atoms) if ok else None for key, _, _ in QUANTITIES})
     for point in points:
         point.pop("forces", None)
         point.pop("charges", None)
 
 
-def _series(name: str, values: list, points: list[dict], labelled, tolerance: dict) -> dict:
+def gated_quantities(config: dict, level: str) -> list[tuple[str, str, str]]:
+    """The gate quantities (report key, tolerance key, unit) that ``level``'s labels hold."""
+    if level == "xtb" or config["dft"]["energy_forces"]:
+        return list(QUANTITIES)
+    return [q for q in QUANTITIES if q[0] == "max_d_charge_e"]
+
+
+def _series(name: str, values: list, points: list[dict], labelled, tolerance: dict, quantities) -> dict:
     """One gate series: its points, the labelled setting's verdict and the first converged value."""
     index = values.index(labelled)
-    within = [all(p[key] is not None and abs(p[key]) <= tolerance[tol] for key, tol, _ in QUANTITIES)
+    within = [all(p[key] is not None and abs(p[key]) <= tolerance[tol] for key, tol, _ in quantities)
               for p in points]
     # the smallest setting from which every point agrees with the reference (None: only the reference)
     converged_from = next((v for k, v in enumerate(values[:-1]) if all(within[k:])), None)
@@ -124,10 +145,36 @@ def _series(name: str, values: list, points: list[dict], labelled, tolerance: di
             "converged_from": converged_from, "points": points}
 
 
-def check_convergence(config: dict, structures_path: str | os.PathLike, name: str) -> dict:
-    """The gate report (a JSON-ready dict) of seed ``name`` under the config's xtb settings."""
+def _labeller(config: dict, level: str, densify: int = 1, pbc=(True, True, True)):
+    """The labeller of ``level`` as the study labels (``densify`` = 1), or with its k-point
+    sampling ``densify`` times denser along the periodic directions ``pbc``; None for a
+    Gamma-point xTB engine, whose denser sampling is a repeated cell. Size checks are off:
+    the gate measures the size error."""
     from hipqeq.labels import xtb_labeller
+    from hipqeq.labels.dft import DFTLabeller
 
+    if level == "dft":
+        settings = {**config["dft"], "allow_small_cells": True}
+        if densify > 1:
+            settings["kmesh"] = [k * densify if periodic else k for k, periodic in zip(settings["kmesh"], pbc)]
+        return DFTLabeller(settings)
+    settings = {**config["xtb"], "allow_small_cells": True}
+    if densify == 1:
+        return xtb_labeller(settings)
+    if settings["engine"] != "cp2k":
+        return None
+    cp2k = settings["cp2k"]
+    return xtb_labeller({**settings, "cp2k": {**cp2k, "kpoint_density_A": densify * cp2k["kpoint_density_A"]}})
+
+
+def check_convergence(config: dict, structures_path: str | os.PathLike, name: str, level: str = "xtb") -> dict:
+    """The gate report (a JSON-ready dict) of seed ``name`` under the config's ``level``
+    (``xtb`` or ``dft``) labelling settings."""
+    if level not in LEVELS:
+        raise ConfigError(f"no convergence gate for level '{level}' (levels: {', '.join(LEVELS)})")
+    if level == "dft" and config["dft"]["source"] != "pyscf":
+        raise ConfigError("the DFT gate labels with PySCF; an external DFT set (dft.source: external) "
+                          "cannot be relabelled here")
     seeds = {s["name"]: s for s in config["structures"]["seeds"]}
     if name not in seeds:
         raise ConfigError(f"'{name}' is not a seed in structures.seeds (seeds: {', '.join(seeds)})")
@@ -135,33 +182,39 @@ def check_convergence(config: dict, structures_path: str | os.PathLike, name: st
     seed = read_structure(structures_path, name)
     seed.rattle(gate["rattle_A"], seed=config["seed"])
     seed.info = {"total_charge": float(seed.info.get("total_charge", 0.0))}
-    settings = {**config["xtb"], "allow_small_cells": True}  # the gate measures the size error
-    labeller = xtb_labeller(settings)
-    report = {"name": name, "method": labeller.method, "software": labeller.software,
-              "engine": settings["engine"], "n_atoms": len(seed), "tolerance": gate["tolerance"],
+    labeller = _labeller(config, level)
+    quantities = gated_quantities(config, level)
+    engine = config["xtb"]["engine"] if level == "xtb" else "pyscf"
+    report = {"name": name, "level": level, "method": labeller.method, "software": labeller.software,
+              "engine": engine, "n_atoms": len(seed), "tolerance": gate["tolerance"],
+              "quantities": [key for key, _, _ in quantities],
               "allow_unconverged": gate["allow_unconverged"], "series": []}
 
     axis = slab_normal(seed)
     if axis is not None:
         own = round(vacuum_of(seed, axis), 2)
+        seed = with_vacuum(seed, axis, own)  # the labelled geometry of both series
+    # the labelled setting is the same calculation in both series: computed once
+    labelled = _labelled_point(seed, labeller, f"{name}_labelled")
+    if axis is not None:
         vacua = sorted({own, *gate["vacuum_A"]})
-        points = [_labelled_point(with_vacuum(seed, axis, v), labeller, f"{name}_vacuum{v:g}") for v in vacua]
+        points = [dict(labelled) if v == own else
+                  _labelled_point(with_vacuum(seed, axis, v), labeller, f"{name}_vacuum{v:g}") for v in vacua]
         _compare(points, len(seed))
-        report["series"].append(_series("vacuum_A", vacua, points, own, gate["tolerance"]))
+        report["series"].append(_series("vacuum_A", vacua, points, own, gate["tolerance"], quantities))
 
     multipliers = sorted({1, *gate["sampling_multipliers"]})
-    points = []
-    for m in multipliers:
-        if settings["engine"] == "cp2k":
-            dense = xtb_labeller({**settings, "cp2k": {**settings["cp2k"],
-                                                       "kpoint_density_A": m * settings["cp2k"]["kpoint_density_A"]}})
-            points.append(_labelled_point(seed, dense, f"{name}_k{m}"))
+    points = [dict(labelled)]
+    for m in multipliers[1:]:
+        denser = _labeller(config, level, m, seed.pbc)
+        if denser is not None:
+            points.append(_labelled_point(seed, denser, f"{name}_k{m}"))
         else:
             repeat = [m if seed.pbc[i] else 1 for i in range(3)]
             points.append(_labelled_point(seed.repeat(repeat), labeller, f"{name}_x{m}"))
     _compare(points, len(seed))
-    series = "k-point density x" if settings["engine"] == "cp2k" else "supercell x"
-    report["series"].append(_series(series, multipliers, points, 1, gate["tolerance"]))
+    series = "supercell x" if level == "xtb" and engine != "cp2k" else "k-point density x"
+    report["series"].append(_series(series, multipliers, points, 1, gate["tolerance"], quantities))
     report["passed"] = all(s["passed"] for s in report["series"])
     return report
 
@@ -172,14 +225,14 @@ def gate_failures(report: dict) -> list[str]:
     for series in report["series"]:
         point = next(p for p in series["points"] if p["value"] == series["labelled"])
         reference = series["points"][-1]
-        where = (f"seed {report['name']}: {report['method']} ({report['engine']}) at {series['series']} "
+        where = (f"seed {report['name']}: {report['level']} {report['method']} ({report['engine']}) at {series['series']} "
                  f"{series['labelled']:g} vs {series['reference']:g}")
         if point["status"] != STATUS_OK or reference["status"] != STATUS_OK:
             failed = point if point["status"] != STATUS_OK else reference
             messages.append(f"{where}: a label failed ({failed['status']}: {failed['error']})")
             continue
         for key, tol, unit in QUANTITIES:
-            if abs(point[key]) > report["tolerance"][tol]:
+            if key in report["quantities"] and abs(point[key]) > report["tolerance"][tol]:
                 messages.append(f"{where}: {key} = {point[key]:.4g} {unit} exceeds the tolerance "
                                 f"{report['tolerance'][tol]:g} {unit}")
     return messages
@@ -211,12 +264,14 @@ def plot_convergence(report: dict, path: str | os.PathLike) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = len(report["series"])
-    fig, axes = plt.subplots(rows, 3, figsize=(12, 3.2 * rows), constrained_layout=True, squeeze=False)
+    quantities = [q for q in QUANTITIES if q[0] in report["quantities"]]
+    rows, columns = len(report["series"]), len(quantities)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), constrained_layout=True,
+                             squeeze=False)
     for ax_row, series in zip(axes, report["series"]):
-        # the reference (last point) differs from itself by zero: not drawn on a log axis
-        ok = [p for p in series["points"][:-1] if p["d_energy_meV_per_atom"] is not None]
-        for ax, (key, tol, unit) in zip(ax_row, QUANTITIES):
+        for ax, (key, tol, unit) in zip(ax_row, quantities):
+            # the reference (last point) differs from itself by zero: not drawn on a log axis
+            ok = [p for p in series["points"][:-1] if p[key] is not None]
             floor = report["tolerance"][tol] / 1000
             ax.plot([p["value"] for p in ok], [max(abs(p[key]), floor) for p in ok], "o-")
             ax.axhline(report["tolerance"][tol], color="grey", ls="--", lw=1)
@@ -226,7 +281,7 @@ def plot_convergence(report: dict, path: str | os.PathLike) -> Path:
             ax.set_yscale("log")
             ax.set_ylim(floor / 2, 2 * max([report["tolerance"][tol]] + [abs(p[key]) for p in ok]))
     verdict = "passed" if report["passed"] else "FAILED"
-    fig.suptitle(f"{report['name']}: {report['method']} ({report['engine']}) vs the most converged setting; "
+    fig.suptitle(f"{report['name']}: {report['level']} {report['method']} ({report['engine']}) vs the most converged setting; "
                  f"dashed: tolerance, dotted: labelled setting; gate {verdict}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -158,7 +158,8 @@ class DFTLabeller:
         chosen = self.settings["charge_scheme"]
         labels = Labels(charges=charges[chosen], charge_scheme=chosen, boundary="periodic",
                         details={"other_charges": {k: v.tolist() for k, v in charges.items() if k != chosen},
-                                 "spin_unpaired_electrons": cell.spin, "n_kpoints": 1 if kpts is None else len(kpts),
+                                 "spin_unpaired_electrons": cell.spin, "kmesh": list(self.kmesh),
+                                 "n_kpoints": 1 if kpts is None else len(kpts),
                                  "scf_energy_eV": float(energy_Ha) * HARTREE_EV})
         if self.settings["energy_forces"]:
             labels.energy = float(energy_Ha) * HARTREE_EV

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
+from ase import Atoms
 
 from hipqeq.cli import main
 from hipqeq.config import validate_config
@@ -116,3 +117,35 @@ def test_cp2k_slab_labels_do_not_change_beyond_the_converged_vacuum(tmp_path):
     sampling, = [s for s in report["series"] if s["series"] != "vacuum_A"]
     assert [p["kmesh"] for p in sampling["points"]] == [[2, 2, 1], [4, 4, 1]]
     assert all(isinstance(p["scf_cycles"], int) for p in sampling["points"])
+
+
+@pytest.mark.slow
+def test_the_dft_gate_checks_pyscf_charges_against_vacuum_and_a_denser_k_mesh(tmp_path, capsys):
+    """PySCF PBE/gth-szv on a rattled h-BN monolayer (2 atoms, 6 A of vacuum; four SCFs,
+    ~1 min): charges-only labels (dft.energy_forces off) are gated on the charges alone,
+    the k-mesh is made denser in-plane only, the labelled setting is computed once for
+    both series, and a Gamma-point label of a 2.5 A cell is far from k-converged."""
+    seed = Atoms("BN", scaled_positions=[[0, 0, 0.5], [1 / 3, 2 / 3, 0.5]], pbc=[True, True, False],
+                 cell=[[2.5, 0, 0], [-1.25, 2.5 * 3 ** 0.5 / 2, 0], [0, 0, 6.0]])
+    seed.info["structure_name"] = "bn"
+    config, _ = write_study(tmp_path, seed, {"vacuum_A": [7.0, 8.0], "sampling_multipliers": [2],
+                                             "levels": ["dft"]})
+    config.write_text(config.read_text().replace("xtb: {}", "xtb: {}\ndft: {basis: gth-szv-molopt-sr}"))
+    args = ["check-convergence", "--config", str(config), "--structures", str(tmp_path / "structures.parquet"),
+            "--name", "bn", "--level", "dft", "--output", str(tmp_path / "bn.json"), "--plot", str(tmp_path / "bn.png")]
+    assert main(args) == 2
+    report = json.loads((tmp_path / "bn.json").read_text())
+    assert report["level"] == "dft" and report["engine"] == "pyscf"
+    assert report["quantities"] == ["max_d_charge_e"]
+    vacuum, sampling = report["series"]
+    assert [p["value"] for p in vacuum["points"]] == pytest.approx([6.0, 7.0, 8.0], abs=0.2)
+    assert [p["kmesh"] for p in sampling["points"]] == [[1, 1, 1], [2, 2, 1]]
+    labelled = sampling["points"][0]
+    assert all(p["status"] == "ok" for p in vacuum["points"] + sampling["points"])
+    assert labelled["wall_time_s"] == vacuum["points"][0]["wall_time_s"]  # one calculation, both series
+    assert labelled["d_energy_meV_per_atom"] is None and labelled["max_d_force_meV_A"] is None
+    assert labelled["max_d_charge_e"] > 0.01
+    assert (f"seed bn: dft PBE/gth-szv-molopt-sr (pyscf) at k-point density x 1 vs 2: max_d_charge_e = "
+            f"{labelled['max_d_charge_e']:.4g} e exceeds the tolerance 0.01 e") in report["failures"]
+    assert "bn dft k-point density x 1 vs 2" in capsys.readouterr().out
+    assert (tmp_path / "bn.png").stat().st_size > 0
