@@ -1,7 +1,8 @@
 """Exploration walkers: Langevin MD driven by the committee's 4G potential.
 
-A walker is one trajectory of one built structure at one temperature
-(``active_learning.structures`` x ``temperatures_K`` x ``walkers``), run with
+A walker is one trajectory of one built structure at one temperature and total charge
+(``active_learning.structures`` x ``temperatures_K`` x ``charge_offsets_e`` x
+``walkers``), run with
 :func:`hipqeq.sampling.md.run_md` (the same checkpointed driver as round 0's xTB MD, so
 a killed round resumes each walker from its last snapshot) and the committee's mean
 forces (:class:`hipqeq.calculator.HipQEqCalculator`). Every ``frame_interval`` steps a
@@ -10,7 +11,9 @@ frame is kept and the committee's deviation on it measured
 
 A walker's cell is its built structure repeated ``active_learning.supercell`` times
 (:func:`walker_start`: larger cells than xTB MD affords; the total charge scales with
-the repeats). With ``active_learning.restarts`` > 0, a walker whose frame fails (the
+the repeats), plus its charge offset: an offset of +1 e explores the structure with a
+hole, -1 e with an extra electron, charge states the xTB sampling never saw (the spin
+follows the new electron count). With ``active_learning.restarts`` > 0, a walker whose frame fails (the
 committee disagrees beyond the trust window) restarts from its last trusted frame with
 fresh velocities and its remaining steps, DP-GEN's optional restart; the frames after
 the failure are dropped, since the trajectory had left the region the committee knows
@@ -51,24 +54,27 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Walker:
-    """One exploration trajectory: ``name`` is ``<structure>_T<temperature>_w<index>``."""
+    """One exploration trajectory: ``name`` is ``<structure>_T<temperature>_w<index>``,
+    with ``_qp<n>`` / ``_qm<n>`` before ``_w`` for a charge offset of +n / -n e."""
 
     structure_name: str
     temperature_K: float
     index: int
+    charge_offset_e: int = 0
 
     @property
     def name(self) -> str:
-        return f"{self.structure_name}_T{number_tag(self.temperature_K)[1:]}_w{self.index}"
+        charge = f"_q{number_tag(self.charge_offset_e)}" if self.charge_offset_e else ""
+        return f"{self.structure_name}_T{number_tag(self.temperature_K)[1:]}{charge}_w{self.index}"
 
 
 def walker_plan(config: dict) -> list[Walker]:
     """Every walker of a round: structures (default: every built one) x temperatures x
-    ``walkers``."""
+    charge offsets x ``walkers``."""
     section = config["active_learning"]
     names = section["structures"] or structure_names(config)
-    return [Walker(name, float(t), k) for name in names for t in section["temperatures_K"]
-            for k in range(section["walkers"])]
+    return [Walker(name, float(t), k, int(q)) for name in names for t in section["temperatures_K"]
+            for q in section["charge_offsets_e"] for k in range(section["walkers"])]
 
 
 def committee_fingerprint(model_dirs: Sequence[str | os.PathLike]) -> str:
@@ -96,18 +102,22 @@ def walker_settings(config: dict, walker: Walker, round_: int, fingerprint: str,
                       engine=json.dumps({"committee": fingerprint}))
 
 
-def walker_start(parent: Atoms, supercell) -> Atoms:
+def walker_start(parent: Atoms, supercell, charge_offset_e: int = 0) -> Atoms:
     """``parent`` repeated ``supercell`` times along its periodic directions, with its
-    total charge (e, per cell) scaled by the number of repeats."""
+    total charge (e, per cell) scaled by the number of repeats, plus ``charge_offset_e``
+    (e, on the whole walker cell; the spin then follows the electron count)."""
     supercell = tuple(int(n) for n in supercell)
-    if supercell == (1, 1, 1):
+    if supercell == (1, 1, 1) and not charge_offset_e:
         return parent
     bad = [axis for axis in range(3) if supercell[axis] != 1 and not parent.pbc[axis]]
     if bad:
         raise ConfigError(f"active_learning/supercell {list(supercell)}: {parent.info.get('structure_name')} is "
                           f"not periodic along axis {bad[0]} (pbc {parent.pbc.tolist()}); repeat periodic axes only")
     start = parent.repeat(supercell)
-    start.info["total_charge"] = float(parent.info.get("total_charge", 0.0)) * int(np.prod(supercell))
+    start.info["total_charge"] = (float(parent.info.get("total_charge", 0.0)) * int(np.prod(supercell))
+                                  + charge_offset_e)
+    if charge_offset_e:
+        start.info.pop("unpaired_electrons", None)  # the built structure's spin is not this cell's
     return start
 
 
@@ -202,7 +212,7 @@ def explore_round(config: dict, model_dirs: Sequence[str | os.PathLike], structu
     all_frames, rows, walkers = [], [], []
     for walker in walker_plan(config):
         parent = walker_start(read_structure(structures, walker.structure_name),
-                              config["active_learning"]["supercell"])
+                              config["active_learning"]["supercell"], walker.charge_offset_e)
         calculator.reset_warm_start()
         frames, deviations, summary = explore_walker(parent, walker, calculator, config, round_, fingerprint,
                                                      window, Path(trajectory_dir))

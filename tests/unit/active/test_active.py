@@ -313,6 +313,29 @@ def test_walkers_on_a_supercell_scale_the_total_charge_and_refuse_the_vacuum_axi
     assert walker_start(parent, [1, 1, 1]) is parent
     with pytest.raises(ConfigError, match="not periodic along axis 2"):
         walker_start(parent, [1, 1, 2])
+    parent.info["unpaired_electrons"] = 0
+    holes = walker_start(parent, [2, 2, 1], charge_offset_e=1)
+    assert holes.info["total_charge"] == 5.0 and "unpaired_electrons" not in holes.info
+    assert walker_start(parent, [1, 1, 1], charge_offset_e=-1).info["total_charge"] == 0.0
+    assert parent.info == {"structure_name": "cuau_slab", "total_charge": 1.0, "unpaired_electrons": 0}
+
+
+def test_walkers_explore_the_configured_charge_offsets(committees, explore_inputs):
+    config = {**explore_inputs["config"], "active_learning": {**explore_inputs["config"]["active_learning"],
+                                                               "charge_offsets_e": [0, 1],
+                                                               "structures": ["cuau_slab"]}}
+    assert [w.name for w in walker_plan(config)] == ["cuau_slab_T100_w0", "cuau_slab_T100_qp1_w0"]
+    root = explore_inputs["root"]
+    summary = explore_round(config, committees["different"], explore_inputs["structures"], 1,
+                            root / "frames.parquet", root / "deviations.parquet", root / "walkers.json",
+                            root / "traj", device="cpu")
+    assert [w["n_frames"] for w in summary["walkers"]] == [2, 2]
+    frames = read_table(root / "frames.parquet").to_pylist()
+    walkers = dict(zip(read_deviations([root / "deviations.parquet"]).column("structure_id").to_pylist(),
+                       read_deviations([root / "deviations.parquet"]).column("walker").to_pylist()))
+    charges = {walkers[f["structure_id"]]: f["total_charge"] for f in frames}
+    assert charges == {"cuau_slab_T100_w0": 0.0, "cuau_slab_T100_qp1_w0": 1.0}
+    assert {f["structure_name"] for f in frames} == {"cuau_slab"}
 
 
 def test_a_walker_restarts_from_its_last_trusted_frame(committees, explore_inputs, monkeypatch):
