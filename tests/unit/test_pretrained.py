@@ -103,3 +103,30 @@ def test_unknown_names_kinds_and_unfinished_studies_are_refused(packaged, study,
     (unfinished / "results" / "validation" / "metrics.json").unlink()
     with pytest.raises(HipqeqError, match="validation"):
         pretrained.package_study(unfinished, ROOT / "config" / "toy.yaml", "x", "x", root=tmp_path / "out")
+
+
+#: The potential that ships in the package (README "Pretrained potentials").
+SHIPPED = "cspbi-gfn1"
+
+
+def test_the_shipped_potential_is_listed_and_describes_its_study():
+    assert SHIPPED in pretrained.names()
+    manifest = pretrained.info(SHIPPED)
+    data = manifest["training_data"]
+    assert data["n_xtb_labels"] == 35 and data["total_charges_e"] == [-1.0, 0.0, 1.0]
+    assert manifest["level_of_theory"]["energy, forces"].startswith("GFN1-xTB (cp2k, k-point density 60")
+    assert {kind: len(members) for kind, members in manifest["models"].items()} == {"4g": 2, "2g": 2}
+    splits = json.loads(pretrained.dataset(SHIPPED, "xtb").with_name("splits.json").read_text())
+    assert set(data["test_parents"]) == set(splits["test"])
+
+
+@pytest.mark.parametrize("kind", ["4g", "2g"])
+def test_the_shipped_potential_reproduces_its_stored_check_values(kind):
+    """Loads from the installed package alone (no study folder) and gives, on the
+    shipped test-split structure, the energy and forces stored when it was packaged."""
+    atoms, reference = pretrained.check_structure(SHIPPED)
+    atoms.calc = pretrained.calculator(SHIPPED, kind=kind, device="cpu", dtype="float64")
+    assert atoms.get_potential_energy() == pytest.approx(reference[kind]["energy_eV"], abs=1e-8)
+    np.testing.assert_allclose(atoms.get_forces(), reference[kind]["forces_eV_A"], atol=1e-8)
+    if kind == "4g":
+        assert atoms.get_charges().sum() == pytest.approx(atoms.info["total_charge"], abs=1e-8)

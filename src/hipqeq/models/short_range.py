@@ -4,8 +4,9 @@
 
     E_\\mathrm{short} = \\sum_i \\sum_{\\ell=0}^{L} \\mathbf{w}_\\ell \\cdot \\mathbf{z}_i^{(\\ell)} + b_\\ell
 
-with :math:`\\mathbf{z}_i^{(0)}` the one-hot species of atom i (so the first term is a
-per-species energy reference, fitted by least squares before training) and
+with :math:`\\mathbf{z}_i^{(0)}` the input features of atom i (the one-hot species, so
+the first term is a per-species energy reference fitted by least squares before
+training) and
 :math:`\\mathbf{z}_i^{(\\ell)}` its HIP-NN features after interaction layer
 :math:`\\ell` (hippynn's hierarchical energy, ``HEnergy``). Energies in eV.
 
@@ -17,8 +18,14 @@ first interaction layer then mixes every atom's charge with its neighbours', wei
 by the distance sensitivities, so a neutral and a charged defect at one geometry get
 different short-range energies. The total charge :math:`Q` enters through the charges
 (:math:`\\sum_i q_i^* = Q`); a per-atom :math:`Q` would not be local. The zeroth energy
-term keeps reading the one-hot part only (:class:`ChargeAwareEnergy`), so per-species
-reference energies stay a least-squares fit. Forces and stress take the charges' response
+term reads the charge column too: :math:`\\sum_i (e_{Z_i} + \\mu_Q q_i^*) = \\sum_i e_{Z_i} +
+\\mu_Q Q`, an energy per unit of total charge (eV/e) fitted by least squares with the
+per-species references (:func:`hipqeq.training.stages.fit_energy_reference`). It carries
+what the charge model cannot: removing an electron costs an ionisation energy, and a
+periodic label of a charged cell adds its background terms (a least-squares fit of the
+study's CP2K energies on composition leaves 80 meV/atom, on composition and Q 23 meV/atom,
+with 11.6 eV/e), while the electronegativities are fitted to
+charges, which fix them only up to a constant. Forces and stress take the charges' response
 to the geometry, :math:`\\partial E_\\mathrm{short}/\\partial q \\cdot \\mathrm dq^*/\\mathrm dR`,
 by autograd through the charge solve (see :mod:`hipqeq.models.potential`).
 """
@@ -29,19 +36,6 @@ import torch
 from hippynn.layers.targets import HEnergy
 
 from hipqeq.models.network import HipnnModel
-
-
-class ChargeAwareEnergy(HEnergy):
-    """hippynn's ``HEnergy`` whose zeroth (non-interacting) term reads only the first
-    ``n_species`` input features, the one-hot species, and not the charge column that
-    follows them: the fixed per-species energy reference stays a function of composition."""
-
-    def __init__(self, feature_sizes, n_species: int):
-        super().__init__((n_species, *feature_sizes[1:]), first_is_interacting=False)
-        self.n_species = n_species
-
-    def forward(self, all_features, mol_index, n_molecules):
-        return super().forward([all_features[0][:, :self.n_species], *all_features[1:]], mol_index, n_molecules)
 
 
 class ChargeInputFeatures(torch.nn.Module):
@@ -63,9 +57,7 @@ class ShortRangeModel(HipnnModel):
         super().__init__(hyperparameters, extra_input_features=1 if hyperparameters.get("charge_features") else 0)
         if self.charge_features:
             self.inputs = ChargeInputFeatures()
-            self.energy = ChargeAwareEnergy(self.network.feature_sizes, len(hyperparameters["species"]))
-        else:
-            self.energy = HEnergy(feature_sizes=self.network.feature_sizes, first_is_interacting=False)
+        self.energy = HEnergy(feature_sizes=self.network.feature_sizes, first_is_interacting=False)
 
     @property
     def charge_features(self) -> bool:

@@ -32,8 +32,9 @@ Format versions: 1, the QEq boundary fixed per model (``qeq_boundary``; slabs tr
 and deployment alike (no ``qeq_boundary`` key); 3, training under each label's own
 boundary (``label_boundary``) and deployment under the physical one, per-element initial
 ``hardness_eV`` and ``sigma_A`` in the charge model's hyperparameters, and a
-charge-aware short range (``charge_features``) in 4G potentials. Older directories are
-refused rather than reinterpreted: retrain them.
+charge-aware short range (``charge_features``) in 4G potentials; 4, the charge-aware
+short range's zeroth energy term reads the charges too (an energy per unit of total
+charge). Older directories are refused rather than reinterpreted: retrain them.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from hipqeq.models.charges import ChargeModel
 from hipqeq.models.potential import Potential
 from hipqeq.models.short_range import ShortRangeModel
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 KINDS = ("charges", "short-range", "baseline")
 CHARGE_MODEL_DIR = "charge_model"
 

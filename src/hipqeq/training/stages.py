@@ -13,7 +13,8 @@ fourth, the MACE peer ``mace``, to :mod:`hipqeq.training.mace`).
 - ``baseline``: a charge-blind short-range HIP-NN fitted to the full xTB labels.
 
 Energy models start from per-species energy references fitted by least squares on the
-training rows (hippynn's ``hierarchical_energy_initialization``), kept fixed. Losses:
+training rows (:func:`fit_energy_reference`; a charge-aware short range also fits its
+energy per unit of total charge), kept fixed. Losses:
 energy per atom (eV/atom) squared error + force_weight x force squared error (eV/A);
 charges: charge squared error (e) + dipole_weight x dipole squared error (e*A).
 
@@ -60,7 +61,9 @@ from tqdm.auto import tqdm
 import hipqeq._hippynn  # noqa: F401  (configures hippynn before its first import)
 from hippynn import __version__ as hippynn_version
 from hippynn.graphs.nodes import loss as hippynn_loss
-from hippynn.pretraining import hierarchical_energy_initialization
+from hippynn.graphs import find_unique_relative
+from hippynn.graphs.nodes.inputs import SpeciesNode
+from hippynn.graphs.nodes.tags import Encoder
 
 from hipqeq import __version__
 from hipqeq.data import atoms_from_record, label_pbc
@@ -111,6 +114,39 @@ def _rmse_mae(node, label: str) -> dict:
 
 def _l2(network_node_):
     return hippynn_loss.l2reg(network_node_)
+
+
+def fit_energy_reference(henergy, database, charge_name: str | None = None,
+                         decay_factor: float = 1e-2) -> torch.Tensor:
+    """Set the zeroth energy term of ``henergy`` (hippynn ``HEnergyNode``) by least squares
+    on the training rows and freeze it: per-species energies (eV) and, for a charge-aware
+    model (``charge_name``: the database's per-atom charges), the energy per unit of total
+    charge (eV/e), the weight of the charge input column (sum_i q_i = Q). The interacting
+    terms are scaled down by ``decay_factor`` per layer, as hippynn's
+    ``hierarchical_energy_initialization`` does. Returns the fitted weights."""
+    module = henergy.torch_module
+    encoder = find_unique_relative(henergy, Encoder, "fitting the energy reference").torch_module
+    train = database.splits["train"]
+    species = train[find_unique_relative(henergy, SpeciesNode, "fitting the energy reference").db_name]
+    energy = train[henergy.main_output.db_name].to(torch.float64).reshape(-1)
+    one_hot, _ = encoder(species)
+    columns = [one_hot.sum(dim=1).to(torch.float64)]
+    if charge_name is not None:
+        columns.append(train[charge_name].to(torch.float64).reshape(len(energy), -1).sum(dim=1, keepdim=True))
+    design = torch.cat(columns, dim=1)
+    weights = torch.linalg.pinv(design) @ energy  # an absent species (all-zero column) gets 0 eV
+    layer = module.layers[0]
+    if layer.weight.shape[-1] != len(weights):
+        raise HipqeqError(f"energy reference: {len(weights)} fitted weights for a zeroth layer of "
+                          f"{layer.weight.shape[-1]} inputs")
+    layer.weight.data = weights.to(layer.weight.dtype).reshape(1, -1)
+    layer.weight.requires_grad_(False)
+    for later in module.layers[1:]:
+        later.weight.data *= decay_factor
+        if later.bias is not None:
+            later.bias.data *= decay_factor
+        decay_factor *= decay_factor
+    return weights
 
 
 def _energy_losses(graph, force_weight: float):
@@ -236,7 +272,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
         train_loss, metrics = _energy_losses(graph, fit_settings["force_weight"])
 
         def before_training(database):
-            hierarchical_energy_initialization(graph.henergy, database, trainable_after=False)
+            fit_energy_reference(graph.henergy, database, "q_model" if model.charge_features else None)
 
     arrays = {k: v.astype(training["dtype"]) if v.dtype == np.float64 else v for k, v in arrays.items()}
     if output.exists():
