@@ -84,6 +84,17 @@ def test_the_two_kinds_are_different_models(packaged):
     assert reference["4g"]["energy_eV"] != pytest.approx(reference["2g"]["energy_eV"])
 
 
+def test_a_caveat_warns_on_every_load_and_is_listed(study, tmp_path, capsys):
+    pretrained.package_study(study, ROOT / "config" / "toy.yaml", "rough", "rough study", root=tmp_path,
+                             caveat="test errors far above the targets")
+    assert pretrained.info("rough", tmp_path)["caveat"] == "test errors far above the targets"
+    for kind in ("4g", "2g"):
+        with pytest.warns(pretrained.PretrainedCaveat, match="'rough': test errors far above the targets"):
+            pretrained.calculator("rough", kind=kind, root=tmp_path, device="cpu")
+    assert main(["models", "list", "--root", str(tmp_path)]) == 0
+    assert "  CAVEAT: test errors far above the targets" in capsys.readouterr().out
+
+
 def test_models_list_prints_level_data_and_test_errors(packaged, capsys):
     assert main(["models", "list", "--root", str(packaged)]) == 0
     out = capsys.readouterr().out
@@ -125,7 +136,8 @@ def test_the_shipped_potential_reproduces_its_stored_check_values(kind):
     """Loads from the installed package alone (no study folder) and gives, on the
     shipped test-split structure, the energy and forces stored when it was packaged."""
     atoms, reference = pretrained.check_structure(SHIPPED)
-    atoms.calc = pretrained.calculator(SHIPPED, kind=kind, device="cpu", dtype="float64")
+    with pytest.warns(pretrained.PretrainedCaveat, match="not for production"):  # README: its test errors
+        atoms.calc = pretrained.calculator(SHIPPED, kind=kind, device="cpu", dtype="float64")
     assert atoms.get_potential_energy() == pytest.approx(reference[kind]["energy_eV"], abs=1e-8)
     np.testing.assert_allclose(atoms.get_forces(), reference[kind]["forces_eV_A"], atol=1e-8)
     if kind == "4g":

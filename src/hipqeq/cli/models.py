@@ -7,7 +7,9 @@ against the reference level (parents held out of training). Use one in Python wi
 
 `hipqeq models package` copies a finished study's models, datasets, splits and metrics
 into the package (src/hipqeq/pretrained/NAME), with a manifest and a check structure
-whose energies and forces a fresh install must reproduce.
+whose energies and forces a fresh install must reproduce. --caveat states what the
+potential is not fit for (e.g. test errors far above a target); every load of it then
+warns with that text, and `models list` prints it.
 
 examples:
   hipqeq models list
@@ -32,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     package.add_argument("--description", required=True, help="one line: systems and reference level")
     package.add_argument("--root", type=Path, default=None,
                          help="where to write NAME/ (default: the installed package's pretrained folder)")
+    package.add_argument("--caveat", default=None,
+                         help="what the potential is not fit for; every load warns with it (PretrainedCaveat)")
     package.add_argument("--overwrite", action="store_true", help="replace an existing potential of that name")
 
 
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(pretrained.summary_lines(name, args.root)))
         return 0
     folder = pretrained.package_study(args.study, args.config, args.name, args.description, root=args.root,
-                                      overwrite=args.overwrite)
+                                      overwrite=args.overwrite, caveat=args.caveat)
     print("\n".join(pretrained.summary_lines(args.name, folder.parent)))
     print(f"written to {folder}")
     return 0

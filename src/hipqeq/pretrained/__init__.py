@@ -10,7 +10,9 @@ Each potential is a folder of this package, made from a finished study by
 
     <name>/
       manifest.json     description, level of theory, training data, test errors (from the
-                        study's validation), hipqeq version and git commit that made it
+                        study's validation), hipqeq version and git commit that made it,
+                        and a caveat: what the potential is not fit for (every load warns
+                        with it, :class:`PretrainedCaveat`; null when none)
       config.yaml       the study's config: rerun or extend it with Snakemake
       models/4g_<k>/    the 4G committee members (model directories, training logs dropped)
       models/baseline_<k>/
@@ -30,6 +32,7 @@ import json
 import os
 import shutil
 import subprocess
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,6 +49,10 @@ KINDS = {"4g": "4g", "2g": "baseline"}
 MODEL_FILES = ("model.json", "hyperparameters.json", "weights.pt", "training_curves.csv")
 CHARGE_MODEL_DIR = "charge_model"
 CHECK_DIR = "check"
+
+
+class PretrainedCaveat(UserWarning):
+    """A pretrained potential's stated limits (its manifest's ``caveat``), on every load."""
 
 
 def names(root: str | os.PathLike | None = None) -> list[str]:
@@ -78,9 +85,13 @@ def model_dirs(name: str, kind: str = "4g", root: str | os.PathLike | None = Non
 def calculator(name: str = "cspbi-gfn1", kind: str = "4g", root: str | os.PathLike | None = None,
                **kwargs):
     """The ASE calculator (:class:`hipqeq.calculator.HipQEqCalculator`) of a pretrained
-    potential; ``kwargs`` go to it (``device``, ``dtype``, ``qeq_solver``)."""
+    potential; ``kwargs`` go to it (``device``, ``dtype``, ``qeq_solver``). Warns with the
+    potential's caveat (:class:`PretrainedCaveat`) when its manifest has one."""
     from hipqeq.calculator import HipQEqCalculator
 
+    caveat = info(name, root).get("caveat")
+    if caveat:
+        warnings.warn(f"pretrained potential {name!r}: {caveat}", PretrainedCaveat, stacklevel=2)
     return HipQEqCalculator(model_dirs(name, kind, root), **kwargs)
 
 
@@ -177,10 +188,12 @@ def _level_of_theory(config: dict) -> dict:
 
 
 def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, name: str, description: str,
-                  root: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+                  root: str | os.PathLike | None = None, overwrite: bool = False,
+                  caveat: str | None = None) -> Path:
     """Copy a finished study (``<study_dir>/results``, run with ``config_path``) into
     ``root/name`` as a pretrained potential: models, datasets, splits, metrics, a manifest and a check
-    structure with the results each kind gives on it now. Returns the new folder."""
+    structure with the results each kind gives on it now. ``caveat``: what the potential is
+    not fit for, stated on every load. Returns the new folder."""
     from hipqeq.config import load_config
     from hipqeq.data.split import read_splits
 
@@ -224,6 +237,7 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
     manifest = {
         "name": name,
         "description": description,
+        "caveat": caveat,
         "level_of_theory": _level_of_theory(config),
         "training_data": _training_data(data / "xtb.parquet", data / "dft.parquet", splits),
         "test_errors": {kind: _overall(metrics, KINDS[kind]) for kind in KINDS},
@@ -240,13 +254,15 @@ def summary_lines(name: str, root: str | os.PathLike | None = None) -> list[str]
     """What ``hipqeq models list`` prints for one potential."""
     manifest = info(name, root)
     data = manifest["training_data"]
-    lines = [f"{name}: {manifest['description']}",
-             "  level of theory: " + "; ".join(f"{k} {v}" for k, v in manifest["level_of_theory"].items()),
-             (f"  training data: {data['n_xtb_labels']} labelled structures ({data['atoms_per_structure'][0]}-"
-              f"{data['atoms_per_structure'][1]} atoms; total charges {data['total_charges_e']} e), "
-              f"{data['n_dft_labels']} with DFT charges; families: {', '.join(data['families'])}"),
-             (f"  parent structures train/valid/test (member 0): {data['parents']['train']}/"
-              f"{data['parents']['valid']}/{data['parents']['test']}")]
+    lines = [f"{name}: {manifest['description']}"]
+    if manifest.get("caveat"):
+        lines.append(f"  CAVEAT: {manifest['caveat']}")
+    lines += ["  level of theory: " + "; ".join(f"{k} {v}" for k, v in manifest["level_of_theory"].items()),
+              (f"  training data: {data['n_xtb_labels']} labelled structures ({data['atoms_per_structure'][0]}-"
+               f"{data['atoms_per_structure'][1]} atoms; total charges {data['total_charges_e']} e), "
+               f"{data['n_dft_labels']} with DFT charges; families: {', '.join(data['families'])}"),
+              (f"  parent structures train/valid/test (member 0): {data['parents']['train']}/"
+               f"{data['parents']['valid']}/{data['parents']['test']}")]
     for kind, members in manifest["models"].items():
         errors = manifest["test_errors"][kind].get("xtb", {})
         lines.append(f"  {kind} ({len(members)} members), test vs xTB: energy MAE "

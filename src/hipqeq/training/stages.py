@@ -116,25 +116,38 @@ def _l2(network_node_):
     return hippynn_loss.l2reg(network_node_)
 
 
+def energy_reference_weights(counts: torch.Tensor, energy_eV: torch.Tensor,
+                             total_charge_e: torch.Tensor | None = None) -> torch.Tensor:
+    """Least-squares per-species energies (eV) from the species ``counts`` (n_rows,
+    n_species) and, when ``total_charge_e`` (n_rows,) is given, the energy per unit of
+    total charge (eV/e, last weight); the minimum-norm solution where the rows do not
+    determine a weight (an absent species gets 0 eV; a charge state seen in one
+    composition only leaves its split between Q and that composition to the network).
+
+    The total charges are rounded to 1e-4 e: summed float32 charges are off by ~1e-7 e,
+    which would make a rank-deficient design look determined, with weights of 1e5 eV."""
+    columns = [counts.to(torch.float64)]
+    if total_charge_e is not None:
+        columns.append(torch.round(total_charge_e.to(torch.float64).reshape(-1, 1) * 1e4) / 1e4)
+    return torch.linalg.pinv(torch.cat(columns, dim=1)) @ energy_eV.to(torch.float64).reshape(-1)
+
+
 def fit_energy_reference(henergy, database, charge_name: str | None = None,
                          decay_factor: float = 1e-2) -> torch.Tensor:
     """Set the zeroth energy term of ``henergy`` (hippynn ``HEnergyNode``) by least squares
-    on the training rows and freeze it: per-species energies (eV) and, for a charge-aware
-    model (``charge_name``: the database's per-atom charges), the energy per unit of total
-    charge (eV/e), the weight of the charge input column (sum_i q_i = Q). The interacting
-    terms are scaled down by ``decay_factor`` per layer, as hippynn's
-    ``hierarchical_energy_initialization`` does. Returns the fitted weights."""
+    on the training rows (:func:`energy_reference_weights`) and freeze it: per-species
+    energies (eV) and, for a charge-aware model (``charge_name``: the database's per-atom
+    charges), the energy per unit of total charge (eV/e), the weight of the charge input
+    column (sum_i q_i = Q). The interacting terms are scaled down by ``decay_factor`` per
+    layer, as hippynn's ``hierarchical_energy_initialization`` does. Returns the weights."""
     module = henergy.torch_module
     encoder = find_unique_relative(henergy, Encoder, "fitting the energy reference").torch_module
     train = database.splits["train"]
     species = train[find_unique_relative(henergy, SpeciesNode, "fitting the energy reference").db_name]
-    energy = train[henergy.main_output.db_name].to(torch.float64).reshape(-1)
+    energy = train[henergy.main_output.db_name].reshape(-1)
     one_hot, _ = encoder(species)
-    columns = [one_hot.sum(dim=1).to(torch.float64)]
-    if charge_name is not None:
-        columns.append(train[charge_name].to(torch.float64).reshape(len(energy), -1).sum(dim=1, keepdim=True))
-    design = torch.cat(columns, dim=1)
-    weights = torch.linalg.pinv(design) @ energy  # an absent species (all-zero column) gets 0 eV
+    total_charge = None if charge_name is None else train[charge_name].reshape(len(energy), -1).sum(dim=1)
+    weights = energy_reference_weights(one_hot.sum(dim=1), energy, total_charge)
     layer = module.layers[0]
     if layer.weight.shape[-1] != len(weights):
         raise HipqeqError(f"energy reference: {len(weights)} fitted weights for a zeroth layer of "

@@ -243,3 +243,23 @@ def test_the_charge_aware_energy_reference_fits_an_energy_per_unit_of_total_char
     charged.info["total_charge"] = 1.0
     (e0, e1) = predict([mixed_study["potential"]], [neutral, charged], device="cpu", progress=False)
     assert e1["energy_short"] - e0["energy_short"] == pytest.approx(mu_q, rel=0.1)
+
+
+def test_an_energy_reference_a_charge_state_does_not_determine_stays_finite():
+    """Training rows whose only charged ones share one composition (a V_Cs- cell, Q = -1)
+    cannot split their energy between Q and that composition: with charges summed in
+    float32 (off by ~1e-7 e) an unrounded fit found weights of 7e4 eV (measured on the
+    study); the fit must give the minimum-norm solution of the exact design instead."""
+    from hipqeq.training.stages import energy_reference_weights
+
+    counts = torch.tensor([[8, 4, 16], [8, 4, 16], [7, 4, 16], [12, 8, 28], [12, 8, 28]], dtype=torch.float32)
+    charge = torch.tensor([0.0, 0.0, -1.0, 0.0, 0.0])
+    reference = torch.tensor([-3.0, -2.0, -4.0])
+    energy = counts.double() @ reference.double() + 11.6 * charge.double() + torch.tensor([0, 0.01, 0, 0.02, 0])
+    noisy = charge + torch.tensor([0.0, 1e-7, -1.2e-7, 0.0, 6e-8])  # float32 sums of per-atom charges
+    weights = energy_reference_weights(counts, energy, noisy)
+    exact = np.linalg.lstsq(np.c_[counts.double().numpy(), charge.double().numpy()], energy.numpy(), rcond=None)[0]
+    np.testing.assert_allclose(weights.numpy(), exact, atol=1e-6)
+    assert np.abs(weights.numpy()).max() < 20
+    np.testing.assert_allclose((torch.cat([counts.double(), charge.double()[:, None]], 1) @ weights).numpy(),
+                               energy.numpy(), atol=0.02)
