@@ -57,6 +57,21 @@ def test_split_shares_test_set_across_members_and_datasets():
         assert {p for p, s in labels.items() if s == "test"} == set(splits["test"])
 
 
+def test_every_member_trains_on_every_charge_state_outside_the_test_set():
+    """22 parents, three of them charged (+1, +1, -1): without the charges some member's
+    train split misses a charge state; with them none does, and the test set is unchanged."""
+    parents = [f"p{i:02d}" for i in range(22)]
+    charges = {p: 0.0 for p in parents} | {"p03": 1.0, "p11": 1.0, "p17": -1.0}
+    plain = make_splits(parents, (0.7, 0.15, 0.15), seed=0, n_members=6)
+    covered = make_splits(parents, (0.7, 0.15, 0.15), seed=0, n_members=6, total_charges=charges)
+    assert covered["test"] == plain["test"]
+    states = {charges[p] for p in parents if p not in covered["test"]}
+    assert any({charges[p] for p in m["train"]} != states for m in plain["members"])
+    for member, before in zip(covered["members"], plain["members"]):
+        assert {charges[p] for p in member["train"]} == states
+        assert sorted(member["train"] + member["valid"]) == sorted(before["train"] + before["valid"])
+
+
 def test_split_is_deterministic_and_round_trips(tmp_path):
     parents = [f"p{i}" for i in range(10)]
     a = make_splits(parents, seed=5, n_members=2)
