@@ -289,6 +289,9 @@ TEMPERATURE_PLOTS = (
      "energy_fit", "energy"),
 )
 
+#: The PNG plots each run writes (file stems).
+PLOTS = tuple(plot[-1] for plot in TEMPERATURE_PLOTS) + ("tilts",)
+
 
 def temperature_figure(summary: dict, key: str, error_key: str, ylabel: str, fit_key: str) -> Figure:
     """One row key against temperature with its error bars and the weighted fit line."""

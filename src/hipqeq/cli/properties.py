@@ -1,7 +1,7 @@
 """Thermal expansion, dU/dT and octahedral tilts from NPT MD with a trained potential.
 
-For one structure (a built one, --structures FILE --name NAME, or a user CIF / extxyz
-file, --file PATH) runs Berendsen NPT MD with the potential (a committee when several
+For one structure (a built one: --structures the Parquet file of `hipqeq build` and
+--name; or a user CIF / extxyz file: --structures PATH, named by its stem) runs Berendsen NPT MD with the potential (a committee when several
 --model directories are given) at each temperature of properties.temperatures_K, and
 writes to --output-dir:
 
@@ -25,7 +25,7 @@ example:
       --structures results/structures/structures.parquet --name alpha \\
       --output-dir results/properties/alpha
   hipqeq properties --config config/config.yaml --model results/models/4g_0 results/models/4g_1 \\
-      --file cifs/CsPbI3_delta.cif --temperatures-K 150 300 450 --output-dir results/properties/CsPbI3_delta
+      --structures cifs/CsPbI3_delta.cif --temperatures-K 150 300 450 --output-dir results/properties/CsPbI3_delta
 """
 
 from __future__ import annotations
@@ -48,12 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     parser.add_argument("--model", type=Path, nargs="+", required=True, metavar="DIR",
                         help="model directory (several: a committee)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--name", help="structure_name of a structure in --structures (e.g. alpha)")
-    source.add_argument("--file", type=Path, metavar="PATH",
-                        help="a user structure: CIF (read with pymatgen) or extxyz; named by its file stem")
-    parser.add_argument("--structures", type=Path, metavar="FILE",
-                        help="Parquet file holding --name (e.g. hipqeq build output)")
+    parser.add_argument("--structures", type=Path, required=True, metavar="FILE",
+                        help="Parquet file of built structures (hipqeq build output; needs --name), "
+                             "or a user structure: CIF (read with pymatgen) or extxyz")
+    parser.add_argument("--name", help="structure_name in the Parquet file; for a user file, the name in the "
+                                       "outputs (default: the file's stem)")
     parser.add_argument("--output-dir", type=Path, required=True, metavar="DIR", dest="output_dir",
                         help="directory of the table, summary, plots and trajectories")
     parser.add_argument("--temperatures-K", type=positive_float, nargs="+", dest="temperatures_K", metavar="T",
@@ -66,15 +65,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hipqeq.data import read_structure
     from hipqeq.errors import ConfigError
+    from hipqeq.plan import is_structure_file
     from hipqeq.properties import properties_from_config, read_structure_file
 
     config = load(args)
-    if args.name is not None:
-        if args.structures is None:
-            raise ConfigError("--name needs --structures, the Parquet file that holds it")
-        atoms, name = read_structure(args.structures, args.name), args.name
+    if is_structure_file(str(args.structures)):
+        atoms, name = read_structure_file(args.structures), args.name or args.structures.stem
+    elif args.name is None:
+        raise ConfigError(f"--structures {args.structures}: name the structure in it with --name")
     else:
-        atoms, name = read_structure_file(args.file), args.file.stem
+        atoms, name = read_structure(args.structures, args.name), args.name
     summary = properties_from_config(config, args.model, atoms, name, args.output_dir, device=args.device,
                                      seed=args.seed, temperatures_K=args.temperatures_K, steps=args.steps)
     print(json.dumps({key: summary[key] for key in ("structure", "thermal_expansion_per_K",
