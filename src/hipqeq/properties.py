@@ -209,7 +209,8 @@ def md_settings(section: dict, temperature_K: float, seed: int) -> MDSettings:
 
 def temperature_row(frames: list[Atoms], settings: MDSettings, detect: bool) -> tuple[dict, dict]:
     """One temperature's averages (the table's columns but ``structure``, ``stopped_early``
-    and ``reason``) and its series (``time_fs``, per-atom volume and energy, kinetic
+    and ``reason``; ``equilibration_time_fs`` is the time of the first frame averaged)
+    and its series (``time_fs``, per-atom volume and energy, kinetic
     temperature, the tilt histogram of the averaged frames)."""
     n_atoms = len(frames[0]) if frames else 0
     time_fs = np.array([f.info["md_step"] * settings.timestep_fs for f in frames])
@@ -246,7 +247,7 @@ def run_temperature(atoms: Atoms, calculator, settings: MDSettings, trajectory: 
                     detect: bool, label: str) -> tuple[dict, dict]:
     """NPT MD of ``atoms`` at ``settings.temperature_K`` and its :func:`temperature_row`,
     with ``stopped_early`` and ``reason`` (a run that ended early keeps its frames so
-    far; too few frames give NaN averages)."""
+    far; below :data:`MIN_BLOCKS` frames the error bars are NaN, without frames the means)."""
     outcome = run_md(atoms, calculator, settings, trajectory, label=label)
     row, series = temperature_row(outcome.frames, settings, detect)
     row.update(stopped_early=outcome.stopped_early, reason=outcome.reason)

@@ -197,7 +197,9 @@ def _frames(snapshots: list[Atoms], settings: MDSettings) -> list[Atoms]:
     for s in snapshots:
         if int(s.info["md_step"]) not in wanted:
             continue
-        info = {"md_step": int(s.info["md_step"]), "md_temperature_K": float(s.get_temperature())}
+        # the centre of mass is fixed (FixCom, dropped from snapshots): 3N - 3 degrees of freedom
+        temperature_K = 2.0 * s.get_kinetic_energy() / (max(3 * len(s) - 3, 1) * BOLTZMANN_EV_K)
+        info = {"md_step": int(s.info["md_step"]), "md_temperature_K": float(temperature_K)}
         if s.calc is not None and "energy" in s.calc.results:
             info["md_potential_energy_eV"] = float(s.calc.results["energy"])
         frames.append(Atoms(s.numbers, positions=s.positions, cell=s.cell.array, pbc=s.pbc, info=info))

@@ -201,4 +201,7 @@ def test_frames_carry_their_potential_energy_and_temperature(tmp_path):
     for frame in frames:
         assert frame.info["md_potential_energy_eV"] == pytest.approx(
             FailingLJ(10**6).get_potential_energy(frame), abs=1e-10)
-        assert frame.info["md_temperature_K"] > 0
+        kinetic = frame.info["md_temperature_K"] * (3 * len(frame) - 3) / 2 * 8.617333262e-5
+        with Trajectory(tmp_path / "npt.traj") as traj:
+            snapshot = next(s for s in traj if s.info["md_step"] == frame.info["md_step"])
+        assert kinetic == pytest.approx(snapshot.get_kinetic_energy()), "3N - 3 degrees of freedom (COM fixed)"
