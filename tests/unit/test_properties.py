@@ -218,3 +218,13 @@ def test_hipqeq_properties_with_a_4g_potential(tmp_path):
     assert np.isfinite(summary["dU_dT_kB_per_atom"])
     assert sorted(p.name for p in out.iterdir()) == ["T100.traj", "T200.traj", "energy.png", "properties.parquet",
                                                       "summary.json", "tilts.png", "volume.png"]
+
+
+def test_a_parquet_file_needs_a_name(tmp_path, capsys):
+    structures = write_dataset([cubic_cspbi3()], tmp_path / "structures.parquet")
+    config = tmp_path / "config.yaml"
+    config.write_text("structures: {seeds: [{name: alpha, builder: phase, phase: alpha}]}\n"
+                      "selection: {n_xtb: 1, n_dft: 0}\n")
+    assert main(["properties", "--config", str(config), "--model", str(tmp_path / "4g"), "--structures",
+                 str(structures), "--output-dir", str(tmp_path / "out")]) == 2
+    assert "structures.parquet: name the structure in it with --name" in capsys.readouterr().err
