@@ -65,6 +65,10 @@ PB_I_BOND_A = 4.0
 #: Blocking levels keep at least this many blocks (fewer give no usable variance).
 MIN_BLOCKS = 4
 
+#: A plateau is judged only on levels of at least this many blocks: below, the error of
+#: the error (1/sqrt(2(n-1)) relative) exceeds the rise a short series can show.
+MIN_PLATEAU_BLOCKS = 16
+
 #: Bin edges (degrees) of the tilt-angle histograms kept per temperature.
 TILT_BINS_DEG = np.linspace(0.0, 45.0, 91)
 
@@ -118,24 +122,25 @@ def blocking_standard_error(series) -> tuple[float, bool]:
     standard error :math:`s_k = \sigma_k/\sqrt{n_k}` of level k grows while blocks are
     shorter than the correlation time, then levels off. The estimate is the first
     :math:`s_k` that the next level does not exceed by more than its own uncertainty
-    :math:`s_{k+1}/\sqrt{2(n_{k+1}-1)}` (a plateau); levels keep at least
-    :data:`MIN_BLOCKS` blocks. Returns ``(error, plateau_found)``; without a plateau
-    (a series too short for its correlation time) the largest :math:`s_k`, a lower
-    bound of the true error. NaN below :data:`MIN_BLOCKS` samples.
+    :math:`s_{k+1}/\sqrt{2(n_{k+1}-1)}` (a plateau), judged on levels of at least
+    :data:`MIN_PLATEAU_BLOCKS` blocks; levels keep at least :data:`MIN_BLOCKS` blocks.
+    Returns ``(error, plateau_found)``; without a plateau (a series too short for its
+    correlation time, or for any judgement) the largest :math:`s_k`, still possibly an
+    underestimate. NaN below :data:`MIN_BLOCKS` samples.
     """
     x = np.asarray(series, dtype=float)
     levels = []
     while len(x) >= MIN_BLOCKS:
         n = len(x)
         error = float(x.std(ddof=1) / np.sqrt(n))
-        levels.append((error, error / np.sqrt(2.0 * (n - 1))))
+        levels.append((error, error / np.sqrt(2.0 * (n - 1)), n))
         x = 0.5 * (x[0:n - 1:2] + x[1:n:2])
     if not levels:
         return float("nan"), False
-    for (error, _), (following, uncertainty) in zip(levels, levels[1:]):
-        if following - error <= uncertainty:
+    for (error, _, _), (following, uncertainty, n_blocks) in zip(levels, levels[1:]):
+        if n_blocks >= MIN_PLATEAU_BLOCKS and following - error <= uncertainty:
             return error, True
-    return max(error for error, _ in levels), False
+    return max(level[0] for level in levels), False
 
 
 def pb_i_pb_angles_deg(atoms: Atoms, bond_A: float = PB_I_BOND_A) -> np.ndarray:

@@ -57,6 +57,15 @@ def test_blocking_error_of_ar1_series_matches_the_analytic_error(phi):
         assert x.std() / np.sqrt(n) < 0.5 * analytic, "the naive error would have been far too small"
 
 
+def test_blocking_claims_no_plateau_on_a_short_series():
+    """20 samples of a strongly correlated series: no level has enough blocks to judge a
+    plateau; the error is the largest level's, above the naive one."""
+    x = ar1(0.95, 20, np.random.default_rng(4))
+    error, plateau = blocking_standard_error(x)
+    assert not plateau and error >= x.std(ddof=1) / np.sqrt(20)
+    assert np.isnan(blocking_standard_error(x[:3])[0])
+
+
 def test_statistical_inefficiency_of_ar1_series():
     """g = (1 + phi) / (1 - phi) for AR(1); 1 for white noise."""
     rng = np.random.default_rng(3)
