@@ -160,7 +160,8 @@ def _check_property_structures(config: dict, built: list[str], source: str) -> N
     if unknown:
         raise ConfigError(f"{where}: unknown structure(s) {', '.join(unknown)}; built structures are "
                           f"{', '.join(built)}, or give a file ({', '.join(STRUCTURE_FILE_SUFFIXES)})")
-    bad = sorted(e for e in entries if is_structure_file(e) and not re.fullmatch(NAME_PATTERN, property_structure_name(e)))
+    bad = sorted(e for e in entries
+                 if is_structure_file(e) and not re.fullmatch(NAME_PATTERN, property_structure_name(e)))
     if bad:
         raise ConfigError(f"{where}: file(s) {', '.join(bad)} need a stem of letters, digits and underscores, "
                           "starting with a letter (it names the outputs)")

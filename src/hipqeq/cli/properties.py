@@ -1,14 +1,14 @@
 """Thermal expansion, dU/dT and octahedral tilts from NPT MD with a trained potential.
 
 For one structure (a built one: --structures the Parquet file of `hipqeq build` and
---name; or a user CIF / extxyz file: --structures PATH, named by its stem) runs Berendsen NPT MD with the potential (a committee when several
---model directories are given) at each temperature of properties.temperatures_K, and
-writes to --output-dir:
+--name; or a user CIF / extxyz file: --structures PATH, named by its stem) runs
+Berendsen NPT MD with the potential (a committee when several --model directories are
+given) at each temperature of properties.temperatures_K, and writes to --output-dir:
 
   properties.parquet  one row per temperature: mean volume per atom (A^3/atom) and
                       potential energy per atom (eV/atom) with block-averaging standard
-                      errors, tilt-angle mean and spread (degrees), frames averaged and
-                      the equilibration time left out (fs)
+                      errors, tilt-angle mean and spread (degrees), frames averaged, the
+                      time of the first one (fs), and whether blocking found a plateau
   summary.json        the rows, the time series, and weighted linear fits: thermal
                       expansion 1/V dV/dT (1/K) and dU/dT (eV/atom/K and k_B/atom)
   volume.png, energy.png, tilts.png    V(T), U(T) with error bars; tilt distributions
