@@ -1,5 +1,6 @@
 # hipqeq workflow: structures -> xTB-driven MD -> selection -> xTB / DFT labels ->
-# Parquet datasets -> charge model + short-range model (+ baseline) -> validation.
+# Parquet datasets -> charge model + short-range model (+ baseline) -> validation
+# (-> properties from NPT MD with the potential, when properties.enabled).
 #
 #   snakemake -n                                   # the production DAG (config/config.yaml)
 #   snakemake --cores 2 --configfile config/toy.yaml   # toy run, 2 cores
@@ -23,11 +24,12 @@ include: "workflow/rules/sampling.smk"
 include: "workflow/rules/labelling.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/validation.smk"
+include: "workflow/rules/properties.smk"
 include: "workflow/rules/active.smk"
 include: "workflow/rules/slurm.smk"
 
 
 rule all:
     input:
-        final_outputs() + active_outputs(),
+        final_outputs() + active_outputs() + property_outputs(),
     default_target: True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -17,9 +18,12 @@ import jsonschema
 import yaml
 
 from hipqeq.errors import ConfigError
-from hipqeq.plan import structure_names
+from hipqeq.plan import STRUCTURE_FILE_SUFFIXES, is_structure_file, property_structure_name, structure_names
 
 SCHEMA_PATH = Path(str(files("hipqeq") / "schemas" / "config.schema.yaml"))
+
+#: Names used in file names and wildcards (the schema's ``$defs/name``).
+NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_]*"
 
 
 @functools.cache
@@ -127,6 +131,7 @@ def _check_cross_references(config: dict, source: str) -> None:
     if unknown:
         raise ConfigError(f"{source}: invalid config at 'active_learning/structures': unknown structure(s) "
                           f"{', '.join(unknown)}; built structures are {', '.join(built)}")
+    _check_property_structures(config, built, source)
     active = config["active_learning"]
     if active["trust_lo_force_eV_A"] >= active["trust_hi_force_eV_A"]:
         raise ConfigError(f"{source}: invalid config at 'active_learning/trust_lo_force_eV_A': "
@@ -138,6 +143,28 @@ def _check_cross_references(config: dict, source: str) -> None:
                           "so their spread cannot shrink and the rounds would never stop on accuracy)")
     if config["dft"]["source"] == "external" and "external" not in config["dft"]:
         raise ConfigError(f"{source}: invalid config at 'dft': source 'external' needs dft.external.path")
+
+
+def _check_property_structures(config: dict, built: list[str], source: str) -> None:
+    """``properties.structures``: built names that exist, user files whose stems are
+    usable names, no name twice, and some structure when the rules are enabled."""
+    where = f"{source}: invalid config at 'properties/structures'"
+    entries = config["properties"]["structures"]
+    if config["properties"]["enabled"] and not entries:
+        raise ConfigError(f"{where}: properties.enabled but no structure listed")
+    names = [property_structure_name(e) for e in entries]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{where}: name(s) {', '.join(twice)} listed more than once (a file is named by its stem)")
+    unknown = sorted(e for e in entries if not is_structure_file(e) and e not in built)
+    if unknown:
+        raise ConfigError(f"{where}: unknown structure(s) {', '.join(unknown)}; built structures are "
+                          f"{', '.join(built)}, or give a file ({', '.join(STRUCTURE_FILE_SUFFIXES)})")
+    bad = sorted(e for e in entries
+                 if is_structure_file(e) and not re.fullmatch(NAME_PATTERN, property_structure_name(e)))
+    if bad:
+        raise ConfigError(f"{where}: file(s) {', '.join(bad)} need a stem of letters, digits and underscores, "
+                          "starting with a letter (it names the outputs)")
 
 
 def load_config(path: str | os.PathLike) -> dict:

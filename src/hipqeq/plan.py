@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import PurePath
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,29 @@ def structure_names(config: dict) -> list[str]:
 def temperature_tags(config: dict) -> list[str]:
     """The sampling temperatures as wildcard values ('50', '150', '297p5')."""
     return [number_tag(t)[1:] for t in config["sampling"]["temperatures_K"]]
+
+
+#: Suffixes that make a ``properties.structures`` entry a user file rather than the
+#: name of a built structure.
+STRUCTURE_FILE_SUFFIXES = (".cif", ".extxyz", ".xyz")
+
+
+def is_structure_file(entry: str) -> bool:
+    """Whether a ``properties.structures`` entry names a user file (by its suffix)."""
+    return PurePath(entry).suffix.lower() in STRUCTURE_FILE_SUFFIXES
+
+
+def property_structure_name(entry: str) -> str:
+    """The name of a ``properties.structures`` entry: a built structure's own name, a
+    user file's stem (``cifs/CsPbI3_delta.cif`` -> ``CsPbI3_delta``)."""
+    return PurePath(entry).stem if is_structure_file(entry) else entry
+
+
+def property_structures(config: dict) -> dict[str, str | None]:
+    """``properties.structures`` by name (:func:`property_structure_name`): a user
+    file's path, or None for a built structure."""
+    return {property_structure_name(e): e if is_structure_file(e) else None
+            for e in config["properties"]["structures"]}
 
 
 def n_chunks(n_items: int, chunk_size: int) -> int:

@@ -97,8 +97,27 @@ def test_report_builds(toy_run):
     names = [Path(n).name for n in zipfile.ZipFile(toy_run / "results" / "report.zip").namelist()]
     for figure in ("training_curves.png", "parity_xtb_forces.png", "parity_dft_charges.png",
                    "md_stability.png", "metrics.md", "rp1_slab.csv", "rp1_slab.png", "alpha.csv",
-                   "rounds.md", "fractions.md", "deviation_histogram.png"):
+                   "rounds.md", "fractions.md", "deviation_histogram.png", "volume.png", "energy.png", "tilts.png"):
         assert figure in names, f"{figure} missing from the report"
+
+
+@pytest.mark.slow
+def test_property_rules_give_finite_values_with_error_bars(toy_run):
+    """The toy's NPT properties of alpha: a row per temperature with finite means and
+    positive, finite error bars, and the slopes' fits (whatever the toy model's physics)."""
+    import numpy as np
+    import pandas as pd
+
+    directory = toy_run / "results" / "properties" / "alpha"
+    table = pd.read_parquet(directory / "properties.parquet")
+    assert table["temperature_K"].tolist() == [150.0, 300.0]
+    for value, error in (("volume_per_atom_A3", "volume_per_atom_err_A3"),
+                         ("potential_energy_per_atom_eV", "potential_energy_per_atom_err_eV")):
+        assert np.isfinite(table[value]).all() and np.isfinite(table[error]).all() and (table[error] > 0).all()
+    assert (table["n_equilibrated_frames"] >= 8).all() and np.isfinite(table["tilt_mean_deg"]).all()
+    summary = json.loads((directory / "summary.json").read_text())
+    assert np.isfinite(summary["thermal_expansion_per_K"]) and summary["thermal_expansion_err_per_K"] > 0
+    assert np.isfinite(summary["dU_dT_kB_per_atom"]) and summary["dU_dT_err_kB_per_atom"] > 0
 
 
 @pytest.mark.slow

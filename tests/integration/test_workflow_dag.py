@@ -58,6 +58,7 @@ def test_toy_dag_job_counts():
         "train_charges": 1, "train_short_range": 1, "train_baseline": 1,
         "md_check": 2 * 2,  # (4g, baseline) x 2 md_structures
         "validate": 1, "all": 1,
+        "properties": 1,  # NPT properties of alpha
         # active learning, round 1 up to its checkpoint (later rounds appear once it ran):
         # committee of 2: member 0 is round 0's model, member 1's charge model serves every round
         "split_active": 1, "train_active_charges": 1, "train_active_short_range": 1,
@@ -136,7 +137,7 @@ RULE_EXTRAS = {
     "sample_md": ["xtb"], "label_xtb": ["xtb"], "check_convergence": ["xtb"],  # and ["dft"] in dft.yaml
     "label_dft": ["dft"],
     "train_charges": ["ml"], "train_short_range": ["ml"], "train_baseline": ["ml"], "train_peer": ["ml", "peer"],
-    "md_check": ["ml"], "validate": ["ml", "peer"],
+    "md_check": ["ml"], "validate": ["ml", "peer"], "properties": ["ml"],
     "split_active": [], "explore": ["ml"], "select_candidates": [], "gather_active": [], "active_report": [],
 }
 #: conda-forge names of PyPI packages whose names differ

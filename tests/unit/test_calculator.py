@@ -30,10 +30,11 @@ NETWORK = {"n_features": 8, "n_sensitivities": 6, "n_interaction_layers": 1, "n_
            "cutoff_A": 4.0, "lower_cutoff_A": 1.0}
 
 
-def write_model(directory, seed: int, with_charges: bool = True, dtype: str = "float64"):
-    """A model directory with random weights: a 4G potential or a baseline, stored in ``dtype``."""
+def write_model(directory, seed: int, with_charges: bool = True, dtype: str = "float64", elements=(29, 79)):
+    """A model directory with random weights for ``elements`` (atomic numbers): a 4G
+    potential or a baseline, stored in ``dtype``."""
     torch.manual_seed(seed)
-    hp = network_hyperparameters(NETWORK, [29, 79])
+    hp = network_hyperparameters(NETWORK, list(elements))
     meta = {"dtype": dtype}
     to_dtype = getattr(torch, dtype)
     save_model(directory, "short-range" if with_charges else "baseline", ShortRangeModel(hp).to(to_dtype), meta, {})

@@ -55,6 +55,15 @@ def test_defaults_are_filled(toy):
     (lambda c: c["training"].update(peer={"enabled": True, "n_models": 2}),
      r"'training/peer/n_models': 2 exceeds training.n_models = 1"),
     (lambda c: c["training"].update(peer={"max_L": 4}), r"at 'training/peer/max_L'"),
+    (lambda c: c["properties"].update(structures=["alpha", "beta"]),
+     r"'properties/structures': unknown structure\(s\) beta; built structures are rp1_slab, alpha"),
+    (lambda c: c["properties"].update(structures=["alpha", "cifs/alpha.cif"]),
+     r"'properties/structures': name\(s\) alpha listed more than once"),
+    (lambda c: c["properties"].update(structures=["cifs/2d-phase.cif"]),
+     r"'properties/structures': file\(s\) cifs/2d-phase.cif need a stem of letters"),
+    (lambda c: c["properties"].update(structures=[]), r"'properties/structures': properties.enabled but no structure"),
+    (lambda c: c["properties"].update(equilibration="detect"), r"at 'properties/equilibration'"),
+    (lambda c: c["properties"].update(temperatures_K=[]), r"at 'properties/temperatures_K'"),
 ])
 def test_invalid_config_names_the_key(toy, mutate, message):
     bad = copy.deepcopy(toy)

@@ -21,6 +21,12 @@ def test_toy_structures():
     assert specs[3].transform == {"type": "defect", "kind": "vacancy", "species": "I", "total_charge": 0}
 
 
+def test_property_structures_are_built_names_or_files_named_by_stem():
+    config = {"properties": {"structures": ["alpha", "cifs/CsPbI3_delta.CIF", "../mine.extxyz", "rp1_slab"]}}
+    assert plan.property_structures(config) == {"alpha": None, "CsPbI3_delta": "cifs/CsPbI3_delta.CIF",
+                                                "mine": "../mine.extxyz", "rp1_slab": None}
+
+
 def test_peer_members_only_when_the_peer_is_enabled(production):
     assert plan.peer_members(production) == []
     production["training"]["peer"].update(enabled=True, n_models=2)

@@ -30,6 +30,7 @@ VERBS = (
     ("train", "train"),
     ("validate", "validate"),
     ("md", "md"),
+    ("properties", "properties"),
     ("explore", "explore"),
     ("select-candidates", "select_candidates"),
     ("active-report", "active_report"),
@@ -44,6 +45,8 @@ pipeline (each stage is a Snakemake rule calling one verb):
   active learning, rounds r >= 1 (active_learning.enabled):
   train a committee on all labels so far -> explore -> select-candidates -> label xtb
         -> gather -> the next round, until the committee is accurate or max_rounds
+  properties from the potential (properties.enabled): NPT MD over a temperature grid
+        -> V(T), thermal expansion, U(T), dU/dT, octahedral tilts
   pretrained potentials shipped with the package: hipqeq models list
 
 Units everywhere: eV, Angstrom, elementary charge e. Settings come from the workflow

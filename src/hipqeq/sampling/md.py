@@ -30,12 +30,15 @@ from hipqeq.units import BOLTZMANN_EV_K
 
 log = logging.getLogger(__name__)
 
-#: Berendsen NPT settings (ensemble "npt"): thermostat and barostat times (fs) and the
+#: Berendsen NPT defaults (ensemble "npt"): thermostat and barostat times (fs), and the
 #: compressibility of soft lead-iodide perovskites (bulk modulus ~15 GPa; lit. 12-20 GPa),
 #: in Angstrom^3/eV.
 NPT_TAUT_FS = 100.0
 NPT_TAUP_FS = 1000.0
 NPT_COMPRESSIBILITY_A3_EV = 1.0 / (15.0 * units.GPa)
+
+#: MDSettings fields that only the NPT ensemble reads.
+NPT_FIELDS = ("pressure_GPa", "taut_fs", "taup_fs")
 
 #: A trajectory is stopped as unstable when two atoms come closer than this (Angstrom).
 UNSTABLE_DISTANCE_A = 1.0
@@ -52,6 +55,10 @@ class MDSettings:
     frame_interval: int = 50
     friction_per_fs: float = 0.01
     ensemble: str = "nvt"
+    #: NPT only: target pressure (GPa), Berendsen thermostat and barostat times (fs)
+    pressure_GPa: float = 0.0
+    taut_fs: float = NPT_TAUT_FS
+    taup_fs: float = NPT_TAUP_FS
     seed: int = 0
     #: the engine and its settings (JSON), so that a trajectory of another level of
     #: theory is never resumed
@@ -77,6 +84,9 @@ class MDSettings:
         """What a resumable trajectory must share with this run (not its length)."""
         fields = dataclasses.asdict(self)
         fields.pop("production_steps")
+        if self.ensemble != "npt":  # settings an NVT run never reads do not tell runs apart
+            for name in NPT_FIELDS:
+                fields.pop(name)
         fields["structure_id"] = atoms_id(atoms)
         return json.dumps(fields, sort_keys=True)
 
@@ -143,7 +153,8 @@ def _dynamics(atoms: Atoms, settings: MDSettings, rng: np.random.Generator):
         # pbc masks the barostat: a slab (T, T, F) breathes in-plane only
         return Inhomogeneous_NPTBerendsen(
             atoms, timestep=settings.timestep_fs * units.fs, temperature_K=settings.temperature_K,
-            pressure_au=0.0, taut=NPT_TAUT_FS * units.fs, taup=NPT_TAUP_FS * units.fs,
+            pressure_au=settings.pressure_GPa * units.GPa, taut=settings.taut_fs * units.fs,
+            taup=settings.taup_fs * units.fs,
             compressibility_au=NPT_COMPRESSIBILITY_A3_EV, mask=tuple(int(p) for p in atoms.pbc))
     raise HipqeqError(f"unknown MD ensemble '{settings.ensemble}' (nvt or npt)")
 
@@ -179,11 +190,20 @@ def _initial_state(atoms: Atoms, snapshots: list[Atoms], settings: MDSettings,
 
 
 def _frames(snapshots: list[Atoms], settings: MDSettings) -> list[Atoms]:
-    """Bare copies of the snapshots at :meth:`MDSettings.frame_steps`."""
+    """Bare copies of the snapshots at :meth:`MDSettings.frame_steps`, with the step, the
+    kinetic temperature (K) and, when computed, the potential energy (eV) in ``info``."""
     wanted = set(settings.frame_steps())
-    return [Atoms(s.numbers, positions=s.positions, cell=s.cell.array, pbc=s.pbc,
-                  info={"md_step": int(s.info["md_step"])})
-            for s in snapshots if int(s.info["md_step"]) in wanted]
+    frames = []
+    for s in snapshots:
+        if int(s.info["md_step"]) not in wanted:
+            continue
+        # the centre of mass is fixed (FixCom, dropped from snapshots): 3N - 3 degrees of freedom
+        temperature_K = 2.0 * s.get_kinetic_energy() / (max(3 * len(s) - 3, 1) * BOLTZMANN_EV_K)
+        info = {"md_step": int(s.info["md_step"]), "md_temperature_K": float(temperature_K)}
+        if s.calc is not None and "energy" in s.calc.results:
+            info["md_potential_energy_eV"] = float(s.calc.results["energy"])
+        frames.append(Atoms(s.numbers, positions=s.positions, cell=s.cell.array, pbc=s.pbc, info=info))
+    return frames
 
 
 def run_md(atoms: Atoms, calculator: Calculator, settings: MDSettings,
@@ -193,11 +213,12 @@ def run_md(atoms: Atoms, calculator: Calculator, settings: MDSettings,
     Initial velocities are Maxwell-Boltzmann at ``settings.temperature_K`` (centre of
     mass at rest, kept there by :class:`ase.constraints.FixCom`); ``ensemble`` "nvt" is
     Langevin (friction ``friction_per_fs``), "npt" is Berendsen with the cell scaled
-    along periodic directions only at zero pressure (settings above). If
+    along periodic directions only, at ``pressure_GPa`` (times ``taut_fs``, ``taup_fs``). If
     ``trajectory`` holds snapshots of the same run (:meth:`MDSettings.fingerprint`),
     the run continues from the last one. A calculator error (e.g. an SCF failure) or
     atoms closer than 1 Angstrom end the run: the outcome keeps the frames so far and
-    says why. Frames are bare ``Atoms`` (no calculator) with ``info['md_step']``.
+    says why. Frames are bare ``Atoms`` (no calculator) with ``info['md_step']``,
+    ``info['md_temperature_K']`` and ``info['md_potential_energy_eV']``.
     """
     path = Path(trajectory)
     fingerprint = settings.fingerprint(atoms)

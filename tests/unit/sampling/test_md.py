@@ -180,3 +180,28 @@ def test_a_trajectory_of_another_engine_is_not_resumed():
     config["sampling"]["method"] = "GFN1-xTB"
     config["xtb"]["electronic_temperature_K"] = 1000.0
     assert md_settings(config, "alpha", 300.0, 0).fingerprint(atoms) != gfn1
+
+
+def test_barostat_settings_tell_npt_runs_apart_but_not_nvt_runs():
+    """NVT runs never read the barostat settings: their checkpoints stay resumable."""
+    from tests.conftest import cubic_cspbi3
+
+    atoms = cubic_cspbi3()
+    nvt, npt = MDSettings(300.0), MDSettings(300.0, ensemble="npt")
+    assert MDSettings(300.0, pressure_GPa=1.0, taup_fs=50.0).fingerprint(atoms) == nvt.fingerprint(atoms)
+    assert MDSettings(300.0, ensemble="npt", pressure_GPa=1.0).fingerprint(atoms) != npt.fingerprint(atoms)
+    assert MDSettings(300.0, ensemble="npt", taut_fs=50.0).fingerprint(atoms) != npt.fingerprint(atoms)
+
+
+def test_frames_carry_their_potential_energy_and_temperature(tmp_path):
+    atoms = phase("alpha")
+    settings = MDSettings(300.0, equilibration_steps=0, production_steps=6, frame_interval=3, ensemble="npt", seed=1)
+    frames = run_md(atoms, FailingLJ(10**6), settings, tmp_path / "npt.traj").frames
+    assert [f.info["md_step"] for f in frames] == [3, 6]
+    for frame in frames:
+        assert frame.info["md_potential_energy_eV"] == pytest.approx(
+            FailingLJ(10**6).get_potential_energy(frame), abs=1e-10)
+        kinetic = frame.info["md_temperature_K"] * (3 * len(frame) - 3) / 2 * 8.617333262e-5
+        with Trajectory(tmp_path / "npt.traj") as traj:
+            snapshot = next(s for s in traj if s.info["md_step"] == frame.info["md_step"])
+        assert kinetic == pytest.approx(snapshot.get_kinetic_energy()), "3N - 3 degrees of freedom (COM fixed)"
