@@ -70,11 +70,12 @@ def stability(calc, temperature_K: float, md_ps: float, timestep_fs: float, work
 
 def figure(scan: dict, runs: list[dict], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    a = [p["a_A"] for p in scan["points"]]
+    points = scan["points"] if scan else []
+    a = [p["a_A"] for p in points]
     for key, label in (("model", "4G potential"), ("reference", "CP2K GFN1-xTB")):
         column = f"energy_{key}_eV_per_atom"
-        if all(column in p for p in scan["points"]):
-            energies = np.array([p[column] for p in scan["points"]])
+        if points and all(column in p for p in points):
+            energies = np.array([p[column] for p in points])
             left.plot(a, 1000 * (energies - energies.min()), "o-", label=f"{label}: a0 = {scan[f'a0_{key}_A']:.3f} A")
     left.set(xlabel="in-plane pseudo-cubic a (A)", ylabel="E - E_min (meV/atom)", title="RP n = 1 slab, 2x2")
     left.legend()
@@ -92,7 +93,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default="cspbi-gfn1", help="pretrained potential")
     parser.add_argument("--output", type=Path, required=True, help="output stem (writes .json and .png)")
-    parser.add_argument("--strains", type=float, nargs="+", default=[-4, -2, 0, 2, 4], help="biaxial strains (%%)")
+    parser.add_argument("--strains", type=float, nargs="*", default=[-4, -2, 0, 2, 4],
+                        help="biaxial strains (%%); none: no lattice scan")
     parser.add_argument("--temperatures-K", type=float, nargs="+", default=[300, 500])
     parser.add_argument("--md-ps", type=float, default=20.0)
     parser.add_argument("--timestep-fs", type=float, default=2.0)
@@ -106,15 +108,17 @@ def main() -> None:
     labeller = None if args.no_reference else CP2KLabeller(config["xtb"])
     calc = pretrained.calculator(args.name, device="cpu")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    scan = in_plane_scan(calc, labeller, args.strains, config["structures"]["seeds"][0].get("vacuum_A", 30.0))
-    scan["wall_time_s"] = time.perf_counter() - started
+    scan = None
+    if args.strains:
+        started = time.perf_counter()
+        scan = in_plane_scan(calc, labeller, args.strains, config["structures"]["seeds"][0].get("vacuum_A", 30.0))
+        scan["wall_time_s"] = time.perf_counter() - started
     runs = [stability(calc, t, args.md_ps, args.timestep_fs, args.output.parent) for t in args.temperatures_K]
     args.output.with_suffix(".json").write_text(json.dumps(
         {"potential": args.name, "lattice": scan, "md": [{k: v for k, v in r.items() if k != "series"} for r in runs]},
         indent=1) + "\n")
     figure(scan, runs, args.output)
-    print(json.dumps({"a0": {k: v for k, v in scan.items() if k.startswith("a0") or k == "a_seed_A"},
+    print(json.dumps({"a0": {k: v for k, v in (scan or {}).items() if k.startswith("a0") or k == "a_seed_A"},
                       "md": [{k: r[k] for k in ("temperature_K", "stable", "energy_drift_eV_per_atom_ps")}
                              for r in runs]}, indent=1))
 
