@@ -37,6 +37,11 @@ def add_config_argument(parser: argparse.ArgumentParser, required: bool = True) 
                              "e.g. config/toy.yaml")
 
 
+def add_model_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--model DIR [DIR ...]``: the model directories a verb evaluates (several: a committee)."""
+    parser.add_argument("--model", type=Path, nargs="+", required=True, metavar="DIR", help=help)
+
+
 def add_output_argument(parser: argparse.ArgumentParser, what: str) -> None:
     """``--output FILE`` for a verb that writes one dataset file."""
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="FILE",

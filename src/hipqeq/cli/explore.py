@@ -35,14 +35,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hipqeq.cli._common import add_config_argument, add_device_argument, add_output_argument, load
+from hipqeq.cli._common import (
+    add_config_argument,
+    add_device_argument,
+    add_model_argument,
+    add_output_argument,
+    load,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     parser.add_argument("--round", type=int, required=True, help="the round (>= 1); seeds the walkers")
-    parser.add_argument("--model", type=Path, nargs="+", required=True, metavar="DIR",
-                        help="the committee's model directories (hipqeq train short-range outputs)")
+    add_model_argument(parser, "the committee's model directories (hipqeq train short-range outputs)")
     parser.add_argument("--structures", type=Path, required=True, metavar="FILE",
                         help="built structures the walkers start from (hipqeq build output)")
     add_output_argument(parser, "explored frames, unlabelled")

@@ -37,6 +37,7 @@ from pathlib import Path
 from hipqeq.cli._common import (
     add_config_argument,
     add_device_argument,
+    add_model_argument,
     add_seed_argument,
     load,
     positive_float,
@@ -46,8 +47,7 @@ from hipqeq.cli._common import (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
-    parser.add_argument("--model", type=Path, nargs="+", required=True, metavar="DIR",
-                        help="model directory (several: a committee)")
+    add_model_argument(parser, "model directory (several: a committee)")
     parser.add_argument("--structures", type=Path, required=True, metavar="FILE",
                         help="Parquet file of built structures (hipqeq build output; needs --name), "
                              "or a user structure: CIF (read with pymatgen) or extxyz")

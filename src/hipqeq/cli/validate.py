@@ -26,7 +26,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hipqeq.cli._common import add_config_argument, add_device_argument, load
+from hipqeq.cli._common import add_config_argument, add_device_argument, add_model_argument, load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DFT dataset (gathered Parquet)")
     parser.add_argument("--splits", type=Path, required=True, metavar="JSON",
                         help="split file written by `hipqeq split`")
-    parser.add_argument("--model", type=Path, nargs="+", required=True, metavar="DIR",
-                        help="model directories of the full 4G potential (a committee)")
+    add_model_argument(parser, "model directories of the full 4G potential (a committee)")
     parser.add_argument("--baseline", type=Path, nargs="*", default=[], metavar="DIR",
                         help="model directories of the short-range-only baseline (a committee)")
     parser.add_argument("--peer", type=Path, nargs="*", default=[], metavar="DIR",

@@ -52,7 +52,7 @@ from mace.calculators import MACECalculator
 
 from hipqeq.errors import HipqeqError
 from hipqeq.models.potential import resolve_device
-from hipqeq.models.store import read_json
+from hipqeq.models.store import load_weights, read_json
 
 KIND = "mace"
 FORMAT_VERSION = 1
@@ -159,21 +159,10 @@ def load_mace(model_dir: str | os.PathLike) -> torch.nn.Module:
     metadata and loaded from ``weights.pt``, on CPU in eval mode, in its stored dtype."""
     meta = read_peer_metadata(model_dir)
     hyper = read_json(Path(model_dir) / "hyperparameters.json")["model"]
-    path = Path(model_dir) / WEIGHTS_FILE
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise HipqeqError(f"{path}: missing (the model directory is incomplete); {_RETRAIN}") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises several types for a corrupt file
-        raise HipqeqError(f"{path}: not a readable torch state_dict ({type(exc).__name__}: {exc}); "
-                          f"{_RETRAIN}") from None
     with default_dtype(meta["dtype"]):
         model = build_mace(hyper, {int(z): e for z, e in meta["e0s_eV"].items()}, meta["avg_num_neighbors"],
                            meta["force_scale_eV_per_A"])
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise HipqeqError(f"{path}: weights do not fit hyperparameters.json ({exc}); {_RETRAIN}") from None
+    load_weights(Path(model_dir) / WEIGHTS_FILE, model, _RETRAIN)
     return model.eval()
 
 

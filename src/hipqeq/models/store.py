@@ -100,23 +100,23 @@ def save_model(model_dir: str | os.PathLike, kind: str, model: torch.nn.Module, 
 
 
 #: What a user does about a model directory whose weights cannot be used.
-_RETRAIN = "re-run `hipqeq train` for this model (or restore the directory from a copy)"
+RETRAIN = "re-run `hipqeq train` for this model (or restore the directory from a copy)"
 
 
-def _load_weights(path: Path, model: torch.nn.Module) -> None:
+def load_weights(path: Path, model: torch.nn.Module, retrain: str = RETRAIN) -> None:
     """Load the state_dict in ``path`` into ``model``; a missing, truncated or foreign
-    file raises :class:`HipqeqError` naming it."""
+    file raises :class:`HipqeqError` naming it, with ``retrain``: what the user does."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise HipqeqError(f"{path}: missing (the model directory is incomplete); {_RETRAIN}") from None
+        raise HipqeqError(f"{path}: missing (the model directory is incomplete); {retrain}") from None
     except Exception as exc:  # noqa: BLE001 - torch raises several types for a corrupt file
         raise HipqeqError(f"{path}: not a readable torch state_dict ({type(exc).__name__}: {exc}); "
-                          f"{_RETRAIN}") from None
+                          f"{retrain}") from None
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        raise HipqeqError(f"{path}: weights do not fit hyperparameters.json ({exc}); {_RETRAIN}") from None
+        raise HipqeqError(f"{path}: weights do not fit hyperparameters.json ({exc}); {retrain}") from None
 
 
 def load_model(model_dir: str | os.PathLike, kind: str | None = None) -> torch.nn.Module:
@@ -127,7 +127,7 @@ def load_model(model_dir: str | os.PathLike, kind: str | None = None) -> torch.n
         raise HipqeqError(f"{model_dir}: holds a {meta['kind']} model, expected {kind}")
     hyper = read_json(Path(model_dir) / "hyperparameters.json")["model"]
     model = build_model(meta["kind"], hyper)
-    _load_weights(Path(model_dir) / "weights.pt", model)
+    load_weights(Path(model_dir) / "weights.pt", model)
     dtype = getattr(torch, meta.get("dtype", "float32"))
     return model.to(dtype).eval()
 
