@@ -76,6 +76,30 @@ def test_split_covers_every_dataset_given(tmp_path, frames):
         assert set(assign_splits(parents, splits, member)) == {"train", "valid", "test"}
 
 
+def test_split_warns_about_a_test_parent_outside_the_training_span(tmp_path, frames, capsys):
+    """A test parent whose composition and charge no other parents combine to (here a
+    one-atom-short frame) gets a warning naming it; the others do not."""
+    from hipqeq.data import read_splits
+
+    odd = frames[0].copy()
+    del odd[0]
+    odd.info["parent_id"] = "odd"
+    built = write_dataset([odd] + frames[1:6], tmp_path / "structures.parquet")
+    config = tmp_path / "config.yaml"
+    for seed in range(50):
+        config.write_text(f"seed: {seed}\n"
+                          "structures: {seeds: [{name: a, builder: phase, phase: alpha}]}\n"
+                          "selection: {n_xtb: 1, n_dft: 0}\n"
+                          "training: {split_fractions: [0.5, 0.25, 0.25], n_models: 1}\n")
+        assert main(["split", "--config", str(config), "--output", str(tmp_path / "s.json"), str(built)]) == 0
+        warnings = capsys.readouterr().err
+        if "odd" in read_splits(tmp_path / "s.json")["test"]:
+            assert "warning: test parent odd has a composition" in warnings
+            return
+        assert "warning" not in warnings
+    pytest.fail("no seed put the odd parent in the test split")
+
+
 MD_BASE = ["md", "--config", "c.yaml", "--model", "m", "--structures", "s.parquet", "--name", "x",
            "--output", "o.json", "--trajectory", "o.traj"]
 

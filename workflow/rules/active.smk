@@ -69,7 +69,7 @@ rule split_active:
         mem_mb=1000,
         runtime=5,
     shell:
-        "hipqeq split --config {CONFIG_FILE} --members {params.settings[2]} --output {output} {input}"
+        "hipqeq split --config {CONFIG_FILE} --members {params.settings[2]} --output {output} {input.datasets}"
         " > {log} 2>&1"
 
 

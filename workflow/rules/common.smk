@@ -116,10 +116,10 @@ def convergence_outputs(level=None):
 def split_inputs(wildcards):
     """Whose parents the study's split covers: the built structures, and an ingested
     external DFT set (its structures are not built here)."""
-    inputs = {"structures": "results/structures/structures.parquet"}
+    datasets = ["results/structures/structures.parquet"]
     if config["dft"]["source"] == "external":
-        inputs["external"] = "results/labels/dft/external.parquet"
-    return inputs
+        datasets.append("results/labels/dft/external.parquet")
+    return {"datasets": datasets}
 
 
 def final_outputs():

@@ -22,6 +22,7 @@ rule build_structures:
 rule split:
     input:
         unpack(split_inputs),
+        labels="results/datasets/xtb.parquet",  # every member trains on what its fit needs
     output:
         "results/splits.json",
     params:
@@ -35,7 +36,8 @@ rule split:
         mem_mb=1000,
         runtime=5,
     shell:
-        "hipqeq split --config {CONFIG_FILE} --output {output} {input} > {log} 2>&1"
+        "hipqeq split --config {CONFIG_FILE} --labels {input.labels} --output {output} {input.datasets}"
+        " > {log} 2>&1"
 
 
 rule check_convergence:

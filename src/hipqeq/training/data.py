@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hipqeq.data import assign_splits, padded_arrays, read_splits, read_table
+from hipqeq.data import assign_splits, outside_span, padded_arrays, read_splits, read_table, reference_rows
 from hipqeq.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,26 @@ def load_stage_table(stage: str, dataset: str | os.PathLike, splits: str | os.Pa
     if not keep.any():
         raise DatasetError(f"{dataset}: no usable training rows for {stage} "
                            f"(status ok, labels {', '.join(STAGE_LABELS[stage])}, not in the test split)")
-    return StageRows(table.filter(pa.array(keep)), names[keep], dataset_species(table))
+    rows = StageRows(table.filter(pa.array(keep)), names[keep], dataset_species(table))
+    if "energy" in STAGE_LABELS[stage]:
+        _warn_outside_span(rows, member)
+    return rows
+
+
+def _warn_outside_span(rows: StageRows, member: int) -> None:
+    """Warn when validation parents have compositions or charges the training rows do
+    not combine to: the energy reference is extrapolated there, and early stopping would
+    chase that error (the study's member 1: 385 meV/atom on a neutral V_I)."""
+    parents = rows.table.column("parent_id").to_pylist()
+    reference = reference_rows(zip(parents, rows.table.column("numbers").to_pylist(),
+                                   rows.table.column("total_charge").to_pylist()))
+    train = {p for p, name in zip(parents, rows.split_names) if name == "train"}
+    valid = {p for p, name in zip(parents, rows.split_names) if name == "valid"}
+    outside = outside_span(sorted(valid), sorted(train), reference)
+    if train and outside:
+        log.warning("member %d: validation parent(s) %s have compositions and total charges no "
+                    "combination of the training rows gives; their energies are extrapolated "
+                    "(remake the split with `hipqeq split --labels`)", member, ", ".join(outside))
 
 
 def train_valid_rows(split_names: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:

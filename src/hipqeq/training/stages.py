@@ -129,7 +129,15 @@ def energy_reference_weights(counts: torch.Tensor, energy_eV: torch.Tensor,
     columns = [counts.to(torch.float64)]
     if total_charge_e is not None:
         columns.append(torch.round(total_charge_e.to(torch.float64).reshape(-1, 1) * 1e4) / 1e4)
-    return torch.linalg.pinv(torch.cat(columns, dim=1)) @ energy_eV.to(torch.float64).reshape(-1)
+    design = torch.cat(columns, dim=1)
+    present = design.abs().sum(dim=0) > 0
+    rank = int(torch.linalg.matrix_rank(design[:, present]))
+    if rank < int(present.sum()):
+        log.warning("energy reference: the %d training rows determine %d of %d weights (species present%s): "
+                    "structures whose composition and charge are not combinations of the training "
+                    "ones get an extrapolated energy (see `hipqeq split`)", len(design), rank,
+                    int(present.sum()), "" if total_charge_e is None else " and the energy per unit of charge")
+    return torch.linalg.pinv(design) @ energy_eV.to(torch.float64).reshape(-1)
 
 
 def fit_energy_reference(henergy, database, charge_name: str | None = None,

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from hipqeq.data import (assign_splits, atoms_id, gather, make_splits, padded_arrays, read_splits, read_table,
-                         write_dataset, write_splits)
+from hipqeq.data import (assign_splits, atoms_id, gather, make_splits, outside_span, padded_arrays, read_splits,
+                         read_table, reference_rows, write_dataset, write_splits)
 from hipqeq.errors import DatasetError, HipqeqError
 from tests.conftest import cubic_cspbi3
 
@@ -57,19 +57,47 @@ def test_split_shares_test_set_across_members_and_datasets():
         assert {p for p, s in labels.items() if s == "test"} == set(splits["test"])
 
 
-def test_every_member_trains_on_every_charge_state_outside_the_test_set():
-    """22 parents, three of them charged (+1, +1, -1): without the charges some member's
-    train split misses a charge state; with them none does, and the test set is unchanged."""
-    parents = [f"p{i:02d}" for i in range(22)]
-    charges = {p: 0.0 for p in parents} | {"p03": 1.0, "p11": 1.0, "p17": -1.0}
-    plain = make_splits(parents, (0.7, 0.15, 0.15), seed=0, n_members=6)
-    covered = make_splits(parents, (0.7, 0.15, 0.15), seed=0, n_members=6, total_charges=charges)
+def _slab(cs=8, pb=4, i=16):
+    return [55] * cs + [82] * pb + [53] * i
+
+
+def test_every_member_trains_on_every_charge_state_and_the_span_of_the_energy_reference():
+    """The study's pattern: pristine and strained slabs, charged vacancies whose charge is
+    their formal ionic charge (V_I+, V_Cs-), and one neutral V_I, the only parent that
+    separates the energy per unit of charge from composition. Without reference rows some
+    member misses a charge state or that direction; with them none does, the test set is
+    unchanged, and parents only move from valid to train."""
+    records = [(f"p{k:02d}", _slab(), 0.0) for k in range(16)]
+    records += [("vi_plus_a", _slab(i=15), 1.0), ("vi_plus_b", _slab(i=15), 1.0),
+                ("vcs_minus", _slab(cs=7), -1.0), ("vi_neutral", _slab(i=15), 0.0)]
+    rows = reference_rows(records)
+    parents = [parent for parent, _, _ in records]
+    plain = make_splits(parents, (0.7, 0.15, 0.15), seed=0, n_members=8)
+    covered = make_splits(parents, (0.7, 0.15, 0.15), seed=0, n_members=8, reference_rows=rows)
     assert covered["test"] == plain["test"]
-    states = {charges[p] for p in parents if p not in covered["test"]}
-    assert any({charges[p] for p in m["train"]} != states for m in plain["members"])
+    non_test = sorted(set(parents) - set(plain["test"]))
+    states = {rows[p][-1] for p in non_test}
+
+    def complete(member):
+        return {rows[p][-1] for p in member["train"]} == states and not outside_span(non_test, member["train"], rows)
+
+    assert not all(complete(m) for m in plain["members"])
     for member, before in zip(covered["members"], plain["members"]):
-        assert {charges[p] for p in member["train"]} == states
+        assert complete(member)
+        assert set(before["train"]) <= set(member["train"])
         assert sorted(member["train"] + member["valid"]) == sorted(before["train"] + before["valid"])
+
+
+def test_reference_rows_and_their_span():
+    """Rows are [Br, I, Cs, Pb, Q]; a hole in the pristine slab (Q = +1) is pristine + V_I+ -
+    neutral V_I, so those three span it; nothing without Br spans a Br substitution."""
+    rows = reference_rows([("a", _slab(), 0.0), ("b", _slab(i=15), 1.0000001), ("a", _slab(i=3), 5.0),
+                           ("c", _slab(i=15), 0.0), ("d", _slab(cs=7), -1.0), ("e", [35] + _slab(i=15), 0.0),
+                           ("hole", _slab(), 1.0), ("b2", _slab(16, 8, 30), 2.0)])
+    assert rows["a"].tolist() == [0, 16, 8, 4, 0] and rows["b"].tolist() == [0, 15, 8, 4, 1]
+    assert outside_span(["a", "b", "c", "d", "e", "hole", "b2"], ["a", "b"], rows) == ["c", "d", "e", "hole"]
+    assert outside_span(["hole", "d", "e"], ["a", "b", "c"], rows) == ["d", "e"]
+    assert outside_span(["a"], [], rows) == ["a"]
 
 
 def test_split_is_deterministic_and_round_trips(tmp_path):

@@ -17,7 +17,7 @@ from hipqeq.data import make_splits, read_table, write_dataset, write_splits
 from hipqeq.errors import HipqeqError
 from hipqeq.seeds import derive_seed
 from hipqeq.training import STAGES, train_model
-from hipqeq.training.data import pair_cells, usable_rows
+from hipqeq.training.data import load_stage_table, pair_cells, usable_rows
 from hipqeq.training.stages import member_seed
 
 
@@ -72,6 +72,26 @@ def test_rows_failed_or_unlabelled_are_dropped_with_a_count(tmp_path, caplog, ma
     assert keep.tolist() == [True, False, False, True]
     assert "dropping 1 of 4 rows whose status is not ok" in caplog.text
     assert "dropping 1 ok rows whose forces is missing or not finite" in caplog.text
+
+
+def test_energy_stages_warn_when_validation_rows_leave_the_training_span(tmp_path, caplog, make_frames):
+    """A charged frame of a validation parent: no training rows combine to it, so its
+    energy reference is extrapolated; the energy stages say so, the charge stage does not."""
+    frames = make_frames(6, 3)
+    splits = tmp_path / "s.json"
+    write_splits({"seed": 0, "fractions": [0.6, 0.2, 0.2], "test": ["parent2"],
+                  "members": [{"train": ["parent0"], "valid": ["parent1"]}]}, splits)
+    dataset = write_dataset(frames, tmp_path / "d.parquet")
+    with caplog.at_level(logging.WARNING):
+        load_stage_table("baseline", dataset, splits, 0)
+    assert "member 0: validation parent" not in caplog.text
+    frames[1].info["total_charge"] = 1.0   # parent1
+    dataset = write_dataset(frames, tmp_path / "charged.parquet")
+    for stage, warned in (("charges", False), ("short-range", True)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            load_stage_table(stage, dataset, splits, 0)
+        assert ("member 0: validation parent(s) parent1 have compositions" in caplog.text) == warned
 
 
 def test_pair_cells_keep_periodic_vectors_and_pad_the_others():
@@ -245,7 +265,7 @@ def test_the_charge_aware_energy_reference_fits_an_energy_per_unit_of_total_char
     assert e1["energy_short"] - e0["energy_short"] == pytest.approx(mu_q, rel=0.1)
 
 
-def test_an_energy_reference_a_charge_state_does_not_determine_stays_finite():
+def test_an_energy_reference_a_charge_state_does_not_determine_stays_finite_and_warns(caplog):
     """Training rows whose only charged ones share one composition (a V_Cs- cell, Q = -1)
     cannot split their energy between Q and that composition: with charges summed in
     float32 (off by ~1e-7 e) an unrounded fit found weights of 7e4 eV (measured on the
@@ -263,3 +283,8 @@ def test_an_energy_reference_a_charge_state_does_not_determine_stays_finite():
     assert np.abs(weights.numpy()).max() < 20
     np.testing.assert_allclose((torch.cat([counts.double(), charge.double()[:, None]], 1) @ weights).numpy(),
                                energy.numpy(), atol=0.02)
+    assert "determine 3 of 4 weights" in caplog.text
+    caplog.clear()
+    determined = torch.cat([counts, torch.tensor([[8.0, 4.0, 16.0]])])   # a hole in a pristine cell
+    energy_reference_weights(determined, torch.cat([energy, energy[:1] + 11.6]), torch.cat([charge, torch.ones(1)]))
+    assert "energy reference" not in caplog.text
