@@ -369,6 +369,11 @@ def run_properties(atoms: Atoms, calculator, section: dict, name: str, output_di
     periodic_axes = int(np.sum(atoms.pbc))
     if periodic_axes < 2:
         raise StructureError(f"{name}: pbc {atoms.pbc.tolist()}; NPT needs a bulk cell or a slab (T,T,F)")
+    repeats = section["supercell"]
+    if any(n != 1 for n, periodic in zip(repeats, atoms.pbc) if not periodic):
+        raise ConfigError(f"invalid config at 'properties/supercell': {repeats} repeats {name} along a "
+                          f"non-periodic axis (pbc {atoms.pbc.tolist()})")
+    atoms = atoms.repeat(repeats)
     if periodic_axes == 2 and section["pressure_GPa"]:
         raise ConfigError(f"invalid config at 'properties/pressure_GPa': {section['pressure_GPa']} GPa on the slab "
                           f"{name}, whose cell volume includes vacuum; slabs run at 0 GPa")

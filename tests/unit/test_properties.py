@@ -184,6 +184,17 @@ def test_properties_run_gives_finite_values_with_error_bars(tmp_path):
         assert matplotlib.image.imread(tmp_path / f"{stem}.png").shape[0] > 300
 
 
+def test_supercell_repeats_the_md_cell_but_not_a_slab_normal(tmp_path):
+    summary = run_properties(bulk("Cu", "fcc", a=3.6, cubic=True), EMT(), section(supercell=[2, 1, 1],
+                             temperatures_K=[100.0]), "cu", tmp_path, master_seed=0)
+    assert summary["n_atoms"] == 8
+    frames = __import__("ase.io").io.read(tmp_path / "T100.traj", index=":")
+    assert len(frames[-1]) == 8 and frames[-1].cell.lengths()[0] > 1.9 * frames[-1].cell.lengths()[1]
+    with pytest.raises(ConfigError, match="properties/supercell.*non-periodic"):
+        run_properties(ruddlesden_popper(1, "slab", vacuum=12.0), EMT(), section(supercell=[2, 2, 2]), "rp1",
+                       tmp_path, master_seed=0)
+
+
 def test_pressure_on_a_slab_is_refused(tmp_path):
     slab = ruddlesden_popper(1, "slab", vacuum=12.0)
     with pytest.raises(ConfigError, match="properties/pressure_GPa.*vacuum"):
@@ -216,9 +227,10 @@ def test_hipqeq_properties_with_a_4g_potential(tmp_path):
     out = tmp_path / "properties"
     assert main(["properties", "--config", str(config), "--model", str(model), "--structures", str(structures),
                  "--name", "alpha", "--output-dir", str(out), "--temperatures-K", "100", "200", "--steps", "24",
-                 "--device", "cpu"]) == 0
+                 "--supercell", "1", "1", "2", "--device", "cpu"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["models"] == [str(model)] and summary["settings"]["steps"] == 24
+    assert summary["settings"]["supercell"] == [1, 1, 2] and summary["n_atoms"] == 10
     for row in summary["temperatures"]:
         assert not row["stopped_early"], row["reason"]
         assert np.isfinite(row["volume_per_atom_A3"]) and row["volume_per_atom_err_A3"] > 0

@@ -58,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperatures-K", type=positive_float, nargs="+", dest="temperatures_K", metavar="T",
                         help="temperature grid in K (default: properties.temperatures_K)")
     parser.add_argument("--steps", type=positive_int, help="NPT steps per temperature (default: properties.steps)")
+    parser.add_argument("--supercell", type=positive_int, nargs=3, metavar=("N1", "N2", "N3"),
+                        help="repeats of the structure for the MD cell (default: properties.supercell)")
     add_device_argument(parser, "of the potential")
     add_seed_argument(parser)
 
@@ -76,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         atoms, name = read_structure(args.structures, args.name), args.name
     summary = properties_from_config(config, args.model, atoms, name, args.output_dir, device=args.device,
-                                     seed=args.seed, temperatures_K=args.temperatures_K, steps=args.steps)
+                                     seed=args.seed, temperatures_K=args.temperatures_K, steps=args.steps,
+                                     supercell=args.supercell)
     print(json.dumps({key: summary[key] for key in ("structure", "thermal_expansion_per_K",
                                                       "thermal_expansion_err_per_K", "dU_dT_kB_per_atom",
                                                       "dU_dT_err_kB_per_atom", "expansion")}))
