@@ -15,7 +15,8 @@ Verlet neighbour list. Each size runs in a forked child process: one cold call, 
 neighbour list is reused and the charges warm-start). It reports the cold time, the
 median time per step (wall, and the process's CPU time: on a shared machine the
 latter is the meaningful one with ``--threads 1``), the Coulomb matrix-vector products
-per step (the iterative solve's), neighbour searches over the steps, and the peak
+per step (every call: the warm-started solve, the potential, the adjoint solve of the
+forces and the force pass through one product), neighbour searches over the steps, and the peak
 memory growth of the child (resident memory on CPU, allocated device memory on CUDA);
 then per family the log-log fitted exponents of both times against N.
 
@@ -36,6 +37,7 @@ import numpy as np
 
 from calculator_precision import write_model
 from qeq_scaling import fitted_exponent, supercell
+from shadow_md import ProductCounter
 
 #: Atoms per repeat unit of each family.
 UNIT_ATOMS = {"cubic": 5, "slab": 7}
@@ -65,6 +67,7 @@ def _measure(model_dir, family, repeat, args, queue) -> None:
     from hipqeq.calculator import HipQEqCalculator
 
     torch.set_num_threads(args.threads)
+    counter = ProductCounter()
     atoms = structure(family, repeat)
     calculator = HipQEqCalculator(str(model_dir), device=args.device, kspace_method=args.kspace_method)
     atoms.calc = calculator
@@ -77,13 +80,13 @@ def _measure(model_dir, family, repeat, args, queue) -> None:
     times, cpu_times, products = [], [], []
     for _ in range(args.steps):
         atoms.positions = atoms.positions + rng.normal(0.0, 0.01 / np.sqrt(3.0), atoms.positions.shape)
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started, cpu_started, calls = time.perf_counter(), time.process_time(), counter.calls
         atoms.get_forces()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
         cpu_times.append(time.process_time() - cpu_started)
-        products.append(calculator.results["qeq_matvec_products"])
+        products.append(counter.calls - calls)
     if cuda:
         memory_mib = torch.cuda.max_memory_allocated() / 2**20
     else:  # ru_maxrss is KiB on Linux
