@@ -254,6 +254,9 @@ class HipQEqCalculator(Calculator):
         at every change of positions); in shadow mode, restart the auxiliary dynamics."""
         self._warm_numbers = None
         self._warm_charges = None
+        for potential in self.potentials:
+            if potential.charges is not None:
+                potential.charges.qeq.adjoint_warm_starts = []
         for dynamics in self._shadow:
             if dynamics is not None:
                 dynamics.reset()

@@ -110,7 +110,8 @@ def test_iterative_charge_solve_is_warm_started_from_the_previous_call(models):
     Coulomb matrix-vector products than a cold start, the same charges to solver tolerance.
 
     The saving grows with the closeness of the previous charges; CG on 72 atoms needs only
-    about ten products cold, so the move is small (1e-4 A: 9 products warm, 11 cold).
+    about ten products cold, so the move is small (1e-4 A: 9 products warm, 11 cold). The
+    adjoint solve of the forces is warm-started the same way, with the same forces.
     """
     atoms = slab() * (3, 3, 1)
     atoms.info["total_charge"] = 1.0
@@ -118,11 +119,15 @@ def test_iterative_charge_solve_is_warm_started_from_the_previous_call(models):
     atoms.get_potential_energy()
     atoms.positions += 1e-4 * np.random.default_rng(0).normal(size=atoms.positions.shape)
     warm_charges, warm_products = atoms.get_charges(), atoms.calc.results["qeq_matvec_products"]
+    (warm_adjoint,) = atoms.calc.potentials[0].charges.qeq.adjoint_warm_starts
 
     cold = atoms.copy()
     cold.calc = HipQEqCalculator(models["4g_a"], device="cpu", qeq_solver="iterative")
     cold_charges, cold_products = cold.get_charges(), cold.calc.results["qeq_matvec_products"]
+    (cold_adjoint,) = cold.calc.potentials[0].charges.qeq.adjoint_warm_starts
     assert 0 < warm_products < cold_products
+    assert 0 < warm_adjoint["products"] < cold_adjoint["products"], "the forces' adjoint solve starts warm too"
+    np.testing.assert_allclose(atoms.get_forces(), cold.get_forces(), atol=1e-6)
     assert warm_charges.sum() == pytest.approx(1.0, abs=1e-9)
     np.testing.assert_allclose(warm_charges, cold_charges, atol=1e-6)
     cold.calc = HipQEqCalculator(models["4g_a"], device="cpu", qeq_solver="dense")

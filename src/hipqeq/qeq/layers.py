@@ -99,7 +99,11 @@ class QEq(torch.nn.Module):
 
     After each call, :attr:`last_matvec_products` lists per system the Coulomb
     matrix-vector products the iterative solve used (0 for dense solves): a debugging
-    and benchmarking aid, e.g. to see what a warm start saves.
+    and benchmarking aid, e.g. to see what a warm start saves. Setting
+    :attr:`adjoint_warm_starts` to a list (off: None, the default) keeps per system the
+    last adjoint solve of the forces (:func:`~hipqeq.qeq.solvers.solve_iterative`'s
+    ``warm_adjoint``) to start the next one from: for MD, where consecutive calls see the
+    same systems (the ASE calculator turns it on; clearing the list starts cold).
     """
 
     def __init__(
@@ -123,6 +127,7 @@ class QEq(torch.nn.Module):
         self.solve_tolerance = self.tolerance if solve_tolerance is None else float(solve_tolerance)
         self.solver = _check_solver(solver)
         self.last_matvec_products: list[int] = []
+        self.adjoint_warm_starts: list[dict] | None = None
         lookup = torch.full((max(species_set) + 1,), -1, dtype=torch.int64)
         lookup[torch.tensor(species_set)] = torch.arange(len(species_set))
         self.register_buffer("species_lookup", lookup, persistent=False)
@@ -265,7 +270,10 @@ class QEq(torch.nn.Module):
 
     def _iterative_charges(self, systems, members, chi, hardness, total_charge, initial):
         charges, potentials, products = [], [], []
-        for (pos, sig, cel, boundary), atoms, charge in zip(systems, members, total_charge):
+        stores = self.adjoint_warm_starts
+        if stores is not None and len(stores) != len(systems):
+            stores[:] = [{} for _ in systems]
+        for b, ((pos, sig, cel, boundary), atoms, charge) in enumerate(zip(systems, members, total_charge)):
             operator = CoulombOperator(pos, sig, cel, boundary, self.tolerance, method=self.kspace_method)
             q, used = solve_iterative(
                 operator.matvec,
@@ -276,6 +284,7 @@ class QEq(torch.nn.Module):
                 float(charge),
                 initial=None if initial is None else initial[atoms],
                 tolerance=self.solve_tolerance,
+                warm_adjoint=None if stores is None else stores[b],
             )
             charges.append(q)
             products.append(used)

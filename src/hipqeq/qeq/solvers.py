@@ -218,8 +218,14 @@ class _ImplicitSolve(torch.autograd.Function):
         # Under create_graph (double backward) grad mode is on here: keep every product
         # differentiable; otherwise work on detached copies and build no graph.
         higher_order = torch.is_grad_enabled()
-        adjoint_options = {**options, "total_charge": 0.0}
-        adjoint = _ImplicitSolve.apply(matvec, adjoint_options, -grad_charges, hardness, None, *operands)
+        adjoint_options = {**options, "total_charge": 0.0, "warm_adjoint": None}
+        store = options.get("warm_adjoint")
+        start = None if store is None else store.get("adjoint")
+        if start is not None and start.shape != grad_charges.shape:
+            start = None
+        adjoint = _ImplicitSolve.apply(matvec, adjoint_options, -grad_charges, hardness, start, *operands)
+        if store is not None:
+            store.update(adjoint=adjoint.detach(), products=adjoint_options["products"])
         grad_operands = [None] * len(operands)
         wanted = [i for i, operand in enumerate(operands) if ctx.needs_input_grad[5 + i]]
         if wanted:
@@ -252,6 +258,7 @@ def solve_iterative(
     initial: torch.Tensor | None = None,
     tolerance: float = 1e-8,
     max_iterations: int = 1000,
+    warm_adjoint: dict | None = None,
 ) -> tuple[torch.Tensor, int]:
     r"""Charges of one system by projected preconditioned CG, warm-startable.
 
@@ -269,6 +276,11 @@ def solve_iterative(
     :param tolerance: relative KKT residual at which to stop; raised to 50 machine
         epsilons of the dtype (float32 cannot go below about 1e-5).
     :param max_iterations: CG iteration limit; :class:`QEqNotConverged` beyond it.
+    :param warm_adjoint: a dict that warm-starts the adjoint solve of the backward pass
+        as ``initial`` does the charges: its ``"adjoint"`` (when the shape fits) starts
+        that solve, which writes its solution back (consecutive MD steps' adjoints are as
+        close as their charges), with the products it used (``"products"``). The stopping test
+        is relative to a cold start either way.
     :return: charges (n,) in e, and the number of matrix-vector products used.
     """
     tolerance = max(tolerance, 50.0 * torch.finfo(electronegativity.dtype).eps)
@@ -277,6 +289,7 @@ def solve_iterative(
         "total_charge": float(total_charge),
         "tolerance": tolerance,
         "max_iterations": max_iterations,
+        "warm_adjoint": warm_adjoint,
     }
     charges = _ImplicitSolve.apply(matvec, options, electronegativity, hardness, initial, *operands)
     return _enforce_total_charge(charges, float(total_charge)), options["products"]
