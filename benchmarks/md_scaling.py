@@ -9,8 +9,10 @@ Two families, rattled by 0.05 Angstrom:
 The potential is an untrained 4G model with the config schema's default network (see
 ``calculator_precision.py``) in :class:`hipqeq.calculator.HipQEqCalculator` as MD uses
 it: float64 on CPU (float32 on CUDA), the charge solve iterative above 1000 atoms (P3M
-unless ``--kspace-method``), warm-started from the previous step's charges, and a
-Verlet neighbour list. Each size runs in a forked child process: one cold call, then
+unless ``--kspace-method``), warm-started from the previous step's charges (and its
+adjoint from the previous adjoint), and a Verlet neighbour list; with ``--qeq shadow``
+the charges are shadow QEq's instead (:mod:`hipqeq.qeq.shadow`: a few products per
+step, no solve, so the count stays flat while CG's grows with the cell). Each size runs in a forked child process: one cold call, then
 ``--steps`` calls on positions displaced as by an MD step (0.01 A per atom, so the
 neighbour list is reused and the charges warm-start). It reports the cold time, the
 median time per step (wall, and the process's CPU time: on a shared machine the
@@ -69,7 +71,8 @@ def _measure(model_dir, family, repeat, args, queue) -> None:
     torch.set_num_threads(args.threads)
     counter = ProductCounter()
     atoms = structure(family, repeat)
-    calculator = HipQEqCalculator(str(model_dir), device=args.device, kspace_method=args.kspace_method)
+    calculator = HipQEqCalculator(str(model_dir), device=args.device, kspace_method=args.kspace_method,
+                                  qeq=args.qeq)
     atoms.calc = calculator
     cuda = calculator.potentials[0].charges.qeq.raw_sigma.device.type == "cuda"
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -114,6 +117,8 @@ def main(argv=None) -> int:
     parser.add_argument("--points", type=int, default=5, help="sizes per family, log-spaced (default 5)")
     parser.add_argument("--families", nargs="+", choices=sorted(UNIT_ATOMS), default=["cubic", "slab"])
     parser.add_argument("--steps", type=int, default=3, help="timed MD-like steps per size (default 3)")
+    parser.add_argument("--qeq", choices=("full", "shadow"), default="full",
+                        help="charges per step: a full solve (default) or shadow QEq's propagated ones")
     parser.add_argument("--kspace-method", choices=("p3m", "pme", "ewald"), default=None,
                         help="reciprocal sum of the iterative charge solve (default: the layer's, p3m)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -122,7 +127,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = write_model(Path(tmp) / "model")
-        print(f"untrained default-network 4G potential, {args.device}, {args.threads} threads, "
+        print(f"untrained default-network 4G potential, {args.qeq} QEq, {args.device}, {args.threads} threads, "
               f"k-space {args.kspace_method or 'default'}, median of {args.steps} steps")
         print(f"{'family':>6} {'N':>7} {'cold_s':>8} {'step_s':>8} {'step_cpu_s':>10} {'matvecs':>8} "
               f"{'NL builds':>9} {'mem_MiB':>8}")
