@@ -8,12 +8,13 @@ by every committee member; train and valid differ per member. Every member's tra
 holds every total charge of the non-test parents and spans their compositions and
 charges (a 4G member fits per-species energies and an energy per unit of total charge by
 least squares on what it trains on), counted over the parents with ok rows in --labels
-(a built structure no frame of which was labelled adds nothing to the fit); a test parent
-outside that span is named in a warning, its test energy being an extrapolation. Training and validation read this
-file, so the charge model, the short-range model and the baseline are all tested on the
-same held-out structures, in the xTB and the DFT datasets alike. --members overrides the
-committee size (training.n_models) without changing the test parents: the active-learning
-committee (active_learning.n_models) is tested on round 0's held-out set.
+(a built structure no frame of which was labelled adds nothing to the fit); a test
+parent outside that span is named in a warning, its test energy being an extrapolation.
+Training and validation read this file, so the charge model, the short-range model and
+the baseline are all tested on the same held-out structures, in the xTB and the DFT
+datasets alike. --members overrides the committee size (training.n_models) without
+changing the test parents: the active-learning committee (active_learning.n_models) is
+tested on round 0's held-out set.
 
 example:
   hipqeq split --config config/toy.yaml --output results/splits.json \\

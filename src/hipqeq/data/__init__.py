@@ -27,6 +27,7 @@ from hipqeq.data.split import assign_splits, make_splits, outside_span, read_spl
 __all__ = [
     "COLUMNS", "SCHEMA", "SCHEMA_VERSION", "atoms_from_record", "atoms_id", "config_hash",
     "gather", "label_pbc", "padded_arrays", "read_atoms", "read_records", "read_structure", "read_table",
-    "record_from_atoms", "make_splits", "reference_rows", "outside_span", "assign_splits", "read_splits", "write_splits", "status_counts", "structure_id",
+    "record_from_atoms", "make_splits", "reference_rows", "outside_span", "assign_splits", "read_splits",
+    "write_splits", "status_counts", "structure_id",
     "table_from_records", "write_dataset", "write_table",
 ]

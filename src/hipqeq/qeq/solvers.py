@@ -279,8 +279,8 @@ def solve_iterative(
     :param warm_adjoint: a dict that warm-starts the adjoint solve of the backward pass
         as ``initial`` does the charges: its ``"adjoint"`` (when the shape fits) starts
         that solve, which writes its solution back (consecutive MD steps' adjoints are as
-        close as their charges), with the products it used (``"products"``). The stopping test
-        is relative to a cold start either way.
+        close as their charges), with the products it used (``"products"``). The stopping
+        test is relative to a cold start either way.
     :return: charges (n,) in e, and the number of matrix-vector products used.
     """
     tolerance = max(tolerance, 50.0 * torch.finfo(electronegativity.dtype).eps)
