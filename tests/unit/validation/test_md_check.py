@@ -12,14 +12,15 @@ from hipqeq.validation.md_check import MD_REPORT_KEYS, md_report, md_stability_f
 from hipqeq.validation.parity import save_figure
 
 
-def _summary(tmp_path, name, flew_off=False, **changes):
+def _summary(tmp_path, name, flew_off=False, collapsed=False, **changes):
     """A summary in the format of hipqeq.md.run_md_from_config (keys it writes that the
     check does not read left out): 3 Langevin steps, then a 2-step NVE tail."""
     summary = {"name": name, "models": ["results/models/4g_0", "results/models/4g_1"], "n_atoms": 28,
                "time_fs": [0.0, 10.0, 20.0, 30.0, 40.0], "temperature_K": [300.0, 310.0, 290.0, 305.0, 300.0],
                "total_energy_eV": [-100.0, -99.99, -100.01, -99.98, -99.98], "phase": ["nvt"] * 3 + ["nve"] * 2,
                "energy_drift_eV_per_atom_ps": 2.0e-4, "max_force_eV_A": 1.5, "max_displacement_A": 0.4,
-               "atoms_flew_off": flew_off, "mean_temperature_K": 300.0, "stable": not flew_off,
+               "atoms_flew_off": flew_off, "atoms_collapsed": collapsed, "mean_temperature_K": 300.0,
+               "stable": not (flew_off or collapsed),
                "stopped_early": False, "reason": None, **changes}
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(summary))
@@ -27,14 +28,16 @@ def _summary(tmp_path, name, flew_off=False, **changes):
 
 
 def test_report_rows_convert_units(tmp_path):
-    summaries = read_md_summaries([_summary(tmp_path, "rp1_slab"), _summary(tmp_path, "rp1_slab__vac_I", True)])
+    summaries = read_md_summaries([_summary(tmp_path, "rp1_slab"), _summary(tmp_path, "rp1_slab__vac_I", True),
+                                   _summary(tmp_path, "rp1_slab__vac_Cs", collapsed=True)])
     rows = md_report(summaries)
-    assert [tuple(r) for r in rows] == [MD_REPORT_KEYS] * 2
+    assert [tuple(r) for r in rows] == [MD_REPORT_KEYS] * 3
     assert rows[0]["energy_drift_mev_per_atom_per_ps"] == pytest.approx(0.2)
     assert rows[0]["duration_ps"] == pytest.approx(0.04)
     assert rows[0]["model"] == "4g", "committee members 4g_0 and 4g_1 are one model"
     assert rows[0]["structure"] == "rp1_slab"
-    assert [(r["flew_off"], r["stable"]) for r in rows] == [(False, True), (True, False)]
+    assert [(r["flew_off"], r["collapsed"], r["stable"]) for r in rows] == [
+        (False, False, True), (True, False, False), (False, True, False)]
     assert rows[1]["file"].endswith("rp1_slab__vac_I.json")
 
 
@@ -49,7 +52,7 @@ def test_bad_summaries_name_the_file(tmp_path):
 
 @pytest.mark.parametrize("n_runs", [0, 2])
 def test_stability_figure_is_written_with_or_without_runs(tmp_path, n_runs):
-    paths = [_summary(tmp_path, f"run{k}", flew_off=k == 1) for k in range(n_runs)]
+    paths = [_summary(tmp_path, f"run{k}", flew_off=k == 1, collapsed=k == 1) for k in range(n_runs)]
     figure = md_stability_figure(read_md_summaries(paths))
     png, pdf = save_figure(figure, tmp_path / "md_stability")
     assert matplotlib.image.imread(png).shape[0] > 300 and pdf.stat().st_size > 1000
@@ -58,6 +61,7 @@ def test_stability_figure_is_written_with_or_without_runs(tmp_path, n_runs):
         labels = [t.get_text() for t in energy_ax.get_legend().get_texts()]
         assert labels[0] == "NVE tail (drift fit)"
         assert "drift 0.2 meV/atom/ps" in labels[1] and "ATOM FLEW OFF" in labels[2]
+        assert "ATOMS COLLAPSED" in labels[2] and "COLLAPSED" not in labels[1]
     else:
         assert [t.get_text() for t in energy_ax.texts] == ["no MD summaries"]
 
