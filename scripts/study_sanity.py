@@ -62,7 +62,7 @@ def stability(calc, temperature_K: float, md_ps: float, timestep_fs: float, work
                      trajectory=workdir / f"md_{temperature_K:g}K.traj", nve_steps=min(steps // 10, 1000),
                      frame_interval=100, isolation_A=4.0, seed=int(temperature_K))
     keep = ("n_atoms", "steps", "nve_steps", "timestep_fs", "mean_temperature_K", "stable", "atoms_flew_off",
-            "atoms_collapsed", "min_distance_A",
+            "atoms_collapsed", "min_distance_A", "energy_fell", "potential_energy_drop_eV_per_atom",
             "max_force_eV_A", "energy_drift_eV_per_atom_ps", "charge_min_e", "charge_max_e", "reason",
             "wall_time_s")
     return {"temperature_K": temperature_K, **{k: summary[k] for k in keep},

@@ -7,7 +7,8 @@ directories, ``n_atoms``; per recorded step ``time_fs``, ``temperature_K``,
 ``energy_drift_eV_per_atom_ps`` (slope of the total energy per atom over the NVE tail,
 null without one), ``max_force_eV_A`` (over all steps and atoms), ``max_displacement_A``,
 ``atoms_flew_off`` (some atom lost every neighbour), ``atoms_collapsed`` (two atoms came
-closer than the run's ``collapse_A``), ``mean_temperature_K`` (NVT part),
+closer than the run's ``collapse_A``), ``energy_fell`` (the potential energy fell far below
+the start's), ``mean_temperature_K`` (NVT part),
 ``stable``, and ``stopped_early`` with its ``reason`` (a model error ended the run).
 """
 
@@ -27,13 +28,13 @@ from hipqeq.errors import HipqeqError
 #: Keys every MD summary must have.
 MD_SUMMARY_KEYS = ("name", "models", "n_atoms", "time_fs", "temperature_K", "total_energy_eV", "phase",
                    "energy_drift_eV_per_atom_ps", "max_force_eV_A", "max_displacement_A",
-                   "atoms_flew_off", "atoms_collapsed", "mean_temperature_K", "stable", "stopped_early",
-                   "reason")
+                   "atoms_flew_off", "atoms_collapsed", "energy_fell", "mean_temperature_K", "stable",
+                   "stopped_early", "reason")
 
 #: Keys of one row of the MD section of metrics.json.
 MD_REPORT_KEYS = ("structure", "model", "n_atoms", "duration_ps", "mean_temperature_K",
                   "energy_drift_mev_per_atom_per_ps", "max_force_eV_per_A", "max_displacement_A",
-                  "flew_off", "collapsed", "stable", "stopped_early", "reason", "file")
+                  "flew_off", "collapsed", "energy_fell", "stable", "stopped_early", "reason", "file")
 
 _SERIES = ("time_fs", "temperature_K", "total_energy_eV", "phase")
 
@@ -77,6 +78,7 @@ def md_report(summaries: Sequence[dict]) -> list[dict]:
             "energy_drift_mev_per_atom_per_ps": None if drift is None else 1000.0 * float(drift),
             "max_force_eV_per_A": s["max_force_eV_A"], "max_displacement_A": s["max_displacement_A"],
             "flew_off": bool(s["atoms_flew_off"]), "collapsed": bool(s["atoms_collapsed"]),
+            "energy_fell": bool(s["energy_fell"]),
             "stable": bool(s["stable"]),
             "stopped_early": bool(s["stopped_early"]), "reason": s["reason"], "file": s["file"],
         })
@@ -112,7 +114,8 @@ def md_stability_figure(summaries: Sequence[dict]) -> Figure:
         label = (f"{row['structure']} ({row['model']}): drift "
                  f"{'n/a' if drift is None else f'{drift:.3g}'} meV/atom/ps, "
                  f"max F {row['max_force_eV_per_A']:.3g} eV/Å" + (", ATOM FLEW OFF" if row["flew_off"] else "")
-                 + (", ATOMS COLLAPSED" if row["collapsed"] else ""))
+                 + (", ATOMS COLLAPSED" if row["collapsed"] else "")
+                 + (", ENERGY FELL" if row["energy_fell"] else ""))
         relative = 1000.0 * (energy - energy[0]) / row["n_atoms"] if len(energy) else energy
         (line,) = energy_ax.plot(time_ps, relative, label=label)
         temperature_ax.plot(time_ps, s["temperature_K"], color=line.get_color())

@@ -167,13 +167,13 @@ def metrics_markdown(metrics: dict) -> str:
         md_rows = [[r["structure"], r["model"], _number(r["duration_ps"]), _number(r["mean_temperature_K"]),
                     _number(r["energy_drift_mev_per_atom_per_ps"]), _number(r["max_force_eV_per_A"]),
                     _number(r["max_displacement_A"]), _number(r["flew_off"]), _number(r["collapsed"]),
-                    _number(r["stable"]),
+                    _number(r["energy_fell"]), _number(r["stable"]),
                     r["reason"] or "–"]
                    for r in metrics["md"]]
         lines += ["## MD stability", "", "Energy drift: slope of the total energy per atom over the NVE "
                   "tail after the Langevin run.", ""] + _table(
             ["structure", "model", "duration (ps)", "mean T (K)", "energy drift (meV/atom/ps)",
-             "max force (eV/Å)", "max displacement (Å)", "atom flew off", "atoms collapsed", "stable",
-             "stopped early because"],
+             "max force (eV/Å)", "max displacement (Å)", "atom flew off", "atoms collapsed", "energy fell",
+             "stable", "stopped early because"],
             md_rows) + [""]
     return "\n".join(lines)

@@ -19,7 +19,8 @@ def _summary(tmp_path, name, flew_off=False, collapsed=False, **changes):
                "time_fs": [0.0, 10.0, 20.0, 30.0, 40.0], "temperature_K": [300.0, 310.0, 290.0, 305.0, 300.0],
                "total_energy_eV": [-100.0, -99.99, -100.01, -99.98, -99.98], "phase": ["nvt"] * 3 + ["nve"] * 2,
                "energy_drift_eV_per_atom_ps": 2.0e-4, "max_force_eV_A": 1.5, "max_displacement_A": 0.4,
-               "atoms_flew_off": flew_off, "atoms_collapsed": collapsed, "mean_temperature_K": 300.0,
+               "atoms_flew_off": flew_off, "atoms_collapsed": collapsed, "energy_fell": False,
+               "mean_temperature_K": 300.0,
                "stable": not (flew_off or collapsed),
                "stopped_early": False, "reason": None, **changes}
     path = tmp_path / f"{name}.json"
@@ -29,15 +30,17 @@ def _summary(tmp_path, name, flew_off=False, collapsed=False, **changes):
 
 def test_report_rows_convert_units(tmp_path):
     summaries = read_md_summaries([_summary(tmp_path, "rp1_slab"), _summary(tmp_path, "rp1_slab__vac_I", True),
-                                   _summary(tmp_path, "rp1_slab__vac_Cs", collapsed=True)])
+                                   _summary(tmp_path, "rp1_slab__vac_Cs", collapsed=True),
+                                   _summary(tmp_path, "rp2_slab", energy_fell=True, stable=False)])
     rows = md_report(summaries)
-    assert [tuple(r) for r in rows] == [MD_REPORT_KEYS] * 3
+    assert [tuple(r) for r in rows] == [MD_REPORT_KEYS] * 4
     assert rows[0]["energy_drift_mev_per_atom_per_ps"] == pytest.approx(0.2)
     assert rows[0]["duration_ps"] == pytest.approx(0.04)
     assert rows[0]["model"] == "4g", "committee members 4g_0 and 4g_1 are one model"
     assert rows[0]["structure"] == "rp1_slab"
-    assert [(r["flew_off"], r["collapsed"], r["stable"]) for r in rows] == [
-        (False, False, True), (True, False, False), (False, True, False)]
+    assert [(r["flew_off"], r["collapsed"], r["energy_fell"], r["stable"]) for r in rows] == [
+        (False, False, False, True), (True, False, False, False), (False, True, False, False),
+        (False, False, True, False)]
     assert rows[1]["file"].endswith("rp1_slab__vac_I.json")
 
 

@@ -35,7 +35,8 @@ def _md_summary(directory: Path) -> Path:
         "name": "rp1_slab", "models": ["results/models/4g_0"], "n_atoms": 14, "time_fs": [0.0, 1.0, 2.0],
         "temperature_K": [300.0, 320.0, 310.0], "total_energy_eV": [-50.0, -50.001, -50.0],
         "phase": ["nvt", "nve", "nve"], "energy_drift_eV_per_atom_ps": 1e-3, "max_force_eV_A": 0.8,
-        "max_displacement_A": 0.3, "atoms_flew_off": False, "atoms_collapsed": False, "mean_temperature_K": 300.0,
+        "max_displacement_A": 0.3, "atoms_flew_off": False, "atoms_collapsed": False, "energy_fell": False,
+        "mean_temperature_K": 300.0,
         "stable": True,
         "stopped_early": False, "reason": None}))
     return path
