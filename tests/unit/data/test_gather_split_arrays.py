@@ -76,10 +76,12 @@ def test_every_member_trains_on_every_charge_state_and_the_span_of_the_energy_re
     covered = make_splits(parents, (0.7, 0.15, 0.15), seed=0, n_members=8, reference_rows=rows)
     assert covered["test"] == plain["test"]
     non_test = sorted(set(parents) - set(plain["test"]))
-    states = {rows[p][-1] for p in non_test}
+
+    def charges(chosen):
+        return {float(q) for p in chosen for q in rows[p][:, -1]}
 
     def complete(member):
-        return {rows[p][-1] for p in member["train"]} == states and not outside_span(non_test, member["train"], rows)
+        return charges(member["train"]) == charges(non_test) and not outside_span(non_test, member["train"], rows)
 
     assert not all(complete(m) for m in plain["members"])
     for member, before in zip(covered["members"], plain["members"]):
@@ -89,15 +91,19 @@ def test_every_member_trains_on_every_charge_state_and_the_span_of_the_energy_re
 
 
 def test_reference_rows_and_their_span():
-    """Rows are [Br, I, Cs, Pb, Q]; a hole in the pristine slab (Q = +1) is pristine + V_I+ -
-    neutral V_I, so those three span it; nothing without Br spans a Br substitution."""
-    rows = reference_rows([("a", _slab(), 0.0), ("b", _slab(i=15), 1.0000001), ("a", _slab(i=3), 5.0),
+    """Rows are [Br, I, Cs, Pb, Q], one per distinct composition and charge of a parent; a
+    hole in the pristine slab (Q = +1) is pristine + V_I+ - neutral V_I, so those three
+    span it; nothing without Br spans a Br substitution; a parent labelled at two charges
+    (active learning's offsets) is outside a span that holds only one of them."""
+    rows = reference_rows([("a", _slab(), 0.0), ("a", _slab(), 0.0), ("b", _slab(i=15), 1.0000001),
                            ("c", _slab(i=15), 0.0), ("d", _slab(cs=7), -1.0), ("e", [35] + _slab(i=15), 0.0),
-                           ("hole", _slab(), 1.0), ("b2", _slab(16, 8, 30), 2.0)])
-    assert rows["a"].tolist() == [0, 16, 8, 4, 0] and rows["b"].tolist() == [0, 15, 8, 4, 1]
-    assert outside_span(["a", "b", "c", "d", "e", "hole", "b2"], ["a", "b"], rows) == ["c", "d", "e", "hole"]
+                           ("hole", _slab(), 1.0), ("b2", _slab(16, 8, 30), 2.0),
+                           ("ab", _slab(), 0.0), ("ab", _slab(i=15), 1.0)])
+    assert rows["a"].tolist() == [[0, 16, 8, 4, 0]] and rows["b"].tolist() == [[0, 15, 8, 4, 1]]
+    assert rows["ab"].shape == (2, 5)
+    assert outside_span(["a", "b", "c", "d", "e", "hole", "b2", "ab"], ["a", "b"], rows) == ["c", "d", "e", "hole"]
     assert outside_span(["hole", "d", "e"], ["a", "b", "c"], rows) == ["d", "e"]
-    assert outside_span(["a"], [], rows) == ["a"]
+    assert outside_span(["ab"], ["a"], rows) == ["ab"] and outside_span(["a", "unlabelled"], [], rows) == ["a"]
 
 
 def test_split_is_deterministic_and_round_trips(tmp_path):
