@@ -12,15 +12,16 @@ it: float64 on CPU (float32 on CUDA), the charge solve iterative above 1000 atom
 unless ``--kspace-method``), warm-started from the previous step's charges (and its
 adjoint from the previous adjoint), and a Verlet neighbour list; with ``--qeq shadow``
 the charges are shadow QEq's instead (:mod:`hipqeq.qeq.shadow`: a few products per
-step, no solve, so the count stays flat while CG's grows with the cell). Each size runs in a forked child process: one cold call, then
-``--steps`` calls on positions displaced as by an MD step (0.01 A per atom, so the
-neighbour list is reused and the charges warm-start). It reports the cold time, the
-median time per step (wall, and the process's CPU time: on a shared machine the
-latter is the meaningful one with ``--threads 1``), the Coulomb matrix-vector products
-per step (every call: the warm-started solve, the potential, the adjoint solve of the
-forces and the force pass through one product), neighbour searches over the steps, and the peak
-memory growth of the child (resident memory on CPU, allocated device memory on CUDA);
-then per family the log-log fitted exponents of both times against N.
+step, no solve, so the count stays flat while CG's grows with the cell). Each size runs
+in a forked child process: one cold call, then ``--steps`` calls on positions displaced
+as by an MD step (0.01 A per atom, so the neighbour list is reused and the charges
+warm-start). It reports the cold time, the median time per step (wall, and the process's CPU
+time: on a shared machine the latter is the meaningful one with ``--threads 1``), the
+Coulomb matrix-vector products per step (every call: the warm-started solve, the
+potential, the adjoint solve of the forces and the force pass through one product),
+neighbour searches over the steps, and the peak memory growth of the child (resident
+memory on CPU, allocated device memory on CUDA); then per family the log-log fitted
+exponents of both times against N.
 
 Not a test; run ``python benchmarks/md_scaling.py --help``.
 """
