@@ -63,6 +63,7 @@ from ase.neighborlist import neighbor_list
 from tqdm.auto import tqdm
 
 from hipqeq.data import read_structure
+from hipqeq.geometry import closest_pair
 from hipqeq.qeq.solvers import QEqNotConverged
 from hipqeq.seeds import derive_seed
 
@@ -86,13 +87,6 @@ def drift_per_atom_ps(time_fs: np.ndarray, total_energy_eV: np.ndarray, n_atoms:
         return None
     slope_per_fs = np.polyfit(np.asarray(time_fs, dtype=float), np.asarray(total_energy_eV) / n_atoms, 1)[0]
     return float(slope_per_fs * 1000.0)
-
-
-def shortest_distance(atoms, cutoff_A: float) -> float:
-    """The shortest distance between two atoms (periodic images included), or inf when
-    no pair is within ``cutoff_A``."""
-    distances = neighbor_list("d", atoms, cutoff_A)
-    return float(distances.min()) if distances.size else np.inf
 
 
 def run_md(atoms, calculator, steps: int, temperature_K: float, timestep_fs: float,
@@ -134,7 +128,9 @@ def run_md(atoms, calculator, steps: int, temperature_K: float, timestep_fs: flo
         extremes["max_disp"] = max(extremes["max_disp"],
                                    float(np.linalg.norm(atoms.get_positions() - start, axis=1).max()))
         flown.update(isolated_atoms(atoms, isolation_A).tolist())
-        extremes["min_distance"] = min(extremes["min_distance"], shortest_distance(atoms, 2.0 * collapse_A))
+        pair = closest_pair(atoms, 2.0 * collapse_A)
+        if pair is not None:
+            extremes["min_distance"] = min(extremes["min_distance"], pair[2])
 
     nvt = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_K,
                    friction=friction_per_fs / units.fs, fixcm=False, rng=rng)
