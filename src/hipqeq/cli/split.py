@@ -57,11 +57,11 @@ def run(args: argparse.Namespace) -> int:
     from hipqeq.errors import ConfigError
 
     config = load(args)
-    parents = [row["parent_id"] for path in args.datasets for row in _records(path)]
-    labelled = args.datasets if args.labels is None else args.labels
-    rows = reference_rows((row["parent_id"], row["numbers"], row["total_charge"])
-                          for path in labelled for row in _records(path)
-                          if args.labels is None or row["status"] == "ok")
+    split_rows = [row for path in args.datasets for row in _records(path)]
+    parents = [row["parent_id"] for row in split_rows]
+    labelled = (split_rows if args.labels is None
+                else [row for path in args.labels for row in _records(path) if row["status"] == "ok"])
+    rows = reference_rows((row["parent_id"], row["numbers"], row["total_charge"]) for row in labelled)
     training = config["training"]
     members = training["n_models"] if args.members is None else args.members
     if members < 1:
