@@ -28,7 +28,7 @@ from ase.data import chemical_symbols
 from hippynn.layers.targets import HCharge
 
 from hipqeq.errors import HipqeqError
-from hipqeq.models.network import HipnnModel
+from hipqeq.models.network import HipnnModel, pair_geometry
 from hipqeq.qeq import QEq
 
 
@@ -95,7 +95,8 @@ class ChargeModel(HipnnModel):
 
     def electronegativities(self, species, positions, cell, pair_first, pair_second, shifts) -> torch.Tensor:
         """(n_atoms, 1) electronegativities chi (eV/e) of one system."""
-        chi, *_ = self.electronegativity(self.features(species, positions, cell, pair_first, pair_second, shifts))
+        _, distances = pair_geometry(positions, cell, pair_first, pair_second, shifts)
+        chi, *_ = self.electronegativity(self.features(self.one_hot(species), distances, pair_first, pair_second))
         return chi
 
     def forward(self, species, positions, cell, pbc, total_charge, pair_first, pair_second, shifts,

@@ -32,6 +32,7 @@ from hippynn.graphs.nodes.pairs import PeriodicPairIndexer
 
 from hipqeq.models.charges import ChargeModel
 from hipqeq.models.network import species_set
+from hipqeq.models.repulsion import ZBLRepulsion
 from hipqeq.models.short_range import ChargeInputFeatures, ShortRangeModel
 from hipqeq.qeq.nodes import QEqNode
 
@@ -67,6 +68,19 @@ class ChargeFeaturesNode(AutoNoKw, SingleNode):
     def __init__(self, name: str, parents, module="auto"):
         one_hot, charges = (index_type_coercion(parent, IdxType.Atoms) for parent in parents)
         super().__init__(name, (one_hot, charges), module=self.auto_module() if module == "auto" else module)
+
+
+class RepulsiveCoreNode(AutoNoKw, SingleNode):
+    """Energy per system (eV) of a short-range model's fixed repulsive core
+    (:class:`~hipqeq.models.repulsion.ZBLRepulsion`), from the one-hot species and the
+    network's pair list."""
+
+    _input_names = "one_hot", "pair_dist", "pair_first", "pair_second", "mol_index", "n_molecules"
+    _index_state = IdxType.Molecules
+    _auto_module_class = ZBLRepulsion
+
+    def __init__(self, name: str, parents, module: ZBLRepulsion):
+        super().__init__(name, parents, module=module)
 
 
 class ChargeAwareForces(torch.nn.Module):
@@ -129,21 +143,25 @@ def short_range_graph(model: ShortRangeModel) -> EnergyGraph:
     in every training step.
     """
     graph_in = graph_inputs()
+    encoder, padding = acquire_encoding_padding(graph_in.species, species_set=species_set(model.hyperparameters),
+                                                purpose="short range")
+    pairs = PeriodicPairIndexer("PairIndexer", (graph_in.positions, encoder, padding, graph_in.pair_cell),
+                                dist_hard_max=model.cutoff_A)
     charges = jacobian = None
+    features = padding.indexed_features
     if model.charge_features:
         charges = inputs.InputNode(db_name="q_model", index_state=IdxType.MolAtom)
         jacobian = inputs.InputNode(db_name="dq_dR", index_state=IdxType.Molecules)
-        encoder, padding = acquire_encoding_padding(graph_in.species, species_set=species_set(model.hyperparameters),
-                                                    purpose="charge-aware short range")
         atom_charges = AtomReIndexer("q_model[atoms]", (charges, padding))
         features = ChargeFeaturesNode("short_range_inputs", (padding.indexed_features, atom_charges))
-        pairs = PeriodicPairIndexer("PairIndexer", (graph_in.positions, encoder, padding, graph_in.pair_cell),
-                                    dist_hard_max=model.cutoff_A)
-        network = networks.Hipnn("HIPNN_short", (features, pairs), module=model.network)
-    else:
-        network = network_node("HIPNN_short", graph_in, model.network)
+    network = networks.Hipnn("HIPNN_short", (features, pairs), module=model.network)
     henergy = targets.HEnergyNode("E_short", network, module=model.energy)
     energy = henergy.mol_energy
+    if model.core is not None:
+        core = RepulsiveCoreNode("E_core", (padding.indexed_features, pairs.pair_dist, pairs.pair_first,
+                                            pairs.pair_second, padding.mol_index, padding.n_molecules),
+                                 module=model.core)
+        energy = energy + core
     energy.db_name = "T"
     per_atom = physics.PerAtom("E_short/atom", (energy, graph_in.species))
     per_atom.db_name = "T_per_atom"

@@ -105,14 +105,16 @@ class HipnnModel(torch.nn.Module):
     def cutoff_A(self) -> float:
         return float(self.hyperparameters["cutoff_A"])
 
-    def features(self, species: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor,
-                 pair_first: torch.Tensor, pair_second: torch.Tensor, shifts: torch.Tensor,
-                 inputs=None) -> list[torch.Tensor]:
-        """HIP-NN features of one system from an external neighbour list (see
-        :func:`pair_geometry`): a list, one (n_atoms, n_features) tensor per layer.
-        ``inputs(one_hot)`` builds the network's input features from the one-hot species
-        (default: the one-hot species themselves)."""
-        _, distances = pair_geometry(positions, cell, pair_first, pair_second, shifts)
+    def one_hot(self, species: torch.Tensor) -> torch.Tensor:
+        """One-hot species (n_atoms, n_species) of one system's atomic numbers (n_atoms,)."""
         one_hot, _ = self.encoder(species.unsqueeze(0))
-        one_hot = one_hot.squeeze(0)
+        return one_hot.squeeze(0)
+
+    def features(self, one_hot: torch.Tensor, distances: torch.Tensor, pair_first: torch.Tensor,
+                 pair_second: torch.Tensor, inputs=None) -> list[torch.Tensor]:
+        """HIP-NN features of one system from its one-hot species (:meth:`one_hot`) and an
+        external neighbour list's distances (Angstrom, see :func:`pair_geometry`): a list,
+        one (n_atoms, n_features) tensor per layer. ``inputs(one_hot)`` builds the
+        network's input features from the one-hot species (default: the one-hot species
+        themselves)."""
         return self.network(one_hot if inputs is None else inputs(one_hot), pair_first, pair_second, distances)

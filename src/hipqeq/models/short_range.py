@@ -4,7 +4,10 @@
 
     E_\\mathrm{short} = \\sum_i \\sum_{\\ell=0}^{L} \\mathbf{w}_\\ell \\cdot \\mathbf{z}_i^{(\\ell)} + b_\\ell
 
-with :math:`\\mathbf{z}_i^{(0)}` the input features of atom i (the one-hot species, so
+plus, unless ``repulsive_core`` is null, a fixed ZBL repulsive core
+:math:`E_\\mathrm{rep}` (:mod:`hipqeq.models.repulsion`) that keeps atoms apart below
+the network's lower cutoff; the network learns what the core leaves. Here
+:math:`\\mathbf{z}_i^{(0)}` is the input features of atom i (the one-hot species, so
 the first term is a per-species energy reference fitted by least squares before
 training) and
 :math:`\\mathbf{z}_i^{(\\ell)}` its HIP-NN features after interaction layer
@@ -35,7 +38,8 @@ from __future__ import annotations
 import torch
 from hippynn.layers.targets import HEnergy
 
-from hipqeq.models.network import HipnnModel
+from hipqeq.models.network import HipnnModel, pair_geometry
+from hipqeq.models.repulsion import ZBLRepulsion
 
 
 class ChargeInputFeatures(torch.nn.Module):
@@ -58,6 +62,11 @@ class ShortRangeModel(HipnnModel):
         if self.charge_features:
             self.inputs = ChargeInputFeatures()
         self.energy = HEnergy(feature_sizes=self.network.feature_sizes, first_is_interacting=False)
+        scale = hyperparameters.get("repulsive_core")
+        self.core = None if scale is None else ZBLRepulsion(hyperparameters["species"], scale)
+        if self.core is not None and self.core.range_A > self.cutoff_A:
+            raise ValueError(f"the repulsive core reaches {self.core.range_A:.2f} A, beyond the network's "
+                             f"cutoff of {self.cutoff_A} A: raise cutoff_A or lower repulsive_core")
 
     @property
     def charge_features(self) -> bool:
@@ -72,8 +81,12 @@ class ShortRangeModel(HipnnModel):
         required by a charge-aware model and refused by a charge-blind one."""
         if self.charge_features != (charges is not None):
             raise ValueError("a charge-aware short-range model needs the charges, a charge-blind one takes none")
-        inputs = None if charges is None else (lambda one_hot: self.inputs(one_hot, charges))
-        features = self.features(species, positions, cell, pair_first, pair_second, shifts, inputs=inputs)
+        inputs = None if charges is None else (lambda one_hot_: self.inputs(one_hot_, charges))
+        _, distances = pair_geometry(positions, cell, pair_first, pair_second, shifts)
+        one_hot = self.one_hot(species)
+        features = self.features(one_hot, distances, pair_first, pair_second, inputs=inputs)
         mol_index = torch.zeros(species.shape[0], dtype=torch.long, device=species.device)
         total, *_ = self.energy(features, mol_index, 1)
+        if self.core is not None:
+            total = total + self.core(one_hot, distances, pair_first, pair_second, mol_index, 1)
         return total.reshape(())

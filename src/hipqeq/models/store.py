@@ -25,7 +25,7 @@ sha256; split also member, n_train, n_valid, valid_is_train), ``seed``, ``device
 sha256 of the charge model's model.json). ``hyperparameters.json`` holds ``model`` (the
 network settings of :func:`hipqeq.models.network.network_hyperparameters`, plus
 ``qeq_tolerance``, ``hardness_eV`` and ``sigma_A`` for charge models, ``charge_features``
-for 4G short-range models) and ``fit`` (the optimiser settings).
+for 4G short-range models, ``repulsive_core`` for energy models) and ``fit`` (the optimiser settings).
 
 Format versions: 1, the QEq boundary fixed per model (``qeq_boundary``; slabs trained as
 3D periodic); 2, the QEq boundary of every structure from its own ``pbc``, in training
@@ -34,7 +34,10 @@ boundary (``label_boundary``) and deployment under the physical one, per-element
 ``hardness_eV`` and ``sigma_A`` in the charge model's hyperparameters, and a
 charge-aware short range (``charge_features``) in 4G potentials; 4, the charge-aware
 short range's zeroth energy term reads the charges too (an energy per unit of total
-charge). Older directories are refused rather than reinterpreted: retrain them.
+charge); 5, energy models (short range and baseline) may add a fixed ZBL repulsive core
+(``repulsive_core`` in their hyperparameters, :mod:`hipqeq.models.repulsion`). Format 4
+is read as format 5 without a core, which is what it is; older directories are refused
+rather than reinterpreted: retrain them.
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ from hipqeq.models.charges import ChargeModel
 from hipqeq.models.potential import Potential
 from hipqeq.models.short_range import ShortRangeModel
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
+#: Formats this hipqeq reads (see the module docstring).
+READABLE_FORMATS = (4, 5)
 KINDS = ("charges", "short-range", "baseline")
 CHARGE_MODEL_DIR = "charge_model"
 
@@ -72,7 +77,7 @@ def read_metadata(model_dir: str | os.PathLike) -> dict:
         raise HipqeqError(f"{model_dir}: holds a MACE peer model (kind 'mace'), for comparison only: "
                           "validate it with `hipqeq validate --peer`, run it with "
                           "hipqeq.models.mace.peer_calculator")
-    if meta.get("format_version") != FORMAT_VERSION or meta.get("kind") not in KINDS:
+    if meta.get("format_version") not in READABLE_FORMATS or meta.get("kind") not in KINDS:
         raise HipqeqError(f"{model_dir}: model format {meta.get('format_version')} / kind "
                           f"{meta.get('kind')!r} not readable by this hipqeq (format {FORMAT_VERSION})")
     return meta

@@ -70,10 +70,12 @@ from hipqeq.data import atoms_from_record, label_pbc
 from hipqeq.errors import HipqeqError
 from hipqeq.models.charges import ChargeModel, charge_hyperparameters
 from hipqeq.models.graphs import charge_graph, short_range_graph
-from hipqeq.models.network import network_hyperparameters
+from hipqeq.models.network import network_hyperparameters, pair_geometry
 from hipqeq.models.potential import Potential, charge_response, evaluate, resolve_device
+from hipqeq.models.repulsion import ZBLRepulsion
 from hipqeq.models.short_range import ShortRangeModel
 from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, read_metadata, save_model
+from hipqeq.qeq import neighbor_pairs
 from hipqeq.training import STAGES
 from hipqeq.training.common import STOPPING_KEY, member_seed, write_curves
 from hipqeq.training.data import dataset_species, file_sha256, load_stage_table, training_arrays
@@ -140,19 +142,24 @@ def energy_reference_weights(counts: torch.Tensor, energy_eV: torch.Tensor,
     return torch.linalg.pinv(design) @ energy_eV.to(torch.float64).reshape(-1)
 
 
-def fit_energy_reference(henergy, database, charge_name: str | None = None,
-                         decay_factor: float = 1e-2) -> torch.Tensor:
+def fit_energy_reference(henergy, database, energy_name: str, charge_name: str | None = None,
+                         core_name: str | None = None, decay_factor: float = 1e-2) -> torch.Tensor:
     """Set the zeroth energy term of ``henergy`` (hippynn ``HEnergyNode``) by least squares
     on the training rows (:func:`energy_reference_weights`) and freeze it: per-species
     energies (eV) and, for a charge-aware model (``charge_name``: the database's per-atom
     charges), the energy per unit of total charge (eV/e), the weight of the charge input
-    column (sum_i q_i = Q). The interacting terms are scaled down by ``decay_factor`` per
-    layer, as hippynn's ``hierarchical_energy_initialization`` does. Returns the weights."""
+    column (sum_i q_i = Q). ``energy_name`` is the database's energy target (eV), from which
+    the fixed repulsive core's energy (``core_name``, eV per system) is taken first: the
+    network's terms fit what the core leaves. The interacting terms are scaled down by
+    ``decay_factor`` per layer, as hippynn's ``hierarchical_energy_initialization`` does.
+    Returns the weights."""
     module = henergy.torch_module
     encoder = find_unique_relative(henergy, Encoder, "fitting the energy reference").torch_module
     train = database.splits["train"]
     species = train[find_unique_relative(henergy, SpeciesNode, "fitting the energy reference").db_name]
-    energy = train[henergy.main_output.db_name].reshape(-1)
+    energy = train[energy_name].reshape(-1)
+    if core_name is not None:
+        energy = energy - train[core_name].reshape(-1)
     one_hot, _ = encoder(species)
     total_charge = None if charge_name is None else train[charge_name].reshape(len(energy), -1).sum(dim=1)
     weights = energy_reference_weights(one_hot.sum(dim=1), energy, total_charge)
@@ -168,6 +175,24 @@ def fit_energy_reference(henergy, database, charge_name: str | None = None,
             later.bias.data *= decay_factor
         decay_factor *= decay_factor
     return weights
+
+
+def core_energies(core: ZBLRepulsion, arrays: dict) -> np.ndarray:
+    """Energy (eV) of the fixed repulsive core for every system of the training arrays
+    (:func:`hipqeq.training.data.training_arrays`), on the pairs the training graph's
+    periodic pair finder sees (``pair_cell``, periodic in all three directions)."""
+    energies = np.zeros(len(arrays["Z"]))
+    species = core.atomic_numbers.to(torch.long)
+    for system, (numbers, positions, cell) in enumerate(zip(arrays["Z"], arrays["R"], arrays["pair_cell"])):
+        real = numbers > 0
+        positions = torch.as_tensor(positions[real], dtype=torch.float64)
+        cell = torch.as_tensor(cell, dtype=torch.float64)
+        first, second, shifts = neighbor_pairs(positions, cell, (True, True, True), core.range_A)
+        _, distances = pair_geometry(positions, cell, first, second, shifts)
+        one_hot = torch.as_tensor(numbers[real]).unsqueeze(1) == species
+        with torch.no_grad():
+            energies[system] = float(0.5 * core.pair_energies(one_hot, first, second, distances).sum())
+    return energies
 
 
 def _energy_losses(graph, force_weight: float):
@@ -288,12 +313,18 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
         if stage == "short-range":
             _short_range_inputs(table, arrays, Path(charge_model))
             network_hp["charge_features"] = True
+        network_hp["repulsive_core"] = training["network"]["repulsive_core"]
         model = ShortRangeModel(network_hp).to(dtype)
         graph = short_range_graph(model)
         train_loss, metrics = _energy_losses(graph, fit_settings["force_weight"])
 
+        if model.core is not None:
+            arrays["E_core"] = core_energies(model.core, arrays)
+
         def before_training(database):
-            fit_energy_reference(graph.henergy, database, "q_model" if model.charge_features else None)
+            fit_energy_reference(graph.henergy, database, graph.energy.db_name,
+                                 "q_model" if model.charge_features else None,
+                                 "E_core" if model.core is not None else None)
 
     arrays = {k: v.astype(training["dtype"]) if v.dtype == np.float64 else v for k, v in arrays.items()}
     if output.exists():

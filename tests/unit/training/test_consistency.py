@@ -2,8 +2,9 @@
 
 The known model ("truth") is a fourth-generation potential with fixed parameters:
 per-element electronegativities, the per-element initial hardness and widths of
-:func:`hipqeq.models.charges.qeq_parameters`, and a short-ranged Born-Mayer pair
-repulsion. Its labels are made the way tblite makes them: charged and neutral slabs are
+:func:`hipqeq.models.charges.qeq_parameters`, a short-ranged Born-Mayer pair
+repulsion and the models' own ZBL core (:mod:`hipqeq.models.repulsion`), so that
+recovering it also checks that training fits the network to what the core leaves. Its labels are made the way tblite makes them: charged and neutral slabs are
 computed as 3D-periodic cells (``label_boundary`` periodic), bulk cells as bulk.
 """
 
@@ -19,6 +20,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from hipqeq.config import validate_config
 from hipqeq.data import label_pbc, read_records, read_table, write_dataset, write_splits
 from hipqeq.models.charges import qeq_parameters
+from hipqeq.models.repulsion import ZBLRepulsion
 from hipqeq.qeq import QEq
 from hipqeq.training import train_model
 
@@ -67,7 +69,10 @@ def _pair_energy(atoms, positions):
     vectors = positions[second] - positions[first] + torch.tensor(shifts @ atoms.cell.array)
     r = vectors.norm(dim=1)
     smooth = 0.5 * (1 + torch.cos(np.pi * r / PAIR_CUTOFF_A))
-    return 0.5 * (PAIR_A_EV * torch.exp(-r / PAIR_RHO_A) * smooth).sum()
+    born_mayer = PAIR_A_EV * torch.exp(-r / PAIR_RHO_A) * smooth
+    one_hot = torch.tensor(atoms.numbers)[:, None] == torch.tensor(sorted(TRUE_CHI))
+    core = ZBLRepulsion(sorted(TRUE_CHI)).double().pair_energies(one_hot, torch.tensor(first), torch.tensor(second), r)
+    return 0.5 * (born_mayer + core).sum()
 
 
 def cuau_cell(seed: int, kind: str, total_charge: float, vacuum_A: float = 6.0):

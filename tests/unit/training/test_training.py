@@ -237,23 +237,30 @@ def test_training_on_cuda(study, toy_config, tmp_path):
 
 def test_the_charge_aware_energy_reference_fits_an_energy_per_unit_of_total_charge(mixed_study, make_frames):
     """The 4G short range's zeroth energy term is the least-squares fit of its targets
-    (E_ref - E_elec) on the training rows over composition *and* total charge: an energy
+    (E_ref - E_elec - E_core, the fixed repulsive core's energy taken off first) on the
+    training rows over composition *and* total charge: an energy
     per unit of charge (eV/e) the charge model cannot give. At one geometry, neutral and
     +1 e then differ in E_short by that fitted energy plus what the network makes of the
     shifted charges (a tenth of it here, after the initial down-scaling of the layers)."""
     from hipqeq.calculator import predict
     from hipqeq.models.store import load_model
-    from hipqeq.training.stages import electrostatic_labels
+    from hipqeq.data import record_from_atoms, table_from_records
+    from hipqeq.training.data import training_arrays
+    from hipqeq.training.stages import core_energies, electrostatic_labels
 
     frames = mixed_study["frames"]
     splits = json.loads((mixed_study["potential"].parent / "splits.json").read_text())
     train = [a for a in frames if a.info["parent_id"] in splits["members"][0]["train"]]
     elec = electrostatic_labels(mixed_study["charges"], [a.copy() for a in train])
-    targets = [a.calc.results["energy"] - e["energy"] for a, e in zip(train, elec)]
+    model = load_model(mixed_study["potential"], "short-range")
+    arrays = training_arrays(table_from_records([record_from_atoms(a) for a in train]), model.cutoff_A, dtype=np.float64)
+    core = core_energies(model.core, arrays)
+    assert core.max() > 1e-3  # the fit has a core to take off
+    targets = [a.calc.results["energy"] - e["energy"] - c for a, e, c in zip(train, elec, core)]
     species = sorted({int(z) for a in frames for z in a.numbers})
     design = np.array([[np.sum(a.numbers == z) for z in species] + [a.info.get("total_charge", 0.0)] for a in train])
     expected = np.linalg.lstsq(design, np.array(targets), rcond=None)[0]
-    fitted = load_model(mixed_study["potential"], "short-range").energy.layers[0].weight
+    fitted = model.energy.layers[0].weight
     np.testing.assert_allclose(fitted.detach().double().numpy().ravel(), expected, rtol=1e-4, atol=1e-4)
     mu_q = expected[-1]
     assert abs(mu_q) > 0.1
