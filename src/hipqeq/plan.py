@@ -170,18 +170,26 @@ def active_model_dir(config: dict, round_: int, member: int, kind: str) -> str:
     """Model directory of committee ``member`` of round ``round_``; ``kind`` is
     ``charges`` or ``4g``.
 
-    No model is trained twice: member k of round 0 (``training.n_models``) and of the
-    active committee share their split (:func:`hipqeq.data.make_splits` seeds member k
-    alike for any committee size) and training seed, so round 1 reuses round 0's
-    members where they exist; charge models learning DFT charges (a dataset the rounds
-    do not extend) are trained once for all rounds.
+    Round committees live under ``results/active`` and never reuse the study's own
+    models (``results/models``): with active learning those train on every label after
+    the last round (:func:`training_dataset`), which round 1's committee comes before.
+    Charge models learning DFT charges (a dataset the rounds do not extend) are trained
+    once for all rounds.
     """
-    reused = member < config["training"]["n_models"]
     if kind == "charges" and config["training"]["charge_reference"] == "dft":
-        return f"results/models/charges_{member}" if reused else f"{ACTIVE_ROOT}/models/charges_{member}"
-    if round_ == 1 and reused:
-        return f"results/models/{kind}_{member}"
+        return f"{ACTIVE_ROOT}/models/charges_{member}"
     return f"{round_dir(round_)}/models/{kind}_{member}"
+
+
+#: Every xTB label after the last active-learning round, gathered once the loop stops.
+ACTIVE_FINAL_DATASET = f"{ACTIVE_ROOT}/xtb.parquet"
+
+
+def training_dataset(config: dict) -> str:
+    """The xTB labels the study's own models (``results/models``: validated, packaged)
+    train and are tested on: round 0's, or with active learning every label after the
+    last round (:data:`ACTIVE_FINAL_DATASET`)."""
+    return ACTIVE_FINAL_DATASET if active_rounds(config) else active_dataset(0)
 
 
 def active_chunks(config: dict) -> list[int]:

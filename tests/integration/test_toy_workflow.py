@@ -144,3 +144,30 @@ def test_active_learning_rounds_run_until_their_stop(toy_run):
             previous = dataset
     assert not (active / f"r{len(rounds) + 1}").exists()  # no round after the stop
     assert len((active / "rounds.md").read_text().splitlines()) == 2 + len(rounds)
+
+
+@pytest.mark.slow
+def test_the_study_models_learn_every_label_of_every_round(toy_run):
+    """With active learning the validated models (results/models) train on every label
+    after the last round (results/active/xtb.parquet), not on round 0's alone, and no
+    walker started from a held-out test parent."""
+    from hipqeq.data import read_splits, read_table
+    from hipqeq.training.data import file_sha256
+
+    results = toy_run / "results"
+    final = results / "active" / "xtb.parquet"
+    rounds = json.loads((results / "active" / "summary.json").read_text())["rounds"]
+    labelled = [r["round"] for r in rounds if r["n_selected"]]
+    last = results / "active" / f"r{labelled[-1]}" / "xtb.parquet" if labelled else results / "datasets" / "xtb.parquet"
+    assert read_table(final).column("structure_id").to_pylist() == read_table(last).column("structure_id").to_pylist()
+    for model in ("4g_0", "baseline_0"):
+        dataset = json.loads((results / "models" / model / "model.json").read_text())["dataset"]
+        assert dataset["path"] == "results/active/xtb.parquet" and dataset["sha256"] == file_sha256(final)
+    structures = read_table(results / "structures" / "structures.parquet")
+    test_names = {name for name, parent in zip(structures.column("structure_name").to_pylist(),
+                                               structures.column("parent_id").to_pylist())
+                  if parent in set(read_splits(results / "splits.json")["test"])}
+    assert test_names  # the toy holds a test parent out
+    for r in rounds:
+        walkers = json.loads((results / "active" / f"r{r['round']}" / "walkers.json").read_text())["walkers"]
+        assert walkers and not {w["structure_name"] for w in walkers} & test_names

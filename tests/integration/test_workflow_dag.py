@@ -60,9 +60,10 @@ def test_toy_dag_job_counts():
         "validate": 1, "all": 1,
         "properties": 1,  # NPT properties of alpha
         # active learning, round 1 up to its checkpoint (later rounds appear once it ran):
-        # committee of 2: member 0 is round 0's model, member 1's charge model serves every round
-        "split_active": 1, "train_active_charges": 1, "train_active_short_range": 1,
-        "explore": 1, "select_candidates": 1, "active_report": 1,
+        # a committee of 2 of its own (the study's models train after the last round, on
+        # gather_active_final's dataset); its DFT-charge models serve every round
+        "split_active": 1, "train_active_charges": 2, "train_active_short_range": 2,
+        "explore": 1, "select_candidates": 1, "active_report": 1, "gather_active_final": 1,
     }
 
 
@@ -77,8 +78,9 @@ def test_production_dag_lists_the_whole_study():
     for rule in ("train_charges", "train_short_range", "train_baseline"):
         assert counts[rule] == 3  # committee of three
     assert counts["md_check"] == 2 * 3
-    # round 1 of a committee of 4 reuses round 0's three members
-    assert counts["train_active_short_range"] == counts["train_active_charges"] == 1
+    # round 1's committee of 4 is its own: the study's three members train after the last round
+    assert counts["train_active_short_range"] == counts["train_active_charges"] == 4
+    assert counts["gather_active_final"] == 1
     assert counts["explore"] == counts["select_candidates"] == 1
     assert sum(counts.values()) > 1000
 
@@ -139,6 +141,7 @@ RULE_EXTRAS = {
     "train_charges": ["ml"], "train_short_range": ["ml"], "train_baseline": ["ml"], "train_peer": ["ml", "peer"],
     "md_check": ["ml"], "validate": ["ml", "peer"], "properties": ["ml"],
     "split_active": [], "explore": ["ml"], "select_candidates": [], "gather_active": [], "active_report": [],
+    "gather_active_final": [],
 }
 #: conda-forge names of PyPI packages whose names differ
 CONDA_NAMES = {"tblite": "tblite-python", "xtb": "xtb-python", "matplotlib": "matplotlib-base",
@@ -217,7 +220,8 @@ def test_leftovers_of_a_previous_run_in_the_checkout_do_not_matter(workdir):
 def test_gather_rules_pass_the_configured_failure_limit():
     """The guard of `hipqeq gather` is wired to selection.max_failed_fraction (0.5 by default)."""
     printed = snakemake("-n", "-p", "--configfile", "config/toy.yaml").stdout
-    gathers = [line for line in printed.splitlines() if line.startswith("Shell command: hipqeq gather")]
+    gathers = [line for line in printed.splitlines() if line.startswith("Shell command: hipqeq gather")
+               and "results/labels/" in line]  # not gather_active_final: it re-gathers a gathered dataset
     assert len(gathers) == 2 and all("--max-failed-fraction 0.5" in line for line in gathers)
 
 

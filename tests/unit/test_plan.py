@@ -82,20 +82,18 @@ def test_active_rounds_chain_their_datasets():
     assert plan.active_chunks(config) == [0, 1, 2]  # ceil(10 / 4)
 
 
-def test_active_committees_reuse_round_0_members_and_fixed_charge_models():
-    """Round 1's member k < training.n_models is round 0's member k: the same split
-    (checked here) and seed, the same data. DFT-charge models serve every round."""
-    from hipqeq.data import make_splits
-
-    parents = [f"p{k}" for k in range(20)]
-    small, large = make_splits(parents, (0.6, 0.2, 0.2), 5, 1), make_splits(parents, (0.6, 0.2, 0.2), 5, 3)
-    assert small["test"] == large["test"] and small["members"][0] == large["members"][0]
-    config = {"training": {"n_models": 1, "charge_reference": "dft"}}
-    assert plan.active_model_dir(config, 1, 0, "4g") == "results/models/4g_0"
-    assert plan.active_model_dir(config, 1, 1, "4g") == "results/active/r1/models/4g_1"
+def test_active_committees_are_their_own_and_the_study_trains_on_every_round():
+    """Round committees never reuse the study's models (those train after the last round
+    on every label); DFT-charge models serve every round, xTB-charge ones follow it."""
+    config = {"training": {"n_models": 1, "charge_reference": "dft"},
+              "active_learning": {"enabled": True, "max_rounds": 2}}
+    assert plan.active_model_dir(config, 1, 0, "4g") == "results/active/r1/models/4g_0"
     assert plan.active_model_dir(config, 2, 0, "4g") == "results/active/r2/models/4g_0"
-    assert plan.active_model_dir(config, 3, 0, "charges") == "results/models/charges_0"
-    assert plan.active_model_dir(config, 3, 1, "charges") == "results/active/models/charges_1"
+    assert plan.active_model_dir(config, 1, 0, "charges") == plan.active_model_dir(config, 3, 0, "charges") \
+        == "results/active/models/charges_0"
     config["training"]["charge_reference"] = "xtb"
-    assert plan.active_model_dir(config, 1, 0, "charges") == "results/models/charges_0"
+    assert plan.active_model_dir(config, 1, 0, "charges") == "results/active/r1/models/charges_0"
     assert plan.active_model_dir(config, 2, 0, "charges") == "results/active/r2/models/charges_0"
+    assert plan.training_dataset(config) == "results/active/xtb.parquet"
+    config["active_learning"]["enabled"] = False
+    assert plan.training_dataset(config) == "results/datasets/xtb.parquet"

@@ -2,6 +2,9 @@
 # pipeline). Round r: train a committee on every label so far -> explore with it
 # (ML-MD walkers) -> select candidates (a checkpoint: it decides whether round r+1
 # exists) -> label them with round 0's xTB verb -> gather with the previous dataset.
+# After the last round, gather_active_final collects every label for the study's own
+# models (results/models train and validate on it, plan.training_dataset), so nothing
+# the rounds labelled is lost to the deployed potential.
 # Paths come from hipqeq.plan; a round after the stop decision is never requested.
 import json
 
@@ -181,6 +184,30 @@ rule gather_active:
 
 def last_dataset(wildcards):
     return round_files(wildcards)["datasets"][-1:]
+
+
+def final_round_dataset(wildcards):
+    """Every label after the last round that labelled anything (round 0's if none did)."""
+    return last_dataset(wildcards) or [plan.active_dataset(0)]
+
+
+rule gather_active_final:
+    # The study's own models (results/models) train on this: every label of every round.
+    input:
+        final_round_dataset,
+    output:
+        dataset=plan.ACTIVE_FINAL_DATASET,
+        counts="results/active/xtb_counts.json",
+    log:
+        "logs/gather_active_final.log",
+    conda:
+        "../../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    shell:
+        "hipqeq gather {input} --output {output.dataset} --counts {output.counts} > {log} 2>&1"
 
 
 def active_report_arguments(wildcards, input):

@@ -81,8 +81,11 @@ def dft_chunks(wildcards):
 
 
 def charge_dataset(wildcards):
-    """The dataset whose charges the charge model learns (training.charge_reference)."""
-    return f"results/datasets/{config['training']['charge_reference']}.parquet"
+    """The dataset whose charges the charge model learns (training.charge_reference):
+    the DFT set, or the xTB labels the models train on (plan.training_dataset)."""
+    if config["training"]["charge_reference"] == "xtb":
+        return plan.training_dataset(config)
+    return "results/datasets/dft.parquet"
 
 
 def models_of(kind):

@@ -22,7 +22,7 @@ rule build_structures:
 rule split:
     input:
         unpack(split_inputs),
-        labels="results/datasets/xtb.parquet",  # every member trains on what its fit needs
+        labels=plan.training_dataset(config),  # every member trains on what its fit needs
     output:
         "results/splits.json",
     params:

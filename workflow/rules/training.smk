@@ -29,7 +29,7 @@ rule train_charges:
 
 rule train_short_range:
     input:
-        dataset="results/datasets/xtb.parquet",
+        dataset=plan.training_dataset(config),
         splits="results/splits.json",
         charge_model="results/models/charges_{member}",
     output:
@@ -54,7 +54,7 @@ rule train_short_range:
 
 rule train_baseline:
     input:
-        dataset="results/datasets/xtb.parquet",
+        dataset=plan.training_dataset(config),
         splits="results/splits.json",
     output:
         report(directory("results/models/baseline_{member}"), patterns=["{name,[^/]+}_curves.png"],
@@ -77,7 +77,7 @@ rule train_baseline:
 
 rule train_peer:
     input:
-        dataset="results/datasets/xtb.parquet",
+        dataset=plan.training_dataset(config),
         splits="results/splits.json",
     output:
         report(directory("results/models/mace_{member}"), patterns=["{name,[^/]+}_curves.png"],

@@ -29,7 +29,7 @@ rule md_check:
 
 rule validate:
     input:
-        xtb="results/datasets/xtb.parquet",
+        xtb=plan.training_dataset(config),
         dft="results/datasets/dft.parquet",
         splits="results/splits.json",
         models=models_of("4g"),

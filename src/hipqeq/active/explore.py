@@ -42,7 +42,7 @@ from ase import Atoms
 
 from hipqeq.active.deviation import deviation_table, frame_deviation, write_deviations
 from hipqeq.active.trust import FAILED, TrustWindow, classify
-from hipqeq.data import atoms_id, config_hash, read_structure, write_dataset
+from hipqeq.data import atoms_id, config_hash, read_structure, read_table, write_dataset
 from hipqeq.errors import ConfigError
 from hipqeq.plan import number_tag, structure_names
 from hipqeq.sampling.jobs import frame_records
@@ -68,11 +68,15 @@ class Walker:
         return f"{self.structure_name}_T{number_tag(self.temperature_K)[1:]}{charge}_w{self.index}"
 
 
-def walker_plan(config: dict) -> list[Walker]:
-    """Every walker of a round: structures (default: every built one) x temperatures x
-    charge offsets x ``walkers``."""
+def walker_plan(config: dict, held_out: Sequence[str] = ()) -> list[Walker]:
+    """Every walker of a round: structures (``active_learning.structures``, default every
+    built one) but the ``held_out`` structure names x temperatures x charge offsets x
+    ``walkers``."""
     section = config["active_learning"]
-    names = section["structures"] or structure_names(config)
+    names = [name for name in section["structures"] or structure_names(config) if name not in set(held_out)]
+    if not names:
+        raise ConfigError(f"active_learning: every structure to explore is a held-out test parent "
+                          f"({', '.join(held_out)}); name others in active_learning.structures")
     return [Walker(name, float(t), k, int(q)) for name in names for t in section["temperatures_K"]
             for q in section["charge_offsets_e"] for k in range(section["walkers"])]
 
@@ -196,13 +200,27 @@ def explore_walker(parent: Atoms, walker: Walker, calculator, config: dict, roun
     return frames, deviations, combined
 
 
+def held_out_names(structures: str | os.PathLike, held_out_parents: Sequence[str]) -> list[str]:
+    """Names of the built structures (``hipqeq build`` output) whose ``parent_id`` is one
+    of ``held_out_parents``."""
+    table = read_table(structures)
+    parents = set(held_out_parents)
+    return sorted({name for name, parent in zip(table.column("structure_name").to_pylist(),
+                                                 table.column("parent_id").to_pylist()) if parent in parents})
+
+
 def explore_round(config: dict, model_dirs: Sequence[str | os.PathLike], structures: str | os.PathLike,
                   round_: int, output_frames: str | os.PathLike, output_deviations: str | os.PathLike,
                   output_summary: str | os.PathLike, trajectory_dir: str | os.PathLike,
-                  device: str = "auto") -> dict:
+                  device: str = "auto", held_out_parents: Sequence[str] = ()) -> dict:
     """Run every walker of round ``round_`` with the committee ``model_dirs``; write the
     explored frames, their deviations (classified with the config's trust window) and
-    the walkers' summaries; returns the summary dict."""
+    the walkers' summaries; returns the summary dict.
+
+    No walker starts from a built structure whose ``parent_id`` is in
+    ``held_out_parents`` (the study's test parents): their frames would be labelled only
+    to land in the test split, where no model learns from them, and the held-out set would
+    stop being the same every round."""
     from hipqeq.calculator import HipQEqCalculator
 
     window = TrustWindow.from_config(config)
@@ -210,7 +228,10 @@ def explore_round(config: dict, model_dirs: Sequence[str | os.PathLike], structu
     fingerprint = committee_fingerprint(model_dirs)
     hash_ = config_hash({"active_learning": config["active_learning"], "committee": fingerprint})
     all_frames, rows, walkers = [], [], []
-    for walker in walker_plan(config):
+    held_out = held_out_names(structures, held_out_parents)
+    if held_out:
+        log.info("round %d: no walker starts from the held-out test parents %s", round_, ", ".join(held_out))
+    for walker in walker_plan(config, held_out):
         parent = walker_start(read_structure(structures, walker.structure_name),
                               config["active_learning"]["supercell"], walker.charge_offset_e)
         calculator.reset_warm_start()

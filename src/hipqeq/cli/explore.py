@@ -1,7 +1,7 @@
 """Explore with a committee: ML-MD walkers that measure where the committee disagrees.
 
-One active-learning round's exploration. Every walker (a built structure x a
-temperature of active_learning.temperatures_K x active_learning.walkers) runs Langevin
+One active-learning round's exploration. Every walker (a built structure that is not
+a test parent of --splits, x a temperature of active_learning.temperatures_K x active_learning.walkers) runs Langevin
 MD for active_learning.steps steps with the mean forces of the committee (--model, two
 directories or more), keeping a frame every active_learning.frame_interval steps. On
 each frame the committee's model deviation is measured: the largest per-atom standard
@@ -59,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one checkpointed trajectory per walker (kept for resuming)")
     parser.add_argument("--held-out", type=Path, metavar="FILE",
                         help="labelled dataset whose test parents measure the committee (with --validation)")
-    parser.add_argument("--splits", type=Path, metavar="JSON", help="split file naming the test parents")
+    parser.add_argument("--splits", type=Path, metavar="JSON",
+                        help="split file naming the test parents: no walker starts from them (unless "
+                             "active_learning.structures names them), and --validation measures on them")
     parser.add_argument("--validation", type=Path, metavar="JSON",
                         help="write the committee's held-out errors here (needs --held-out and --splits)")
     add_device_argument(parser, "the committee runs on")
@@ -67,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hipqeq.active.explore import explore_round
+    from hipqeq.data import read_splits
     from hipqeq.errors import ConfigError
 
     if args.round < 1:
@@ -75,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--model: a committee needs two models or more, got {len(args.model)}")
     if args.validation and not (args.held_out and args.splits):
         raise ConfigError("--validation needs --held-out and --splits")
+    held_out = read_splits(args.splits)["test"] if args.splits else []
     summary = explore_round(load(args), args.model, args.structures, args.round, args.output, args.deviations,
-                            args.summary, args.trajectory_dir, device=args.device)
+                            args.summary, args.trajectory_dir, device=args.device, held_out_parents=held_out)
     if args.validation:
         import json
 

@@ -366,3 +366,23 @@ def test_a_walker_restarts_from_its_last_trusted_frame(committees, explore_input
     ids = deviations.column("structure_id").to_pylist()
     assert len(set(ids)) == 3
     assert (root / "traj" / "cuau_slab_T100_w0.restart1.traj").exists()
+
+
+def test_no_walker_starts_from_a_held_out_test_parent(explore_inputs):
+    """Test parents are never explored, named in active_learning.structures or not (their
+    labels would land in the test split, unlearnt), and a plan of test parents only is
+    refused."""
+    from hipqeq.active.explore import held_out_names
+    from hipqeq.errors import ConfigError
+    from hipqeq.plan import structure_names
+
+    config = explore_inputs["config"]
+    assert held_out_names(explore_inputs["structures"], ["cuau_bad", "elsewhere"]) == ["cuau_bad"]
+    assert [w.name for w in walker_plan(config, held_out=["cuau_bad"])] == ["cuau_slab_T100_w0"]
+    with pytest.raises(ConfigError, match="every structure to explore is a held-out test parent"):
+        walker_plan(config, held_out=["cuau_slab", "cuau_bad"])
+    config["active_learning"]["structures"] = []
+    names = [w.structure_name for w in walker_plan(config)]
+    assert names and set(names) == set(structure_names(config))
+    kept = [w.structure_name for w in walker_plan(config, held_out=names[:1])]
+    assert names[0] not in kept and set(kept) == set(names) - {names[0]}
