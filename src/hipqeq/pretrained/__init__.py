@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hipqeq import __version__
+from hipqeq import __version__, plan
 from hipqeq.errors import HipqeqError
 
 ROOT = Path(__file__).parent
@@ -218,10 +218,12 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
             _copy_model(source, destination / "models" / source.name)
     data = destination / "data"
     data.mkdir()
-    for file in ("datasets/xtb.parquet", "datasets/dft.parquet", "splits.json"):
-        shutil.copy2(results / file, data / Path(file).name)
     shutil.copy2(config_path, destination / "config.yaml")
     config = load_config(destination / "config.yaml")
+    # the labels the models trained on: with active learning every round's, not round 0's
+    for source, target in ((plan.training_dataset(config), "xtb.parquet"),
+                           ("results/datasets/dft.parquet", "dft.parquet"), ("results/splits.json", "splits.json")):
+        shutil.copy2(study_dir / source, data / target)
     shutil.copy2(metrics_path, destination / "metrics.json")
     metrics = json.loads(metrics_path.read_text())
     splits = read_splits(data / "splits.json")
