@@ -1,9 +1,10 @@
 """Explore with a committee: ML-MD walkers that measure where the committee disagrees.
 
 One active-learning round's exploration. Every walker (a built structure that is not
-a test parent of --splits, x a temperature of active_learning.temperatures_K x active_learning.walkers) runs Langevin
-MD for active_learning.steps steps with the mean forces of the committee (--model, two
-directories or more), keeping a frame every active_learning.frame_interval steps. On
+a test parent of --splits, x a temperature of active_learning.temperatures_K x
+active_learning.walkers) runs Langevin MD for active_learning.steps steps with the
+mean forces of the committee (--model, two directories or more), keeping a frame every
+active_learning.frame_interval steps. On
 each frame the committee's model deviation is measured: the largest per-atom standard
 deviation of the members' forces (eV/A, DP-GEN's definition) and of their charges (e),
 and the frame is classed accurate / candidate / failed by the trust window
@@ -60,8 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--held-out", type=Path, metavar="FILE",
                         help="labelled dataset whose test parents measure the committee (with --validation)")
     parser.add_argument("--splits", type=Path, metavar="JSON",
-                        help="split file naming the test parents: no walker starts from them (unless "
-                             "active_learning.structures names them), and --validation measures on them")
+                        help="split file naming the test parents: no walker starts from them, and "
+                             "--validation measures on them")
     parser.add_argument("--validation", type=Path, metavar="JSON",
                         help="write the committee's held-out errors here (needs --held-out and --splits)")
     add_device_argument(parser, "the committee runs on")
