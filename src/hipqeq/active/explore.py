@@ -73,7 +73,8 @@ def walker_plan(config: dict, held_out: Sequence[str] = ()) -> list[Walker]:
     built one) but the ``held_out`` structure names x temperatures x charge offsets x
     ``walkers``."""
     section = config["active_learning"]
-    names = [name for name in section["structures"] or structure_names(config) if name not in set(held_out)]
+    skipped = set(held_out)
+    names = [name for name in section["structures"] or structure_names(config) if name not in skipped]
     if not names:
         raise ConfigError(f"active_learning: every structure to explore is a held-out test parent "
                           f"({', '.join(held_out)}); name others in active_learning.structures")

@@ -72,7 +72,6 @@ from hipqeq.models.charges import ChargeModel, charge_hyperparameters
 from hipqeq.models.graphs import charge_graph, short_range_graph
 from hipqeq.models.network import network_hyperparameters, pair_geometry
 from hipqeq.models.potential import Potential, charge_response, evaluate, resolve_device
-from hipqeq.models.repulsion import ZBLRepulsion
 from hipqeq.models.short_range import ShortRangeModel
 from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, read_metadata, save_model
 from hipqeq.qeq import neighbor_pairs
@@ -177,21 +176,21 @@ def fit_energy_reference(henergy, database, energy_name: str, charge_name: str |
     return weights
 
 
-def core_energies(core: ZBLRepulsion, arrays: dict) -> np.ndarray:
-    """Energy (eV) of the fixed repulsive core for every system of the training arrays
-    (:func:`hipqeq.training.data.training_arrays`), on the pairs the training graph's
-    periodic pair finder sees (``pair_cell``, periodic in all three directions)."""
+def core_energies(model: ShortRangeModel, arrays: dict) -> np.ndarray:
+    """Energy (eV) of ``model``'s fixed repulsive core for every system of the training
+    arrays (:func:`hipqeq.training.data.training_arrays`), on the pairs the training
+    graph's periodic pair finder sees (``pair_cell``, periodic in all three directions)."""
     energies = np.zeros(len(arrays["Z"]))
-    species = core.atomic_numbers.to(torch.long)
     for system, (numbers, positions, cell) in enumerate(zip(arrays["Z"], arrays["R"], arrays["pair_cell"])):
         real = numbers > 0
         positions = torch.as_tensor(positions[real], dtype=torch.float64)
         cell = torch.as_tensor(cell, dtype=torch.float64)
-        first, second, shifts = neighbor_pairs(positions, cell, (True, True, True), core.range_A)
+        first, second, shifts = neighbor_pairs(positions, cell, (True, True, True), model.core.range_A)
         _, distances = pair_geometry(positions, cell, first, second, shifts)
-        one_hot = torch.as_tensor(numbers[real]).unsqueeze(1) == species
+        mol_index = torch.zeros(len(positions), dtype=torch.long)
         with torch.no_grad():
-            energies[system] = float(0.5 * core.pair_energies(one_hot, first, second, distances).sum())
+            core = model.core(model.one_hot(torch.as_tensor(numbers[real])), distances, first, second, mol_index, 1)
+        energies[system] = float(core.sum())
     return energies
 
 
@@ -319,7 +318,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
         train_loss, metrics = _energy_losses(graph, fit_settings["force_weight"])
 
         if model.core is not None:
-            arrays["E_core"] = core_energies(model.core, arrays)
+            arrays["E_core"] = core_energies(model, arrays)
 
         def before_training(database):
             fit_energy_reference(graph.henergy, database, graph.energy.db_name,

@@ -128,7 +128,7 @@ def test_training_takes_off_the_core_energy_the_deployed_model_adds():
     without.load_state_dict(with_core.state_dict(), strict=False)
     frames = [cell_atoms(True), cell_atoms((True, True, False)), cell_atoms((False, False, False))]
     arrays = training_arrays(table_from_records([record_from_atoms(a) for a in frames]), hp["cutoff_A"], dtype=np.float64)
-    subtracted = core_energies(with_core.core, arrays)
+    subtracted = core_energies(with_core, arrays)
     added = [evaluate(Potential(with_core), a)["energy"] - evaluate(Potential(without), a)["energy"] for a in frames]
     assert min(added) > 0.5
     np.testing.assert_allclose(subtracted, added, atol=1e-9)
