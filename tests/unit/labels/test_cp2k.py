@@ -78,6 +78,27 @@ def test_unconverged_and_aborted_outputs_raise_with_the_cycle_count():
         parse_output("", 5)
 
 
+#: The SCF of a model-relaxed 2x2 RP n = 1 slab at +2 % strain (28 atoms) in CP2K 2023.1:
+#: "converged" at a density residual of 8e-6 while the energy still moved by 1.45 Ha.
+SPURIOUS_SCF = """\
+     1 NoMix/Diag. 0.10E+00    7.9     0.94029299       -70.4202685974 -7.04E+01
+     2 Mixing/Diag.0.10E+00    7.9     0.06634242       -74.3430427942 -3.92E+00
+     3 Broy./Diag. 0.10E+00    7.8     1.15723230       -73.5669189243  7.76E-01
+     4 Broy./Diag. 0.10E+00    7.9     0.39687541       -70.3088054652  3.26E+00
+     5 Broy./Diag. 0.10E+00    7.9     0.00000830       -68.8591666755  1.45E+00
+
+  *** SCF run converged in     5 steps ***
+"""
+
+
+def test_a_converged_scf_whose_energy_still_moves_is_not_converged():
+    with pytest.raises(SCFNotConverged, match="spuriously after 5 cycles.*1.41e\\+03 meV/atom"):
+        parse_output(SPURIOUS_SCF, 28)
+    settled = SPURIOUS_SCF.replace("1.45E+00", "2.10E-06")  # 2 ueV/atom: passes on to the energy block
+    with pytest.raises(LabellingFailed, match="no 'ENERGY"):
+        parse_output(settled, 28)
+
+
 def test_cp2k_implements_gfn1_only():
     with pytest.raises(ConfigError, match="GFN1-xTB only"):
         CP2KLabeller(validate_section("xtb", {"engine": "cp2k", "method": "GFN2-xTB"}))
