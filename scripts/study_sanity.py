@@ -30,6 +30,8 @@ import numpy as np
 from ase.optimize import BFGS
 
 from hipqeq import pretrained
+from hipqeq.data.io import record_from_atoms
+from hipqeq.labels.common import label_structure
 from hipqeq.md import run_md
 from hipqeq.structures.builders import ruddlesden_popper
 from hipqeq.structures.transform import strain
@@ -46,13 +48,18 @@ def in_plane_scan(calc, labeller, strains_percent, vacuum_A: float) -> dict:
         row = {"strain_percent": percent, "a_A": a_seed * (1 + percent / 100),
                "energy_model_eV_per_atom": atoms.get_potential_energy() / len(atoms)}
         if labeller is not None:
-            row["energy_reference_eV_per_atom"] = labeller.label(atoms.copy()).energy / len(atoms)
+            # through the labelling stage's retry: a failed SCF leaves the point out, named
+            label = label_structure(record_from_atoms(atoms), labeller)
+            row["reference_status"] = label["status"]
+            if label["status"] == "ok":
+                row["energy_reference_eV_per_atom"] = label["energy"] / len(atoms)
         rows.append(row)
     result = {"a_seed_A": a_seed, "points": rows}
     for key in ("model", "reference"):
         column = f"energy_{key}_eV_per_atom"
-        if all(column in r for r in rows):
-            a0, r2 = parabola_minimum(np.array([r["a_A"] for r in rows]), np.array([r[column] for r in rows]))
+        points = [r for r in rows if column in r]
+        if len(points) >= 3:
+            a0, r2 = parabola_minimum(np.array([r["a_A"] for r in points]), np.array([r[column] for r in points]))
             result[f"a0_{key}_A"], result[f"fit_r2_{key}"] = a0, r2
     return result
 
@@ -85,11 +92,11 @@ def stability(calc, temperature_K: float, md_ps: float, timestep_fs: float, work
 
 def figure(scan: dict, runs: list[dict], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    points = scan["points"] if scan else []
-    a = [p["a_A"] for p in points]
     for key, label in (("model", "4G potential"), ("reference", "CP2K GFN1-xTB")):
         column = f"energy_{key}_eV_per_atom"
-        if points and all(column in p for p in points):
+        points = [p for p in (scan["points"] if scan else []) if column in p]
+        if f"fit_r2_{key}" in (scan or {}):
+            a = [p["a_A"] for p in points]
             energies = np.array([p[column] for p in points])
             a0 = scan[f"a0_{key}_A"]
             fit = f"a0 = {a0:.3f} A" if a0 is not None else f"no minimum (parabola R^2 {scan[f'fit_r2_{key}']:.2f})"

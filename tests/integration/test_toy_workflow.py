@@ -131,8 +131,9 @@ def test_active_learning_rounds_run_until_their_stop(toy_run):
     summary = json.loads((active / "summary.json").read_text())
     rounds = summary["rounds"]
     assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1)) and 1 <= len(rounds) <= 2
-    assert summary["stopped_by"] in ("accurate_fraction", "max_rounds") and rounds[-1]["stop"]
+    assert summary["stopped_by"] == ("accurate_fraction" if rounds[-1]["stop"] else "max_rounds")
     assert len(rounds) == 2 or summary["stopped_by"] == "accurate_fraction"
+    assert not any(r["stop"] for r in rounds[:-1])  # a converged round ends the loop
     previous = read_table(toy_run / "results" / "datasets" / "xtb.parquet")
     for r in rounds:
         assert r["n_frames"] == sum(r["counts"].values()) > 0

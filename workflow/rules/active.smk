@@ -8,6 +8,8 @@
 # Paths come from hipqeq.plan; a round after the stop decision is never requested.
 import json
 
+from hipqeq.active.stop import converged
+
 ACTIVE_ROUNDS = plan.active_rounds(config)
 ACTIVE_MEMBERS = list(range(config["active_learning"]["n_models"]))
 ACTIVE_CHUNKS = plan.active_chunks(config)
@@ -45,7 +47,7 @@ def round_files(wildcards):
         files["validations"].append(f"{where}/validation.json")
         if decision["n_selected"]:
             files["datasets"].append(plan.active_dataset(round_))
-        if decision["stop"]:
+        if converged(decision):
             break
     return files
 
@@ -138,7 +140,8 @@ checkpoint select_candidates:
         selection="results/active/r{round}/selection.parquet",
         decision="results/active/r{round}/decision.json",
     params:
-        settings=[config["active_learning"], config["selection"]],
+        # not max_rounds: raising it continues a finished study without redoing a selection
+        settings=[{k: v for k, v in config["active_learning"].items() if k != "max_rounds"}, config["selection"]],
     log:
         "logs/select_candidates/r{round}.log",
     conda:
@@ -198,6 +201,10 @@ rule gather_active_final:
     output:
         dataset=plan.ACTIVE_FINAL_DATASET,
         counts="results/active/xtb_counts.json",
+    params:
+        # which rounds there are: a raised max_rounds reruns this job (Snakemake's params
+        # trigger) and so schedules the new rounds, whose checkpoints an existing output hides
+        max_rounds=config["active_learning"]["max_rounds"],
     log:
         "logs/gather_active_final.log",
     conda:
@@ -234,6 +241,7 @@ rule active_report:
                          caption="../report/active.rst"),
     params:
         arguments=active_report_arguments,
+        max_rounds=config["active_learning"]["max_rounds"],  # as in gather_active_final
     log:
         "logs/active_report.log",
     conda:

@@ -78,7 +78,7 @@ def select_round(config: dict, frames_path, deviations_paths, round_: int, outpu
     selected, deviations = select_candidates(frames, deviations, TrustWindow.from_config(config), section["budget"],
                                              config["selection"]["cutoff_A"], config["selection"]["n_bins"])
     classes = deviations.column("classification").to_pylist()
-    decision = stop_decision(classes, round_, section["max_rounds"], section["stop_accurate_fraction"])
+    decision = stop_decision(classes, round_, section["stop_accurate_fraction"])
     if decision.reason == CONVERGED:
         selected = selected.slice(0, 0)  # the committee is good enough: no labels needed
     write_table(selected, output_selection)

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from hipqeq.active.stop import stopped_by
 from hipqeq.active.trust import CLASSES, TrustWindow
 from hipqeq.data import atoms_from_record, label_pbc, read_records, read_splits, read_table
 
@@ -132,8 +133,7 @@ def write_active_report(config: dict, deviations_paths: Sequence, decision_paths
         rounds.append({**decision, "labels_added": added.get(decision["round"], {}),
                        "walkers_stopped_early": sum(w["stopped_early"] for w in walkers),
                        "validation": validation})
-    stopped = next((r for r in rounds if r["stop"]), None)
-    summary = {"rounds": rounds, "stopped_by": stopped["reason"] if stopped else None,
+    summary = {"rounds": rounds, "stopped_by": stopped_by(rounds),
                "fractions": fraction_table(deviations)}
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     round_rows = [{"round": r["round"], "frames": r["n_frames"],

@@ -12,9 +12,10 @@ outputs) and classes each frame by DP-GEN's trust window of the config:
 
 Up to active_learning.budget candidates are chosen by farthest-point sampling on the
 selection section's descriptors (the most uncertain candidate first, one per family
-next). The loop stops when the accurate fraction over all walkers' frames reaches
-active_learning.stop_accurate_fraction (then nothing is selected) or at
-active_learning.max_rounds; the decision file says which.
+next). The round converged when the accurate fraction over all walkers' frames
+reaches active_learning.stop_accurate_fraction (then nothing is selected); the
+decision file says whether it did. The workflow's loop ends at the first converged
+round or at active_learning.max_rounds (raise it to continue a finished study).
 
 example:
   hipqeq select-candidates --config config/toy.yaml --round 1 \\
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="their deviations (hipqeq explore --deviations)")
     add_output_argument(parser, "frames to label, in FPS order")
     parser.add_argument("--decision", type=Path, required=True, metavar="JSON",
-                        help="the round's class counts and stop decision")
+                        help="the round's class counts and whether it converged")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     decision = select_round(load(args), args.frames, args.deviations, args.round, args.output, args.decision)
     counts = ", ".join(f"{k} {v}" for k, v in decision["counts"].items())
-    verdict = f"stop ({decision['reason']})" if decision["stop"] else "continue"
+    verdict = "converged: the rounds stop" if decision["stop"] else "not converged"
     print(f"round {args.round}: {counts}; accurate fraction {decision['accurate_fraction']:.3f}; "
           f"{decision['n_selected']} selected; {verdict}")
     return 0

@@ -3,6 +3,7 @@ and exploration walkers, on small random-weight committees (CuAu slabs)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from hipqeq.active.candidates import select_candidates, select_round
 from hipqeq.active.deviation import deviation_table, frame_deviation, read_deviations, write_deviations
 from hipqeq.active.explore import explore_round, walker_plan
-from hipqeq.active.stop import CONTINUE, CONVERGED, MAX_ROUNDS, stop_decision
+from hipqeq.active.stop import CONTINUE, CONVERGED, MAX_ROUNDS, converged, stop_decision, stopped_by
 from hipqeq.active.trust import ACCURATE, CANDIDATE, FAILED, TrustWindow, classify
 from hipqeq.calculator import committee_members, load_committee
 from hipqeq.config import load_config
@@ -57,17 +58,25 @@ def test_trust_window_refuses_inverted_or_half_bounds(bounds):
         TrustWindow(*bounds)
 
 
-def test_stop_criterion_triggers_on_accuracy_before_the_round_limit():
+def test_a_round_converges_on_its_accurate_fraction():
     mostly_accurate = [ACCURATE] * 19 + [CANDIDATE]
-    assert stop_decision(mostly_accurate, 1, 5, 0.95).reason == CONVERGED
-    decision = stop_decision(mostly_accurate, 1, 5, 0.96)
+    assert stop_decision(mostly_accurate, 1, 0.95).reason == CONVERGED
+    decision = stop_decision(mostly_accurate, 1, 0.96)
     assert not decision.stop and decision.reason == CONTINUE and decision.accurate_fraction == 0.95
-    assert stop_decision(mostly_accurate, 5, 5, 0.96) == stop_decision(mostly_accurate, 5, 5, 0.96)
-    last = stop_decision(mostly_accurate, 5, 5, 0.96)
-    assert last.stop and last.reason == MAX_ROUNDS
-    assert stop_decision([ACCURATE], 5, 5, 0.95).reason == CONVERGED  # both hold: converged is reported
-    nothing = stop_decision([], 1, 5, 0.5)
+    nothing = stop_decision([], 1, 0.5)
     assert not nothing.stop and nothing.n_frames == 0  # no frame at all is not convergence
+
+
+def test_the_round_limit_is_the_workflows_not_a_rounds_decision():
+    """A decision never bakes in max_rounds: raising it continues a finished study. A
+    decision file written when it did (reason max_rounds) does not stop the loop either;
+    the rounds end by convergence or by running out."""
+    not_yet = dataclasses.asdict(stop_decision([CANDIDATE], 5, 0.5))
+    done = dataclasses.asdict(stop_decision([ACCURATE], 2, 0.5))
+    old_style = {"round": 1, "stop": True, "reason": MAX_ROUNDS}
+    assert not converged(not_yet) and not converged(old_style) and converged(done)
+    assert stopped_by([old_style, not_yet]) == MAX_ROUNDS and stopped_by([not_yet, done]) == CONVERGED
+    assert stopped_by([]) is None
 
 
 def explored(n: int, force_deviation, family: str = "pristine"):
@@ -172,7 +181,7 @@ def test_a_walker_that_blows_up_is_recorded_and_the_round_goes_on(committees, ex
     assert set(frames.column("source").to_pylist()) == {"active"}
     assert json.loads((root / "walkers.json").read_text())["walkers"][1]["reason"] == bad["reason"]
 
-    # the round's selection: both frames are candidates under the wide window, and round 1 of 2 continues
+    # the round's selection: both frames are candidates under the wide window: not converged
     decision = select_round(config, root / "frames.parquet", [root / "deviations.parquet"], 1,
                             root / "selection.parquet", root / "decision.json")
     assert decision["counts"] == {ACCURATE: 0, CANDIDATE: 2, FAILED: 0} and decision["n_selected"] == 2
@@ -202,7 +211,7 @@ def test_explore_and_select_candidates_verbs(committees, explore_inputs, capsys)
                  "--decision", str(root / "dec.json")]) == 0
     assert "candidate 4" in capsys.readouterr().out
     decision = json.loads((root / "dec.json").read_text())
-    assert decision["stop"] and decision["reason"] == MAX_ROUNDS and decision["n_selected"] == 2
+    assert not decision["stop"] and decision["reason"] == CONTINUE and decision["n_selected"] == 2
 
 
 def test_each_rounds_dataset_contains_the_previous_one(tmp_path, rng):
