@@ -13,8 +13,9 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+import yaml
 
-from tests.integration.toy import planned_jobs, snakemake
+from tests.integration.toy import TOY_CONFIG, planned_jobs, snakemake
 
 METRIC_KEYS = {"energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "force_mae_mev_per_A",
                "force_rmse_mev_per_A", "charge_mae_e", "charge_rmse_e"}
@@ -79,6 +80,29 @@ def test_figures_are_non_empty_images(toy_run):
 
 
 @pytest.mark.slow
+def test_a_raised_max_rounds_continues_the_finished_rounds(toy_run, tmp_path):
+    """Raising active_learning.max_rounds on a finished run schedules the next round (its
+    committee, walkers and selection) and redoes no finished round's selection or labels;
+    after a converged round it schedules none. (Before the rerun test below, which
+    deletes a label chunk.)"""
+    config = yaml.safe_load(TOY_CONFIG.read_text())
+    config["active_learning"]["max_rounds"] += 1
+    raised = tmp_path / "toy.yaml"
+    raised.write_text(yaml.safe_dump(config))
+    # another config path changes every rule's command line: leave the code trigger out
+    jobs = planned_jobs(snakemake(toy_run, "-n", "--configfile", str(raised),
+                                  "--rerun-triggers", "mtime", "params", "input").stdout)
+    summary = json.loads((toy_run / "results" / "active" / "summary.json").read_text())
+    if summary["stopped_by"] == "accurate_fraction":
+        assert "explore" not in jobs and "select_candidates" not in jobs
+        return
+    n_models = config["active_learning"]["n_models"]
+    assert jobs.get("explore") == 1 and jobs.get("select_candidates") == 1  # the new round's only
+    assert jobs.get("train_active_short_range") == n_models
+    assert "label_active" not in jobs and "sample_md" not in jobs and "label_xtb" not in jobs
+    assert jobs.get("gather_active_final") == 1
+
+
 def test_rerun_does_nothing_and_one_chunk_reruns_only_its_dependents(toy_run):
     assert planned_jobs(snakemake(toy_run, "-n").stdout) == {}
     (toy_run / "results" / "labels" / "xtb" / "chunk_1.parquet").unlink()

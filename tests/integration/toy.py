@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+TOY_CONFIG = ROOT / "config" / "toy.yaml"
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     """Snakemake on the toy config in ``workdir`` with 2 cores; a failure raises with the
     tails of stderr and of every rule's log."""
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-               "--directory", str(workdir), "--configfile", str(ROOT / "config" / "toy.yaml"),
+               "--directory", str(workdir), "--configfile", str(TOY_CONFIG),
                "--cores", "2", *args]
     # the rules call the `hipqeq` console script installed beside this interpreter
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}

@@ -13,6 +13,9 @@ from hipqeq.active.stop import converged
 ACTIVE_ROUNDS = plan.active_rounds(config)
 ACTIVE_MEMBERS = list(range(config["active_learning"]["n_models"]))
 ACTIVE_CHUNKS = plan.active_chunks(config)
+# What a round's jobs depend on: not max_rounds, so that raising it continues a finished
+# study without rerunning its rounds (Snakemake's params trigger)
+ROUND_SETTINGS = {k: v for k, v in config["active_learning"].items() if k != "max_rounds"}
 
 
 wildcard_constraints:
@@ -112,7 +115,7 @@ rule explore:
         walkers="results/active/r{round}/walkers.json",
         validation="results/active/r{round}/validation.json",
     params:
-        settings=[config["seed"], config["active_learning"]],
+        settings=[config["seed"], ROUND_SETTINGS],
         # each walker's trajectory is its checkpoint: not an output, so a killed job's
         # walkers resume from their last snapshot (sample_md does the same)
         trajectories="results/active/r{round}/walkers",
@@ -140,8 +143,7 @@ checkpoint select_candidates:
         selection="results/active/r{round}/selection.parquet",
         decision="results/active/r{round}/decision.json",
     params:
-        # not max_rounds: raising it continues a finished study without redoing a selection
-        settings=[{k: v for k, v in config["active_learning"].items() if k != "max_rounds"}, config["selection"]],
+        settings=[ROUND_SETTINGS, config["selection"]],
     log:
         "logs/select_candidates/r{round}.log",
     conda:
