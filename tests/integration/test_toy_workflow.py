@@ -81,16 +81,16 @@ def test_figures_are_non_empty_images(toy_run):
 
 @pytest.mark.slow
 def test_a_raised_max_rounds_continues_the_finished_rounds(toy_run, tmp_path):
-    """Raising active_learning.max_rounds on a finished run schedules the next round (its
-    committee, walkers and selection) and redoes no finished round's selection or labels;
-    after a converged round it schedules none. (Before the rerun test below, which
-    deletes a label chunk.)"""
+    """Raising active_learning.max_rounds on a finished run and forcing the report (README
+    "Active learning") schedules the next round (its committee, walkers and selection) and
+    redoes no finished round's selection or labels; after a converged round it schedules
+    none. (Before the rerun test below, which deletes a label chunk.)"""
     config = yaml.safe_load(TOY_CONFIG.read_text())
     config["active_learning"]["max_rounds"] += 1
     raised = tmp_path / "toy.yaml"
-    raised.write_text(yaml.safe_dump(config))
+    raised.write_text(yaml.safe_dump(config, sort_keys=False))  # params compare as ordered dicts
     # another config path changes every rule's command line: leave the code trigger out
-    jobs = planned_jobs(snakemake(toy_run, "-n", "--configfile", str(raised),
+    jobs = planned_jobs(snakemake(toy_run, "-n", "--configfile", str(raised), "--forcerun", "active_report",
                                   "--rerun-triggers", "mtime", "params", "input").stdout)
     summary = json.loads((toy_run / "results" / "active" / "summary.json").read_text())
     if summary["stopped_by"] == "accurate_fraction":

@@ -203,10 +203,6 @@ rule gather_active_final:
     output:
         dataset=plan.ACTIVE_FINAL_DATASET,
         counts="results/active/xtb_counts.json",
-    params:
-        # which rounds there are: a raised max_rounds reruns this job (Snakemake's params
-        # trigger) and so schedules the new rounds, whose checkpoints an existing output hides
-        max_rounds=config["active_learning"]["max_rounds"],
     log:
         "logs/gather_active_final.log",
     conda:
@@ -243,7 +239,6 @@ rule active_report:
                          caption="../report/active.rst"),
     params:
         arguments=active_report_arguments,
-        max_rounds=config["active_learning"]["max_rounds"],  # as in gather_active_final
     log:
         "logs/active_report.log",
     conda:
