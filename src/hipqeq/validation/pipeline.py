@@ -9,6 +9,12 @@ directory's kind; any callable ``(model_dirs, atoms_list, charge_pbc) -> list of
 {"energy", "forces", "charges"}`` in tests), and writes metrics.json, metrics.md, the parity figures (``parity/``, ``families/``;
 a figure without data is not drawn, and metrics.md says why) and the MD stability figure under
 the output directory (layout in :mod:`hipqeq.validation.report`).
+
+Beside the test errors it reports each model's fit to the xTB rows it could learn from
+(``fit``: the ok rows of the non-test parents): a test error close to the fit says the
+models underfit (their own training labels are not learned better), one far above it
+says they overfit or extrapolate. The study's first 4G models fitted their own training
+energies to only 35-40 meV/atom, which the test errors alone did not show.
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ from tqdm import tqdm
 
 from hipqeq import __version__
 from hipqeq.data import atoms_from_record, label_pbc, read_records, read_splits
+from hipqeq.data.schema import STATUS_OK
+from hipqeq.data.split import assign_splits
 from hipqeq.validation.md_check import md_report, md_stability_figure, read_md_summaries
 from hipqeq.validation.metrics import (
     QUANTITIES,
     aligned_pairs,
+    compute_metrics,
     failures_by_split,
     grouped_metrics,
     paired_values,
@@ -86,6 +95,17 @@ def _load_reference(name: str, path: Path, splits: dict, all_rows: bool) -> tupl
               "charge_scheme": _distinct([r for r in rows if r.get("charges") is not None], "charge_scheme"),
               **report, "failed_by_split": failures_by_split(records, splits, source), "energy_alignment": None}
     return rows, report
+
+
+#: Key of the fit rows among the predicted row sets (:func:`_fit_rows`).
+FIT = "fit"
+
+
+def _fit_rows(path: Path, splits: dict) -> list[dict]:
+    """The ok xTB rows of the non-test parents: what the models trained or early-stopped on."""
+    records = read_records(path)
+    names = assign_splits([r["parent_id"] for r in records], splits)
+    return [r for r, name in zip(records, names) if name != "test" and r["status"] == STATUS_OK]
 
 
 def _prediction_key(row: dict) -> tuple:
@@ -214,7 +234,8 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
             warnings.append(f"{ref} dataset {report['path']}: no ok row to validate on")
     model_sets = {m: [Path(p) for p in dirs] for m, dirs in
                   zip(MODELS, (model_dirs, baseline_dirs, peer_dirs), strict=True)}
-    predictions = {m: _predict(predictor, dirs, rows) for m, dirs in model_sets.items() if dirs}
+    fit_rows = [] if all_rows else _fit_rows(Path(xtb_path), splits)
+    predictions = {m: _predict(predictor, dirs, {**rows, FIT: fit_rows}) for m, dirs in model_sets.items() if dirs}
     results, jobs, omitted = {}, [], {}
     for ref in REFERENCES:
         groups = row_groups(rows[ref], edges)
@@ -237,6 +258,8 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
                    for m, dirs in model_sets.items()},
         "datasets": reports,
         "metrics": results,
+        "fit": ({m: compute_metrics(fit_rows, by_rows[FIT], edges)["overall"] for m, by_rows in predictions.items()}
+                if fit_rows else None),
         "md": md_report(summaries),
         "figures_omitted": omitted,
         "warnings": warnings,

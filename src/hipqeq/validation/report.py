@@ -15,6 +15,8 @@ Layout of ``metrics.json`` (:data:`METRICS_JSON_KEYS` at the top level)::
                    "overall": block, "family": {name: block},
                    "charge_state": {"<family> Q=<total charge>": block},
                    "temperature_band": {name: block}}}},
+      "fit": {"4g" | "baseline" | "peer" (the kinds given): overall block on the ok xTB rows
+              of the non-test parents} or null (--all-rows, or no such row),
       "md": [MD stability rows, see hipqeq.validation.md_check.MD_REPORT_KEYS],
       "figures_omitted": {figure name: why it was not drawn (no data)},
       "warnings": [...],
@@ -40,7 +42,7 @@ from hipqeq.validation.metrics import QUANTITIES
 SCHEMA_VERSION = 1
 
 #: Top-level keys of metrics.json.
-METRICS_JSON_KEYS = ("schema_version", "units", "split", "models", "datasets", "metrics", "md",
+METRICS_JSON_KEYS = ("schema_version", "units", "split", "models", "datasets", "metrics", "fit", "md",
                      "figures_omitted", "warnings", "package_version")
 
 #: Units of the metric keys, by key suffix (MD rows: by key).
@@ -118,6 +120,15 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def _fit_section(fit: dict) -> list[str]:
+    rows = [["xtb", model] + _metric_cells(block) for model, block in fit.items()]
+    return ["## Fit to the non-test rows", "",
+            "The same metrics on the ok xTB rows of the training and validation parents, the labels "
+            "the models learned from. Test errors close to these: the models underfit (more data or "
+            "training, not regularisation, helps); far above: they overfit or extrapolate.", ""] \
+        + _table(_metric_header(["reference", "model"]), rows) + [""]
+
+
 def metrics_markdown(metrics: dict) -> str:
     """The content of metrics.json as Markdown tables: overall first, then per family, per
     family and charge state, per temperature band (rows of the model kinds given), the
@@ -153,6 +164,8 @@ def metrics_markdown(metrics: dict) -> str:
                              for name, block in groups[key].items()]
         first = ["reference", "model"] + ([group_label] if group_label else [])
         lines += [f"## {title}", ""] + _table(_metric_header(first), rows) + [""]
+        if key == "overall" and metrics["fit"]:
+            lines += _fit_section(metrics["fit"])
     dataset_rows = [[name, d["method"] or "–", d["charge_scheme"] or "–", d["subset"], str(d["rows_total"]),
                      str(d["rows_in_subset"]), str(d["rows_used"]),
                      ", ".join(f"{s} {n}" for s, n in d["excluded"].items()) or "none"]

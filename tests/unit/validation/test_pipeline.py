@@ -90,6 +90,18 @@ def test_metrics_are_the_fixture_errors(validated):
     assert vacancy["energy_mae_mev_per_atom"] == pytest.approx(1000 * ERRORS_PEER["energy_per_atom"])
 
 
+def test_the_fit_is_measured_on_the_non_test_rows(validated):
+    """The fixture's non-test parent has 2 ok xTB rows (the test parents 5): the fit block
+    is theirs, with the fixture errors, and metrics.md shows it next to the test errors."""
+    result, out = validated
+    fit = result["metrics"]["fit"]
+    assert set(fit) == {"4g", "baseline", "peer"}
+    for model, errors in (("4g", ERRORS_4G), ("baseline", ERRORS_BASELINE)):
+        assert fit[model]["n_energy"] == 2
+        assert fit[model]["energy_mae_mev_per_atom"] == pytest.approx(1000 * abs(errors["energy_per_atom"]))
+    assert "## Fit to the non-test rows" in (out / "metrics.md").read_text()
+
+
 def test_dft_charges_are_compared_and_missing_dft_energies_are_null(validated, dft_path):
     dft = validated[0]["metrics"]["metrics"]["dft"]["4g"]["overall"]
     assert dft["energy_mae_mev_per_atom"] is None and dft["force_mae_mev_per_A"] is None
@@ -141,8 +153,8 @@ def test_markdown_table_lists_overall_first(validated):
     _, out = validated
     text = (out / "metrics.md").read_text()
     sections = [line for line in text.splitlines() if line.startswith("## ")]
-    assert sections[:4] == ["## Overall", "## Per family", "## Per family and charge state",
-                            "## Per temperature band"]
+    assert sections[:5] == ["## Overall", "## Fit to the non-test rows", "## Per family",
+                            "## Per family and charge state", "## Per temperature band"]
     assert "| xtb | 4g | 10 | 10 |" in text, "E MAE and RMSE of the fixture 4G model, meV/atom"
     assert "| xtb | peer | 30 | 30 |" in text, "and of the fixture MACE peer"
     assert "| xtb | peer | vacancy_I Q=0 | 30 | 30 |" in text
@@ -150,8 +162,9 @@ def test_markdown_table_lists_overall_first(validated):
 
 
 def test_each_model_predicts_each_structure_once(validated, potential):
-    # 5 test rows in xTB; the DFT rows are two of them (same structure ids); 3 models
-    assert sorted(n for _, n in potential.calls) == [5, 5, 5]
+    # 5 test rows in xTB, the DFT rows are two of them (same structure ids), and the 2 fit
+    # rows of the non-test parent; 3 models
+    assert sorted(n for _, n in potential.calls) == [7, 7, 7]
 
 
 def test_cli_runs_in_process(tmp_path, monkeypatch, xtb_path, dft_path, splits, potential, model_dirs):
