@@ -87,8 +87,8 @@ def _distinct(rows: list[dict], key: str) -> str | None:
     return ", ".join(values) or None
 
 
-def _load_reference(name: str, path: Path, splits: dict, all_rows: bool) -> tuple[list[dict], dict]:
-    records = read_records(path)
+def _load_reference(name: str, path: Path, records: list[dict], splits: dict,
+                    all_rows: bool) -> tuple[list[dict], dict]:
     source = f"{name} dataset {path}"
     rows, report = usable_rows(records, None if all_rows else splits, source=source)
     report = {"path": str(path), "method": _distinct(rows, "method"),
@@ -101,9 +101,8 @@ def _load_reference(name: str, path: Path, splits: dict, all_rows: bool) -> tupl
 FIT = "fit"
 
 
-def _fit_rows(path: Path, splits: dict) -> list[dict]:
+def _fit_rows(records: list[dict], splits: dict) -> list[dict]:
     """The ok xTB rows of the non-test parents: what the models trained or early-stopped on."""
-    records = read_records(path)
     names = assign_splits([r["parent_id"] for r in records], splits)
     return [r for r, name in zip(records, names) if name != "test" and r["status"] == STATUS_OK]
 
@@ -223,8 +222,9 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
     if all_rows:
         warnings.append("--all-rows: validated on every ok row, training rows included: "
                         "these errors are not test errors")
-    loaded = {ref: _load_reference(ref, Path(path), splits, all_rows)
-              for ref, path in (("xtb", xtb_path), ("dft", dft_path))}
+    paths = {"xtb": Path(xtb_path), "dft": Path(dft_path)}
+    records = {ref: read_records(path) for ref, path in paths.items()}
+    loaded = {ref: _load_reference(ref, path, records[ref], splits, all_rows) for ref, path in paths.items()}
     rows = {ref: rows for ref, (rows, _) in loaded.items()}
     reports = {ref: report for ref, (_, report) in loaded.items()}
     warnings += [r["warning"] for r in reports.values() if r["warning"]]
@@ -234,7 +234,7 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
             warnings.append(f"{ref} dataset {report['path']}: no ok row to validate on")
     model_sets = {m: [Path(p) for p in dirs] for m, dirs in
                   zip(MODELS, (model_dirs, baseline_dirs, peer_dirs), strict=True)}
-    fit_rows = [] if all_rows else _fit_rows(Path(xtb_path), splits)
+    fit_rows = [] if all_rows else _fit_rows(records["xtb"], splits)
     predictions = {m: _predict(predictor, dirs, {**rows, FIT: fit_rows}) for m, dirs in model_sets.items() if dirs}
     results, jobs, omitted = {}, [], {}
     for ref in REFERENCES:
