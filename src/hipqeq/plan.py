@@ -195,3 +195,24 @@ def training_dataset(config: dict) -> str:
 def active_chunks(config: dict) -> list[int]:
     """Labelling jobs of a round: its budget in ``xtb.chunk_size`` chunks."""
     return list(range(n_chunks(config["active_learning"]["budget"], config["xtb"]["chunk_size"])))
+
+
+#: More xTB labels of the test parents (selection.n_xtb_test), for validation only.
+TEST_LABELS_DATASET = "results/datasets/xtb_test.parquet"
+
+
+def test_label_chunks(config: dict) -> list[int]:
+    """Labelling jobs of the held-out frames (``selection.n_xtb_test`` in
+    ``xtb.chunk_size`` chunks); none when it is 0."""
+    n_test = config["selection"]["n_xtb_test"]
+    return list(range(n_chunks(n_test, config["xtb"]["chunk_size"]))) if n_test else []
+
+
+def held_out_split(config: dict) -> str:
+    """The split whose test parents ``hipqeq select-test`` samples: one that no label
+    changes, so that the held-out frames are not chosen and labelled again after every
+    round. The test parents depend only on the parents, the seed and the fractions
+    (:func:`hipqeq.data.split.make_splits`): active learning's split, which is made
+    before any label, holds the same ones as the study's, which waits for the labels;
+    `hipqeq validate` refuses held-out rows of any parent its split does not hold out."""
+    return f"{ACTIVE_ROOT}/splits.json" if active_rounds(config) else "results/splits.json"

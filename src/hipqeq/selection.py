@@ -12,6 +12,11 @@ Until every family is represented the candidates are restricted to unrepresented
 families, so every family gets a frame (if the budget allows) and the first frames of
 the order cover the families; after that the order is plain FPS. Any prefix of the
 order is a diverse subset: the first n_dft frames of the xTB selection go to DFT.
+
+The held-out selection (:func:`select_held_out`) runs the same FPS on the frames of the
+test parents that no label holds yet: the selection above picks for diversity over every
+parent, so a held-out parent may keep one labelled frame or none, and test errors over a
+handful of frames measure nothing finer than their scatter.
 """
 
 from __future__ import annotations
@@ -102,7 +107,12 @@ def select(table: pa.Table, n_xtb: int, n_dft: int, cutoff_A: float = 6.0,
     Rows with a repeated ``structure_id`` count once (:func:`unique_rows`). Rows are
     copied unchanged.
     """
-    table = unique_rows(table)
+    xtb = _fps_rows(unique_rows(table), n_xtb, cutoff_A, n_bins)
+    return xtb, xtb.slice(0, min(n_dft, xtb.num_rows))
+
+
+def _fps_rows(table: pa.Table, n_select: int, cutoff_A: float, n_bins: int) -> pa.Table:
+    """``n_select`` rows of ``table`` (distinct frames) in FPS order, families first."""
     records = table.to_pylist()
     frames = [atoms_from_record(r) for r in records]
     elements = sorted({int(z) for frame in frames for z in frame.numbers})
@@ -110,15 +120,38 @@ def select(table: pa.Table, n_xtb: int, n_dft: int, cutoff_A: float = 6.0,
                          for f in tqdm(frames, desc="descriptors", unit="frame", mininterval=5.0,
                                        disable=len(frames) < 1000)])
     families = [r["family"] for r in records]
-    if n_xtb >= len(frames):
-        log.warning("asked for %d frames, %d available: selecting all", n_xtb, len(frames))
-    order = farthest_point_order(features, families, n_xtb)
+    if n_select >= len(frames):
+        log.warning("asked for %d frames, %d available: selecting all", n_select, len(frames))
+    order = farthest_point_order(features, families, n_select)
     n_families = len(set(families))
     covered = len({families[k] for k in order})
     if covered < n_families:
-        log.warning("only %d of %d families fit in n_xtb = %d", covered, n_families, n_xtb)
-    xtb = table.take(order)
-    return xtb, xtb.slice(0, min(n_dft, len(order)))
+        log.warning("only %d of %d families fit in %d frames", covered, n_families, n_select)
+    return table.take(order)
+
+
+def select_held_out(table: pa.Table, test_parents: Sequence[str], labelled_ids: set[str], n_select: int,
+                    cutoff_A: float = 6.0, n_bins: int = 24) -> pa.Table:
+    """Up to ``n_select`` frames of ``table`` whose parent is one of ``test_parents`` and
+    whose ``structure_id`` is not in ``labelled_ids``, in FPS order (families first).
+
+    Raises :class:`DatasetError` when no frame of ``table`` belongs to a test parent
+    (the frames and the split are of different studies)."""
+    table = unique_rows(table)
+    held_out = _held_out_rows(table, test_parents)
+    if not held_out:
+        raise DatasetError(f"none of the {table.num_rows} sampled frame(s) belongs to a test parent "
+                           f"({', '.join(test_parents)}): are the frames and the split of one study?")
+    ids = table.column("structure_id").to_pylist()
+    unlabelled = [k for k in held_out if ids[k] not in labelled_ids]
+    log.info("test parents: %d sampled frame(s), %d labelled already, %d to choose from",
+             len(held_out), len(held_out) - len(unlabelled), len(unlabelled))
+    return _fps_rows(table.take(unlabelled), n_select, cutoff_A, n_bins)
+
+
+def _held_out_rows(table: pa.Table, test_parents: Sequence[str]) -> list[int]:
+    test_parents = set(test_parents)
+    return [k for k, parent in enumerate(table.column("parent_id").to_pylist()) if parent in test_parents]
 
 
 def select_files(config: dict, inputs: Sequence[str | os.PathLike], output_xtb: str | os.PathLike,
@@ -133,3 +166,19 @@ def select_files(config: dict, inputs: Sequence[str | os.PathLike], output_xtb: 
     write_table(xtb, output_xtb)
     write_table(dft, output_dft)
     return {"available": table.num_rows, "xtb": xtb.num_rows, "dft": dft.num_rows}
+
+
+def select_held_out_files(config: dict, inputs: Sequence[str | os.PathLike], test_parents: Sequence[str],
+                          labelled: Sequence[str | os.PathLike], output: str | os.PathLike) -> dict[str, int]:
+    """Run :func:`select_held_out` with ``selection.n_xtb_test`` on the frames of
+    ``inputs``, excluding the frames of the ``labelled`` datasets; write ``output`` and
+    return the row counts (``labelled``: frames of the test parents labelled already)."""
+    section = config["selection"]
+    table = unique_rows(pa.concat_tables([read_table(p) for p in inputs]).replace_schema_metadata(None))
+    labelled_ids = {sid for path in labelled for sid in read_table(path).column("structure_id").to_pylist()}
+    chosen = select_held_out(table, test_parents, labelled_ids, section["n_xtb_test"], section["cutoff_A"],
+                             section["n_bins"])
+    write_table(chosen, output)
+    held_out = table.take(_held_out_rows(table, test_parents)).column("structure_id").to_pylist()
+    return {"available": len(held_out), "labelled": sum(sid in labelled_ids for sid in held_out),
+            "selected": chosen.num_rows}

@@ -105,6 +105,20 @@ def test_a_raised_max_rounds_continues_the_finished_rounds(toy_run, tmp_path):
     assert jobs.get("gather_active_final") == 1
 
 
+@pytest.mark.slow
+def test_enabling_the_peer_trains_only_the_peer(toy_run, tmp_path):
+    """Turning training.peer on in a finished run schedules the MACE peer and the
+    validation that compares it, and retrains no HIP-NN model (their jobs do not depend
+    on the peer's section)."""
+    config = yaml.safe_load(TOY_CONFIG.read_text())
+    config["training"]["peer"] = {"enabled": True, "n_models": 1, "fit": {"max_epochs": 3}}
+    with_peer = tmp_path / "toy.yaml"
+    with_peer.write_text(yaml.safe_dump(config, sort_keys=False))
+    jobs = planned_jobs(snakemake(toy_run, "-n", "--configfile", str(with_peer),
+                                  "--rerun-triggers", "mtime", "params", "input").stdout)
+    assert jobs == {"train_peer": 1, "validate": 1, "all": 1}
+
+
 def test_rerun_does_nothing_and_one_chunk_reruns_only_its_dependents(toy_run):
     assert planned_jobs(snakemake(toy_run, "-n").stdout) == {}
     (toy_run / "results" / "labels" / "xtb" / "chunk_1.parquet").unlink()

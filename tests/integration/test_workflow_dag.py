@@ -55,6 +55,8 @@ def test_toy_dag_job_counts():
         "label_xtb": 3,  # ceil(24 frames / 8 per chunk)
         "label_dft": 2,  # ceil(2 / 1)
         "gather_xtb": 1, "gather_dft": 1,
+        # 4 more frames of the test parents, for validation only: one chunk of 8
+        "select_test": 1, "label_xtb_test": 1, "gather_xtb_test": 1,
         "train_charges": 1, "train_short_range": 1, "train_baseline": 1,
         "md_check": 2 * 2,  # (4g, baseline) x 2 md_structures
         "validate": 1, "all": 1,
@@ -74,6 +76,7 @@ def test_production_dag_lists_the_whole_study():
     assert counts["sample_rattle"] == structures
     assert counts["label_xtb"] == 1000  # 5000 / 5 (CP2K labels take minutes to an hour each)
     assert counts["label_dft"] == 200  # 400 / 2
+    assert counts["label_xtb_test"] == 80  # 400 more frames of the test parents / 5
     assert counts["check_convergence"] == 10 * 2  # one per seed and level (xtb, dft)
     for rule in ("train_charges", "train_short_range", "train_baseline"):
         assert counts[rule] == 3  # committee of three
@@ -134,7 +137,7 @@ def test_command_line_overrides_are_refused():
 RULE_BLOCK = re.compile(r"^(?:rule|checkpoint) (\w+):\n(.*?)(?=^rule |^checkpoint |^use rule |\Z)", re.M | re.S)
 #: optional-dependency groups of pyproject each rule's verb imports
 RULE_EXTRAS = {
-    "build_structures": [], "split": [], "sample_rattle": [], "select": [], "ingest_dft": [],
+    "build_structures": [], "split": [], "sample_rattle": [], "select": [], "select_test": [], "ingest_dft": [],
     "gather_xtb": [], "gather_dft": [],
     "sample_md": ["xtb"], "label_xtb": ["xtb"], "check_convergence": ["xtb"],  # and ["dft"] in dft.yaml
     "label_dft": ["dft"],
@@ -222,7 +225,7 @@ def test_gather_rules_pass_the_configured_failure_limit():
     printed = snakemake("-n", "-p", "--configfile", "config/toy.yaml").stdout
     gathers = [line for line in printed.splitlines() if line.startswith("Shell command: hipqeq gather")
                and "results/labels/" in line]  # not gather_active_final: it re-gathers a gathered dataset
-    assert len(gathers) == 2 and all("--max-failed-fraction 0.5" in line for line in gathers)
+    assert len(gathers) == 3 and all("--max-failed-fraction 0.5" in line for line in gathers)  # xtb, xtb_test, dft
 
 
 def test_study_config_passes_the_schema_and_lists_every_stage():
@@ -234,5 +237,6 @@ def test_study_config_passes_the_schema_and_lists_every_stage():
                  "train_baseline", "md_check", "validate"):
         assert counts.get(rule, 0) >= 1, rule
     assert counts["label_xtb"] == 18  # 36 labels in chunks of 2
+    assert counts["label_xtb_test"] == 8  # 16 more frames of the test parents
     assert counts["sample_md"] == 22 * 2  # 22 structures (several parents per family) x 2 temperatures
     assert counts["train_short_range"] == 2

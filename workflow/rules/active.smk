@@ -143,7 +143,7 @@ checkpoint select_candidates:
         selection="results/active/r{round}/selection.parquet",
         decision="results/active/r{round}/decision.json",
     params:
-        settings=[ROUND_SETTINGS, config["selection"]],
+        settings=[ROUND_SETTINGS, SELECTION],
     log:
         "logs/select_candidates/r{round}.log",
     conda:

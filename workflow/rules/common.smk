@@ -43,8 +43,15 @@ SEEDS = [seed["name"] for seed in config["structures"]["seeds"]]
 TEMPERATURES = dict(zip(plan.temperature_tags(config), config["sampling"]["temperatures_K"]))
 REPLICAS = list(range(config["sampling"]["replicas"]))
 XTB_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_xtb"], config["xtb"]["chunk_size"])))
+XTB_TEST_CHUNKS = plan.test_label_chunks(config)
 DFT_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_dft"], config["dft"]["chunk_size"])))
 MEMBERS = plan.model_members(config)
+# What the selections of training labels depend on: not n_xtb_test, so that asking for
+# more held-out frames labels just those (Snakemake's params trigger)
+SELECTION = {key: value for key, value in config["selection"].items() if key != "n_xtb_test"}
+# What the HIP-NN training jobs depend on: not the MACE peer's section, so that enabling
+# or tuning the peer retrains only the peer (Snakemake's params trigger)
+HIPNN_TRAINING = {key: value for key, value in config["training"].items() if key != "peer"}
 PEER_MEMBERS = plan.peer_members(config)
 MD_STRUCTURES = config["validation"]["md_structures"]
 FIGURES = OVERALL_FIGURES
@@ -86,6 +93,11 @@ def charge_dataset(wildcards):
     if config["training"]["charge_reference"] == "xtb":
         return plan.training_dataset(config)
     return "results/datasets/dft.parquet"
+
+
+def test_labels(wildcards=None):
+    """More xTB labels of the test parents for validation (none unless selection.n_xtb_test)."""
+    return [plan.TEST_LABELS_DATASET] if XTB_TEST_CHUNKS else []
 
 
 def models_of(kind):
@@ -131,4 +143,5 @@ def final_outputs():
     return (["results/validation/metrics.json", "results/datasets/xtb.parquet",
              "results/datasets/dft.parquet"] + dft_chunks(None)
             + expand("results/labels/xtb/chunk_{chunk}.parquet", chunk=XTB_CHUNKS)
+            + expand("results/labels/xtb_test/chunk_{chunk}.parquet", chunk=XTB_TEST_CHUNKS)
             + models_of("4g") + models_of("baseline") + peer_models() + convergence_outputs())

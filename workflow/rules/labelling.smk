@@ -1,5 +1,6 @@
 # label: xTB single points and DFT charges in chunks (or an ingested external DFT
-# set); gather: one Parquet dataset per level of theory, every row kept.
+# set); gather: one Parquet dataset per level of theory, every row kept. With
+# selection.n_xtb_test, more frames of the test parents are labelled for validation only.
 
 
 rule label_xtb:
@@ -103,3 +104,45 @@ rule gather_dft:
     shell:
         "hipqeq gather {input} --output {output.dataset} --counts {output.counts}"
         " --max-failed-fraction {params.max_failed_fraction} > {log} 2>&1"
+
+
+rule select_test:
+    input:
+        frames=sampled_frames,
+        splits=plan.held_out_split(config),
+        labelled="results/datasets/xtb.parquet",  # active learning never labels a test parent
+    output:
+        "results/selection/xtb_test.parquet",
+    params:
+        settings=[config["selection"]["n_xtb_test"], SELECTION],
+    log:
+        "logs/select_test.log",
+    conda:
+        "../../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "hipqeq select-test --config {CONFIG_FILE} --splits {input.splits} --labelled {input.labelled}"
+        " --output {output} {input.frames} > {log} 2>&1"
+
+
+use rule label_xtb as label_xtb_test with:
+    input:
+        frames="results/selection/xtb_test.parquet",
+        gates=convergence_outputs("xtb"),
+    output:
+        "results/labels/xtb_test/chunk_{chunk}.parquet",
+    log:
+        "logs/label_xtb_test/chunk_{chunk}.log",
+
+
+use rule gather_xtb as gather_xtb_test with:
+    input:
+        expand("results/labels/xtb_test/chunk_{chunk}.parquet", chunk=XTB_TEST_CHUNKS),
+    output:
+        dataset=plan.TEST_LABELS_DATASET,
+        counts="results/datasets/xtb_test_counts.json",
+    log:
+        "logs/gather_xtb_test.log",

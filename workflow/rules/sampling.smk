@@ -57,7 +57,7 @@ rule select:
         xtb="results/selection/xtb.parquet",
         dft="results/selection/dft.parquet",
     params:
-        settings=[config["seed"], config["selection"]],
+        settings=[config["seed"], SELECTION],
     log:
         "logs/select.log",
     conda:

@@ -12,7 +12,7 @@ rule train_charges:
         report(directory("results/models/charges_{member}"), patterns=["{name,[^/]+}_curves.png"],
                category="Training curves", caption="../report/training.rst"),
     params:
-        settings=config["training"],
+        settings=HIPNN_TRAINING,
     log:
         "logs/train_charges/{member}.log",
     conda:
@@ -36,7 +36,7 @@ rule train_short_range:
         report(directory("results/models/4g_{member}"), patterns=["{name,[^/]+}_curves.png"],
                category="Training curves", caption="../report/training.rst"),
     params:
-        settings=config["training"],
+        settings=HIPNN_TRAINING,
     log:
         "logs/train_short_range/{member}.log",
     conda:
@@ -60,7 +60,7 @@ rule train_baseline:
         report(directory("results/models/baseline_{member}"), patterns=["{name,[^/]+}_curves.png"],
                category="Training curves", caption="../report/training.rst"),
     params:
-        settings=config["training"],
+        settings=HIPNN_TRAINING,
     log:
         "logs/train_baseline/{member}.log",
     conda:

@@ -30,6 +30,7 @@ rule md_check:
 rule validate:
     input:
         xtb=plan.training_dataset(config),
+        xtb_test=test_labels(),
         dft="results/datasets/dft.parquet",
         splits="results/splits.json",
         models=models_of("4g"),
@@ -50,6 +51,7 @@ rule validate:
                         category="Parity per family", caption="../report/parity.rst"),
     params:
         settings=config["validation"],
+        xtb_test=lambda wildcards, input: f"--xtb-test {input.xtb_test}" if input.xtb_test else "",
     log:
         "logs/validate.log",
     conda:
@@ -59,6 +61,6 @@ rule validate:
         mem_mb=8000,
         runtime=120,
     shell:
-        "hipqeq validate --config {CONFIG_FILE} --xtb {input.xtb} --dft {input.dft}"
+        "hipqeq validate --config {CONFIG_FILE} --xtb {input.xtb} {params.xtb_test} --dft {input.dft}"
         " --splits {input.splits} --model {input.models} --baseline {input.baselines}"
         " --peer {input.peers} --md {input.md} --output-dir results/validation > {log} 2>&1"

@@ -22,6 +22,7 @@ VERBS = (
     ("build", "build"),
     ("sample", "sample"),
     ("select", "select"),
+    ("select-test", "select_test"),
     ("check-convergence", "check_convergence"),
     ("label", "label"),
     ("ingest", "ingest"),
@@ -41,6 +42,7 @@ VERBS = (
 EPILOG = """\
 pipeline (each stage is a Snakemake rule calling one verb):
   build -> sample -> select -> label xtb / label dft (or ingest) -> gather -> split
+        (-> select-test -> label xtb -> gather: more held-out frames, selection.n_xtb_test)
         -> train charges -> train short-range (and train baseline, train mace) -> validate
   active learning, rounds r >= 1 (active_learning.enabled):
   train a committee on all labels so far -> explore -> select-candidates -> label xtb

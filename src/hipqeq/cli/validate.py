@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     parser.add_argument("--xtb", type=Path, required=True, metavar="FILE",
                         help="xTB dataset (gathered Parquet)")
+    parser.add_argument("--xtb-test", type=Path, default=None, metavar="FILE",
+                        help="more xTB labels of the test parents (`hipqeq select-test`, labelled and "
+                             "gathered), validated with the --xtb rows; rows of other parents are an error")
     parser.add_argument("--dft", type=Path, required=True, metavar="FILE",
                         help="DFT dataset (gathered Parquet)")
     parser.add_argument("--splits", type=Path, required=True, metavar="JSON",
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         for model_dir in args.peer:
             read_peer_metadata(model_dir)
     result = run_validation(
-        config, xtb_path=args.xtb, dft_path=args.dft, splits_path=args.splits,
+        config, xtb_path=args.xtb, xtb_test_path=args.xtb_test, dft_path=args.dft, splits_path=args.splits,
         model_dirs=args.model, baseline_dirs=args.baseline, peer_dirs=args.peer, md_paths=args.md,
         output_dir=args.output_dir, all_rows=args.all_rows, predictor=_predictor(args.device))
     for warning in result["warnings"]:

@@ -15,6 +15,10 @@ Beside the test errors it reports each model's fit to the xTB rows it could lear
 models underfit (their own training labels are not learned better), one far above it
 says they overfit or extrapolate. The study's first 4G models fitted their own training
 energies to only 35-40 meV/atom, which the test errors alone did not show.
+
+More xTB labels of the test parents (``xtb_test_path``, `hipqeq select-test`) join the
+xTB rows; a row of any other parent, or a frame the xTB dataset labels too, is an error
+(it would pass for a test row, or count twice).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from tqdm import tqdm
 from hipqeq import __version__
 from hipqeq.data import atoms_from_record, label_pbc, read_records, read_splits
 from hipqeq.data.schema import STATUS_OK
+from hipqeq.errors import DatasetError
 from hipqeq.data.split import assign_splits
 from hipqeq.validation.md_check import md_report, md_stability_figure, read_md_summaries
 from hipqeq.validation.metrics import (
@@ -105,6 +110,21 @@ def _fit_rows(records: list[dict], splits: dict) -> list[dict]:
     """The ok xTB rows of the non-test parents: what the models trained or early-stopped on."""
     names = assign_splits([r["parent_id"] for r in records], splits)
     return [r for r, name in zip(records, names) if name != "test" and r["status"] == STATUS_OK]
+
+
+def _held_out_records(path: Path, xtb_records: list[dict], splits: dict) -> list[dict]:
+    """The rows of ``path``, more labels of the test parents; a row of another parent or
+    a frame of ``xtb_records`` is a :class:`DatasetError`."""
+    records = read_records(path)
+    strays = sorted({r["parent_id"] for r in records} - set(splits["test"]))
+    if strays:
+        raise DatasetError(f"{path}: rows of parent(s) {', '.join(strays)}, which the split does not hold out: "
+                           "these labels are for test parents only (was it selected with another split?)")
+    twice = sorted({r["structure_id"] for r in records} & {r["structure_id"] for r in xtb_records})
+    if twice:
+        raise DatasetError(f"{path}: {len(twice)} frame(s) labelled in the xTB dataset too "
+                           f"(first {twice[0]}); each test frame must count once")
+    return records
 
 
 def _prediction_key(row: dict) -> tuple:
@@ -205,10 +225,13 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
                    splits_path: str | os.PathLike, model_dirs: Sequence[str | os.PathLike],
                    baseline_dirs: Sequence[str | os.PathLike], md_paths: Sequence[str | os.PathLike],
                    output_dir: str | os.PathLike, all_rows: bool, predictor: Predictor,
-                   peer_dirs: Sequence[str | os.PathLike] = ()) -> dict:
+                   peer_dirs: Sequence[str | os.PathLike] = (),
+                   xtb_test_path: str | os.PathLike | None = None) -> dict:
     """Validate the 4G potential, the baseline and the MACE peer (each a committee of
-    model directories; the last two optional); write every output; return
-    ``{"metrics": metrics.json content, "warnings": [...], "summary": one-line text}``.
+    model directories; the last two optional) on the xTB rows (with those of
+    ``xtb_test_path``, more labels of the test parents) and the DFT rows; write every
+    output; return ``{"metrics": metrics.json content, "warnings": [...], "summary":
+    one-line text}``.
     """
     output_dir = Path(output_dir)
     for name in PARITY_DIRS:
@@ -224,9 +247,12 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
                         "these errors are not test errors")
     paths = {"xtb": Path(xtb_path), "dft": Path(dft_path)}
     records = {ref: read_records(path) for ref, path in paths.items()}
+    if xtb_test_path is not None:
+        records["xtb"] += _held_out_records(Path(xtb_test_path), records["xtb"], splits)
     loaded = {ref: _load_reference(ref, path, records[ref], splits, all_rows) for ref, path in paths.items()}
     rows = {ref: rows for ref, (rows, _) in loaded.items()}
     reports = {ref: report for ref, (_, report) in loaded.items()}
+    reports["xtb"]["test_labels_path"] = None if xtb_test_path is None else str(xtb_test_path)
     warnings += [r["warning"] for r in reports.values() if r["warning"]]
     warnings += [w for ref, r in reports.items() if (w := _failure_warning(ref, r))]
     for ref, report in reports.items():

@@ -10,7 +10,8 @@ Layout of ``metrics.json`` (:data:`METRICS_JSON_KEYS` at the top level)::
       "datasets": {"xtb" | "dft": {"path", "method", "charge_scheme", "subset",
                    "rows_total", "rows_in_subset", "rows_used", "excluded": {status: n},
                    "warning", "failed_by_split": {"train" | "valid" | "test": {status: n}},
-                   "energy_alignment" (DFT: {model: per-element offsets})}},
+                   "energy_alignment" (DFT: {model: per-element offsets}),
+                   "test_labels_path" (xTB: more labels of the test parents, or null)}},
       "metrics": {"xtb" | "dft": {"4g" | "baseline" | "peer": {
                    "overall": block, "family": {name: block},
                    "charge_state": {"<family> Q=<total charge>": block},

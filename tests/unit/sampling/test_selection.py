@@ -90,3 +90,41 @@ def test_available_counts_duplicates_once(tmp_path):
     counts = select_files(load_config(ROOT / "config" / "toy.yaml"), [*files, files[0]],
                           tmp_path / "x.parquet", tmp_path / "d.parquet")
     assert counts == {"available": 30, "xtb": 24, "dft": 2}  # 3 files of 10 frames, one given twice
+
+
+def test_select_test_takes_unlabelled_frames_of_the_test_parents_only(tmp_path):
+    """`hipqeq select-test`: frames of the split's test parents that no labelled dataset
+    holds, every family of them first; all of them when fewer than asked; a split none of
+    whose test parents was sampled is refused."""
+    import json
+
+    import yaml
+
+    from hipqeq.errors import DatasetError
+    from hipqeq.selection import select_held_out_files
+
+    files = _frames(tmp_path)  # parents p0 (slab), p1 (slab__vac_I), p2 (alpha): 10 frames each
+    labelled = write_dataset(read_records(files[1])[:3], tmp_path / "labelled.parquet")
+    config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+    config["selection"]["n_xtb_test"] = 4
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"seed": 0, "fractions": [0.4, 0.2, 0.4], "test": ["p1", "p2"],
+                                  "members": [{"train": ["p0"], "valid": []}]}))
+    output = tmp_path / "test.parquet"
+    assert main(["select-test", "--config", str(config_path), "--splits", str(splits), "--labelled",
+                 str(labelled), "--output", str(output), *map(str, files)]) == 0
+    chosen = read_records(output)
+    labelled_ids = {r["structure_id"] for r in read_records(labelled)}
+    assert len(chosen) == 4 and len({r["structure_id"] for r in chosen}) == 4
+    assert {r["parent_id"] for r in chosen} <= {"p1", "p2"}
+    assert not labelled_ids & {r["structure_id"] for r in chosen}
+    assert {r["family"] for r in chosen[:2]} == {"vacancy_I", "pristine"}
+
+    loaded = load_config(config_path)
+    loaded["selection"]["n_xtb_test"] = 100
+    counts = select_held_out_files(loaded, files, ["p1", "p2"], [labelled], output)
+    assert counts == {"available": 20, "labelled": 3, "selected": 17}
+    with pytest.raises(DatasetError, match="none of the 30 sampled frame"):
+        select_held_out_files(loaded, files, ["elsewhere"], [labelled], output)

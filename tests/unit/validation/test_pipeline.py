@@ -263,3 +263,45 @@ def test_each_label_is_compared_under_its_own_boundary():
     predicted = _predict(predictor, ["m"], rows)
     assert seen == [(True, True, True), (True, True, False), (True, True, False)]
     assert predicted["xtb"][0]["energy"] != predicted["dft"][0]["energy"]
+
+
+def test_more_labels_of_the_test_parents_join_the_test_rows_and_others_are_refused(
+        tmp_path, xtb_path, dft_path, splits, model_dirs):
+    """`--xtb-test` rows (hipqeq select-test) count as test rows, not as fit rows; a row
+    of a parent the split does not hold out, or a frame the xTB dataset labels too, stops
+    the validation naming the file (it would pass for a test row, or count twice)."""
+    from hipqeq.errors import DatasetError
+    from hipqeq.data import write_dataset
+
+    from .conftest import FixturePotential, _frame
+
+    rng = np.random.default_rng(11)
+    extra = [_frame("slab_vac_I", "vacancy_I", 350.0, 20 + k, rng, method="GFN1-xTB", charge_scheme="Mulliken")
+             for k in range(3)]
+    extra_path = write_dataset(extra, tmp_path / "xtb_test.parquet")
+    potential = FixturePotential(xtb_path)
+    potential.labels.update(FixturePotential(extra_path).labels)
+    splits_path = tmp_path / "splits.json"
+    splits_path.write_text(json.dumps(splits))
+
+    def validate(test_path, out):
+        return run_validation(
+            {"validation": {"temperature_bands_K": BANDS_K}}, xtb_path=xtb_path, xtb_test_path=test_path,
+            dft_path=dft_path, splits_path=splits_path, model_dirs=[model_dirs["4g_0"]], baseline_dirs=[],
+            md_paths=[], output_dir=tmp_path / out, all_rows=False, predictor=potential)
+
+    metrics = validate(extra_path, "out")["metrics"]
+    overall = metrics["metrics"]["xtb"]["4g"]["overall"]
+    assert overall["n_energy"] == 5 + 3
+    assert overall["energy_mae_mev_per_atom"] == pytest.approx(1000 * ERRORS_4G["energy_per_atom"])
+    assert metrics["metrics"]["xtb"]["4g"]["charge_state"]["vacancy_I Q=0"]["n_energy"] == 2 + 3
+    assert metrics["fit"]["4g"]["n_energy"] == 2, "the fit rows are unchanged"
+    assert metrics["datasets"]["xtb"]["test_labels_path"] == str(extra_path)
+
+    stray = write_dataset([_frame("slab_strained", "strained", 350.0, 30, rng, method="GFN1-xTB")],
+                          tmp_path / "stray.parquet")
+    with pytest.raises(DatasetError, match="stray.parquet: rows of parent.s. slab_strained"):
+        validate(stray, "stray")
+    twice = write_dataset(read_records(xtb_path)[:1], tmp_path / "twice.parquet")
+    with pytest.raises(DatasetError, match="labelled in the xTB dataset too"):
+        validate(twice, "twice")
