@@ -42,8 +42,12 @@ def study(tmp_path_factory):
     write_dataset(frames[:6], results / "datasets" / "xtb.parquet")
     write_dataset(frames, results / "active" / "xtb.parquet")
     write_dataset(frames[:4], results / "datasets" / "dft.parquet")
-    write_splits(make_splits([f"p{k}" for k in range(4)], (0.5, 0.25, 0.25), seed=1, n_members=2),
-                 results / "splits.json")
+    splits = make_splits([f"p{k}" for k in range(4)], (0.5, 0.25, 0.25), seed=1, n_members=2)
+    write_splits(splits, results / "splits.json")
+    # the toy config labels more frames of the test parents (selection.n_xtb_test): they ship too
+    held_out = [labelled(slab(seed=10 + k), rng, parent_id=splits["test"][0], structure_name="t", family="pristine",
+                         total_charge=0.0) for k in range(3)]
+    write_dataset(held_out, results / "datasets" / "xtb_test.parquet")
     metrics = {"metrics": {ref: {model: {"overall": BLOCK} for model in ("4g", "baseline")} for ref in ("xtb", "dft")}}
     (results / "validation").mkdir()
     (results / "validation" / "metrics.json").write_text(json.dumps(metrics))
@@ -62,6 +66,8 @@ def test_a_packaged_study_lists_and_describes_itself(packaged, study):
     manifest = pretrained.info("toy", packaged)
     assert manifest["models"] == {"4g": ["models/4g_0", "models/4g_1"], "2g": ["models/baseline_0", "models/baseline_1"]}
     assert manifest["training_data"]["n_xtb_labels"] == 8 and manifest["training_data"]["n_dft_labels"] == 4
+    assert manifest["training_data"]["n_xtb_test_labels"] == 3
+    assert len(read_records(pretrained.dataset("toy", "xtb_test", packaged))) == 3
     assert manifest["test_errors"]["4g"]["xtb"] == BLOCK
     assert manifest["level_of_theory"]["energy, forces"].startswith("GFN1-xTB (tblite")
     shipped = [p.relative_to(packaged) for p in (packaged / "toy").rglob("*") if p.is_file()]
@@ -101,7 +107,7 @@ def test_a_caveat_warns_on_every_load_and_is_listed(study, tmp_path, capsys):
 def test_models_list_prints_level_data_and_test_errors(packaged, capsys):
     assert main(["models", "list", "--root", str(packaged)]) == 0
     out = capsys.readouterr().out
-    assert "toy: toy study" in out and "8 labelled structures" in out
+    assert "toy: toy study" in out and "8 labelled structures" in out and "3 more labels of the test parents" in out
     assert "4g (2 members), test vs xTB: energy MAE 12.5 meV/atom, force MAE 80.0 meV/A, charge MAE 0.050 e" in out
 
 
@@ -110,6 +116,8 @@ def test_unknown_names_kinds_and_unfinished_studies_are_refused(packaged, study,
         pretrained.calculator("nope", root=packaged)
     with pytest.raises(HipqeqError, match="kind must be"):
         pretrained.model_dirs("toy", "3g", packaged)
+    with pytest.raises(HipqeqError, match=r"no 'pbe' dataset \(shipped: dft, xtb, xtb_test\)"):
+        pretrained.dataset("toy", "pbe", packaged)
     with pytest.raises(HipqeqError, match="exists"):
         pretrained.package_study(study, ROOT / "config" / "toy.yaml", "toy", "again", root=packaged)
     unfinished = tmp_path / "unfinished"
@@ -117,6 +125,11 @@ def test_unknown_names_kinds_and_unfinished_studies_are_refused(packaged, study,
     (unfinished / "results" / "validation" / "metrics.json").unlink()
     with pytest.raises(HipqeqError, match="validation"):
         pretrained.package_study(unfinished, ROOT / "config" / "toy.yaml", "x", "x", root=tmp_path / "out")
+    (unfinished / "results" / "validation" / "metrics.json").write_text("{}")
+    (unfinished / "results" / "datasets" / "xtb_test.parquet").unlink()
+    with pytest.raises(HipqeqError, match="xtb_test.parquet missing"):
+        pretrained.package_study(unfinished, ROOT / "config" / "toy.yaml", "x", "x", root=tmp_path / "out2")
+    assert not (tmp_path / "out2" / "x").exists(), "a refused study leaves no half-made folder"
 
 
 #: The potential that ships in the package (README "Pretrained potentials").

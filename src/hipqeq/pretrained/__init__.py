@@ -97,10 +97,14 @@ def calculator(name: str = "cspbi-gfn1", kind: str = "4g", root: str | os.PathLi
 
 def dataset(name: str, level: str = "xtb", root: str | os.PathLike | None = None) -> Path:
     """Path of a pretrained potential's labelled dataset: ``"xtb"`` (energies, forces,
-    charges of the reference level) or ``"dft"`` (DFT charges)."""
-    path = _folder(name, root) / "data" / f"{level}.parquet"
+    charges of the reference level: what the models trained on, the test parents'
+    frames included), ``"dft"`` (DFT charges) or, where the study labelled more frames
+    of its test parents (``selection.n_xtb_test``), ``"xtb_test"`` (never trained on)."""
+    folder = _folder(name, root) / "data"
+    path = folder / f"{level}.parquet"
     if not path.exists():
-        raise HipqeqError(f"{name}: no {level!r} dataset (shipped: xtb, dft)")
+        shipped = ", ".join(sorted(p.stem for p in folder.glob("*.parquet")))
+        raise HipqeqError(f"{name}: no {level!r} dataset (shipped: {shipped})")
     return path
 
 
@@ -160,14 +164,19 @@ def _overall(metrics: dict, model: str) -> dict:
     return {ref: blocks[model]["overall"] for ref, blocks in metrics["metrics"].items()}
 
 
-def _training_data(xtb_path: Path, dft_path: Path, splits: dict) -> dict:
+def _training_data(data: Path, splits: dict) -> dict:
+    """What the packaged datasets in ``data`` hold (ok rows; ``n_xtb_test_labels``: the
+    held-out labels beside the training set, 0 when none ship)."""
     from hipqeq.data import read_table
 
-    xtb = read_table(xtb_path).select(["status", "family", "total_charge", "numbers", "method"]).to_pylist()
+    def n_ok(path: Path) -> int:
+        return sum(r["status"] == "ok" for r in read_table(path).select(["status"]).to_pylist()) if path.exists() else 0
+
+    xtb = read_table(data / "xtb.parquet").select(["status", "family", "total_charge", "numbers"]).to_pylist()
     ok = [r for r in xtb if r["status"] == "ok"]
-    dft_ok = sum(r["status"] == "ok" for r in read_table(dft_path).select(["status"]).to_pylist())
     sizes = [len(r["numbers"]) for r in ok]
-    return {"n_xtb_labels": len(ok), "n_dft_labels": dft_ok,
+    return {"n_xtb_labels": len(ok), "n_dft_labels": n_ok(data / "dft.parquet"),
+            "n_xtb_test_labels": n_ok(data / "xtb_test.parquet"),
             "families": sorted({r["family"] for r in ok}),
             "total_charges_e": sorted({float(r["total_charge"]) for r in ok}),
             "atoms_per_structure": [min(sizes, default=0), max(sizes, default=0)],
@@ -200,10 +209,8 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
     study_dir = Path(study_dir)
     results = study_dir / "results"
     destination = (Path(root) if root is not None else ROOT) / name
-    if destination.exists():
-        if not overwrite:
-            raise HipqeqError(f"{destination} exists; pass overwrite to replace it")
-        shutil.rmtree(destination)
+    if destination.exists() and not overwrite:
+        raise HipqeqError(f"{destination} exists; pass overwrite to replace it")
     sources = {kind: sorted((results / "models").glob(f"{prefix}_[0-9]*")) for kind, prefix in KINDS.items()}
     for kind, dirs in sources.items():
         if not dirs:
@@ -211,6 +218,17 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
     metrics_path = results / "validation" / "metrics.json"
     if not metrics_path.exists():
         raise HipqeqError(f"{metrics_path} missing: run the study's validation first")
+    config = load_config(config_path)
+    # the labels the models trained on: with active learning every round's, not round 0's
+    copies = [(plan.training_dataset(config), "xtb.parquet"), ("results/datasets/dft.parquet", "dft.parquet"),
+              ("results/splits.json", "splits.json")]
+    if plan.test_label_chunks(config):  # the held-out labels the metrics were measured on too
+        copies.append((plan.TEST_LABELS_DATASET, "xtb_test.parquet"))
+    for source, _ in copies:
+        if not (study_dir / source).exists():
+            raise HipqeqError(f"{study_dir / source} missing: is the study finished?")
+    if destination.exists():  # replaced only once the study is known to be complete
+        shutil.rmtree(destination)
     models = {}
     for kind, dirs in sources.items():
         models[kind] = [f"models/{d.name}" for d in dirs]
@@ -219,10 +237,7 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
     data = destination / "data"
     data.mkdir()
     shutil.copy2(config_path, destination / "config.yaml")
-    config = load_config(destination / "config.yaml")
-    # the labels the models trained on: with active learning every round's, not round 0's
-    for source, target in ((plan.training_dataset(config), "xtb.parquet"),
-                           ("results/datasets/dft.parquet", "dft.parquet"), ("results/splits.json", "splits.json")):
+    for source, target in copies:
         shutil.copy2(study_dir / source, data / target)
     shutil.copy2(metrics_path, destination / "metrics.json")
     metrics = json.loads(metrics_path.read_text())
@@ -241,7 +256,7 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
         "description": description,
         "caveat": caveat,
         "level_of_theory": _level_of_theory(config),
-        "training_data": _training_data(data / "xtb.parquet", data / "dft.parquet", splits),
+        "training_data": _training_data(data, splits),
         "test_errors": {kind: _overall(metrics, KINDS[kind]) for kind in KINDS},
         "models": models,
         "hipqeq_version": __version__,
@@ -264,7 +279,9 @@ def summary_lines(name: str, root: str | os.PathLike | None = None) -> list[str]
                f"{data['atoms_per_structure'][1]} atoms; total charges {data['total_charges_e']} e), "
                f"{data['n_dft_labels']} with DFT charges; families: {', '.join(data['families'])}"),
               (f"  parent structures train/valid/test (member 0): {data['parents']['train']}/"
-               f"{data['parents']['valid']}/{data['parents']['test']}")]
+               f"{data['parents']['valid']}/{data['parents']['test']}"
+               + (f"; {data['n_xtb_test_labels']} more labels of the test parents"
+                  if data.get("n_xtb_test_labels") else ""))]
     for kind, members in manifest["models"].items():
         errors = manifest["test_errors"][kind].get("xtb", {})
         lines.append(f"  {kind} ({len(members)} members), test vs xTB: energy MAE "
