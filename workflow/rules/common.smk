@@ -46,8 +46,8 @@ XTB_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_xtb"], config["xtb"
 XTB_TEST_CHUNKS = plan.test_label_chunks(config)
 DFT_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_dft"], config["dft"]["chunk_size"])))
 MEMBERS = plan.model_members(config)
-# What the selections of training labels depend on: not n_xtb_test, so that asking for
-# more held-out frames labels just those (Snakemake's params trigger)
+# What the selections of training labels depend on: not n_xtb_test, so that changing it
+# relabels the held-out frames only (Snakemake's params trigger)
 SELECTION = {key: value for key, value in config["selection"].items() if key != "n_xtb_test"}
 # What the HIP-NN training jobs depend on: not the MACE peer's section, so that enabling
 # or tuning the peer retrains only the peer (Snakemake's params trigger)
