@@ -86,6 +86,21 @@ def structure_names(config: dict) -> list[str]:
     return [s.name for s in structure_plan(config)]
 
 
+def charged_slab_names(config: dict) -> list[str]:
+    """Built structures with a total charge that are slabs of a Ruddlesden-Popper seed:
+    their labels hold the charge's interaction with the engine's neutralising background,
+    which grows with the vacuum, so each has a vacuum gate of its own."""
+    return [s.name for s in structure_plan(config)
+            if s.total_charge and s.transform is not None and s.seed.get("kind") == "slab"]
+
+
+def gated_structures(config: dict) -> list[str]:
+    """What the convergence gates label: every seed, and the charged slabs
+    (``convergence.charged_slabs``)."""
+    seeds = [s["name"] for s in config["structures"]["seeds"]]
+    return seeds + (charged_slab_names(config) if config["convergence"]["charged_slabs"] else [])
+
+
 def temperature_tags(config: dict) -> list[str]:
     """The sampling temperatures as wildcard values ('50', '150', '297p5')."""
     return [number_tag(t)[1:] for t in config["sampling"]["temperatures_K"]]

@@ -77,7 +77,7 @@ def test_production_dag_lists_the_whole_study():
     assert counts["label_xtb"] == 1000  # 5000 / 5 (CP2K labels take minutes to an hour each)
     assert counts["label_dft"] == 200  # 400 / 2
     assert counts["label_xtb_test"] == 80  # 400 more frames of the test parents / 5
-    assert counts["check_convergence"] == 10 * 2  # one per seed and level (xtb, dft)
+    assert counts["check_convergence"] == (10 + 2) * 2  # per seed and V_I+ slab (rp1, rp2), and level (xtb, dft)
     for rule in ("train_charges", "train_short_range", "train_baseline"):
         assert counts[rule] == 3  # committee of three
     assert counts["md_check"] == 2 * 3

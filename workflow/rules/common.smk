@@ -125,7 +125,7 @@ def gated_levels():
 def convergence_outputs(level=None):
     """The gate reports of ``level`` (all gated levels when None): labelling waits for them."""
     levels = gated_levels() if level is None else [lv for lv in gated_levels() if lv == level]
-    return expand("results/convergence/{level}/{seed}.json", level=levels, seed=SEEDS)
+    return expand("results/convergence/{level}/{name}.json", level=levels, name=plan.gated_structures(config))
 
 
 def split_inputs(wildcards):

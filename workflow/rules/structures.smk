@@ -1,5 +1,5 @@
 # build: every structure of config.structures, once; the study's split; the convergence
-# gates of the labelling settings (one per seed; xTB labelling waits for them).
+# gates of the labelling settings (one per seed and charged slab; xTB labelling waits for them).
 
 
 rule build_structures:
@@ -44,15 +44,16 @@ rule check_convergence:
     input:
         "results/structures/structures.parquet",
     output:
-        json="results/convergence/{level}/{seed}.json",
-        table=report("results/convergence/{level}/{seed}.csv", category="Convergence gates",
+        json="results/convergence/{level}/{name}.json",
+        table=report("results/convergence/{level}/{name}.csv", category="Convergence gates",
                      subcategory="{level}", caption="../report/convergence_table.rst"),
-        plot=report("results/convergence/{level}/{seed}.png", category="Convergence gates",
+        plot=report("results/convergence/{level}/{name}.png", category="Convergence gates",
                     subcategory="{level}", caption="../report/convergence.rst"),
     params:
-        settings=lambda wildcards: [config["convergence"], config[wildcards.level], config["seed"]],
+        settings=lambda wildcards: [config["convergence"], config[wildcards.level], config["seed"],
+                                    config["training"]["qeq_parameters"]],  # widths of the subtracted E_elec
     log:
-        "logs/check_convergence/{level}/{seed}.log",
+        "logs/check_convergence/{level}/{name}.log",
     conda:
         lambda wildcards: LABEL_ENVS[wildcards.level]
     threads: 4
@@ -61,4 +62,4 @@ rule check_convergence:
         runtime=240,
     shell:
         "hipqeq check-convergence --config {CONFIG_FILE} --structures {input}"
-        " --name {wildcards.seed} --level {wildcards.level} --output {output.json} --table {output.table} --plot {output.plot} > {log} 2>&1"
+        " --name {wildcards.name} --level {wildcards.level} --output {output.json} --table {output.table} --plot {output.plot} > {log} 2>&1"

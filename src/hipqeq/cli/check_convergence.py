@@ -1,4 +1,4 @@
-"""Convergence gate of one seed: do its labels depend on the vacuum or the sampling?
+"""Convergence gate of one seed or charged slab: do its labels depend on the vacuum or the sampling?
 
 Labels the seed as built (rattled by convergence.rattle_A) with the config's settings of
 one level of theory (--level xtb: the xtb section; --level dft: the dft section, PySCF)
@@ -6,8 +6,15 @@ at its own vacuum and at convergence.vacuum_A (slabs), and with denser in-plane 
 (convergence.sampling_multipliers: k-point density times m for engine cp2k, the dft.kmesh
 counts times m for PySCF, an m-fold repeated cell for tblite), and compares energy per
 atom (meV/atom), forces (meV/Angstrom) and charges (e) of the labelled setting with the
-most converged one (DFT: charges, plus energy and forces with dft.energy_forces). Writes
-the gate as JSON, CSV (the report's table) and a plot.
+most converged one (DFT: charges, plus energy and forces with dft.energy_forces). Energy
+and forces are compared as the 4G short range learns them: the label minus the Coulomb
+energy and forces of the label's own charges under the engine's boundary (3D-periodic
+for tblite and CP2K, with the neutralising background of a charged cell); the raw
+label's changes are in the report too. A charged slab (a built structure with a total
+charge, convergence.charged_slabs) gets the vacuum series only: a 3D-periodic label of
+it grows with the vacuum by the charge's interaction with the background, which the
+model subtracts, so the rest must not. Writes the gate as JSON, CSV (the report's table)
+and a plot.
 
 Exits non-zero with one line per failure (seed, setting, quantity, value, tolerance)
 when the labelled setting is outside convergence.tolerance; with
@@ -20,6 +27,9 @@ example:
       --structures results/structures/structures.parquet --name rp1_slab \\
       --output results/convergence/xtb/rp1_slab.json --table results/convergence/xtb/rp1_slab.csv \\
       --plot results/convergence/xtb/rp1_slab.png
+  hipqeq check-convergence --config config/config.yaml \\
+      --structures results/structures/structures.parquet --name rp1_slab__vac_I_qp1 \\
+      --output results/convergence/xtb/rp1_slab__vac_I_qp1.json
 """
 
 from __future__ import annotations
@@ -36,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     parser.add_argument("--structures", type=Path, required=True, metavar="FILE",
                         help="built structures (Parquet), e.g. results/structures/structures.parquet")
-    parser.add_argument("--name", required=True, help="seed name (structures.seeds[].name)")
+    parser.add_argument("--name", required=True, help="seed name (structures.seeds[].name), or a charged slab's "
+                        "(e.g. rp1_slab__vac_I_qp1, with convergence.charged_slabs)")
     parser.add_argument("--level", choices=LEVELS, default="xtb",
                         help="labelling settings to gate: the xtb or the dft section (default: xtb)")
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="JSON", help="the gate report (JSON)")

@@ -19,10 +19,21 @@ symmetry) in two series:
 Each point is compared with its series' most converged setting (largest vacuum, largest
 m): energy per atom (meV/atom), the largest change of a force component (meV/Angstrom)
 and of a charge (e) of the same atoms (image 0 of a repeat), each where the level labels
-it (DFT charges always; DFT energy and forces with ``dft.energy_forces``). The labelled
-setting passes when all of them are within ``convergence.tolerance``; :func:`gate_failures`
-names each failure with its numbers, and the check-convergence verb stops the study
-unless ``convergence.allow_unconverged`` is set.
+it (DFT charges always; DFT energy and forces with ``dft.energy_forces``). The energy and
+forces compared are those the 4G short range learns: the label minus the Coulomb energy
+(and forces) of the label's own charges under the boundary the engine used
+(``label_boundary``; Gaussian widths: the model's initial ``training.qeq_parameters``).
+A charged slab labelled as a 3D-periodic cell carries the charge's interaction with the
+neutralising background, which grows with the vacuum (CP2K: +0.4 eV per 10 A for Q = +1);
+the model subtracts that term, so what must not depend on the vacuum is the rest. The
+raw label's changes are reported beside them (``d_label_energy_meV_per_atom``,
+``max_d_label_force_meV_A``). Charged slabs (``convergence.charged_slabs``, built
+structures with a total charge) get a vacuum series of their own; their in-plane
+sampling is their seed's gate.
+
+The labelled setting passes when the gated quantities are within ``convergence.tolerance``;
+:func:`gate_failures` names each failure with its numbers, and the check-convergence verb
+stops the study unless ``convergence.allow_unconverged`` is set.
 """
 
 from __future__ import annotations
@@ -35,21 +46,32 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
+from ase.data import chemical_symbols
 
 from hipqeq.data import read_structure, record_from_atoms
-from hipqeq.data.schema import STATUS_OK
+from hipqeq.data.schema import LABEL_BOUNDARY_PBC, STATUS_OK
 from hipqeq.errors import ConfigError, StructureError
 from hipqeq.labels.common import label_structure
+from hipqeq.plan import gated_structures
+from hipqeq.qeq import fixed_charge_electrostatics
 
 log = logging.getLogger(__name__)
 
 #: Levels of theory a gate can check: the xtb and dft sections' labellers.
 LEVELS = ("xtb", "dft")
 
-#: Gate quantities: report key, tolerance key, unit.
+#: Gate quantities: report key, tolerance key, unit. Energy and forces: the short-range
+#: target (label minus the Coulomb term of its own charges).
 QUANTITIES = (("d_energy_meV_per_atom", "energy_meV_per_atom", "meV/atom"),
               ("max_d_force_meV_A", "force_meV_per_A", "meV/A"),
               ("max_d_charge_e", "charge_e", "e"))
+
+#: Each reported difference: report key -> (point entry, scale to the key's unit).
+DIFFERENCES = {"d_energy_meV_per_atom": ("target_energy_per_atom_eV", 1000.0),
+               "max_d_force_meV_A": ("target_forces", 1000.0),
+               "max_d_charge_e": ("charges", 1.0),
+               "d_label_energy_meV_per_atom": ("energy_per_atom_eV", 1000.0),
+               "max_d_label_force_meV_A": ("forces", 1000.0)}
 
 
 def slab_normal(atoms: Atoms) -> int | None:
@@ -88,28 +110,49 @@ def with_vacuum(atoms: Atoms, axis: int, vacuum_A: float) -> Atoms:
     return result
 
 
-def _labelled_point(atoms: Atoms, labeller, name: str) -> dict:
+def _label_electrostatics(atoms: Atoms, row: dict, sigma_A: dict[int, float]) -> tuple[float, np.ndarray] | None:
+    """Coulomb energy (eV) and forces (eV/A) of a label's own charges under the label's
+    boundary, or None for a row without charges."""
+    if row["status"] != STATUS_OK or row["charges"] is None:
+        return None
+    if row["label_boundary"] not in LABEL_BOUNDARY_PBC:
+        raise ConfigError(f"{row['structure_name']}: the labeller recorded no boundary (label_boundary "
+                          f"{row['label_boundary']!r}); the gate cannot subtract its electrostatics")
+    under_label_boundary = atoms.copy()
+    under_label_boundary.pbc = LABEL_BOUNDARY_PBC[row["label_boundary"]]
+    return fixed_charge_electrostatics(under_label_boundary, row["charges"], [sigma_A[z] for z in atoms.numbers])
+
+
+def _labelled_point(atoms: Atoms, labeller, name: str, sigma_A: dict[int, float]) -> dict:
     atoms = atoms.copy()
     atoms.info.update(structure_name=name, source="build")
     row = label_structure(record_from_atoms(atoms), labeller)
     params = json.loads(row["calc_params"])
-    return {"n_atoms": len(atoms), "status": row["status"], "error": row["error"],
-            "wall_time_s": row["wall_time_s"], "kmesh": params.get("kmesh", [1, 1, 1]),
-            "scf_cycles": params.get("scf_cycles"),
-            "energy_per_atom_eV": None if row["energy"] is None else row["energy"] / len(atoms),
-            "forces": row["forces"], "charges": row["charges"]}
+    energy = None if row["energy"] is None else row["energy"] / len(atoms)
+    point = {"n_atoms": len(atoms), "status": row["status"], "error": row["error"],
+             "wall_time_s": row["wall_time_s"], "kmesh": params.get("kmesh", [1, 1, 1]),
+             "scf_cycles": params.get("scf_cycles"), "energy_per_atom_eV": energy,
+             "forces": row["forces"], "charges": row["charges"], "elec_energy_per_atom_eV": None,
+             "target_energy_per_atom_eV": energy, "target_forces": row["forces"]}
+    electrostatics = _label_electrostatics(atoms, row, sigma_A)
+    if electrostatics is not None:
+        elec_energy, elec_forces = electrostatics
+        point["elec_energy_per_atom_eV"] = elec_energy / len(atoms)
+        if energy is not None:
+            point["target_energy_per_atom_eV"] = energy - elec_energy / len(atoms)
+        if row["forces"] is not None:
+            point["target_forces"] = np.asarray(row["forces"]) - elec_forces
+    return point
 
 
-def _difference(key: str, point: dict, reference: dict, n_atoms: int) -> float | None:
-    """One gate quantity of ``point`` against ``reference`` (None where the level does not label it)."""
-    if key == "d_energy_meV_per_atom":
-        if point["energy_per_atom_eV"] is None or reference["energy_per_atom_eV"] is None:
-            return None
-        return 1000 * (point["energy_per_atom_eV"] - reference["energy_per_atom_eV"])
-    column, scale = ("forces", 1000.0) if key == "max_d_force_meV_A" else ("charges", 1.0)
-    if point[column] is None or reference[column] is None:
+def _difference(entry: str, scale: float, point: dict, reference: dict, n_atoms: int) -> float | None:
+    """``point`` minus ``reference`` in ``entry`` (largest component change of an array,
+    over atoms 0..n_atoms-1), times ``scale``; None where the level does not label it."""
+    if point[entry] is None or reference[entry] is None:
         return None
-    change = np.asarray(point[column])[:n_atoms] - np.asarray(reference[column])[:n_atoms]
+    if np.ndim(point[entry]) == 0:
+        return scale * (point[entry] - reference[entry])
+    change = np.asarray(point[entry])[:n_atoms] - np.asarray(reference[entry])[:n_atoms]
     return scale * float(np.abs(change).max())
 
 
@@ -119,10 +162,11 @@ def _compare(points: list[dict], n_atoms: int) -> None:
     both_ok = reference["status"] == STATUS_OK
     for point in points:
         ok = both_ok and point["status"] == STATUS_OK
-        point.update({key: _difference(key, point, reference, n_atoms) if ok else None for key, _, _ in QUANTITIES})
+        point.update({key: _difference(entry, scale, point, reference, n_atoms) if ok else None
+                      for key, (entry, scale) in DIFFERENCES.items()})
     for point in points:
-        point.pop("forces", None)
-        point.pop("charges", None)
+        for entry in ("forces", "charges", "target_forces"):
+            point.pop(entry, None)
 
 
 def gated_quantities(config: dict, level: str) -> list[tuple[str, str, str]]:
@@ -168,64 +212,77 @@ def _labeller(config: dict, level: str, densify: int = 1, pbc=(True, True, True)
 
 
 def check_convergence(config: dict, structures_path: str | os.PathLike, name: str, level: str = "xtb") -> dict:
-    """The gate report (a JSON-ready dict) of seed ``name`` under the config's ``level``
-    (``xtb`` or ``dft``) labelling settings."""
+    """The gate report (a JSON-ready dict) of structure ``name`` (a seed, or a charged slab
+    of :func:`hipqeq.plan.gated_structures`) under the config's ``level`` (``xtb`` or
+    ``dft``) labelling settings."""
     if level not in LEVELS:
         raise ConfigError(f"no convergence gate for level '{level}' (levels: {', '.join(LEVELS)})")
     if level == "dft" and config["dft"]["source"] != "pyscf":
         raise ConfigError("the DFT gate labels with PySCF; an external DFT set (dft.source: external) "
                           "cannot be relabelled here")
-    seeds = {s["name"]: s for s in config["structures"]["seeds"]}
-    if name not in seeds:
-        raise ConfigError(f"'{name}' is not a seed in structures.seeds (seeds: {', '.join(seeds)})")
+    gated = gated_structures(config)
+    if name not in gated:
+        raise ConfigError(f"'{name}' is not gated: the gates label the seeds of structures.seeds and, with "
+                          f"convergence.charged_slabs, the charged slabs (gated: {', '.join(gated)})")
+    from hipqeq.models.charges import qeq_parameters  # imports hippynn: only when a gate runs
+
+    is_seed = name in {s["name"] for s in config["structures"]["seeds"]}
     gate = config["convergence"]
     seed = read_structure(structures_path, name)
     seed.rattle(gate["rattle_A"], seed=config["seed"])
     seed.info = {"total_charge": float(seed.info.get("total_charge", 0.0))}
+    sigma_A = dict(zip(sorted(set(seed.numbers)),
+                       qeq_parameters(sorted(set(seed.numbers)), config["training"]["qeq_parameters"])["sigma_A"]))
     labeller = _labeller(config, level)
     quantities = gated_quantities(config, level)
     engine = config["xtb"]["engine"] if level == "xtb" else "pyscf"
     report = {"name": name, "level": level, "method": labeller.method, "software": labeller.software,
-              "engine": engine, "n_atoms": len(seed), "tolerance": gate["tolerance"],
-              "quantities": [key for key, _, _ in quantities],
+              "engine": engine, "kind": "seed" if is_seed else "charged slab", "n_atoms": len(seed),
+              "total_charge": seed.info["total_charge"],
+              "tolerance": gate["tolerance"], "quantities": [key for key, _, _ in quantities],
+              "sigma_A": {chemical_symbols[z]: width for z, width in sigma_A.items()},
               "allow_unconverged": gate["allow_unconverged"], "series": []}
 
     axis = slab_normal(seed)
+    if axis is None and not is_seed:
+        raise StructureError(f"{name}: a charged structure is gated on its vacuum, but it is not a slab")
     if axis is not None:
         own = round(vacuum_of(seed, axis), 2)
         seed = with_vacuum(seed, axis, own)  # the labelled geometry of both series
     # the labelled setting is the same calculation in both series: computed once
-    labelled = _labelled_point(seed, labeller, f"{name}_labelled")
+    labelled = _labelled_point(seed, labeller, f"{name}_labelled", sigma_A)
     if axis is not None:
         vacua = sorted({own, *gate["vacuum_A"]})
         points = [dict(labelled) if v == own else
-                  _labelled_point(with_vacuum(seed, axis, v), labeller, f"{name}_vacuum{v:g}") for v in vacua]
+                  _labelled_point(with_vacuum(seed, axis, v), labeller, f"{name}_vacuum{v:g}", sigma_A)
+                  for v in vacua]
         _compare(points, len(seed))
         report["series"].append(_series("vacuum_A", vacua, points, own, gate["tolerance"], quantities))
 
-    multipliers = sorted({1, *gate["sampling_multipliers"]})
-    points = [dict(labelled)]
-    for m in multipliers[1:]:
-        denser = _labeller(config, level, m, seed.pbc)
-        if denser is not None:
-            points.append(_labelled_point(seed, denser, f"{name}_k{m}"))
-        else:
-            repeat = [m if seed.pbc[i] else 1 for i in range(3)]
-            points.append(_labelled_point(seed.repeat(repeat), labeller, f"{name}_x{m}"))
-    _compare(points, len(seed))
-    series = "supercell x" if level == "xtb" and engine != "cp2k" else "k-point density x"
-    report["series"].append(_series(series, multipliers, points, 1, gate["tolerance"], quantities))
+    if is_seed:
+        multipliers = sorted({1, *gate["sampling_multipliers"]})
+        points = [dict(labelled)]
+        for m in multipliers[1:]:
+            denser = _labeller(config, level, m, seed.pbc)
+            if denser is not None:
+                points.append(_labelled_point(seed, denser, f"{name}_k{m}", sigma_A))
+            else:
+                repeat = [m if seed.pbc[i] else 1 for i in range(3)]
+                points.append(_labelled_point(seed.repeat(repeat), labeller, f"{name}_x{m}", sigma_A))
+        _compare(points, len(seed))
+        series = "supercell x" if level == "xtb" and engine != "cp2k" else "k-point density x"
+        report["series"].append(_series(series, multipliers, points, 1, gate["tolerance"], quantities))
     report["passed"] = all(s["passed"] for s in report["series"])
     return report
 
 
 def gate_failures(report: dict) -> list[str]:
-    """One message per failed quantity of the labelled setting, naming seed and numbers."""
+    """One message per failed quantity of the labelled setting, naming the structure and numbers."""
     messages = []
     for series in report["series"]:
         point = next(p for p in series["points"] if p["value"] == series["labelled"])
         reference = series["points"][-1]
-        where = (f"seed {report['name']}: {report['level']} {report['method']} ({report['engine']}) at {series['series']} "
+        where = (f"{report.get('kind', 'seed')} {report['name']}: {report['level']} {report['method']} ({report['engine']}) at {series['series']} "
                  f"{series['labelled']:g} vs {series['reference']:g}")
         if point["status"] != STATUS_OK or reference["status"] != STATUS_OK:
             failed = point if point["status"] != STATUS_OK else reference
@@ -233,7 +290,8 @@ def gate_failures(report: dict) -> list[str]:
             continue
         for key, tol, unit in QUANTITIES:
             if key in report["quantities"] and abs(point[key]) > report["tolerance"][tol]:
-                messages.append(f"{where}: {key} = {point[key]:.4g} {unit} exceeds the tolerance "
+                what = "" if key == "max_d_charge_e" else " (label minus E_elec of its own charges)"
+                messages.append(f"{where}: {key}{what} = {point[key]:.4g} {unit} exceeds the tolerance "
                                 f"{report['tolerance'][tol]:g} {unit}")
     return messages
 
@@ -243,7 +301,8 @@ def write_table(report: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = ["series", "value", "role", "n_atoms", "kmesh", "status", "scf_cycles", "energy_per_atom_eV",
-               "d_energy_meV_per_atom", "max_d_force_meV_A", "max_d_charge_e", "passed"]
+               "elec_energy_per_atom_eV", "d_energy_meV_per_atom", "max_d_force_meV_A", "max_d_charge_e",
+               "d_label_energy_meV_per_atom", "max_d_label_force_meV_A", "passed"]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

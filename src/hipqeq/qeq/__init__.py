@@ -11,12 +11,13 @@ Layout after torch-pme and hippynn:
   charges and adjoint propagated with the nuclei, one linearised step instead of a solve;
 - :mod:`~hipqeq.qeq.layers`: the ``QEq`` torch module; :mod:`~hipqeq.qeq.nodes`: its
   hippynn node ``QEqNode`` (imports hippynn);
-- :mod:`~hipqeq.qeq.api`: ``equilibrate(atoms, chi, hardness, sigma)``.
+- :mod:`~hipqeq.qeq.api`: ``equilibrate(atoms, chi, hardness, sigma)`` and
+  ``fixed_charge_electrostatics(atoms, charges, sigma)``.
 
 Units: eV, Angstrom, e.
 """
 
-from hipqeq.qeq.api import equilibrate
+from hipqeq.qeq.api import equilibrate, fixed_charge_electrostatics
 from hipqeq.qeq.coulomb import (
     DEFAULT_KSPACE_METHOD,
     KSPACE_METHODS,
@@ -57,6 +58,7 @@ __all__ = [
     "dense_ewald_parameters",
     "electrostatic_energy",
     "equilibrate",
+    "fixed_charge_electrostatics",
     "ewald_kvectors",
     "gaussian_coulomb_kernel",
     "neighbor_pairs",

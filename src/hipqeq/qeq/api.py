@@ -80,3 +80,29 @@ def equilibrate(
         else:
             raise HipqeqError(f"solver must be 'dense' or 'iterative', got {solver!r}")
     return charges.numpy(), float(0.5 * (charges * potential).sum())
+
+
+def fixed_charge_electrostatics(atoms, charges, sigma, tolerance: float = DEFAULT_TOLERANCE) -> tuple[float, np.ndarray]:
+    r"""Coulomb energy and forces of given charges (no equilibration; float64, CPU, dense).
+
+    What a label's own charges contribute to it, e.g. to see which part of a label's
+    dependence on the cell is electrostatic.
+
+    :param atoms: ``ase.Atoms``; its ``pbc`` picks the boundary as in :func:`equilibrate`
+        (a charged cell has the neutralising background).
+    :param charges: e, one per atom.
+    :param sigma: Gaussian widths, Angstrom, one per atom (or a scalar).
+    :param tolerance: accuracy of the periodic sums.
+    :return: :math:`E_{\mathrm{elec}} = \tfrac12 q^{\mathsf T} A q` in eV and the forces
+        :math:`-\partial E_{\mathrm{elec}} / \partial R` at fixed charges, (n_atoms, 3) eV/Angstrom.
+    """
+    boundary = boundary_from_pbc(atoms.pbc)
+    n_atoms = len(atoms)
+    charges_t = _per_atom(charges, n_atoms, "charges")
+    sigma_t = _per_atom(sigma, n_atoms, "sigma")
+    positions = torch.tensor(np.array(atoms.positions, dtype=np.float64), requires_grad=True)
+    cell = None if boundary == "open" else torch.as_tensor(np.array(atoms.cell.array, dtype=np.float64))
+    matrix = coulomb_matrix(positions, sigma_t, cell, boundary, tolerance)
+    energy = 0.5 * charges_t @ matrix @ charges_t
+    (gradient,) = torch.autograd.grad(energy, positions)
+    return float(energy.detach()), -gradient.numpy()

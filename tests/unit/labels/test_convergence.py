@@ -10,12 +10,18 @@ import numpy as np
 import pytest
 import yaml
 from ase import Atoms
+from ase.data import covalent_radii
 
 from hipqeq.cli import main
-from hipqeq.config import validate_config
+from hipqeq.config import validate_config, validate_section
 from hipqeq.data import write_dataset
-from hipqeq.errors import StructureError
-from hipqeq.labels.convergence import check_convergence, slab_normal, vacuum_of, with_vacuum
+from hipqeq.errors import ConfigError, StructureError
+from hipqeq.labels import convergence
+from hipqeq.labels.common import Labels
+from hipqeq.labels.convergence import check_convergence, gate_failures, slab_normal, vacuum_of, with_vacuum
+from hipqeq.plan import gated_structures
+from hipqeq.qeq import fixed_charge_electrostatics
+from hipqeq.structures.build import build_structures
 from hipqeq.structures.builders import ruddlesden_popper
 from tests.unit.labels.cells import cubic_cspbi3
 
@@ -149,3 +155,90 @@ def test_the_dft_gate_checks_pyscf_charges_against_vacuum_and_a_denser_k_mesh(tm
             f"{labelled['max_d_charge_e']:.4g} e exceeds the tolerance 0.01 e") in report["failures"]
     assert "bn dft k-point density x 1 vs 2" in capsys.readouterr().out
     assert (tmp_path / "bn.png").stat().st_size > 0
+
+
+class PointChargeLabeller:
+    """A labeller without an engine, labelling like a 3D-periodic engine would: fixed
+    charges per element (shifted to the cell's total charge), the Gaussian-charge Coulomb
+    energy and forces of those charges in the 3D-periodic cell (the neutralising background
+    of a charged cell included), plus ``drift_eV_per_A`` times the cell height along z, a
+    dependence on the cell that is not electrostatic."""
+
+    method = "point-charge-xTB"
+    software = {"fake": "0"}
+    kmesh = (1, 1, 1)
+    charge_of = {"Cs": 0.85, "Pb": 0.95, "I": -0.55}
+
+    def __init__(self, sigma_A: dict[str, float], drift_eV_per_A: float = 0.0):
+        self.settings = validate_section("xtb", {"allow_small_cells": True})
+        self.parameters = {"drift_eV_per_A": drift_eV_per_A}
+        self.sigma_A, self.drift = sigma_A, drift_eV_per_A
+
+    def supports(self, number: int) -> bool:
+        return True
+
+    def check(self, atoms) -> None:
+        pass
+
+    def label(self, atoms, safer: bool = False) -> Labels:
+        charges = np.array([self.charge_of[s] for s in atoms.get_chemical_symbols()])
+        charges += (atoms.info["total_charge"] - charges.sum()) / len(atoms)
+        periodic = atoms.copy()
+        periodic.pbc = True
+        energy, forces = fixed_charge_electrostatics(periodic, charges,
+                                                     [self.sigma_A[s] for s in atoms.get_chemical_symbols()])
+        return Labels(energy=energy - 3.0 * len(atoms) + self.drift * atoms.cell[2, 2], forces=forces,
+                      charges=charges, charge_scheme="Mulliken", boundary="periodic")
+
+
+def charged_slab_study(tmp_path):
+    """A config with one RP n = 1 slab seed (15 A of vacuum) and its charged iodine
+    vacancy (Q = +1), both built; the gated names."""
+    config = validate_config({
+        "structures": {"seeds": [{"name": "rp1", "builder": "ruddlesden_popper", "n": 1, "kind": "slab",
+                                  "vacuum_A": 15.0}],
+                       "defects": [{"kind": "vacancy", "species": "I", "total_charge": 1, "seeds": ["rp1"]}]},
+        "selection": {"n_xtb": 1, "n_dft": 0},
+        "convergence": {"enabled": True, "vacuum_A": [25.0, 40.0]},
+        "training": {"qeq_parameters": {"sigma_A": {"I": 1.2}}}})
+    write_dataset(build_structures(config), tmp_path / "structures.parquet")
+    return config
+
+
+def test_a_charged_slab_is_gated_on_its_label_minus_the_electrostatics_of_its_own_charges(tmp_path, monkeypatch):
+    """Q = +1 in a 3D-periodic cell: the label's energy grows with the vacuum by the
+    charge's interaction with the background (here by tens of meV/atom from 15 to 40 A),
+    which the 4G model subtracts; the gate subtracts it too, with the config's widths
+    (I 1.2 A set, Cs and Pb covalent radii), and passes. A dependence on the cell that is
+    not electrostatic fails the gate, naming the charged slab."""
+    config = charged_slab_study(tmp_path)
+    assert gated_structures(config) == ["rp1", "rp1__vac_I_qp1"]
+    sigma_A = {"Cs": covalent_radii[55], "Pb": covalent_radii[82], "I": 1.2}
+    monkeypatch.setattr(convergence, "_labeller", lambda config, level, *args: PointChargeLabeller(sigma_A))
+    report = check_convergence(config, tmp_path / "structures.parquet", "rp1__vac_I_qp1")
+    assert report["kind"] == "charged slab" and report["total_charge"] == 1.0
+    assert report["sigma_A"] == pytest.approx(sigma_A)
+    (vacuum,) = report["series"]  # the in-plane sampling is the seed's gate
+    assert vacuum["series"] == "vacuum_A" and [p["value"] for p in vacuum["points"]] == pytest.approx([15, 25, 40], abs=0.1)
+    labelled = vacuum["points"][0]
+    assert abs(labelled["d_label_energy_meV_per_atom"]) > 10.0  # the raw label depends on the vacuum
+    assert labelled["max_d_label_force_meV_A"] > 1.0
+    assert abs(labelled["d_energy_meV_per_atom"]) < 1e-3 and labelled["max_d_force_meV_A"] < 1e-3
+    assert report["passed"] and not gate_failures(report)
+
+    monkeypatch.setattr(convergence, "_labeller",
+                        lambda config, level, *args: PointChargeLabeller(sigma_A, drift_eV_per_A=0.05))
+    report = check_convergence(config, tmp_path / "structures.parquet", "rp1__vac_I_qp1")
+    assert not report["passed"]
+    points = report["series"][0]["points"]  # 0.05 eV/A times the 25 A of vacuum between them, per atom
+    expected = -50.0 * (points[-1]["value"] - points[0]["value"]) / report["n_atoms"]
+    assert points[0]["d_energy_meV_per_atom"] == pytest.approx(expected, rel=1e-6)
+    (failure,) = [f for f in gate_failures(report) if "d_energy" in f]
+    assert failure.startswith("charged slab rp1__vac_I_qp1: xtb point-charge-xTB") and "vacuum_A 14.93 vs 40" in failure
+
+
+def test_only_seeds_and_charged_slabs_are_gated(tmp_path):
+    config = charged_slab_study(tmp_path)
+    with pytest.raises(ConfigError, match="'rp1__vac_I' is not gated"):
+        check_convergence(config, tmp_path / "structures.parquet", "rp1__vac_I")
+    assert gated_structures({**config, "convergence": {**config["convergence"], "charged_slabs": False}}) == ["rp1"]

@@ -11,6 +11,7 @@ from hipqeq.qeq import (
     QEqNotConverged,
     coulomb_matrix,
     electrostatic_energy,
+    fixed_charge_electrostatics,
     qeq_energy,
     solve_dense,
     solve_iterative,
@@ -271,3 +272,31 @@ def test_charges_invariant_under_rotation_and_translation():
     moved = (positions + torch.tensor([1.0, -2.0, 0.5], dtype=F64)) @ rotation.T
     rotated = solve_dense(coulomb_matrix(moved, sigma, cell @ rotation.T, "periodic"), chi, hardness)
     assert torch.allclose(rotated, reference, atol=1e-8)
+
+
+@pytest.mark.parametrize("pbc, total_charge", [((True, True, True), 0.0), ((True, True, True), 1.0),
+                                               ((True, True, False), 1.0), ((False, False, False), 0.0)])
+def test_fixed_charge_electrostatics_is_half_qAq_and_its_forces_are_its_gradient(pbc, total_charge):
+    """The Coulomb term of given charges (what a label's own charges contribute): the energy
+    is 1/2 q^T A q of the dense matrix under the boundary ``pbc`` (a charged cell with its
+    background), the forces its negative gradient at fixed charges (float64 central
+    differences, 1e-6 eV/A)."""
+    atoms = cspbi3(rattle=0.2)
+    atoms.cell[2, 2] = 25.0 if pbc == (True, True, False) else atoms.cell[2, 2]
+    atoms.pbc = pbc
+    sigma = parameters(atoms)[2]
+    charges = np.array([0.9, 0.8, -0.6, -0.5, -0.6]) + total_charge / 5  # sums to total_charge
+    energy, forces = fixed_charge_electrostatics(atoms, charges, sigma)
+    boundary = {(True, True, True): "periodic", (True, True, False): "slab", (False, False, False): "open"}[pbc]
+    cell = None if boundary == "open" else torch.tensor(atoms.cell.array)
+    q = torch.tensor(charges)
+    matrix = coulomb_matrix(torch.tensor(atoms.positions), torch.tensor(sigma), cell, boundary)
+    assert energy == pytest.approx(float(0.5 * q @ matrix @ q), abs=1e-10)
+    step = 1e-5
+    for atom, axis in [(0, 0), (2, 1), (4, 2)]:
+        moved = []
+        for sign in (1, -1):
+            displaced = atoms.copy()
+            displaced.positions[atom, axis] += sign * step
+            moved.append(fixed_charge_electrostatics(displaced, charges, sigma)[0])
+        assert forces[atom, axis] == pytest.approx(-(moved[0] - moved[1]) / (2 * step), abs=1e-6)
