@@ -30,6 +30,7 @@ from hippynn.layers.targets import HCharge
 from hipqeq.errors import HipqeqError
 from hipqeq.models.network import HipnnModel, pair_geometry
 from hipqeq.qeq import QEq
+from hipqeq.qeq.coulomb import DEFAULT_BACKGROUND
 
 
 def element_hardness_eV(number: int) -> float:
@@ -78,9 +79,11 @@ def qeq_parameters(species: list[int], overrides: dict | None = None) -> dict:
 
 def charge_hyperparameters(network_hp: dict, tolerance: float, qeq_overrides: dict | None = None) -> dict:
     """Network settings plus the QEq settings of the model: ``qeq_tolerance``, the
-    accuracy of the periodic Coulomb sums and of the iterative solve, and the initial
-    per-species ``hardness_eV`` and ``sigma_A`` (:func:`qeq_parameters`)."""
-    return {**network_hp, "qeq_tolerance": float(tolerance),
+    accuracy of the periodic Coulomb sums and of the iterative solve, ``qeq_background``,
+    the background convention of charged periodic cells (``"point"``, that of the
+    3D-periodic xTB engines; :mod:`hipqeq.qeq.coulomb`), and the initial per-species
+    ``hardness_eV`` and ``sigma_A`` (:func:`qeq_parameters`)."""
+    return {**network_hp, "qeq_tolerance": float(tolerance), "qeq_background": DEFAULT_BACKGROUND,
             **qeq_parameters(network_hp["species"], qeq_overrides)}
 
 
@@ -90,8 +93,10 @@ class ChargeModel(HipnnModel):
     def __init__(self, hyperparameters: dict):
         super().__init__(hyperparameters)
         self.electronegativity = HCharge(feature_sizes=self.network.feature_sizes, n_target=1)
+        # models of format <= 5 have no qeq_background: they were trained with the Gaussian one
         self.qeq = QEq(hyperparameters["species"], hardness=hyperparameters["hardness_eV"],
-                       sigma=hyperparameters["sigma_A"], tolerance=hyperparameters["qeq_tolerance"])
+                       sigma=hyperparameters["sigma_A"], tolerance=hyperparameters["qeq_tolerance"],
+                       background=hyperparameters.get("qeq_background", "gaussian"))
 
     def electronegativities(self, species, positions, cell, pair_first, pair_second, shifts) -> torch.Tensor:
         """(n_atoms, 1) electronegativities chi (eV/e) of one system."""

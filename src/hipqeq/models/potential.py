@@ -205,7 +205,8 @@ class Potential(torch.nn.Module):
                                                *within(self.charges.cutoff_A)).reshape(-1)
         boundary = boundary_from_pbc(pbc.tolist())
         fixed_cell = None if boundary == "open" else cell.detach()
-        operator = CoulombOperator(positions.detach(), sigma, fixed_cell, boundary, qeq.tolerance, method=qeq.kspace_method)
+        operator = CoulombOperator(positions.detach(), sigma, fixed_cell, boundary, qeq.tolerance,
+                                   method=qeq.kspace_method, background=qeq.background)
         fixed = (positions.detach(), sigma, fixed_cell)
 
         def coulomb(vectors):

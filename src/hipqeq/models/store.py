@@ -24,7 +24,7 @@ sha256; split also member, n_train, n_valid, valid_is_train), ``seed``, ``device
 ``hippynn_version``, ``torch_version``, and for ``short-range`` ``charge_model`` (path and
 sha256 of the charge model's model.json). ``hyperparameters.json`` holds ``model`` (the
 network settings of :func:`hipqeq.models.network.network_hyperparameters`, plus
-``qeq_tolerance``, ``hardness_eV`` and ``sigma_A`` for charge models, ``charge_features``
+``qeq_tolerance``, ``qeq_background``, ``hardness_eV`` and ``sigma_A`` for charge models, ``charge_features``
 for 4G short-range models, ``repulsive_core`` for energy models) and ``fit`` (the optimiser settings).
 
 Format versions: 1, the QEq boundary fixed per model (``qeq_boundary``; slabs trained as
@@ -35,8 +35,11 @@ boundary (``label_boundary``) and deployment under the physical one, per-element
 charge-aware short range (``charge_features``) in 4G potentials; 4, the charge-aware
 short range's zeroth energy term reads the charges too (an energy per unit of total
 charge); 5, energy models (short range and baseline) may add a fixed ZBL repulsive core
-(``repulsive_core`` in their hyperparameters, :mod:`hipqeq.models.repulsion`). Format 4
-is read as format 5 without a core, which is what it is; older directories are refused
+(``repulsive_core`` in their hyperparameters, :mod:`hipqeq.models.repulsion`); 6, a
+charged periodic cell's Coulomb sum meets the neutralising background as point charges
+(``qeq_background: point``, the xTB engines' convention) where formats <= 5 used Gaussian
+charges (:mod:`hipqeq.qeq.coulomb`). Format 4 is read as format 5 without a core, and
+both with the Gaussian background, which is what they are; older directories are refused
 rather than reinterpreted: retrain them.
 """
 
@@ -53,9 +56,9 @@ from hipqeq.models.charges import ChargeModel
 from hipqeq.models.potential import Potential
 from hipqeq.models.short_range import ShortRangeModel
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 #: Formats this hipqeq reads (see the module docstring).
-READABLE_FORMATS = (4, 5)
+READABLE_FORMATS = (4, 5, 6)
 KINDS = ("charges", "short-range", "baseline")
 CHARGE_MODEL_DIR = "charge_model"
 

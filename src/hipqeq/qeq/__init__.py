@@ -19,6 +19,8 @@ Units: eV, Angstrom, e.
 
 from hipqeq.qeq.api import equilibrate, fixed_charge_electrostatics
 from hipqeq.qeq.coulomb import (
+    BACKGROUNDS,
+    DEFAULT_BACKGROUND,
     DEFAULT_KSPACE_METHOD,
     KSPACE_METHODS,
     CoulombOperator,
@@ -43,6 +45,8 @@ from hipqeq.qeq.neighbors import VerletNeighborList, neighbor_pairs, pair_vector
 from hipqeq.qeq.solvers import QEqNotConverged, solve_dense, solve_iterative
 
 __all__ = [
+    "BACKGROUNDS",
+    "DEFAULT_BACKGROUND",
     "DEFAULT_KSPACE_METHOD",
     "DEFAULT_TOLERANCE",
     "KSPACE_METHODS",

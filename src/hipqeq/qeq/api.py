@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from hipqeq.errors import HipqeqError
-from hipqeq.qeq.coulomb import CoulombOperator, boundary_from_pbc, coulomb_matrix
+from hipqeq.qeq.coulomb import DEFAULT_BACKGROUND, CoulombOperator, boundary_from_pbc, coulomb_matrix
 from hipqeq.qeq.ewald import DEFAULT_TOLERANCE
 from hipqeq.qeq.solvers import solve_dense, solve_iterative
 
@@ -82,7 +82,8 @@ def equilibrate(
     return charges.numpy(), float(0.5 * (charges * potential).sum())
 
 
-def fixed_charge_electrostatics(atoms, charges, sigma, tolerance: float = DEFAULT_TOLERANCE) -> tuple[float, np.ndarray]:
+def fixed_charge_electrostatics(atoms, charges, sigma, tolerance: float = DEFAULT_TOLERANCE,
+                                background: str = DEFAULT_BACKGROUND) -> tuple[float, np.ndarray]:
     r"""Coulomb energy and forces of given charges (no equilibration; float64, CPU, dense).
 
     What a label's own charges contribute to it, e.g. to see which part of a label's
@@ -93,6 +94,7 @@ def fixed_charge_electrostatics(atoms, charges, sigma, tolerance: float = DEFAUL
     :param charges: e, one per atom.
     :param sigma: Gaussian widths, Angstrom, one per atom (or a scalar).
     :param tolerance: accuracy of the periodic sums.
+    :param background: a charged periodic cell's background convention (:mod:`hipqeq.qeq.coulomb`).
     :return: :math:`E_{\mathrm{elec}} = \tfrac12 q^{\mathsf T} A q` in eV and the forces
         :math:`-\partial E_{\mathrm{elec}} / \partial R` at fixed charges, (n_atoms, 3) eV/Angstrom.
     """
@@ -102,7 +104,7 @@ def fixed_charge_electrostatics(atoms, charges, sigma, tolerance: float = DEFAUL
     sigma_t = _per_atom(sigma, n_atoms, "sigma")
     positions = torch.tensor(np.array(atoms.positions, dtype=np.float64), requires_grad=True)
     cell = None if boundary == "open" else torch.as_tensor(np.array(atoms.cell.array, dtype=np.float64))
-    matrix = coulomb_matrix(positions, sigma_t, cell, boundary, tolerance)
+    matrix = coulomb_matrix(positions, sigma_t, cell, boundary, tolerance, background=background)
     energy = 0.5 * charges_t @ matrix @ charges_t
     (gradient,) = torch.autograd.grad(energy, positions)
     return float(energy.detach()), -gradient.numpy()

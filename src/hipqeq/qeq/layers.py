@@ -36,7 +36,15 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from hipqeq.errors import HipqeqError
-from hipqeq.qeq.coulomb import DEFAULT_KSPACE_METHOD, KSPACE_METHODS, CoulombOperator, boundary_from_pbc, coulomb_matrix
+from hipqeq.qeq.coulomb import (
+    BACKGROUNDS,
+    DEFAULT_BACKGROUND,
+    DEFAULT_KSPACE_METHOD,
+    KSPACE_METHODS,
+    CoulombOperator,
+    boundary_from_pbc,
+    coulomb_matrix,
+)
 from hipqeq.qeq.ewald import DEFAULT_TOLERANCE
 from hipqeq.qeq.solvers import solve_dense, solve_iterative
 
@@ -96,6 +104,9 @@ class QEq(torch.nn.Module):
         product, one of :data:`~hipqeq.qeq.coulomb.KSPACE_METHODS`: ``"p3m"`` (default:
         smooth forces, the MD choice, see the README), ``"pme"`` or ``"ewald"``. The dense
         solve always sums Ewald terms exactly. A plain attribute, not saved with the model.
+    :param background: a charged periodic cell's background convention, ``"point"``
+        (default, that of the 3D-periodic xTB engines) or ``"gaussian"``
+        (:mod:`hipqeq.qeq.coulomb`); part of the model (its hyperparameters keep it).
 
     After each call, :attr:`last_matvec_products` lists per system the Coulomb
     matrix-vector products the iterative solve used (0 for dense solves): a debugging
@@ -117,9 +128,13 @@ class QEq(torch.nn.Module):
         learnable: bool = True,
         solve_tolerance: float | None = None,
         kspace_method: str = DEFAULT_KSPACE_METHOD,
+        background: str = DEFAULT_BACKGROUND,
     ):
         super().__init__()
+        if background not in BACKGROUNDS:
+            raise HipqeqError(f"background must be one of {BACKGROUNDS}, got {background!r}")
         self.kspace_method = kspace_method
+        self.background = background
         species_set = [int(z) for z in species_set if int(z) != 0]
         self.species_set = species_set
         self.total_charge = float(total_charge)
@@ -232,7 +247,8 @@ class QEq(torch.nn.Module):
             for b, (atoms, boundary) in enumerate(zip(members, boundaries))
         ]
         if solver == "dense":
-            matrices = [coulomb_matrix(pos, sig, cel, boundary, self.tolerance) for pos, sig, cel, boundary in systems]
+            matrices = [coulomb_matrix(pos, sig, cel, boundary, self.tolerance, background=self.background)
+                        for pos, sig, cel, boundary in systems]
             charges_per_system = self._dense_charges(matrices, members, chi, hardness, total_charge)
             potentials = [matrix @ q for matrix, q in zip(matrices, charges_per_system)]
             self.last_matvec_products = [0] * n_molecules
@@ -274,7 +290,8 @@ class QEq(torch.nn.Module):
         if stores is not None and len(stores) != len(systems):
             stores[:] = [{} for _ in systems]
         for b, ((pos, sig, cel, boundary), atoms, charge) in enumerate(zip(systems, members, total_charge)):
-            operator = CoulombOperator(pos, sig, cel, boundary, self.tolerance, method=self.kspace_method)
+            operator = CoulombOperator(pos, sig, cel, boundary, self.tolerance, method=self.kspace_method,
+                                       background=self.background)
             q, used = solve_iterative(
                 operator.matvec,
                 (pos, sig, cel),

@@ -19,7 +19,7 @@ from hipqeq.models.charges import ChargeModel, charge_hyperparameters
 from hipqeq.models.network import network_hyperparameters
 from hipqeq.models.potential import Potential, charge_response, evaluate
 from hipqeq.models.short_range import ShortRangeModel
-from hipqeq.models.store import CHARGE_MODEL_DIR, load_potential, save_model
+from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, load_potential, save_model
 
 NETWORK = {"n_features": 8, "n_sensitivities": 6, "n_interaction_layers": 1, "n_atom_layers": 1,
            "cutoff_A": 4.0, "lower_cutoff_A": 1.0}
@@ -366,3 +366,28 @@ def test_resolve_device_refuses_devices_it_cannot_use(device, message):
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(HipqeqError, match=message):
         resolve_device(device)
+
+
+def test_a_charge_model_of_format_5_keeps_the_gaussian_background(tmp_path):
+    """Models saved before format 6 were trained with the Gaussian background convention
+    of charged periodic cells and load with it; new ones use the point convention (the
+    xTB engines'). Their outputs agree on neutral cells and slabs and differ on a charged
+    3D-periodic cell."""
+    potential = make_potential(seed=2)
+    assert potential.charges.hyperparameters["qeq_background"] == "point"
+    new_dir, old_dir = tmp_path / "new", tmp_path / "old"
+    for directory in (new_dir, old_dir):
+        save_model(directory, "charges", potential.charges, {"dtype": "float64"}, {})
+    hyper = json.loads((old_dir / "hyperparameters.json").read_text())
+    del hyper["model"]["qeq_background"]
+    (old_dir / "hyperparameters.json").write_text(json.dumps(hyper))
+    meta = json.loads((old_dir / "model.json").read_text())
+    (old_dir / "model.json").write_text(json.dumps({**meta, "format_version": 5}))
+    new, old = (Potential(potential.short_range, load_model(d, "charges")).eval() for d in (new_dir, old_dir))
+    assert (new.charges.qeq.background, old.charges.qeq.background) == ("point", "gaussian")
+    for pbc, total_charge, same in (((True, True, True), 0.0, True), ((True, True, False), 1.0, True),
+                                    ((True, True, True), 1.0, False)):
+        atoms = cell_atoms(pbc)
+        atoms.info["total_charge"] = total_charge
+        energies = [evaluate(p, atoms)["energy_elec"] for p in (new, old)]
+        assert (abs(energies[0] - energies[1]) < 1e-9) == same, (pbc, total_charge, energies)

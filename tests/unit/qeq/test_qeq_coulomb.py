@@ -222,3 +222,31 @@ def test_unsupported_pbc_raises():
         boundary_from_pbc((True, False, False))
     with pytest.raises(HipqeqError, match="pbc"):
         boundary_from_pbc((False, True, True))
+
+
+def test_the_background_conventions_differ_by_the_charges_second_moment_term_only():
+    """A charged periodic cell: the Gaussian background convention's energy is the point
+    one's plus (2 pi k_e / V) Q sum_i q_i sigma_i^2; neutral cells and slabs do not depend
+    on the convention; the matrix-free operator follows the dense matrix in both."""
+    atoms = cspbi3(rattle=0.2)
+    positions, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
+    sigma = torch.tensor([1.6, 1.8, 1.9, 1.9, 1.9], dtype=torch.float64)
+    neutral = torch.tensor([0.9, 0.8, -0.6, -0.5, -0.6], dtype=torch.float64)
+    charged = neutral + 0.2  # Q = +1
+    volume = abs(float(torch.linalg.det(cell)))
+    energies = {}
+    for background in ("point", "gaussian"):
+        for boundary, box in (("periodic", cell), ("slab", cell * torch.tensor([1.0, 1.0, 4.0])[:, None])):
+            matrix = coulomb_matrix(positions, sigma, box, boundary, background=background)
+            for name, q in (("neutral", neutral), ("charged", charged)):
+                energies[background, boundary, name] = float(electrostatic_energy(q, matrix))
+            operator = CoulombOperator(positions, sigma, box, boundary, method="ewald", background=background)
+            assert torch.allclose(operator.matvec(charged, positions, sigma, box), matrix @ charged, atol=1e-6)
+    second_moment = 2 * math.pi * COULOMB_EV_A / volume * float(charged.sum() * (charged * sigma**2).sum())
+    assert abs(second_moment) > 0.5  # a term the test can see
+    assert energies["gaussian", "periodic", "charged"] - energies["point", "periodic", "charged"] == pytest.approx(
+        second_moment, abs=1e-8)
+    for key in (("periodic", "neutral"), ("slab", "neutral"), ("slab", "charged")):
+        assert energies[("gaussian", *key)] == pytest.approx(energies[("point", *key)], abs=1e-10)
+    with pytest.raises(HipqeqError, match="background must be one of"):
+        coulomb_matrix(positions, sigma, cell, "periodic", background="jellium")
