@@ -252,6 +252,11 @@ def check_convergence(config: dict, structures_path: str | os.PathLike, name: st
         raise StructureError(f"{name}: a charged structure is gated on its vacuum, but it is not a slab")
     if axis is not None:
         own = round(vacuum_of(seed, axis), 2)
+        if max(gate["vacuum_A"]) < own + 1.0:
+            # its own vacuum (moved by the rattle by a fraction of an Angstrom from the built
+            # one) would be the reference or next to it: the gate would pass without evidence
+            raise ConfigError(f"{name} is labelled with {own:g} A of vacuum, within 1 A of the largest of "
+                              f"convergence.vacuum_A {gate['vacuum_A']}: the gate needs a larger vacuum to compare with")
         seed = with_vacuum(seed, axis, own)  # the labelled geometry of both series
     # the labelled setting is the same calculation in both series: computed once
     labelled = _labelled_point(seed, labeller, f"{name}_labelled", sigma_A)

@@ -237,8 +237,12 @@ def test_a_charged_slab_is_gated_on_its_label_minus_the_electrostatics_of_its_ow
     assert failure.startswith("charged slab rp1__vac_I_qp1: xtb point-charge-xTB") and "vacuum_A 14.93 vs 40" in failure
 
 
-def test_only_seeds_and_charged_slabs_are_gated(tmp_path):
+def test_only_seeds_and_charged_slabs_are_gated_and_only_against_a_larger_vacuum(tmp_path):
     config = charged_slab_study(tmp_path)
     with pytest.raises(ConfigError, match="'rp1__vac_I' is not gated"):
         check_convergence(config, tmp_path / "structures.parquet", "rp1__vac_I")
+    # 15 A of own vacuum against at most 15 A: the labelled setting would be its own reference
+    config["convergence"]["vacuum_A"] = [10.0, 15.0]
+    with pytest.raises(ConfigError, match="the gate needs a larger vacuum"):
+        check_convergence(config, tmp_path / "structures.parquet", "rp1__vac_I_qp1")
     assert gated_structures({**config, "convergence": {**config["convergence"], "charged_slabs": False}}) == ["rp1"]
