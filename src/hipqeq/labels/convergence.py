@@ -235,8 +235,8 @@ def check_convergence(config: dict, structures_path: str | os.PathLike, name: st
     seed = read_structure(structures_path, name)
     seed.rattle(gate["rattle_A"], seed=config["seed"])
     seed.info = {"total_charge": float(seed.info.get("total_charge", 0.0))}
-    sigma_A = dict(zip(sorted(set(seed.numbers)),
-                       qeq_parameters(sorted(set(seed.numbers)), config["training"]["qeq_parameters"])["sigma_A"]))
+    species = sorted({int(z) for z in seed.numbers})
+    sigma_A = dict(zip(species, qeq_parameters(species, config["training"]["qeq_parameters"])["sigma_A"]))
     labeller = _labeller(config, level)
     quantities = gated_quantities(config, level)
     engine = config["xtb"]["engine"] if level == "xtb" else "pyscf"
