@@ -299,7 +299,7 @@ def gate_failures(report: dict) -> list[str]:
             continue
         for key, tol, unit in QUANTITIES:
             if key in report["quantities"] and abs(point[key]) > report["tolerance"][tol]:
-                what = "" if key == "max_d_charge_e" else " (label minus E_elec of its own charges)"
+                what = " (label minus E_elec of its own charges)" if key in RAW_LABEL_DIFFERENCES else ""
                 messages.append(f"{where}: {key}{what} = {point[key]:.4g} {unit} exceeds the tolerance "
                                 f"{report['tolerance'][tol]:g} {unit}")
     return messages

@@ -121,11 +121,16 @@ def boundary_from_pbc(pbc: Sequence[bool]) -> str:
     return known[flags]
 
 
+def check_background(background: str) -> None:
+    """Raise :class:`HipqeqError` unless ``background`` is one of :data:`BACKGROUNDS`."""
+    if background not in BACKGROUNDS:
+        raise HipqeqError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+
+
 def _check_boundary(boundary: str, cell: torch.Tensor | None, background: str = DEFAULT_BACKGROUND) -> None:
     if boundary not in BOUNDARIES:
         raise HipqeqError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
-    if background not in BACKGROUNDS:
-        raise HipqeqError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+    check_background(background)
     if boundary != "open" and cell is None:
         raise HipqeqError(f"boundary {boundary!r} needs a cell")
 

@@ -37,12 +37,12 @@ import torch
 
 from hipqeq.errors import HipqeqError
 from hipqeq.qeq.coulomb import (
-    BACKGROUNDS,
     DEFAULT_BACKGROUND,
     DEFAULT_KSPACE_METHOD,
     KSPACE_METHODS,
     CoulombOperator,
     boundary_from_pbc,
+    check_background,
     coulomb_matrix,
 )
 from hipqeq.qeq.ewald import DEFAULT_TOLERANCE
@@ -131,8 +131,7 @@ class QEq(torch.nn.Module):
         background: str = DEFAULT_BACKGROUND,
     ):
         super().__init__()
-        if background not in BACKGROUNDS:
-            raise HipqeqError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+        check_background(background)
         self.kspace_method = kspace_method
         self.background = background
         species_set = [int(z) for z in species_set if int(z) != 0]
