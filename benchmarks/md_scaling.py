@@ -13,7 +13,7 @@ unless ``--kspace-method``), warm-started from the previous step's charges (and 
 adjoint from the previous adjoint), and a Verlet neighbour list; with ``--qeq shadow``
 the charges are shadow QEq's instead (:mod:`hipqeq.qeq.shadow`: a few products per
 step, no solve, so the count stays flat while CG's grows with the cell). Each size runs
-in a forked child process: one cold call, then ``--steps`` calls on positions displaced
+in a fresh child process: one cold call, then ``--steps`` calls on positions displaced
 as by an MD step (0.01 A per atom, so the neighbour list is reused and the charges
 warm-start). It reports the cold time, the median time per step (wall, and the process's CPU
 time: on a shared machine the latter is the meaningful one with ``--threads 1``), the
@@ -21,7 +21,9 @@ Coulomb matrix-vector products per step (every call: the warm-started solve, the
 potential, the adjoint solve of the forces and the force pass through one product),
 neighbour searches over the steps, and the peak memory growth of the child (resident
 memory on CPU, allocated device memory on CUDA); then per family the log-log fitted
-exponents of both times against N.
+exponents of both times against N. With ``--kernels pytorch numba`` every size runs with
+both of hippynn's message-passing kernels (:mod:`hipqeq._hippynn`), side by side, and
+the numba-to-torch ratios of CPU time and memory are printed.
 
 Not a test; run ``python benchmarks/md_scaling.py --help``.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import queue as queue_module
 import resource
 import statistics
 import tempfile
@@ -64,12 +67,14 @@ def repeats_between(family: str, min_atoms: int, max_atoms: int, points: int) ->
     return [r for r in repeats if min_atoms <= UNIT_ATOMS[family] * r**power <= max_atoms]
 
 
-def _measure(model_dir, family, repeat, args, queue) -> None:
+def _measure(model_dir, family, repeat, kernels, args, queue) -> None:
     import torch
 
+    from hipqeq._hippynn import select_kernels
     from hipqeq.calculator import HipQEqCalculator
 
     torch.set_num_threads(args.threads)
+    select_kernels(kernels)  # after the threads: numba takes torch's count
     counter = ProductCounter()
     atoms = structure(family, repeat)
     calculator = HipQEqCalculator(str(model_dir), device=args.device, kspace_method=args.kspace_method,
@@ -101,12 +106,20 @@ def _measure(model_dir, family, repeat, args, queue) -> None:
                "memory_mib": memory_mib})
 
 
-def measure(model_dir, family: str, repeat: int, args) -> dict:
-    context = multiprocessing.get_context("fork")
+def measure(model_dir, family: str, repeat: int, kernels: str, args) -> dict | None:
+    """One size in a fresh process; None when that process died (killed when out of memory)."""
+    context = multiprocessing.get_context("spawn")  # each size starts from nothing
     queue = context.Queue()
-    process = context.Process(target=_measure, args=(model_dir, family, repeat, args, queue))
+    process = context.Process(target=_measure, args=(model_dir, family, repeat, kernels, args, queue))
     process.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=10)
+            break
+        except queue_module.Empty:
+            if not process.is_alive():
+                result = None
+                break
     process.join()
     return result
 
@@ -124,33 +137,49 @@ def main(argv=None) -> int:
                         help="reciprocal sum of the iterative charge solve (default: the layer's, p3m)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--kernels", nargs="+", choices=("pytorch", "numba"), default=["pytorch"],
+                        help="hippynn message-passing kernels to time, each size with each (default pytorch)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = write_model(Path(tmp) / "model")
         print(f"untrained default-network 4G potential, {args.qeq} QEq, {args.device}, {args.threads} threads, "
               f"k-space {args.kspace_method or 'default'}, median of {args.steps} steps")
-        print(f"{'family':>6} {'N':>7} {'cold_s':>8} {'step_s':>8} {'step_cpu_s':>10} {'matvecs':>8} "
-              f"{'NL builds':>9} {'mem_MiB':>8}")
+        print(f"{'family':>6} {'kernels':>8} {'N':>7} {'cold_s':>8} {'step_s':>8} {'step_cpu_s':>10} "
+              f"{'matvecs':>8} {'NL builds':>9} {'mem_MiB':>8}")
         rows = []
         for family in args.families:
             repeats = repeats_between(family, args.min_atoms, args.max_atoms, args.points)
             if not repeats:
                 parser.error(f"no {family} system lies between --min-atoms and --max-atoms")
             for repeat in repeats:
-                row = measure(model_dir, family, repeat, args)
-                rows.append((family, row))
-                print(f"{family:>6} {row['n_atoms']:>7d} {row['cold_s']:>8.2f} {row['step_s']:>8.3f} "
-                      f"{row['step_cpu_s']:>10.3f} "
-                      f"{row['matvecs']:>8.1f} {row['builds']:>9d} {row['memory_mib']:>8.0f}", flush=True)
+                by_kernels = {}
+                for kernels in args.kernels:
+                    row = measure(model_dir, family, repeat, kernels, args)
+                    if row is None:
+                        n_atoms = len(structure(family, repeat))
+                        print(f"{family:>6} {kernels:>8} {n_atoms:>7d}  the process died (out of memory?)", flush=True)
+                        continue
+                    by_kernels[kernels] = row
+                    rows.append((family, kernels, row))
+                    print(f"{family:>6} {kernels:>8} {row['n_atoms']:>7d} {row['cold_s']:>8.2f} "
+                          f"{row['step_s']:>8.3f} {row['step_cpu_s']:>10.3f} {row['matvecs']:>8.1f} "
+                          f"{row['builds']:>9d} {row['memory_mib']:>8.0f}", flush=True)
+                if len(by_kernels) == 2:
+                    numba, torch_row = by_kernels["numba"], by_kernels["pytorch"]
+                    print(f"{family:>6} {'ratio':>8} {numba['n_atoms']:>7d}  numba / pytorch: CPU time per step "
+                          f"{numba['step_cpu_s'] / torch_row['step_cpu_s']:.2f}, memory "
+                          f"{numba['memory_mib'] / torch_row['memory_mib']:.2f}", flush=True)
     print()
     for family in args.families:
-        sizes = [r["n_atoms"] for f, r in rows if f == family]
-        if len(sizes) >= 2:
-            wall = fitted_exponent(sizes, [r["step_s"] for f, r in rows if f == family])
-            cpu = fitted_exponent(sizes, [r["step_cpu_s"] for f, r in rows if f == family])
-            print(f"{family:>6}: time per step ~ N^{wall:.2f}, CPU time ~ N^{cpu:.2f} "
-                  f"(log-log fit over N = {min(sizes)}..{max(sizes)})")
+        for kernels in args.kernels:
+            chosen = [r for f, k, r in rows if f == family and k == kernels]
+            sizes = [r["n_atoms"] for r in chosen]
+            if len(sizes) >= 2:
+                wall = fitted_exponent(sizes, [r["step_s"] for r in chosen])
+                cpu = fitted_exponent(sizes, [r["step_cpu_s"] for r in chosen])
+                print(f"{family:>6} ({kernels}): time per step ~ N^{wall:.2f}, CPU time ~ N^{cpu:.2f} "
+                      f"(log-log fit over N = {min(sizes)}..{max(sizes)})")
     return 0
 
 

@@ -73,8 +73,17 @@ def test_shadow_md_prints_the_side_by_side_ratios(tmp_path):
 def test_md_scaling_prints_step_times_and_exponents(tmp_path):
     out = run_benchmark("md_scaling.py", "--min-atoms", "30", "--max-atoms", "140", "--points", "2",
                         "--steps", "1", "--threads", "1", cwd=tmp_path)
-    assert "cubic: time per step ~ N^" in out and "CPU time ~ N^" in out
-    assert " slab     112 " in out
+    assert "cubic (pytorch): time per step ~ N^" in out and "CPU time ~ N^" in out
+    assert " slab  pytorch     112 " in out
+
+
+@pytest.mark.slow
+def test_md_scaling_times_both_kernels_side_by_side(tmp_path):
+    out = run_benchmark("md_scaling.py", "--families", "slab", "--min-atoms", "100", "--max-atoms", "120",
+                        "--points", "1", "--steps", "1", "--threads", "1", "--qeq", "shadow",
+                        "--kernels", "pytorch", "numba", cwd=tmp_path)
+    assert " slab  pytorch     112 " in out and " slab    numba     112 " in out
+    assert " slab    ratio     112  numba / pytorch: CPU time per step " in out
 
 
 @pytest.mark.slow
