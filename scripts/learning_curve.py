@@ -2,11 +2,12 @@
 training labels, the 4G potential against the short-range-only baseline.
 
 For each fraction f, a random fraction f of the training rows of committee member 0
-(same held-out test and validation parents, the frames drawn within the training
-parents so every family keeps some) is kept, the short-range model (with the study's
-frozen charge model 0) and the baseline are retrained on them with the study's
-settings, and `hipqeq validate` measures both on the test split. f = 1 uses the study's
-own member-0 models.
+(the labels the study's models trained on: with active learning, every round's; same
+held-out test and validation parents, the frames drawn within the training parents so
+every family keeps some) is kept, the short-range model (with the study's frozen charge
+model 0) and the baseline are retrained on them with the study's settings, and `hipqeq
+validate` measures both on the test split (with the study's extra held-out labels,
+`selection.n_xtb_test`, where it has them). f = 1 uses the study's own member-0 models.
 
     python scripts/learning_curve.py --study studies/cspbi-gfn1 --config config/study.yaml \\
         --output docs/study/learning_curve
@@ -31,6 +32,7 @@ from hipqeq.config import load_config
 from hipqeq.data import read_table
 from hipqeq.data.io import write_table
 from hipqeq.data.split import read_splits
+from hipqeq.plan import TEST_LABELS_DATASET, training_dataset
 from hipqeq.training import train_model
 
 HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
@@ -51,10 +53,11 @@ def subset_dataset(xtb: Path, splits: dict, fraction: float, seed: int, output: 
     return len(keep)
 
 
-def test_errors(study: Path, config_path: Path, model: Path, baseline: Path, output_dir: Path) -> dict:
-    results = study / "results"
-    subprocess.run([HIPQEQ, "validate", "--config", str(config_path), "--xtb", str(results / "datasets/xtb.parquet"),
-                    "--dft", str(results / "datasets/dft.parquet"), "--splits", str(results / "splits.json"),
+def test_errors(study: Path, config: dict, config_path: Path, model: Path, baseline: Path, output_dir: Path) -> dict:
+    more_test_labels = study / TEST_LABELS_DATASET
+    subprocess.run([HIPQEQ, "validate", "--config", str(config_path), "--xtb", str(study / training_dataset(config)),
+                    *(["--xtb-test", str(more_test_labels)] if more_test_labels.exists() else []),
+                    "--dft", str(study / "results/datasets/dft.parquet"), "--splits", str(study / "results/splits.json"),
                     "--model", str(model), "--baseline", str(baseline), "--output-dir", str(output_dir)],
                    check=True, capture_output=True)
     metrics = json.loads((output_dir / "metrics.json").read_text())["metrics"]["xtb"]
@@ -75,21 +78,22 @@ def main() -> None:
     splits = read_splits(results / "splits.json")
     work = args.study / "learning_curve"
     work.mkdir(exist_ok=True)
-    n_full = subset_dataset(results / "datasets/xtb.parquet", splits, 1.0, 0, work / "full.parquet")
+    labels = args.study / training_dataset(config)  # every round's labels with active learning
+    n_full = subset_dataset(labels, splits, 1.0, 0, work / "full.parquet")
     points = [{"fraction": 1.0, "n_train": n_full,
-               **test_errors(args.study, args.config, results / "models/4g_0", results / "models/baseline_0",
+               **test_errors(args.study, config, args.config, results / "models/4g_0", results / "models/baseline_0",
                              work / "validation_1")}]
     for fraction in sorted(args.fractions):
         where = work / f"f{fraction:g}"
         dataset = where / "xtb.parquet"
-        n_train = subset_dataset(results / "datasets/xtb.parquet", splits, fraction, config["seed"], dataset)
+        n_train = subset_dataset(labels, splits, fraction, config["seed"], dataset)
         for stage, out in (("short-range", where / "4g"), ("baseline", where / "baseline")):
             if not (out / "model.json").exists():
                 train_model(stage, config, dataset=dataset, splits=results / "splits.json", member=0, output=out,
                             charge_model=results / "models/charges_0" if stage == "short-range" else None,
                             device="cpu")
         points.append({"fraction": fraction, "n_train": n_train,
-                       **test_errors(args.study, args.config, where / "4g", where / "baseline", where / "validation")})
+                       **test_errors(args.study, config, args.config, where / "4g", where / "baseline", where / "validation")})
         print(points[-1], flush=True)
     points.sort(key=lambda p: p["n_train"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
