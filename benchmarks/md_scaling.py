@@ -158,7 +158,7 @@ def main(argv=None) -> int:
                     row = measure(model_dir, family, repeat, kernels, args)
                     if row is None:
                         n_atoms = len(structure(family, repeat))
-                        print(f"{family:>6} {kernels:>8} {n_atoms:>7d}  the process died (out of memory?)", flush=True)
+                        print(f"{family:>6} {kernels:>8} {n_atoms:>7d}  the process died (its error above, or out of memory)", flush=True)
                         continue
                     by_kernels[kernels] = row
                     rows.append((family, kernels, row))

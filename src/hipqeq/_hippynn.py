@@ -53,8 +53,8 @@ os.environ[KERNELS_VARIABLE] = _requested_kernels
 def select_kernels(name: str) -> str:
     """Use hippynn's message-passing kernels ``name`` in this process from now on.
 
-    :param name: ``"pytorch"`` (or ``"false"``), ``"numba"``, or another name hippynn's
-        ``set_custom_kernels`` accepts.
+    :param name: ``"pytorch"`` (or ``"false"``), ``"numba"``, ``"true"``, or another name
+        hippynn's ``set_custom_kernels`` accepts.
     :return: the implementation now active (``"_pytorch_raw"`` for plain torch).
     :raises HipqeqError: the implementation is not installed.
     """
@@ -63,6 +63,8 @@ def select_kernels(name: str) -> str:
     name = name.strip().lower()
     if name in ("false", "0", "no", "pytorch"):
         name = "_pytorch_raw"
+    elif name in ("true", "1", "yes"):
+        name = True  # hippynn's meaning: the best GPU kernels, an error if none
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Using non-standard custom kernel implementation")
         warnings.filterwarnings("ignore", message="triton, cupy and numba are not available")
