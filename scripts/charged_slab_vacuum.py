@@ -27,7 +27,7 @@ from hipqeq.data import atoms_from_record, read_records
 from hipqeq.data.io import record_from_atoms
 from hipqeq.labels import xtb_labeller
 from hipqeq.labels.common import label_structure
-from hipqeq.labels.convergence import slab_normal, vacuum_of, with_vacuum
+from hipqeq.geometry import slab_normal, vacuum_of, with_vacuum
 
 
 def main() -> None:

@@ -18,7 +18,13 @@ import jsonschema
 import yaml
 
 from hipqeq.errors import ConfigError
-from hipqeq.plan import STRUCTURE_FILE_SUFFIXES, is_structure_file, property_structure_name, structure_names
+from hipqeq.plan import (
+    STRUCTURE_FILE_SUFFIXES,
+    is_slab_seed,
+    is_structure_file,
+    property_structure_name,
+    structure_names,
+)
 
 SCHEMA_PATH = Path(str(files("hipqeq") / "schemas" / "config.schema.yaml"))
 
@@ -114,6 +120,11 @@ def _check_cross_references(config: dict, source: str) -> None:
     for i, defect in enumerate(config["structures"]["defects"]):
         if defect["kind"] == "substitution" and "by" not in defect:
             raise ConfigError(f"{source}: invalid config at 'structures/defects/{i}': a substitution needs 'by'")
+        not_slabs = [s["name"] for s in seeds if not is_slab_seed(s) and (not defect.get("seeds")
+                                                                          or s["name"] in defect["seeds"])]
+        if "vacuum_A" in defect and not_slabs:
+            raise ConfigError(f"{source}: invalid config at 'structures/defects/{i}/vacuum_A': applies to "
+                              f"Ruddlesden-Popper slab seeds, not {', '.join(not_slabs)} (select seeds with 'seeds')")
     selection = config["selection"]
     if selection["n_dft"] > selection["n_xtb"]:
         raise ConfigError(f"{source}: invalid config at 'selection/n_dft': {selection['n_dft']} "

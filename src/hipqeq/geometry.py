@@ -1,5 +1,6 @@
 """Geometry helpers shared by the structure checks, the labelling pre-checks, MD and the
-calculator's input handling (total charge conventions, slabs wrapped across their cell)."""
+calculator's input handling (total charge conventions, slabs wrapped across their cell),
+and by the structure builder and the convergence gates (a slab's normal and vacuum)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,39 @@ def unwrap_slab(atoms: Atoms) -> Atoms:
     unwrapped = atoms.copy()
     unwrapped.positions += np.rint(contiguous - fractional)[:, None] * atoms.cell.array[2]
     return unwrapped
+
+
+def slab_normal(atoms: Atoms) -> int | None:
+    """The non-periodic direction of a slab (its cell vector must be along the normal), or None."""
+    free = [i for i in range(3) if not atoms.pbc[i]]
+    if not free:
+        return None
+    if len(free) > 1:
+        raise StructureError(f"expected a 3D cell or a slab (one non-periodic direction), got pbc {atoms.pbc.tolist()}")
+    axis = free[0]
+    in_plane = [atoms.cell.array[i] for i in range(3) if i != axis]
+    normal = np.cross(*in_plane)
+    vector = atoms.cell.array[axis]
+    if abs(abs(vector @ normal) - np.linalg.norm(vector) * np.linalg.norm(normal)) > 1e-6 * np.linalg.norm(normal):
+        raise StructureError("the slab's cell vector along its non-periodic direction is not normal to the plane")
+    return axis
+
+
+def vacuum_of(atoms: Atoms, axis: int) -> float:
+    """Empty gap (Angstrom) between the slab and its image along cell vector ``axis``."""
+    unit = atoms.cell.array[axis] / np.linalg.norm(atoms.cell.array[axis])
+    heights = atoms.positions @ unit
+    return float(np.linalg.norm(atoms.cell.array[axis]) - (heights.max() - heights.min()))
+
+
+def with_vacuum(atoms: Atoms, axis: int, vacuum_A: float) -> Atoms:
+    """``atoms`` with the gap along ``axis`` set to ``vacuum_A``, the slab centred; atoms unchanged."""
+    unit = atoms.cell.array[axis] / np.linalg.norm(atoms.cell.array[axis])
+    heights = atoms.positions @ unit
+    thickness = heights.max() - heights.min()
+    result = atoms.copy()
+    cell = atoms.cell.array.copy()
+    cell[axis] = unit * (thickness + vacuum_A)
+    result.set_cell(cell, scale_atoms=False)
+    result.positions += np.outer(vacuum_A / 2 - heights.min(), unit)
+    return result

@@ -86,12 +86,17 @@ def structure_names(config: dict) -> list[str]:
     return [s.name for s in structure_plan(config)]
 
 
+def is_slab_seed(seed: dict) -> bool:
+    """Whether a seed builds a slab with vacuum (a Ruddlesden-Popper seed of kind slab)."""
+    return seed["builder"] == "ruddlesden_popper" and seed.get("kind", "slab") == "slab"
+
+
 def charged_slab_names(config: dict) -> list[str]:
     """Built structures with a total charge that are slabs of a Ruddlesden-Popper seed:
     their labels hold the charge's interaction with the engine's neutralising background,
     which grows with the vacuum, so each has a vacuum gate of its own."""
     return [s.name for s in structure_plan(config)
-            if s.total_charge and s.transform is not None and s.seed.get("kind") == "slab"]
+            if s.total_charge and s.transform is not None and is_slab_seed(s.seed)]
 
 
 def gated_structures(config: dict) -> list[str]:

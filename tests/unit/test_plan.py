@@ -97,3 +97,11 @@ def test_active_committees_are_their_own_and_the_study_trains_on_every_round():
     assert plan.training_dataset(config) == "results/active/xtb.parquet"
     config["active_learning"]["enabled"] = False
     assert plan.training_dataset(config) == "results/datasets/xtb.parquet"
+
+
+def test_only_slabs_count_as_charged_slabs(production):
+    # phase seeds take the schema's default kind (slab), yet build 3D cells
+    production["structures"]["defects"].append({"kind": "vacancy", "species": "Cs", "total_charge": -1,
+                                                "seeds": ["alpha", "rp1_slab", "rp1_bulk"]})
+    assert plan.charged_slab_names(production) == ["rp1_slab__vac_I_qp1", "rp1_slab__vac_Cs_qm1",
+                                                   "rp2_slab__vac_I_qp1"]

@@ -51,6 +51,7 @@ from ase.data import chemical_symbols
 from hipqeq.data import read_structure, record_from_atoms
 from hipqeq.data.schema import LABEL_BOUNDARY_PBC, STATUS_OK
 from hipqeq.errors import ConfigError, StructureError
+from hipqeq.geometry import slab_normal, vacuum_of, with_vacuum
 from hipqeq.labels.common import label_structure
 from hipqeq.plan import gated_structures
 from hipqeq.qeq import fixed_charge_electrostatics
@@ -76,42 +77,6 @@ DIFFERENCES = {"d_energy_meV_per_atom": ("target_energy_per_atom_eV", 1000.0),
 #: The raw label's counterpart of a gated energy or force difference (plotted beside it).
 RAW_LABEL_DIFFERENCES = {"d_energy_meV_per_atom": "d_label_energy_meV_per_atom",
                          "max_d_force_meV_A": "max_d_label_force_meV_A"}
-
-
-def slab_normal(atoms: Atoms) -> int | None:
-    """The non-periodic direction of a slab (its cell vector must be along the normal), or None."""
-    free = [i for i in range(3) if not atoms.pbc[i]]
-    if not free:
-        return None
-    if len(free) > 1:
-        raise StructureError(f"a convergence gate needs a 3D cell or a slab, got pbc {atoms.pbc.tolist()}")
-    axis = free[0]
-    in_plane = [atoms.cell.array[i] for i in range(3) if i != axis]
-    normal = np.cross(*in_plane)
-    vector = atoms.cell.array[axis]
-    if abs(abs(vector @ normal) - np.linalg.norm(vector) * np.linalg.norm(normal)) > 1e-6 * np.linalg.norm(normal):
-        raise StructureError("the slab's cell vector along its non-periodic direction is not normal to the plane")
-    return axis
-
-
-def vacuum_of(atoms: Atoms, axis: int) -> float:
-    """Empty gap (Angstrom) between the slab and its image along cell vector ``axis``."""
-    unit = atoms.cell.array[axis] / np.linalg.norm(atoms.cell.array[axis])
-    heights = atoms.positions @ unit
-    return float(np.linalg.norm(atoms.cell.array[axis]) - (heights.max() - heights.min()))
-
-
-def with_vacuum(atoms: Atoms, axis: int, vacuum_A: float) -> Atoms:
-    """``atoms`` with the gap along ``axis`` set to ``vacuum_A``, the slab centred; atoms unchanged."""
-    unit = atoms.cell.array[axis] / np.linalg.norm(atoms.cell.array[axis])
-    heights = atoms.positions @ unit
-    thickness = heights.max() - heights.min()
-    result = atoms.copy()
-    cell = atoms.cell.array.copy()
-    cell[axis] = unit * (thickness + vacuum_A)
-    result.set_cell(cell, scale_atoms=False)
-    result.positions += np.outer(vacuum_A / 2 - heights.min(), unit)
-    return result
 
 
 def _label_electrostatics(atoms: Atoms, row: dict, sigma_A: dict[int, float]) -> tuple[float, np.ndarray] | None:

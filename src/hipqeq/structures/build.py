@@ -19,6 +19,7 @@ from ase import Atoms
 
 from hipqeq.data import atoms_id, config_hash
 from hipqeq.errors import StructureError
+from hipqeq.geometry import slab_normal, with_vacuum
 from hipqeq.plan import StructureSpec, structure_plan
 from hipqeq.structures import transform
 from hipqeq.structures.builders import phase, ruddlesden_popper
@@ -76,6 +77,8 @@ def _transformed(spec: StructureSpec) -> tuple[Atoms, str, float]:
         return transform.tilt(seed_structure(spec.seed, supercell), t["angle_deg"]), "strain", 0.0
     if t["type"] == "defect":
         atoms = seed_structure(spec.seed)
+        if "vacuum_A" in t:
+            atoms = with_vacuum(atoms, slab_normal(atoms), t["vacuum_A"])
         if t["kind"] == "vacancy":
             return transform.vacancy(atoms, t["species"]), "defect", 0.0
         return transform.substitution(atoms, t["species"], t["by"]), "defect", 0.0
@@ -88,7 +91,8 @@ def build_structure(spec: StructureSpec) -> Atoms:
     Tilted variants use the seed's supercell with in-plane repeats rounded up to even
     numbers (a 1x1 RP cell becomes 2x2, 3x3 becomes 4x4), because alternating
     octahedral rotations need an even number of octahedra along a and b. Defects sit
-    on the most central site of the seed's supercell.
+    on the most central site of the seed's supercell, in a slab with the defect's own
+    ``vacuum_A`` where it sets one.
     """
     atoms, source, tolerance = _transformed(spec)
     check_structure(atoms, spec.name, tolerance=tolerance)

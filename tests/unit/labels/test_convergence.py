@@ -18,7 +18,8 @@ from hipqeq.data import write_dataset
 from hipqeq.errors import ConfigError, StructureError
 from hipqeq.labels import convergence
 from hipqeq.labels.common import Labels
-from hipqeq.labels.convergence import check_convergence, gate_failures, slab_normal, vacuum_of, with_vacuum
+from hipqeq.geometry import slab_normal, vacuum_of, with_vacuum
+from hipqeq.labels.convergence import check_convergence, gate_failures
 from hipqeq.plan import gated_structures
 from hipqeq.qeq import fixed_charge_electrostatics
 from hipqeq.structures.build import build_structures

@@ -15,6 +15,7 @@ from hipqeq.config import load_config, validate_config
 from hipqeq.data import atoms_id, read_atoms, read_records
 from hipqeq.data.schema import SOURCES
 from hipqeq.errors import ConfigError, StructureError
+from hipqeq.geometry import vacuum_of
 from hipqeq.labels.common import shortest_periodic_length
 from hipqeq.plan import structure_names
 from hipqeq.structures import build_structures, formal_charge, phase, read_cif, ruddlesden_popper, trapped_electrons
@@ -58,6 +59,25 @@ def test_variants_charged_defects_and_automatic_tilt_supercell():
     assert len(tilted) == 4 * 7 and tilted.info["family"] == "tilted"  # 1x1 seed tilted as 2x2
     assert by_name["alpha__sub_Sn_Pb"].get_chemical_symbols().count("Sn") == 1
     assert len({a.info["config_hash"] for a in by_name.values()}) == len(by_name)
+
+
+def test_a_defect_can_have_its_own_vacuum():
+    config = _config(defects=[{"kind": "vacancy", "species": "I", "total_charge": 1, "seeds": ["slab"],
+                               "vacuum_A": 40.0},
+                              {"kind": "vacancy", "species": "I", "seeds": ["slab"]}])
+    by_name = {a.info["structure_name"]: a for a in build_structures(config)}
+    seed, wide, same = by_name["slab"], by_name["slab__vac_I_qp1"], by_name["slab__vac_I"]
+    assert vacuum_of(wide, 2) == pytest.approx(40.0) and vacuum_of(same, 2) == pytest.approx(vacuum_of(seed, 2))
+    np.testing.assert_allclose(wide.cell.array[:2], seed.cell.array[:2])  # the plane untouched
+    assert np.linalg.norm(wide.cell.array[2]) == pytest.approx(np.linalg.norm(seed.cell.array[2]) + 40.0 - 12.0)
+    # the same defect, only moved along the normal: distances within the slab unchanged
+    np.testing.assert_allclose(np.sort(wide.get_all_distances().ravel()),
+                               np.sort(same.get_all_distances().ravel()), atol=1e-9)
+
+
+def test_a_defect_vacuum_on_a_bulk_seed_is_refused():
+    with pytest.raises(ConfigError, match=r"defects/0/vacuum_A.*not alpha"):
+        _config(defects=[{"kind": "vacancy", "species": "I", "vacuum_A": 40.0}])
 
 
 def test_tilt_of_a_tilted_phase_is_refused():

@@ -8,7 +8,8 @@ import numpy as np
 from hipqeq.config import load_config
 from hipqeq.data import read_structure, record_from_atoms
 from hipqeq.labels.common import label_structure
-from hipqeq.labels.convergence import _labeller, slab_normal, vacuum_of, with_vacuum
+from hipqeq.geometry import slab_normal, vacuum_of, with_vacuum
+from hipqeq.labels.convergence import _labeller
 
 config = load_config("config/study.yaml")
 structures = "studies/cspbi-gfn1/results/structures/structures.parquet"
