@@ -120,9 +120,11 @@ def _check_cross_references(config: dict, source: str) -> None:
     for i, defect in enumerate(config["structures"]["defects"]):
         if defect["kind"] == "substitution" and "by" not in defect:
             raise ConfigError(f"{source}: invalid config at 'structures/defects/{i}': a substitution needs 'by'")
-        not_slabs = [s["name"] for s in seeds if not is_slab_seed(s) and (not defect.get("seeds")
-                                                                          or s["name"] in defect["seeds"])]
-        if "vacuum_A" in defect and not_slabs:
+        if "vacuum_A" not in defect:
+            continue
+        selected = defect.get("seeds") or [s["name"] for s in seeds]
+        not_slabs = [s["name"] for s in seeds if s["name"] in selected and not is_slab_seed(s)]
+        if not_slabs:
             raise ConfigError(f"{source}: invalid config at 'structures/defects/{i}/vacuum_A': applies to "
                               f"Ruddlesden-Popper slab seeds, not {', '.join(not_slabs)} (select seeds with 'seeds')")
     selection = config["selection"]
