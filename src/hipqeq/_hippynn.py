@@ -10,8 +10,9 @@ hippynn's own setting, the environment variable ``HIPPYNN_USE_CUSTOM_KERNELS``:
   here). Fast to start; its pair-by-sensitivity-by-feature intermediates are the largest
   tensors of a big system.
 - ``numba``: hippynn's numba kernels (``pip install numba``, in the ``ml`` extra), for MD
-  of large systems on CPUs: no such intermediates (less memory, and faster from a few
-  thousand atoms, see the README's benchmark), at about 10 s of compilation per process.
+  of large systems on CPUs: no such intermediates (half the memory from 10^4 atoms, and
+  faster at every size measured, see the README's benchmark), at about 10 s of
+  compilation per process.
   numba runs them on as many threads as torch uses (:func:`select_kernels`), in its
   ``workqueue`` threading layer unless ``NUMBA_THREADING_LAYER`` says otherwise: numba's
   default there, OpenMP, keeps its idle threads spinning (a 1080-atom step took 2.5x as

@@ -23,6 +23,7 @@ from hipqeq.plan import (
     is_slab_seed,
     is_structure_file,
     property_structure_name,
+    seed_selected,
     structure_names,
 )
 
@@ -122,8 +123,7 @@ def _check_cross_references(config: dict, source: str) -> None:
             raise ConfigError(f"{source}: invalid config at 'structures/defects/{i}': a substitution needs 'by'")
         if "vacuum_A" not in defect:
             continue
-        selected = defect.get("seeds") or [s["name"] for s in seeds]
-        not_slabs = [s["name"] for s in seeds if s["name"] in selected and not is_slab_seed(s)]
+        not_slabs = [s["name"] for s in seeds if seed_selected(s, defect.get("seeds", [])) and not is_slab_seed(s)]
         if not_slabs:
             raise ConfigError(f"{source}: invalid config at 'structures/defects/{i}/vacuum_A': applies to "
                               f"Ruddlesden-Popper slab seeds, not {', '.join(not_slabs)} (select seeds with 'seeds')")

@@ -40,7 +40,8 @@ def number_tag(value: float) -> str:
     return sign + text
 
 
-def _selected(seed: dict, selector: list[str]) -> bool:
+def seed_selected(seed: dict, selector: list[str]) -> bool:
+    """Whether a ``seeds`` selector of the structures section (empty: every seed) takes ``seed``."""
     return not selector or seed["name"] in selector
 
 
@@ -62,18 +63,18 @@ def structure_plan(config: dict) -> list[StructureSpec]:
              for s in section["seeds"]]
     for seed in section["seeds"]:
         strains = section["strains"]
-        if _selected(seed, strains["seeds"]):
+        if seed_selected(seed, strains["seeds"]):
             for mode in ("biaxial", "uniaxial"):
                 for pct in strains[f"{mode}_percent"]:
                     specs.append(StructureSpec(f"{seed['name']}__{mode}_{number_tag(pct)}", seed,
                                                {"type": "strain", "mode": mode, "percent": pct}, "strained"))
         tilts = section["tilts"]
-        if _selected(seed, tilts["seeds"]):
+        if seed_selected(seed, tilts["seeds"]):
             for angle in tilts["angles_deg"]:
                 specs.append(StructureSpec(f"{seed['name']}__tilt_{number_tag(angle)[1:]}", seed,
                                            {"type": "tilt", "angle_deg": angle}, "tilted"))
         for defect in section["defects"]:
-            if _selected(seed, defect.get("seeds", [])):
+            if seed_selected(seed, defect.get("seeds", [])):
                 tag, family = _defect_name(defect)
                 transform = {"type": "defect", **{k: v for k, v in defect.items() if k != "seeds"}}
                 specs.append(StructureSpec(f"{seed['name']}__{tag}", seed, transform, family,
