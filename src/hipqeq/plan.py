@@ -220,6 +220,8 @@ def active_chunks(config: dict) -> list[int]:
 
 #: More xTB labels of the test parents (selection.n_xtb_test), for validation only.
 TEST_LABELS_DATASET = "results/datasets/xtb_test.parquet"
+#: DFT labels of the same held-out frames (``selection.dft_test``).
+TEST_DFT_DATASET = "results/datasets/dft_test.parquet"
 
 
 def test_label_chunks(config: dict) -> list[int]:
@@ -227,6 +229,16 @@ def test_label_chunks(config: dict) -> list[int]:
     ``xtb.chunk_size`` chunks); none when it is 0."""
     n_test = config["selection"]["n_xtb_test"]
     return list(range(n_chunks(n_test, config["xtb"]["chunk_size"]))) if n_test else []
+
+
+def test_dft_chunks(config: dict) -> list[int]:
+    """DFT labelling jobs of the held-out frames (with ``selection.dft_test``: the
+    ``n_xtb_test`` frames in ``dft.chunk_size`` chunks); none otherwise or for an
+    external DFT set, which is not computed here."""
+    selection = config["selection"]
+    if not selection["dft_test"] or config["dft"]["source"] == "external":
+        return []
+    return list(range(n_chunks(selection["n_xtb_test"], config["dft"]["chunk_size"])))
 
 
 def held_out_split(config: dict) -> str:

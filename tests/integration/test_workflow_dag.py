@@ -191,11 +191,16 @@ def test_conda_envs_hold_what_each_rule_needs():
     extras = {k: {requirement_name(d) for d in v} for k, v in project["optional-dependencies"].items()}
     xtb_envs = ["../../envs/xtb.yaml", "../../envs/cp2k.yaml"]
     for name, body in rules().items():
-        env = re.search(r'conda:\n\s+(?:"([^"]+)"|(XTB_ENV)|(lambda wildcards: LABEL_ENVS\[wildcards.level\]))', body)
+        env = re.search(r'conda:\n\s+(?:"([^"]+)"|(XTB_ENV)|(lambda wildcards: LABEL_ENVS\[wildcards.level\])|(DFT_ENV))',
+                        body)
         # XTB_ENV (common.smk) is the xTB engine family's env: cp2k.yaml for engine cp2k, else xtb.yaml;
-        # LABEL_ENVS adds dft.yaml for the DFT level of the gates
+        # DFT_ENV the DFT engine's: dft.yaml (PySCF) or, for dft.source cp2k, cp2k.yaml, which needs no
+        # PySCF; LABEL_ENVS holds both for the gates
+        dft_envs = [("../../envs/dft.yaml", ["dft"]), ("../../envs/cp2k.yaml", [])]
         if env.group(3):
-            envs = [(f, RULE_EXTRAS[name]) for f in xtb_envs] + [("../../envs/dft.yaml", ["dft"])]
+            envs = [(f, RULE_EXTRAS[name]) for f in xtb_envs] + dft_envs
+        elif env.group(4):
+            envs = dft_envs
         else:
             envs = [(f, RULE_EXTRAS[name]) for f in (xtb_envs if env.group(2) else [env.group(1)])]
         for env_file, rule_extras in envs:
@@ -238,5 +243,9 @@ def test_study_config_passes_the_schema_and_lists_every_stage():
         assert counts.get(rule, 0) >= 1, rule
     assert counts["label_xtb"] == 18  # 36 labels in chunks of 2
     assert counts["label_xtb_test"] == 8  # 16 more frames of the test parents
+    assert counts["label_dft_test"] == 16 and counts["gather_dft_test"] == 1  # and their DFT charges, one a job
+    dft_shell = [line for line in snakemake("-n", "-p", "--configfile", "config/study.yaml").stdout.splitlines()
+                 if "hipqeq validate" in line]
+    assert dft_shell and "--dft-test results/datasets/dft_test.parquet" in dft_shell[0]
     assert counts["sample_md"] == 22 * 2  # 22 structures (several parents per family) x 2 temperatures
     assert counts["train_short_range"] == 2

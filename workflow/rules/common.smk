@@ -44,11 +44,12 @@ TEMPERATURES = dict(zip(plan.temperature_tags(config), config["sampling"]["tempe
 REPLICAS = list(range(config["sampling"]["replicas"]))
 XTB_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_xtb"], config["xtb"]["chunk_size"])))
 XTB_TEST_CHUNKS = plan.test_label_chunks(config)
+DFT_TEST_CHUNKS = plan.test_dft_chunks(config)
 DFT_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_dft"], config["dft"]["chunk_size"])))
 MEMBERS = plan.model_members(config)
-# What the selections of training labels depend on: not n_xtb_test, so that changing it
-# relabels the held-out frames only (Snakemake's params trigger)
-SELECTION = {key: value for key, value in config["selection"].items() if key != "n_xtb_test"}
+# What the selections of training labels depend on: not n_xtb_test or dft_test, so that
+# changing them labels the held-out frames only (Snakemake's params trigger)
+SELECTION = {key: value for key, value in config["selection"].items() if key not in ("n_xtb_test", "dft_test")}
 # What the HIP-NN training jobs depend on: not the MACE peer's section, so that enabling
 # or tuning the peer retrains only the peer (Snakemake's params trigger)
 HIPNN_TRAINING = {key: value for key, value in config["training"].items() if key != "peer"}
@@ -57,8 +58,10 @@ MD_STRUCTURES = config["validation"]["md_structures"]
 FIGURES = OVERALL_FIGURES
 # the xTB labelling engine's environment (CP2K's adds the cp2k binary to the xTB one)
 XTB_ENV = "../../envs/cp2k.yaml" if config["xtb"]["engine"] == "cp2k" else "../../envs/xtb.yaml"
+# the DFT engine's: PySCF's, or CP2K's for dft.source cp2k
+DFT_ENV = "../../envs/cp2k.yaml" if config["dft"]["source"] == "cp2k" else "../../envs/dft.yaml"
 #: conda environment of each level of theory's labelling engine (the gates label too)
-LABEL_ENVS = {"xtb": XTB_ENV, "dft": "../../envs/dft.yaml"}
+LABEL_ENVS = {"xtb": XTB_ENV, "dft": DFT_ENV}
 
 
 wildcard_constraints:
@@ -100,6 +103,11 @@ def test_labels(wildcards=None):
     return [plan.TEST_LABELS_DATASET] if XTB_TEST_CHUNKS else []
 
 
+def test_dft_labels(wildcards=None):
+    """DFT labels of the same held-out frames (none unless selection.dft_test)."""
+    return [plan.TEST_DFT_DATASET] if DFT_TEST_CHUNKS else []
+
+
 def models_of(kind):
     return expand("results/models/{kind}_{member}", kind=kind, member=MEMBERS)
 
@@ -119,7 +127,7 @@ def gated_levels():
     if not config["convergence"]["enabled"]:
         return []
     levels = config["convergence"]["levels"]
-    return [lv for lv in levels if lv == "xtb" or config["dft"]["source"] == "pyscf"]
+    return [lv for lv in levels if lv == "xtb" or config["dft"]["source"] != "external"]
 
 
 def convergence_outputs(level=None):
@@ -144,4 +152,5 @@ def final_outputs():
              "results/datasets/dft.parquet"] + dft_chunks(None)
             + expand("results/labels/xtb/chunk_{chunk}.parquet", chunk=XTB_CHUNKS)
             + expand("results/labels/xtb_test/chunk_{chunk}.parquet", chunk=XTB_TEST_CHUNKS)
+            + expand("results/labels/dft_test/chunk_{chunk}.parquet", chunk=DFT_TEST_CHUNKS)
             + models_of("4g") + models_of("baseline") + peer_models() + convergence_outputs())

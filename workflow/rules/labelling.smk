@@ -1,6 +1,7 @@
 # label: xTB single points and DFT charges in chunks (or an ingested external DFT
 # set); gather: one Parquet dataset per level of theory, every row kept. With
-# selection.n_xtb_test, more frames of the test parents are labelled for validation only.
+# selection.n_xtb_test, more frames of the test parents are labelled for validation only
+# (with selection.dft_test, with DFT too).
 
 
 rule label_xtb:
@@ -35,7 +36,7 @@ rule label_dft:
     log:
         "logs/label_dft/chunk_{chunk}.log",
     conda:
-        "../../envs/dft.yaml"
+        DFT_ENV
     threads: 8
     resources:
         mem_mb=config["dft"]["max_memory_mb"] + 4000,
@@ -146,3 +147,23 @@ use rule gather_xtb as gather_xtb_test with:
         counts="results/datasets/xtb_test_counts.json",
     log:
         "logs/gather_xtb_test.log",
+
+
+use rule label_dft as label_dft_test with:
+    input:
+        frames="results/selection/xtb_test.parquet",
+        gates=convergence_outputs("dft"),
+    output:
+        "results/labels/dft_test/chunk_{chunk}.parquet",
+    log:
+        "logs/label_dft_test/chunk_{chunk}.log",
+
+
+use rule gather_dft as gather_dft_test with:
+    input:
+        expand("results/labels/dft_test/chunk_{chunk}.parquet", chunk=DFT_TEST_CHUNKS),
+    output:
+        dataset=plan.TEST_DFT_DATASET,
+        counts="results/datasets/dft_test_counts.json",
+    log:
+        "logs/gather_dft_test.log",

@@ -32,6 +32,7 @@ rule validate:
         xtb=plan.training_dataset(config),
         xtb_test=test_labels(),
         dft="results/datasets/dft.parquet",
+        dft_test=test_dft_labels(),
         splits="results/splits.json",
         models=models_of("4g"),
         baselines=models_of("baseline"),
@@ -52,6 +53,7 @@ rule validate:
     params:
         settings=config["validation"],
         xtb_test=lambda wildcards, input: f"--xtb-test {input.xtb_test}" if input.xtb_test else "",
+        dft_test=lambda wildcards, input: f"--dft-test {input.dft_test}" if input.dft_test else "",
     log:
         "logs/validate.log",
     conda:
@@ -61,6 +63,6 @@ rule validate:
         mem_mb=8000,
         runtime=120,
     shell:
-        "hipqeq validate --config {CONFIG_FILE} --xtb {input.xtb} {params.xtb_test} --dft {input.dft}"
+        "hipqeq validate --config {CONFIG_FILE} --xtb {input.xtb} {params.xtb_test} --dft {input.dft} {params.dft_test}"
         " --splits {input.splits} --model {input.models} --baseline {input.baselines}"
         " --peer {input.peers} --md {input.md} --output-dir results/validation > {log} 2>&1"

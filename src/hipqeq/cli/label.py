@@ -5,9 +5,11 @@ cells, slabs, clusters; Gamma point only, so labels depend on the cell), xtb-pyt
 (finite clusters only) or CP2K (GFN1-xTB with a k-mesh from xtb.cp2k.kpoint_density_A
 and Ewald sums; needs the cp2k.psmp binary): energy (eV), forces (eV/Angstrom), stress
 (eV/Angstrom^3) and Mulliken charges (e). CP2K rows record the k-mesh, the SCF settings,
-the SCF cycles, the spin multiplicity and the (3D-periodic) boundary in calc_params. `label dft` runs PySCF
-periodic Kohn-Sham (PBE, GTH pseudopotentials) for Mulliken / meta-Lowdin charges and,
-when dft.energy_forces is set, energy and forces.
+the SCF cycles, the spin multiplicity and the (3D-periodic) boundary in calc_params. `label dft` runs
+periodic Kohn-Sham (PBE, GTH pseudopotentials and basis) with PySCF (Mulliken and meta-Lowdin
+charges; Gamma point or dft.kmesh) or, with dft.source cp2k, CP2K's GPW (Mulliken and
+Hirshfeld charges; a k-mesh from dft.cp2k.kpoint_density_A; ~10x faster on 28-atom
+slabs here) and, when dft.energy_forces is set, energy and forces.
 
 Every input structure gives exactly one output row: a failed or refused structure is
 a row whose status says why (scf_not_converged, error, rejected_overlap, rejected_nan,
@@ -31,6 +33,8 @@ examples:
       --engine cp2k --kpoint-density-A 30
   hipqeq label dft --config config/toy.yaml --input results/selection/dft.parquet \\
       --chunk 0 --output results/labels/dft/chunk_0.parquet
+  hipqeq label dft --input frames.extxyz --output charges.parquet --source cp2k \\
+      --kpoint-density-A 36 --charge-scheme Hirshfeld
 """
 
 from __future__ import annotations
@@ -77,15 +81,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="Fermi smearing temperature (K)")
     xtb.add_argument("--max-iterations", type=int, default=None, metavar="N", help="SCF iteration limit")
 
-    dft = levels.add_parser("dft", help="PySCF periodic DFT partial charges (and energy/forces)",
-                            description="PySCF periodic Kohn-Sham charges; see `hipqeq label --help`.")
+    dft = levels.add_parser("dft", help="periodic DFT partial charges (and energy/forces), PySCF or CP2K",
+                            description="Periodic Kohn-Sham charges with PySCF or CP2K; see `hipqeq label --help`.")
     _add_io_arguments(dft)
+    dft.add_argument("--source", choices=("pyscf", "cp2k"), default=None,
+                     help="engine: pyscf (default) or cp2k (GPW with a k-mesh, needs cp2k.psmp)")
+    dft.add_argument("--kpoint-density-A", type=float, default=None, metavar="L",
+                     help="source cp2k: k-mesh n_i = ceil(L / |a_i|) (overrides dft.cp2k.kpoint_density_A)")
     dft.add_argument("--xc", default=None, help="exchange-correlation functional (default PBE)")
     dft.add_argument("--basis", default=None, help="GTH basis, e.g. gth-szv-molopt-sr, gth-dzvp-molopt-sr")
     dft.add_argument("--pseudo", default=None, help="pseudopotential (default gth-pbe)")
     dft.add_argument("--kmesh", type=int, nargs=3, default=None, metavar=("K1", "K2", "K3"),
-                     help="Monkhorst-Pack k-mesh (default 1 1 1: Gamma point)")
-    dft.add_argument("--charge-scheme", choices=("Mulliken", "meta-Lowdin"), default=None,
+                     help="source pyscf: Monkhorst-Pack k-mesh (default 1 1 1: Gamma point)")
+    dft.add_argument("--charge-scheme", choices=("Mulliken", "meta-Lowdin", "Hirshfeld"), default=None,
                      help="which population analysis fills the charges column")
     dft.add_argument("--energy-forces", action="store_true", default=None,
                      help="also store the DFT energy and forces")
@@ -95,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 _OVERRIDES = {
     "xtb": ("method", "engine", "accuracy", "electronic_temperature_K", "max_iterations",
             "chunk_size", "allow_small_cells", "min_periodic_length_A", "min_distance_A"),
-    "dft": ("xc", "basis", "pseudo", "kmesh", "charge_scheme", "energy_forces",
+    "dft": ("source", "xc", "basis", "pseudo", "kmesh", "charge_scheme", "energy_forces",
             "chunk_size", "allow_small_cells", "min_periodic_length_A", "min_distance_A"),
 }
 
@@ -111,10 +119,9 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "kpoint_density_A", None) is not None:
         section["cp2k"] = {**section.get("cp2k", {}), "kpoint_density_A": args.kpoint_density_A}
     settings = validate_section(args.level, section)
-    if args.level == "xtb":
-        from hipqeq.labels import xtb_labeller as make_labeller
-    else:
-        from hipqeq.labels.dft import DFTLabeller as make_labeller
+    from hipqeq.labels import dft_labeller, xtb_labeller
+
+    make_labeller = xtb_labeller if args.level == "xtb" else dft_labeller
     counts = label_file(args.input, args.output, make_labeller(settings), chunk=args.chunk,
                         progress=not args.no_progress)
     summary = ", ".join(f"{status} {n}" for status, n in counts.items()) or "no structures"

@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "gathered), validated with the --xtb rows; rows of other parents are an error")
     parser.add_argument("--dft", type=Path, required=True, metavar="FILE",
                         help="DFT dataset (gathered Parquet)")
+    parser.add_argument("--dft-test", type=Path, default=None, metavar="FILE",
+                        help="DFT labels of held-out test frames (selection.dft_test), validated with the "
+                             "--dft rows; rows of other parents are an error"),
     parser.add_argument("--splits", type=Path, required=True, metavar="JSON",
                         help="split file written by `hipqeq split`")
     add_model_argument(parser, "model directories of the full 4G potential (a committee)")
@@ -91,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         for model_dir in args.peer:
             read_peer_metadata(model_dir)
     result = run_validation(
-        config, xtb_path=args.xtb, xtb_test_path=args.xtb_test, dft_path=args.dft, splits_path=args.splits,
+        config, xtb_path=args.xtb, xtb_test_path=args.xtb_test, dft_path=args.dft,
+        dft_test_path=args.dft_test, splits_path=args.splits,
         model_dirs=args.model, baseline_dirs=args.baseline, peer_dirs=args.peer, md_paths=args.md,
         output_dir=args.output_dir, all_rows=args.all_rows, predictor=_predictor(args.device))
     for warning in result["warnings"]:

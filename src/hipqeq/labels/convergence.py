@@ -163,14 +163,15 @@ def _labeller(config: dict, level: str, densify: int = 1, pbc=(True, True, True)
     sampling ``densify`` times denser along the periodic directions ``pbc``; None for a
     Gamma-point xTB engine, whose denser sampling is a repeated cell. Size checks are off:
     the gate measures the size error."""
-    from hipqeq.labels import xtb_labeller
-    from hipqeq.labels.dft import DFTLabeller
+    from hipqeq.labels import dft_labeller, xtb_labeller
 
     if level == "dft":
         settings = {**config["dft"], "allow_small_cells": True}
-        if densify > 1:
+        if densify > 1 and settings["source"] == "cp2k":
+            settings["cp2k"] = {**settings["cp2k"], "kpoint_density_A": densify * settings["cp2k"]["kpoint_density_A"]}
+        elif densify > 1:
             settings["kmesh"] = [k * densify if periodic else k for k, periodic in zip(settings["kmesh"], pbc)]
-        return DFTLabeller(settings)
+        return dft_labeller(settings)
     settings = {**config["xtb"], "allow_small_cells": True}
     if densify == 1:
         return xtb_labeller(settings)
@@ -186,8 +187,8 @@ def check_convergence(config: dict, structures_path: str | os.PathLike, name: st
     ``dft``) labelling settings."""
     if level not in LEVELS:
         raise ConfigError(f"no convergence gate for level '{level}' (levels: {', '.join(LEVELS)})")
-    if level == "dft" and config["dft"]["source"] != "pyscf":
-        raise ConfigError("the DFT gate labels with PySCF; an external DFT set (dft.source: external) "
+    if level == "dft" and config["dft"]["source"] == "external":
+        raise ConfigError("the DFT gate labels with PySCF or CP2K; an external DFT set (dft.source: external) "
                           "cannot be relabelled here")
     gated = gated_structures(config)
     if name not in gated:
@@ -204,7 +205,7 @@ def check_convergence(config: dict, structures_path: str | os.PathLike, name: st
     sigma_A = dict(zip(species, qeq_parameters(species, config["training"]["qeq_parameters"])["sigma_A"]))
     labeller = _labeller(config, level)
     quantities = gated_quantities(config, level)
-    engine = config["xtb"]["engine"] if level == "xtb" else "pyscf"
+    engine = config["xtb"]["engine"] if level == "xtb" else config["dft"]["source"]
     report = {"name": name, "level": level, "method": labeller.method, "software": labeller.software,
               "engine": engine, "kind": "seed" if is_seed else "charged slab", "n_atoms": len(seed),
               "total_charge": seed.info["total_charge"],

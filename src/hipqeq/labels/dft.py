@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 CHARGE_SCHEMES = ("Mulliken", "meta-Lowdin")
 
 #: Settings that do not change a label and stay out of ``calc_params['parameters']``.
-_NOT_PARAMETERS = ("chunk_size", "source", "external", "max_memory_mb")
+_NOT_PARAMETERS = ("chunk_size", "source", "external", "max_memory_mb", "cp2k")
 
 
 class DFTLabeller:
@@ -63,7 +63,8 @@ class DFTLabeller:
 
     def __init__(self, settings: dict):
         if settings["charge_scheme"] not in CHARGE_SCHEMES:
-            raise ConfigError(f"dft.charge_scheme '{settings['charge_scheme']}' is not available; "
+            raise ConfigError(f"dft.charge_scheme '{settings['charge_scheme']}' is not computed by PySCF "
+                              "(Hirshfeld: dft.source cp2k); "
                               f"choose one of {', '.join(CHARGE_SCHEMES)}")
         self.settings = settings
         self.kmesh = tuple(settings["kmesh"])

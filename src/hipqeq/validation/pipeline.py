@@ -17,8 +17,9 @@ says they overfit or extrapolate. The study's first 4G models fitted their own t
 energies to only 35-40 meV/atom, which the test errors alone did not show.
 
 More xTB labels of the test parents (``xtb_test_path``, `hipqeq select-test`) join the
-xTB rows; a row of any other parent, or a frame the xTB dataset labels too, is an error
-(it would pass for a test row, or count twice).
+xTB rows, and their DFT labels (``dft_test_path``, ``selection.dft_test``) the DFT rows;
+a row of any other parent, or a frame the dataset it joins labels too, is an error (it
+would pass for a test row, or count twice).
 """
 
 from __future__ import annotations
@@ -112,17 +113,17 @@ def _fit_rows(records: list[dict], splits: dict) -> list[dict]:
     return [r for r, name in zip(records, names) if name != "test" and r["status"] == STATUS_OK]
 
 
-def _held_out_records(path: Path, xtb_records: list[dict], splits: dict) -> list[dict]:
+def _held_out_records(path: Path, dataset_records: list[dict], splits: dict) -> list[dict]:
     """The rows of ``path``, more labels of the test parents; a row of another parent or
-    a frame of ``xtb_records`` is a :class:`DatasetError`."""
+    a frame of ``dataset_records`` (the rows they join) is a :class:`DatasetError`."""
     records = read_records(path)
     strays = sorted({r["parent_id"] for r in records} - set(splits["test"]))
     if strays:
         raise DatasetError(f"{path}: rows of parent(s) {', '.join(strays)}, which the split does not hold out: "
                            "these labels are for test parents only (was it selected with another split?)")
-    twice = sorted({r["structure_id"] for r in records} & {r["structure_id"] for r in xtb_records})
+    twice = sorted({r["structure_id"] for r in records} & {r["structure_id"] for r in dataset_records})
     if twice:
-        raise DatasetError(f"{path}: {len(twice)} frame(s) labelled in the xTB dataset too "
+        raise DatasetError(f"{path}: {len(twice)} frame(s) labelled in the dataset it joins too "
                            f"(first {twice[0]}); each test frame must count once")
     return records
 
@@ -226,10 +227,12 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
                    baseline_dirs: Sequence[str | os.PathLike], md_paths: Sequence[str | os.PathLike],
                    output_dir: str | os.PathLike, all_rows: bool, predictor: Predictor,
                    peer_dirs: Sequence[str | os.PathLike] = (),
-                   xtb_test_path: str | os.PathLike | None = None) -> dict:
+                   xtb_test_path: str | os.PathLike | None = None,
+                   dft_test_path: str | os.PathLike | None = None) -> dict:
     """Validate the 4G potential, the baseline and the MACE peer (each a committee of
     model directories; the last two optional) on the xTB rows (with those of
-    ``xtb_test_path``, more labels of the test parents) and the DFT rows; write every
+    ``xtb_test_path``, more labels of the test parents) and the DFT rows (with those of
+    ``dft_test_path``); write every
     output; return ``{"metrics": metrics.json content, "warnings": [...], "summary":
     one-line text}``.
     """
@@ -247,12 +250,15 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
                         "these errors are not test errors")
     paths = {"xtb": Path(xtb_path), "dft": Path(dft_path)}
     records = {ref: read_records(path) for ref, path in paths.items()}
-    if xtb_test_path is not None:
-        records["xtb"] += _held_out_records(Path(xtb_test_path), records["xtb"], splits)
+    test_paths = {"xtb": xtb_test_path, "dft": dft_test_path}
+    for ref, path in test_paths.items():
+        if path is not None:
+            records[ref] += _held_out_records(Path(path), records[ref], splits)
     loaded = {ref: _load_reference(ref, path, records[ref], splits, all_rows) for ref, path in paths.items()}
     rows = {ref: rows for ref, (rows, _) in loaded.items()}
     reports = {ref: report for ref, (_, report) in loaded.items()}
-    reports["xtb"]["test_labels_path"] = None if xtb_test_path is None else str(xtb_test_path)
+    for ref, path in test_paths.items():
+        reports[ref]["test_labels_path"] = None if path is None else str(path)
     warnings += [r["warning"] for r in reports.values() if r["warning"]]
     warnings += [w for ref, r in reports.items() if (w := _failure_warning(ref, r))]
     for ref, report in reports.items():

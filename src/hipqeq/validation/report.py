@@ -11,7 +11,7 @@ Layout of ``metrics.json`` (:data:`METRICS_JSON_KEYS` at the top level)::
                    "rows_total", "rows_in_subset", "rows_used", "excluded": {status: n},
                    "warning", "failed_by_split": {"train" | "valid" | "test": {status: n}},
                    "energy_alignment" (DFT: {model: per-element offsets}),
-                   "test_labels_path" (xTB: more labels of the test parents, or null)}},
+                   "test_labels_path" (more labels of the test parents, or null)}},
       "metrics": {"xtb" | "dft": {"4g" | "baseline" | "peer": {
                    "overall": block, "family": {name: block},
                    "charge_state": {"<family> Q=<total charge>": block},

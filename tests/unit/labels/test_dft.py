@@ -50,8 +50,8 @@ def test_settings_and_refusals_without_an_scf():
     with pytest.raises(StructureRejected) as info:
         labeller.check(Atoms("CsI", positions=[[0, 0, 0], [3.3, 0, 0]]))
     assert info.value.status == "rejected_nonperiodic"
-    with pytest.raises(ConfigError, match="Hirshfeld"):
-        validate_section("dft", {"charge_scheme": "Hirshfeld"})
+    with pytest.raises(ConfigError, match="Hirshfeld"):  # a CP2K scheme (dft.source cp2k), not PySCF's
+        DFTLabeller(validate_section("dft", {"charge_scheme": "Hirshfeld"}))
     k_labeller = DFTLabeller(validate_section("dft", {**SZV, "kmesh": [3, 3, 3]}))
     assert k_labeller.kmesh == (3, 3, 3)
 

@@ -284,11 +284,12 @@ def test_more_labels_of_the_test_parents_join_the_test_rows_and_others_are_refus
     splits_path = tmp_path / "splits.json"
     splits_path.write_text(json.dumps(splits))
 
-    def validate(test_path, out):
+    def validate(test_path, out, dft_test_path=None):
         return run_validation(
             {"validation": {"temperature_bands_K": BANDS_K}}, xtb_path=xtb_path, xtb_test_path=test_path,
             dft_path=dft_path, splits_path=splits_path, model_dirs=[model_dirs["4g_0"]], baseline_dirs=[],
-            md_paths=[], output_dir=tmp_path / out, all_rows=False, predictor=potential)
+            md_paths=[], output_dir=tmp_path / out, all_rows=False, predictor=potential,
+            dft_test_path=dft_test_path)
 
     metrics = validate(extra_path, "out")["metrics"]
     overall = metrics["metrics"]["xtb"]["4g"]["overall"]
@@ -303,5 +304,16 @@ def test_more_labels_of_the_test_parents_join_the_test_rows_and_others_are_refus
     with pytest.raises(DatasetError, match="stray.parquet: rows of parent.s. slab_strained"):
         validate(stray, "stray")
     twice = write_dataset(read_records(xtb_path)[:1], tmp_path / "twice.parquet")
-    with pytest.raises(DatasetError, match="labelled in the xTB dataset too"):
+    with pytest.raises(DatasetError, match="labelled in the dataset it joins too"):
         validate(twice, "twice")
+
+    # the DFT labels of the same held-out frames (selection.dft_test) join the DFT rows
+    n_dft = metrics["metrics"]["dft"]["4g"]["overall"]["n_charge"]
+    dft_extra = [dict(r, energy=None, forces=None, method="PBE/gth-szv", charges=(1.5 * np.asarray(r["charges"])).tolist())
+                 for r in read_records(extra_path)]
+    dft_extra_path = write_dataset(dft_extra, tmp_path / "dft_test.parquet")
+    with_dft = validate(extra_path, "dft_test", dft_extra_path)["metrics"]
+    assert with_dft["metrics"]["dft"]["4g"]["overall"]["n_charge"] == n_dft + sum(len(r["charges"]) for r in dft_extra)
+    assert with_dft["datasets"]["dft"]["test_labels_path"] == str(dft_extra_path)
+    with pytest.raises(DatasetError, match="dft_twice.parquet: 1 frame.s. labelled in the dataset it joins too"):
+        validate(extra_path, "dft_twice", write_dataset(read_records(dft_path)[:1], tmp_path / "dft_twice.parquet"))
