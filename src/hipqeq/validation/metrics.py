@@ -115,6 +115,32 @@ def trend_metrics(reference: np.ndarray, predicted: np.ndarray) -> dict:
     return {"pearson_r": r, "slope": slope}
 
 
+def reference_charge_gap(xtb_rows: Sequence[dict], dft_rows: Sequence[dict]) -> dict | None:
+    """How far the two references' charges (e) are apart on the frames both label: the
+    DFT charges as reference, the xTB ones as prediction (MAE, RMSE, R^2, Pearson r and
+    slope over all atoms; per element the mean of each and the MAE). A model trained on
+    one cannot be closer to the other than this, on average, by learning alone. None
+    when no frame has ok charges in both."""
+    from ase.data import chemical_symbols
+
+    xtb = {r["structure_id"]: r for r in xtb_rows if r.get("charges") is not None}
+    pairs = [(xtb[r["structure_id"]], r) for r in dft_rows
+             if r.get("charges") is not None and r["structure_id"] in xtb]
+    if not pairs:
+        return None
+    numbers = np.concatenate([np.asarray(d["numbers"], dtype=int) for _, d in pairs])
+    q_xtb = np.concatenate([np.asarray(x["charges"], dtype=float) for x, _ in pairs])
+    q_dft = np.concatenate([np.asarray(d["charges"], dtype=float) for _, d in pairs])
+    overall = {**error_metrics(q_dft, q_xtb), **trend_metrics(q_dft, q_xtb)}
+    by_element = {chemical_symbols[z]: {"n_atoms": int(np.count_nonzero(numbers == z)),
+                                        "xtb_mean_e": float(q_xtb[numbers == z].mean()),
+                                        "dft_mean_e": float(q_dft[numbers == z].mean()),
+                                        "mae_e": float(np.abs(q_xtb - q_dft)[numbers == z].mean())}
+                  for z in np.unique(numbers)}
+    return {"n_structures": len(pairs), "n_atoms": overall.pop("n"), "mae_e": overall.pop("mae"),
+            "rmse_e": overall.pop("rmse"), **overall, "by_element": by_element}
+
+
 def _label(prediction: dict, key: str):
     value = prediction.get(key)
     return None if value is None else np.asarray(value, dtype=float)

@@ -44,6 +44,7 @@ from hipqeq.validation.metrics import (
     failures_by_split,
     grouped_metrics,
     paired_values,
+    reference_charge_gap,
     row_groups,
     usable_rows,
 )
@@ -259,6 +260,7 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
     reports = {ref: report for ref, (_, report) in loaded.items()}
     for ref, path in test_paths.items():
         reports[ref]["test_labels_path"] = None if path is None else str(path)
+    reports["dft"]["xtb_charge_gap"] = reference_charge_gap(rows["xtb"], rows["dft"])
     warnings += [r["warning"] for r in reports.values() if r["warning"]]
     warnings += [w for ref, r in reports.items() if (w := _failure_warning(ref, r))]
     for ref, report in reports.items():

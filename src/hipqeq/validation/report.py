@@ -11,7 +11,9 @@ Layout of ``metrics.json`` (:data:`METRICS_JSON_KEYS` at the top level)::
                    "rows_total", "rows_in_subset", "rows_used", "excluded": {status: n},
                    "warning", "failed_by_split": {"train" | "valid" | "test": {status: n}},
                    "energy_alignment" (DFT: {model: per-element offsets}),
-                   "test_labels_path" (more labels of the test parents, or null)}},
+                   "test_labels_path" (more labels of the test parents, or null),
+                   "xtb_charge_gap" (DFT: the xTB vs DFT reference charges on the frames both
+                   label, see hipqeq.validation.metrics.reference_charge_gap, or null)}},
       "metrics": {"xtb" | "dft": {"4g" | "baseline" | "peer": {
                    "overall": block, "family": {name: block},
                    "charge_state": {"<family> Q=<total charge>": block},
@@ -130,6 +132,18 @@ def _fit_section(fit: dict) -> list[str]:
         + _table(_metric_header(["reference", "model"]), rows) + [""]
 
 
+def _charge_gap_section(gap: dict) -> list[str]:
+    """The xTB vs DFT reference charges on the frames both label (Markdown lines)."""
+    rows = [[symbol, str(e["n_atoms"]), _number(e["xtb_mean_e"]), _number(e["dft_mean_e"]), _number(e["mae_e"])]
+            for symbol, e in gap["by_element"].items()]
+    return ["## Reference charges: xTB against DFT", "",
+            f"On the {gap['n_structures']} frame(s) both references label ({gap['n_atoms']} atoms): MAE "
+            f"{_number(gap['mae_e'])} e, RMSE {_number(gap['rmse_e'])} e, Pearson r {_number(gap['pearson_r'])}, "
+            f"slope {_number(gap['slope'])} (xTB on DFT). A charge model trained on one reference is, on "
+            "average, this far from the other.", ""] + _table(
+        ["element", "atoms", "xTB mean (e)", "DFT mean (e)", "MAE (e)"], rows) + [""]
+
+
 def metrics_markdown(metrics: dict) -> str:
     """The content of metrics.json as Markdown tables: overall first, then per family, per
     family and charge state, per temperature band (rows of the model kinds given), the
@@ -174,6 +188,9 @@ def metrics_markdown(metrics: dict) -> str:
     lines += ["## Datasets", ""] + _table(
         ["reference", "method", "charge scheme", "subset", "rows total", "rows in subset", "rows used",
          "excluded (status)"], dataset_rows) + [""]
+    gap = metrics["datasets"].get("dft", {}).get("xtb_charge_gap")
+    if gap:
+        lines += _charge_gap_section(gap)
     model_rows = [[kind, str(path), digest[:16]] for kind, m in metrics["models"].items()
                   for path, digest in m["sha256"].items()]
     lines += ["## Models", ""] + _table(["model", "directory", "sha256 (first 16)"], model_rows) + [""]

@@ -111,6 +111,18 @@ def test_dft_charges_are_compared_and_missing_dft_energies_are_null(validated, d
     assert dft["charge_mae_e"] == pytest.approx(expected)
 
 
+def test_the_two_references_charges_are_compared_on_the_frames_both_label(validated, dft_path):
+    """The fixture's DFT charges are 1.5 x the xTB ones: the gap is |q_DFT| / 3 per atom."""
+    result, out = validated
+    gap = result["metrics"]["datasets"]["dft"]["xtb_charge_gap"]
+    q_dft = np.concatenate([r["charges"] for r in read_records(dft_path)])
+    assert gap["n_structures"] == len(read_records(dft_path)) and gap["n_atoms"] == len(q_dft)
+    assert gap["mae_e"] == pytest.approx(np.mean(np.abs(q_dft)) / 3)
+    assert gap["slope"] == pytest.approx(1 / 1.5) and gap["pearson_r"] == pytest.approx(1.0)
+    assert gap["by_element"]["Cs"]["xtb_mean_e"] == pytest.approx(gap["by_element"]["Cs"]["dft_mean_e"] / 1.5)
+    assert "## Reference charges: xTB against DFT" in (out / "metrics.md").read_text()
+
+
 def test_failed_rows_are_excluded_and_counted(validated):
     datasets = validated[0]["metrics"]["datasets"]
     xtb = datasets["xtb"]
