@@ -100,15 +100,13 @@ def unique_rows(table: pa.Table) -> pa.Table:
     return table.take(sorted(first_row.values()))
 
 
-def select(table: pa.Table, n_xtb: int, n_dft: int, cutoff_A: float = 6.0,
-           n_bins: int = 24) -> tuple[pa.Table, pa.Table]:
-    """The xTB selection (FPS order) and its first ``n_dft`` rows, from ``table``.
+def select(table: pa.Table, n_xtb: int, cutoff_A: float = 6.0, n_bins: int = 24) -> pa.Table:
+    """The xTB selection of ``table``: ``n_xtb`` rows in FPS order.
 
     Rows with a repeated ``structure_id`` count once (:func:`unique_rows`). Rows are
     copied unchanged.
     """
-    xtb = _fps_rows(unique_rows(table), n_xtb, cutoff_A, n_bins)
-    return xtb, xtb.slice(0, min(n_dft, xtb.num_rows))
+    return _fps_rows(unique_rows(table), n_xtb, cutoff_A, n_bins)
 
 
 def _fps_rows(table: pa.Table, n_select: int, cutoff_A: float, n_bins: int) -> pa.Table:
@@ -154,18 +152,27 @@ def _held_out_rows(table: pa.Table, test_parents: Sequence[str]) -> list[int]:
     return [k for k, parent in enumerate(table.column("parent_id").to_pylist()) if parent in test_parents]
 
 
-def select_files(config: dict, inputs: Sequence[str | os.PathLike], output_xtb: str | os.PathLike,
-                 output_dft: str | os.PathLike) -> dict[str, int]:
+def select_files(config: dict, inputs: Sequence[str | os.PathLike], output_xtb: str | os.PathLike) -> dict[str, int]:
     """Run :func:`select` on the frames of ``inputs`` with the config's ``selection``
-    section and write both outputs; returns the row counts (``available``: distinct
+    section and write the xTB selection; returns the row counts (``available``: distinct
     frames of the inputs, duplicates counted once)."""
     section = config["selection"]
     tables = [read_table(p) for p in inputs]
     table = unique_rows(pa.concat_tables(tables).replace_schema_metadata(None))
-    xtb, dft = select(table, section["n_xtb"], section["n_dft"], section["cutoff_A"], section["n_bins"])
+    xtb = select(table, section["n_xtb"], section["cutoff_A"], section["n_bins"])
     write_table(xtb, output_xtb)
-    write_table(dft, output_dft)
-    return {"available": table.num_rows, "xtb": xtb.num_rows, "dft": dft.num_rows}
+    return {"available": table.num_rows, "xtb": xtb.num_rows}
+
+
+def select_dft_file(config: dict, xtb_selection: str | os.PathLike, output: str | os.PathLike) -> int:
+    """Write the first ``selection.n_dft`` rows of the xTB selection (its FPS order: a
+    diverse prefix, every family first) to ``output``; return their count. A rule of its
+    own, so that raising n_dft labels more DFT frames without selecting (and labelling)
+    the xTB frames again."""
+    xtb = read_table(xtb_selection)
+    dft = xtb.slice(0, min(config["selection"]["n_dft"], xtb.num_rows))
+    write_table(dft, output)
+    return dft.num_rows
 
 
 def select_held_out_files(config: dict, inputs: Sequence[str | os.PathLike], test_parents: Sequence[str],

@@ -119,6 +119,20 @@ def test_enabling_the_peer_trains_only_the_peer(toy_run, tmp_path):
     assert jobs == {"train_peer": 1, "validate": 1, "all": 1}
 
 
+def test_raising_n_dft_labels_dft_frames_only(toy_run, tmp_path):
+    """More DFT frames (selection.n_dft) take a longer prefix of the same xTB selection
+    (rule select_dft): no frame is selected, and none labelled with xTB, again (the toy's
+    charge model learns the DFT charges, so the models retrain)."""
+    config = yaml.safe_load(TOY_CONFIG.read_text())
+    config["selection"]["n_dft"] += 1
+    more_dft = tmp_path / "toy.yaml"
+    more_dft.write_text(yaml.safe_dump(config, sort_keys=False))
+    jobs = planned_jobs(snakemake(toy_run, "-n", "--configfile", str(more_dft),
+                                  "--rerun-triggers", "mtime", "params", "input").stdout)
+    assert jobs["select_dft"] == 1 and jobs["label_dft"] == config["selection"]["n_dft"]  # chunks of 1
+    assert not {"sample_md", "sample_rattle", "select", "label_xtb", "gather_xtb"} & set(jobs)
+
+
 def test_rerun_does_nothing_and_one_chunk_reruns_only_its_dependents(toy_run):
     assert planned_jobs(snakemake(toy_run, "-n").stdout) == {}
     (toy_run / "results" / "labels" / "xtb" / "chunk_1.parquet").unlink()

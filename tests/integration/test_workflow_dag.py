@@ -51,7 +51,7 @@ def test_toy_dag_job_counts():
         "build_structures": 1, "split": 1,
         "check_convergence": 2,  # one xTB gate per seed (toy: allow_unconverged, no DFT gate)
         "sample_md": structures * 2 * 1,  # x 2 temperatures x 1 replica
-        "sample_rattle": structures, "select": 1,
+        "sample_rattle": structures, "select": 1, "select_dft": 1,
         "label_xtb": 3,  # ceil(24 frames / 8 per chunk)
         "label_dft": 2,  # ceil(2 / 1)
         "gather_xtb": 1, "gather_dft": 1,
@@ -137,7 +137,8 @@ def test_command_line_overrides_are_refused():
 RULE_BLOCK = re.compile(r"^(?:rule|checkpoint) (\w+):\n(.*?)(?=^rule |^checkpoint |^use rule |\Z)", re.M | re.S)
 #: optional-dependency groups of pyproject each rule's verb imports
 RULE_EXTRAS = {
-    "build_structures": [], "split": [], "sample_rattle": [], "select": [], "select_test": [], "ingest_dft": [],
+    "build_structures": [], "split": [], "sample_rattle": [], "select": [], "select_dft": [], "select_test": [],
+    "ingest_dft": [],
     "gather_xtb": [], "gather_dft": [],
     "sample_md": ["xtb"], "label_xtb": ["xtb"], "check_convergence": ["xtb"],  # and ["dft"] in dft.yaml
     "label_dft": ["dft"],

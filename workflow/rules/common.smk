@@ -47,9 +47,10 @@ XTB_TEST_CHUNKS = plan.test_label_chunks(config)
 DFT_TEST_CHUNKS = plan.test_dft_chunks(config)
 DFT_CHUNKS = list(range(plan.n_chunks(config["selection"]["n_dft"], config["dft"]["chunk_size"])))
 MEMBERS = plan.model_members(config)
-# What the selections of training labels depend on: not n_xtb_test or dft_test, so that
-# changing them labels the held-out frames only (Snakemake's params trigger)
-SELECTION = {key: value for key, value in config["selection"].items() if key not in ("n_xtb_test", "dft_test")}
+# What the xTB selection depends on: not n_dft (rule select_dft), n_xtb_test or dft_test,
+# so that changing them labels the DFT or held-out frames only (Snakemake's params trigger)
+SELECTION = {key: value for key, value in config["selection"].items()
+             if key not in ("n_dft", "n_xtb_test", "dft_test")}
 # What the HIP-NN training jobs depend on: not the MACE peer's section, so that enabling
 # or tuning the peer retrains only the peer (Snakemake's params trigger)
 HIPNN_TRAINING = {key: value for key, value in config["training"].items() if key != "peer"}

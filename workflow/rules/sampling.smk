@@ -54,8 +54,7 @@ rule select:
     input:
         sampled_frames,
     output:
-        xtb="results/selection/xtb.parquet",
-        dft="results/selection/dft.parquet",
+        "results/selection/xtb.parquet",
     params:
         settings=[config["seed"], SELECTION],
     log:
@@ -67,5 +66,23 @@ rule select:
         mem_mb=8000,
         runtime=60,
     shell:
-        "hipqeq select --config {CONFIG_FILE} --output-xtb {output.xtb} --output-dft {output.dft}"
-        " {input} > {log} 2>&1"
+        "hipqeq select --config {CONFIG_FILE} --output-xtb {output} {input} > {log} 2>&1"
+
+
+rule select_dft:
+    input:
+        "results/selection/xtb.parquet",
+    output:
+        "results/selection/dft.parquet",
+    params:
+        n_dft=config["selection"]["n_dft"],
+    log:
+        "logs/select_dft.log",
+    conda:
+        "../../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "hipqeq select-dft --config {CONFIG_FILE} --selection {input} --output {output} > {log} 2>&1"

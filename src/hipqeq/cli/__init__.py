@@ -22,6 +22,7 @@ VERBS = (
     ("build", "build"),
     ("sample", "sample"),
     ("select", "select"),
+    ("select-dft", "select_dft"),
     ("select-test", "select_test"),
     ("check-convergence", "check_convergence"),
     ("label", "label"),
@@ -41,7 +42,7 @@ VERBS = (
 
 EPILOG = """\
 pipeline (each stage is a Snakemake rule calling one verb):
-  build -> sample -> select -> label xtb / label dft (or ingest) -> gather -> split
+  build -> sample -> select (-> select-dft) -> label xtb / label dft (or ingest) -> gather -> split
         (-> select-test -> label xtb -> gather: more held-out frames, selection.n_xtb_test)
         -> train charges -> train short-range (and train baseline, train mace) -> validate
   active learning, rounds r >= 1 (active_learning.enabled):

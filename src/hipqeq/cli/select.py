@@ -4,13 +4,13 @@ Reads sampled frames (any number of dataset files), describes each frame by
 per-species-pair radial histograms (Gaussian-smeared, periodic, per atom; settings in
 the config's `selection` section), and orders frames by FPS, starting with one frame
 per family so that every strain/defect/phase family is represented. The first
-selection.n_xtb frames of that order go to xTB labelling, the first selection.n_dft
-of them (a diverse prefix) to DFT. Rows are copied unchanged (identity columns kept).
-Frames with identical content are counted once.
+selection.n_xtb frames of that order go to xTB labelling (`hipqeq select-dft` takes the
+first selection.n_dft of them, a diverse prefix, for DFT). Rows are copied unchanged
+(identity columns kept). Frames with identical content are counted once.
 
 example:
   hipqeq select --config config/toy.yaml --output-xtb results/selection/xtb.parquet \\
-      --output-dft results/selection/dft.parquet results/sampling/*/*.parquet
+      results/sampling/*/*.parquet
 """
 
 from __future__ import annotations
@@ -27,15 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sampled frame files (hipqeq sample outputs)")
     parser.add_argument("--output-xtb", type=Path, required=True, metavar="FILE",
                         help="frames to label with xTB, in FPS order (Parquet)")
-    parser.add_argument("--output-dft", type=Path, required=True, metavar="FILE",
-                        help="the first n_dft frames of the FPS order, to label with DFT (Parquet)")
 
 
 def run(args: argparse.Namespace) -> int:
     from hipqeq.cli._common import load
     from hipqeq.selection import select_files
 
-    counts = select_files(load(args), args.inputs, args.output_xtb, args.output_dft)
-    print(f"selected {counts['xtb']} of {counts['available']} frame(s) for xTB "
-          f"({args.output_xtb}) and {counts['dft']} for DFT ({args.output_dft})")
+    counts = select_files(load(args), args.inputs, args.output_xtb)
+    print(f"selected {counts['xtb']} of {counts['available']} frame(s) for xTB ({args.output_xtb})")
     return 0

@@ -64,9 +64,11 @@ def _frames(tmp_path: Path) -> list[Path]:
 def test_select_cli_prefix_identity_and_counts(tmp_path):
     files = _frames(tmp_path)
     # the same file twice: its frames count once
-    args = ["select", "--config", str(ROOT / "config" / "toy.yaml"), "--output-xtb", str(tmp_path / "xtb.parquet"),
-            "--output-dft", str(tmp_path / "dft.parquet"), *map(str, files), str(files[0])]
+    config = str(ROOT / "config" / "toy.yaml")
+    args = ["select", "--config", config, "--output-xtb", str(tmp_path / "xtb.parquet"), *map(str, files), str(files[0])]
     assert main(args) == 0
+    assert main(["select-dft", "--config", config, "--selection", str(tmp_path / "xtb.parquet"),
+                 "--output", str(tmp_path / "dft.parquet")]) == 0
     xtb, dft = read_records(tmp_path / "xtb.parquet"), read_records(tmp_path / "dft.parquet")
     assert len(xtb) == 24 and len(dft) == 2  # toy: n_xtb 24 of 30 frames, n_dft 2
     assert len({r["structure_id"] for r in xtb}) == 24
@@ -80,16 +82,14 @@ def test_select_cli_prefix_identity_and_counts(tmp_path):
 def test_select_takes_all_when_fewer_available(tmp_path):
     files = _frames(tmp_path)[:1]
     config = ROOT / "config" / "toy.yaml"
-    assert main(["select", "--config", str(config), "--output-xtb", str(tmp_path / "x.parquet"),
-                 "--output-dft", str(tmp_path / "d.parquet"), str(files[0])]) == 0
+    assert main(["select", "--config", str(config), "--output-xtb", str(tmp_path / "x.parquet"), str(files[0])]) == 0
     assert len(read_records(tmp_path / "x.parquet")) == 10
 
 
 def test_available_counts_duplicates_once(tmp_path):
     files = _frames(tmp_path)
-    counts = select_files(load_config(ROOT / "config" / "toy.yaml"), [*files, files[0]],
-                          tmp_path / "x.parquet", tmp_path / "d.parquet")
-    assert counts == {"available": 30, "xtb": 24, "dft": 2}  # 3 files of 10 frames, one given twice
+    counts = select_files(load_config(ROOT / "config" / "toy.yaml"), [*files, files[0]], tmp_path / "x.parquet")
+    assert counts == {"available": 30, "xtb": 24}  # 3 files of 10 frames, one given twice
 
 
 def test_select_test_takes_unlabelled_frames_of_the_test_parents_only(tmp_path):
