@@ -39,6 +39,7 @@ eV/Angstrom and eV/Angstrom^3 in ASE's stress sign (CP2K prints the opposite sig
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -488,6 +489,11 @@ class CP2KDFTLabeller(CP2KLabeller):
         known = _basis_elements(self.executable, self.settings["cp2k"]["basis_file"], self._basis)
         return 0 < number < len(chemical_symbols) and (known is None or chemical_symbols[number] in known)
 
+    def check(self, atoms: Atoms) -> None:
+        from hipqeq.labels.dft import require_periodic
+
+        require_periodic(atoms, "CP2K")
+
     def label(self, atoms: Atoms, safer: bool = False) -> Labels:
         """Run CP2K once; raise :class:`SCFNotConverged` or :class:`LabellingFailed`."""
         from hipqeq.data.io import unpaired_electrons
@@ -516,7 +522,8 @@ class CP2KDFTLabeller(CP2KLabeller):
         return labels
 
 
-def _basis_elements(executable: str, basis_file: str, basis: str) -> set[str] | None:
+@functools.lru_cache(maxsize=None)
+def _basis_elements(executable: str, basis_file: str, basis: str) -> frozenset[str] | None:
     """Elements with ``basis`` in CP2K's ``basis_file`` (None when the file is not found
     in ``$CP2K_DATA_DIR`` or the executable's ``share/cp2k[/data]``)."""
     path = shutil.which(executable)
@@ -527,6 +534,6 @@ def _basis_elements(executable: str, basis_file: str, basis: str) -> set[str] | 
     for root in filter(None, roots):
         candidate = Path(root) / basis_file
         if candidate.is_file():
-            return {line.split()[0] for line in candidate.read_text().splitlines()
-                    if len(line.split()) > 1 and not line.startswith("#") and basis in line.split()[1:]}
+            return frozenset(line.split()[0] for line in candidate.read_text().splitlines()
+                             if len(line.split()) > 1 and not line.startswith("#") and basis in line.split()[1:])
     return None

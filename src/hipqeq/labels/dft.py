@@ -93,9 +93,7 @@ class DFTLabeller:
         return self._supported[number]
 
     def check(self, atoms: Atoms) -> None:
-        if not atoms.pbc.any():
-            raise StructureRejected("rejected_nonperiodic", "PySCF periodic DFT labels periodic cells and "
-                                                            "slabs; this structure has pbc all False")
+        require_periodic(atoms, "PySCF")
 
     def build_cell(self, atoms: Atoms):
         """The PySCF ``Cell`` of ``atoms`` (3D periodic), ``spin`` = the row's
@@ -170,6 +168,14 @@ class DFTLabeller:
                 raise LabellingFailed(f"PySCF {self.method} forces failed: {type(exc).__name__}: {exc}") from exc
             labels.forces = -np.asarray(gradient) * HARTREE_EV / BOHR_A
         return labels
+
+
+def require_periodic(atoms: Atoms, engine: str) -> None:
+    """Refuse a finite cluster (pbc all False): the DFT engines label periodic cells and
+    slabs (status ``rejected_nonperiodic``)."""
+    if not atoms.pbc.any():
+        raise StructureRejected("rejected_nonperiodic", f"{engine} periodic DFT labels periodic cells and "
+                                                        "slabs; this structure has pbc all False")
 
 
 def valence_electrons(symbols, pseudo: str) -> int:

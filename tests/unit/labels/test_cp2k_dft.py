@@ -36,6 +36,20 @@ def test_the_factory_picks_the_engine_and_each_refuses_the_others_charge_scheme(
         dft_labeller(dft_settings("pyscf", charge_scheme="Hirshfeld"))
 
 
+def test_elements_without_the_basis_and_finite_clusters_are_refused():
+    from ase import Atoms
+
+    from hipqeq.errors import StructureRejected
+
+    labeller = dft_labeller(dft_settings("cp2k"))
+    with pytest.raises(StructureRejected) as info:
+        labeller.check(Atoms("CsI", positions=[[0, 0, 0], [3.3, 0, 0]]))
+    assert info.value.status == "rejected_nonperiodic"
+    if shutil.which("cp2k.psmp"):  # CP2K's basis file is found next to its binary
+        assert labeller.supports(55) and labeller.supports(82) and labeller.supports(35)
+        assert not labeller.supports(92)  # no SZV-MOLOPT-SR-GTH for U
+
+
 def test_basis_and_pseudopotential_names_map_onto_cp2ks_files():
     assert cp2k_name("gth-dzvp-molopt-sr") == "DZVP-MOLOPT-SR-GTH"
     assert cp2k_name("gth-szv-molopt-sr") == "SZV-MOLOPT-SR-GTH"
