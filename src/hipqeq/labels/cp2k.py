@@ -51,7 +51,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from hipqeq.errors import ConfigError, LabellingFailed, SCFNotConverged
+from hipqeq.data.io import unpaired_electrons
+from hipqeq.errors import ConfigError, DatasetError, LabellingFailed, SCFNotConverged
 from hipqeq.labels.common import Labels
 from hipqeq.units import BOHR_A, HARTREE_EV
 
@@ -496,9 +497,6 @@ class CP2KDFTLabeller(CP2KLabeller):
 
     def label(self, atoms: Atoms, safer: bool = False) -> Labels:
         """Run CP2K once; raise :class:`SCFNotConverged` or :class:`LabellingFailed`."""
-        from hipqeq.data.io import unpaired_electrons
-        from hipqeq.errors import DatasetError
-
         total_charge = float(atoms.info.get("total_charge", 0.0))
         try:
             unpaired = unpaired_electrons(atoms.numbers, total_charge, atoms.info.get("unpaired_electrons"))
