@@ -168,7 +168,7 @@ def _labeller(config: dict, level: str, densify: int = 1, pbc=(True, True, True)
     if level == "dft":
         settings = {**config["dft"], "allow_small_cells": True}
         if densify > 1 and settings["source"] == "cp2k":
-            settings["cp2k"] = {**settings["cp2k"], "kpoint_density_A": densify * settings["cp2k"]["kpoint_density_A"]}
+            settings = _denser_kpoints(settings, densify)
         elif densify > 1:
             settings["kmesh"] = [k * densify if periodic else k for k, periodic in zip(settings["kmesh"], pbc)]
         return dft_labeller(settings)
@@ -177,8 +177,14 @@ def _labeller(config: dict, level: str, densify: int = 1, pbc=(True, True, True)
         return xtb_labeller(settings)
     if settings["engine"] != "cp2k":
         return None
+    return xtb_labeller(_denser_kpoints(settings, densify))
+
+
+def _denser_kpoints(settings: dict, densify: int) -> dict:
+    """A CP2K-labelled section (``xtb`` or ``dft``) with its ``cp2k.kpoint_density_A``
+    times ``densify``."""
     cp2k = settings["cp2k"]
-    return xtb_labeller({**settings, "cp2k": {**cp2k, "kpoint_density_A": densify * cp2k["kpoint_density_A"]}})
+    return {**settings, "cp2k": {**cp2k, "kpoint_density_A": densify * cp2k["kpoint_density_A"]}}
 
 
 def check_convergence(config: dict, structures_path: str | os.PathLike, name: str, level: str = "xtb") -> dict:

@@ -150,3 +150,13 @@ def test_an_odd_electron_cell_runs_unrestricted_with_kpoints_and_hirshfeld_fills
     # Cs gives its electron in both schemes; Hirshfeld's charges are the smaller ones
     assert row["charges"][1] > 0.2 and mulliken[1] > row["charges"][1]
     assert row["energy"] is None and row["forces"] is None  # charges only without dft.energy_forces
+
+
+def test_the_dft_gate_densifies_cp2ks_kpoint_density():
+    from hipqeq.labels.convergence import _labeller
+
+    config = {"dft": dft_settings("cp2k", cp2k={"kpoint_density_A": 36.0})}
+    assert _labeller(config, "dft").settings["cp2k"]["kpoint_density_A"] == 36.0
+    denser = _labeller(config, "dft", densify=2)
+    assert denser.settings["cp2k"]["kpoint_density_A"] == 72.0 and denser.settings["allow_small_cells"]
+    assert config["dft"]["cp2k"]["kpoint_density_A"] == 36.0  # the config itself is left as it was
