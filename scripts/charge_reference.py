@@ -20,7 +20,7 @@ measures both on the held-out frames:
 
     python scripts/charge_reference.py train --member 0
     python scripts/charge_reference.py compare
-    python scripts/charge_reference.py residual --member 0
+    python scripts/charge_reference.py residual --member 0 [--epochs 400]
 
 Models and validation go to <study>/results/charge_reference/<scheme>/, the summaries to
 docs/study/charge_reference/.
@@ -79,7 +79,7 @@ def study_paths(args) -> dict:
     work = results / "charge_reference" / args.scheme.lower()
     return {"config": config, "results": results, "work": work, "splits": results / "splits.json",
             "xtb": args.study / training_dataset(config), "xtb_test": args.study / TEST_LABELS_DATASET,
-            "dft": dft_charges(results / "datasets/dft.parquet", args.scheme, work / "dft.parquet"),
+            "dft": dft_charges(args.dft or results / "datasets/dft.parquet", args.scheme, work / "dft.parquet"),
             "dft_test": dft_charges(args.study / TEST_DFT_DATASET, args.scheme, work / "dft_test.parquet"),
             "docs": args.docs / args.scheme.lower()}
 
@@ -188,6 +188,8 @@ def residual(args) -> None:
     write_table(table, dataset)
     model = paths["work"] / f"residual_{args.member}"
     config["training"]["network"]["repulsive_core"] = None
+    if args.epochs:
+        config["training"]["short_range"]["max_epochs"] = args.epochs
     if not (model / "model.json").exists():
         stats["fit"] = train_model("baseline", config, dataset=dataset, splits=paths["splits"], member=args.member,
                                    output=model, device="cpu")
@@ -224,7 +226,11 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("config/study.yaml"))
     parser.add_argument("--scheme", default="Mulliken", choices=("Mulliken", "Hirshfeld"),
                         help="which DFT charges the DFT mode learns (default: Mulliken, the study's)")
+    parser.add_argument("--dft", type=Path, default=None,
+                        help="DFT charges to learn instead of the study's results/datasets/dft.parquet")
     parser.add_argument("--member", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="residual: at most this many epochs for its fit (default: the study's short_range.max_epochs)")
     parser.add_argument("--docs", type=Path, default=Path("docs/study/charge_reference"))
     args = parser.parse_args()
     torch.set_num_threads(1)
