@@ -1,7 +1,7 @@
 """Which charge reference makes the better potential? Issue 11's two modes on a finished study.
 
-The study trains its 4G models with one ``training.charge_reference``; this script trains
-the other mode's committee beside them (same labels, split, networks and schedule) and
+The study's 4G models learn xTB charges (``training.charge_reference: xtb``); this script
+trains the DFT mode's committee beside them (same labels, split, networks and schedule) and
 measures both on the held-out frames:
 
   train     charge model k on the study's DFT charges (Mulliken, or with --scheme
@@ -18,7 +18,7 @@ measures both on the held-out frames:
             short-range HIP-NN (the study's network and cutoff, no core) trained on what
             is left: the part a local model with that cutoff does not learn from these data
 
-    python scripts/charge_reference.py train --member 0
+    python scripts/charge_reference.py train --member 0 [--dft FILE]
     python scripts/charge_reference.py compare
     python scripts/charge_reference.py residual --member 0 [--epochs 400]
 
@@ -48,7 +48,6 @@ from hipqeq.plan import TEST_DFT_DATASET, TEST_LABELS_DATASET, training_dataset
 from hipqeq.training import train_model
 
 HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
-GROUPS = ("overall", "charge_state")
 KEYS = ("energy_mae_mev_per_atom", "force_mae_mev_per_A", "charge_mae_e", "charge_slope", "n_energy", "n_charge")
 
 
