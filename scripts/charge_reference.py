@@ -46,6 +46,7 @@ from hipqeq.data.io import atoms_from_record, label_pbc, write_table
 from hipqeq.data.split import assign_splits, read_splits
 from hipqeq.plan import TEST_DFT_DATASET, TEST_LABELS_DATASET, training_dataset
 from hipqeq.training import train_model
+from hipqeq.training.stages import energy_reference_weights
 
 HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
 KEYS = ("energy_mae_mev_per_atom", "force_mae_mev_per_A", "charge_mae_e", "charge_slope", "n_energy", "n_charge")
@@ -125,7 +126,7 @@ def compare(args) -> None:
     n = paths["config"]["training"]["n_models"]
     models = {"dft": [paths["work"] / f"4g_{k}" for k in range(n)],
               "xtb": [paths["results"] / f"models/4g_{k}" for k in range(n)]}
-    out = {"scheme": args.scheme, "charge_models": {mode: [str(m) for m in dirs] for mode, dirs in models.items()}}
+    out = {"scheme": args.scheme, "models": {mode: [str(m) for m in dirs] for mode, dirs in models.items()}}
     for mode, dirs in models.items():
         out[mode] = {"committee": summary(validate(paths, args.config, dirs, paths["work"] / f"validation_{mode}"))}
         for k, model in enumerate(dirs):
@@ -151,13 +152,14 @@ def electrostatic_difference(records: list, dft_charges_dir: Path, xtb_charges_d
 
 
 def zeroth_term(records: list, fit_rows: np.ndarray, energies: np.ndarray) -> np.ndarray:
-    """Least-squares energy per species and per unit of total charge (the 4G short range's
-    zeroth term), fitted on ``fit_rows``, for every record (eV)."""
+    """The 4G short range's zeroth term (per-species energies and energy per unit of total
+    charge, :func:`energy_reference_weights`) fitted on ``fit_rows``, for every record (eV)."""
     species = sorted({z for r in records for z in r["numbers"]})
-    design = np.array([[np.count_nonzero(np.asarray(r["numbers"]) == z) for z in species]
-                       + [round(r["total_charge"])] for r in records], dtype=float)
-    weights, *_ = np.linalg.lstsq(design[fit_rows], energies[fit_rows], rcond=None)
-    return design @ weights
+    counts = torch.tensor([[np.count_nonzero(np.asarray(r["numbers"]) == z) for z in species] for r in records],
+                          dtype=torch.float64)
+    charge = torch.tensor([r["total_charge"] for r in records], dtype=torch.float64)
+    weights = energy_reference_weights(counts[fit_rows], torch.as_tensor(energies[fit_rows]), charge[fit_rows])
+    return (torch.cat([counts, charge.reshape(-1, 1)], dim=1) @ weights).numpy()
 
 
 def residual(args) -> None:
