@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hipqeq.cli import VERBS, build_parser, main
@@ -76,28 +77,34 @@ def test_split_covers_every_dataset_given(tmp_path, frames):
         assert set(assign_splits(parents, splits, member)) == {"train", "valid", "test"}
 
 
-def test_split_warns_about_a_test_parent_outside_the_training_span(tmp_path, frames, capsys):
-    """A test parent whose composition and charge no other parents combine to (here a
-    one-atom-short frame) gets a warning naming it; the others do not."""
+def test_split_holds_out_only_parents_the_others_determine(tmp_path, frames, capsys):
+    """A parent whose composition and charge no other parent combines to (``lonely``, two
+    atoms short) is never drawn for the test split: its test energy would be the energy
+    reference's extrapolation. ``odd`` (one atom short) has a twin, so either can be drawn;
+    where the labels lack the twin, holding out ``odd`` gets a warning naming it."""
     from hipqeq.data import read_splits
+    from tests.conftest import labelled
 
-    odd = frames[0].copy()
-    del odd[0]
-    odd.info["parent_id"] = "odd"
-    built = write_dataset([odd] + frames[1:6], tmp_path / "structures.parquet")
+    odd, twin, lonely = (labelled(frames[0][keep], np.random.default_rng(0), parent_id=name)
+                         for keep, name in ((slice(1, None), "odd"), (slice(1, None), "twin"),
+                                            (slice(2, None), "lonely")))
+    built = write_dataset([odd, twin, lonely] + frames[1:6], tmp_path / "structures.parquet")
+    labels = write_dataset([odd, lonely] + frames[1:6], tmp_path / "labels.parquet")
     config = tmp_path / "config.yaml"
-    for seed in range(50):
+    drawn = set()
+    for seed in range(30):
         config.write_text(f"seed: {seed}\n"
                           "structures: {seeds: [{name: a, builder: phase, phase: alpha}]}\n"
                           "selection: {n_xtb: 1, n_dft: 0}\n"
                           "training: {split_fractions: [0.5, 0.25, 0.25], n_models: 1}\n")
-        assert main(["split", "--config", str(config), "--output", str(tmp_path / "s.json"), str(built)]) == 0
+        assert main(["split", "--config", str(config), "--output", str(tmp_path / "s.json"), str(built),
+                     "--labels", str(labels)]) == 0
         warnings = capsys.readouterr().err
-        if "odd" in read_splits(tmp_path / "s.json")["test"]:
-            assert "warning: test parent odd has a composition" in warnings
-            return
-        assert "warning" not in warnings
-    pytest.fail("no seed put the odd parent in the test split")
+        test = read_splits(tmp_path / "s.json")["test"]
+        drawn.update(test)
+        assert ("warning: test parent odd has a composition" in warnings) == ("odd" in test)
+        assert "lonely" not in warnings
+    assert drawn == {"odd", "twin", "parent0", "parent1"}
 
 
 MD_BASE = ["md", "--config", "c.yaml", "--model", "m", "--structures", "s.parquet", "--name", "x",

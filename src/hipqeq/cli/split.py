@@ -8,8 +8,11 @@ by every committee member; train and valid differ per member. Every member's tra
 holds every total charge of the non-test parents and spans their compositions and
 charges (a 4G member fits per-species energies and an energy per unit of total charge by
 least squares on what it trains on), counted over the parents with ok rows in --labels
-(a built structure no frame of which was labelled adds nothing to the fit); a test
-parent outside that span is named in a warning, its test energy being an extrapolation.
+(a built structure no frame of which was labelled adds nothing to the fit). Test
+parents are drawn among those the other parents determine, as built (their total charge
+occurs among the others' and their composition and charge are a combination of the
+others'): another's test energy would be the fit's extrapolation, not the model's. Where
+too few parents qualify, or the labels leave one undetermined, it is named in a warning.
 Training and validation read this file, so the charge model, the short-range model and
 the baseline are all tested on the same held-out structures, in the xTB and the DFT
 datasets alike. --members overrides the committee size (training.n_models) without
@@ -52,21 +55,28 @@ def _records(path: Path) -> list:
     return read_table(path).select(["parent_id", "numbers", "total_charge", "status"]).to_pylist()
 
 
+def _reference_rows(records) -> dict:
+    from hipqeq.data import reference_rows
+
+    return reference_rows((row["parent_id"], row["numbers"], row["total_charge"]) for row in records)
+
+
 def run(args: argparse.Namespace) -> int:
-    from hipqeq.data import make_splits, outside_span, reference_rows, write_splits
+    from hipqeq.data import make_splits, outside_span, write_splits
     from hipqeq.errors import ConfigError
 
     config = load(args)
     split_rows = [row for path in args.datasets for row in _records(path)]
     parents = [row["parent_id"] for row in split_rows]
-    labelled = (split_rows if args.labels is None
-                else [row for path in args.labels for row in _records(path) if row["status"] == "ok"])
-    rows = reference_rows((row["parent_id"], row["numbers"], row["total_charge"]) for row in labelled)
+    parent_rows = _reference_rows(split_rows)
+    rows = parent_rows if args.labels is None else _reference_rows(
+        row for path in args.labels for row in _records(path) if row["status"] == "ok")
     training = config["training"]
     members = training["n_models"] if args.members is None else args.members
     if members < 1:
         raise ConfigError(f"--members must be >= 1, got {members}")
-    splits = make_splits(parents, training["split_fractions"], config["seed"], members, reference_rows=rows)
+    splits = make_splits(parents, training["split_fractions"], config["seed"], members, reference_rows=rows,
+                         test_rows=parent_rows)
     write_splits(splits, args.output)
     non_test = sorted(set(parents) - set(splits["test"]))
     for parent in outside_span(splits["test"], non_test, rows):

@@ -90,6 +90,39 @@ def test_every_member_trains_on_every_charge_state_and_the_span_of_the_energy_re
         assert sorted(member["train"] + member["valid"]) == sorted(before["train"] + before["valid"])
 
 
+def test_test_parents_are_ones_the_rest_determine():
+    """The toy's pattern: a slab, its strained copy, a bulk cell, and a vacancy slab, the only
+    parent of its composition (and a charged one, the only parent of its charge). Whatever
+    the seed, neither is drawn for the test split once reference rows are given (its test
+    energy would be the least-squares fit's arbitrary choice); the parents the rest
+    determine are, and where the plain draw already picks one, the draw is the same."""
+    records = [("slab", _slab(), 0.0), ("strained", _slab(), 0.0), ("bulk", [55, 82, 53, 53, 53], 0.0),
+               ("bulk_b", [55, 82, 53, 53, 53], 0.0), ("vacancy", _slab(i=15), 0.0),
+               ("charged", _slab(), 1.0)]
+    rows = reference_rows(records)
+    parents = [parent for parent, _, _ in records]
+    drawn = set()
+    plain_drawn = set()
+    for seed in range(20):
+        plain = make_splits(parents, (0.6, 0.2, 0.2), seed=seed)
+        covered = make_splits(parents, (0.6, 0.2, 0.2), seed=seed, reference_rows=rows)
+        assert len(covered["test"]) == len(plain["test"]) == 1
+        non_test = sorted(set(parents) - set(covered["test"]))
+        assert not outside_span(covered["test"], non_test, rows)
+        if not {"vacancy", "charged"} & set(plain["test"]):
+            assert covered["test"] == plain["test"]
+        drawn.update(covered["test"])
+        plain_drawn.update(plain["test"])
+    assert {"vacancy", "charged"} <= plain_drawn
+    assert drawn == {"slab", "strained", "bulk", "bulk_b"}
+
+
+def test_an_undetermined_parent_fills_the_test_split_when_nothing_else_can():
+    rows = reference_rows([("a", _slab(), 0.0), ("b", _slab(i=15), 0.0)])
+    splits = make_splits(["a", "b"], (0.5, 0.0, 0.5), seed=0, reference_rows=rows)
+    assert len(splits["test"]) == 1 and splits["members"][0]["train"] == sorted({"a", "b"} - set(splits["test"]))
+
+
 def test_reference_rows_and_their_span():
     """Rows are [Br, I, Cs, Pb, Q], one per distinct composition and charge of a parent; a
     hole in the pristine slab (Q = +1) is pristine + V_I+ - neutral V_I, so those three
