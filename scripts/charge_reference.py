@@ -1,15 +1,16 @@
 """Which charge reference makes the better potential? Issue 11's two modes on a finished study.
 
-The study's 4G models learn xTB charges (``training.charge_reference: xtb``); this script
-trains the DFT mode's committee beside them (same labels, split, networks and schedule) and
-measures both on the held-out frames:
+A study's 4G models learn the charges of its ``training.charge_reference`` (the accuracy
+study's: ``xtb``; the toy's: ``dft``); this script trains the other mode's committee beside
+them (same labels, split, networks and schedule) and measures both on the held-out frames:
 
-  train     charge model k on the study's DFT charges (Mulliken, or with --scheme
-            Hirshfeld the Hirshfeld charges every CP2K DFT row keeps in calc_params),
-            then the 4G short range k on the study's xTB labels with it
-  compare   `hipqeq validate` of that committee (xTB energies, forces and charges,
-            DFT charges of the held-out frames) and a JSON beside the study's own
-            metrics: E / F / q MAE per charge state, q vs DFT
+  train     charge model k of the other mode: on the study's DFT charges (Mulliken, or
+            with --scheme Hirshfeld the Hirshfeld charges every CP2K DFT row keeps in
+            calc_params) or on its xTB labels' charges; then the 4G short range k on the
+            study's xTB labels with it
+  compare   `hipqeq validate` of both committees, and of each member (xTB energies,
+            forces and charges, DFT charges of the held-out frames), and a JSON of E / F /
+            q MAE per charge state, q vs xTB and vs DFT
   residual  what the DFT mode leaves to the short range: the difference
             dE_elec(R) = E_elec(q*_DFT) - E_elec(q*_xTB) of the two modes' charge models
             (label boundary, every labelled frame) and its forces; its spread before and
@@ -21,9 +22,11 @@ measures both on the held-out frames:
     python scripts/charge_reference.py train --member 0 [--dft FILE]
     python scripts/charge_reference.py compare
     python scripts/charge_reference.py residual --member 0 [--epochs 400]
+    # the toy (after `make run`):
+    python scripts/charge_reference.py train --study . --config config/toy.yaml --docs docs/toy/charge_reference
 
 Models and validation go to <study>/results/charge_reference/<scheme>/, the summaries to
-docs/study/charge_reference/.
+<docs>/<scheme>/ (default docs/study/charge_reference/).
 """
 
 from __future__ import annotations
@@ -74,13 +77,19 @@ def dft_charges(source: Path, scheme: str, output: Path) -> Path:
 
 
 def study_paths(args) -> dict:
+    """The study's files, and where each mode's models are: ``models[mode]`` (the model
+    directory names' prefix) for the study's own mode and for the other one, trained here."""
     config = load_config(args.config)
     results = args.study / "results"
     work = results / "charge_reference" / args.scheme.lower()
+    dft_test = args.study / TEST_DFT_DATASET
+    own = config["training"]["charge_reference"]
+    other = {"dft": "xtb", "xtb": "dft"}[own]
     return {"config": config, "results": results, "work": work, "splits": results / "splits.json",
             "xtb": args.study / training_dataset(config), "xtb_test": args.study / TEST_LABELS_DATASET,
             "dft": dft_charges(args.dft or results / "datasets/dft.parquet", args.scheme, work / "dft.parquet"),
-            "dft_test": dft_charges(args.study / TEST_DFT_DATASET, args.scheme, work / "dft_test.parquet"),
+            "dft_test": dft_charges(dft_test, args.scheme, work / "dft_test.parquet") if dft_test.exists() else None,
+            "other": other, "models": {own: results / "models", other: work},
             "docs": args.docs / args.scheme.lower()}
 
 
@@ -89,7 +98,7 @@ def train(args) -> None:
     summaries = {}
     charges = paths["work"] / f"charges_{args.member}"
     model = paths["work"] / f"4g_{args.member}"
-    for stage, dataset, out, charge_model in (("charges", paths["dft"], charges, None),
+    for stage, dataset, out, charge_model in (("charges", paths[paths["other"]], charges, None),
                                               ("short-range", paths["xtb"], model, charges)):
         if not (out / "model.json").exists():
             summaries[stage] = train_model(stage, paths["config"], dataset=dataset, splits=paths["splits"],
@@ -101,9 +110,10 @@ def train(args) -> None:
 def validate(paths: dict, config_path: Path, models: list, output_dir: Path) -> dict:
     results = paths["results"]
     n = paths["config"]["training"]["n_models"]
+    dft_test = [] if paths["dft_test"] is None else ["--dft-test", str(paths["dft_test"])]
     subprocess.run([HIPQEQ, "validate", "--config", str(config_path), "--xtb", str(paths["xtb"]),
-                    "--xtb-test", str(paths["xtb_test"]), "--dft", str(paths["dft"]),
-                    "--dft-test", str(paths["dft_test"]), "--splits", str(paths["splits"]),
+                    "--xtb-test", str(paths["xtb_test"]), "--dft", str(paths["dft"]), *dft_test,
+                    "--splits", str(paths["splits"]),
                     "--model", *map(str, models),
                     "--baseline", *(str(results / f"models/baseline_{k}") for k in range(n)),
                     "--output-dir", str(output_dir)], check=True, capture_output=True)
@@ -124,8 +134,7 @@ def summary(metrics: dict) -> dict:
 def compare(args) -> None:
     paths = study_paths(args)
     n = paths["config"]["training"]["n_models"]
-    models = {"dft": [paths["work"] / f"4g_{k}" for k in range(n)],
-              "xtb": [paths["results"] / f"models/4g_{k}" for k in range(n)]}
+    models = {mode: [paths["models"][mode] / f"4g_{k}" for k in range(n)] for mode in ("dft", "xtb")}
     out = {"scheme": args.scheme, "models": {mode: [str(m) for m in dirs] for mode, dirs in models.items()}}
     for mode, dirs in models.items():
         out[mode] = {"committee": summary(validate(paths, args.config, dirs, paths["work"] / f"validation_{mode}"))}
@@ -169,12 +178,12 @@ def residual(args) -> None:
     records = table.to_pylist()
     names = assign_splits([r["parent_id"] for r in records], read_splits(paths["splits"]), args.member)
     n_atoms = np.array([len(r["numbers"]) for r in records])
-    d_energy, d_forces = electrostatic_difference(records, paths["work"] / f"charges_{args.member}",
-                                                  paths["results"] / f"models/charges_{args.member}")
+    d_energy, d_forces = electrostatic_difference(records, *(paths["models"][mode] / f"charges_{args.member}"
+                                                             for mode in ("dft", "xtb")))
     left = d_energy - zeroth_term(records, names == "train", d_energy)
 
-    def spread(values_per_atom, mask):
-        return float(np.sqrt(np.mean(values_per_atom[mask] ** 2)) * 1000)
+    def spread(values_per_atom, mask):  # None for an empty split (the toy has no valid parent)
+        return float(np.sqrt(np.mean(values_per_atom[mask] ** 2)) * 1000) if mask.any() else None
 
     stats = {"n_rows": len(records), "n_train": int((names == "train").sum()), "n_test": int((names == "test").sum()),
              "delta_energy_std_mev_per_atom": float(np.std(d_energy / n_atoms) * 1000),
