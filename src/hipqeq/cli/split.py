@@ -11,8 +11,9 @@ least squares on what it trains on), counted over the parents with ok rows in --
 (a built structure no frame of which was labelled adds nothing to the fit). Test
 parents are drawn among those the other parents determine, as built (their total charge
 occurs among the others' and their composition and charge are a combination of the
-others'): another's test energy would be the fit's extrapolation, not the model's. Where
-too few parents qualify, or the labels leave one undetermined, it is named in a warning.
+others'): another's test energy would be the fit's extrapolation, not the model's. A
+test parent outside the span of the others' labelled rows (too few parents qualified, or
+the labels lack some) is named in a warning.
 Training and validation read this file, so the charge model, the short-range model and
 the baseline are all tested on the same held-out structures, in the xTB and the DFT
 datasets alike. --members overrides the committee size (training.n_models) without

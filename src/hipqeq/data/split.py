@@ -108,8 +108,8 @@ def _draw_test(parents: np.ndarray, fraction: float, rng: np.random.Generator,
     shuffled order. With ``rows`` (:func:`reference_rows`), a parent joins the test split
     only if the energy reference of the parents left still determines the test parents'
     (:func:`_determined`); where too few can, the next ones in the order fill it (``hipqeq
-    split`` names them in a warning). Where the first ones in the order can, the draw is
-    the one without ``rows``."""
+    split`` names those outside the span in a warning). Where the first ones in the order
+    can, the draw is the one without ``rows``."""
     order, count = _shuffled(parents, fraction, rng)
     rows = rows or {}
     test = []
