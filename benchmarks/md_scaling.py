@@ -20,7 +20,8 @@ time: on a shared machine the latter is the meaningful one with ``--threads 1``)
 Coulomb matrix-vector products per step (every call: the warm-started solve, the
 potential, the adjoint solve of the forces and the force pass through one product),
 neighbour searches over the steps, and the peak memory growth of the child (resident
-memory on CPU, allocated device memory on CUDA); then per family the log-log fitted
+memory on CPU, allocated device memory on CUDA), and records the real-space pairs and
+mesh points per atom the Ewald balance chose (``ewald_balance.py`` reads them); then per family the log-log fitted
 exponents of both times against N. With ``--kernels pytorch numba`` every size runs with
 both of hippynn's message-passing kernels (:mod:`hipqeq._hippynn`), side by side, and
 the numba-to-torch ratios of CPU time and memory are printed.
@@ -72,7 +73,10 @@ def _measure(model_dir, family, repeat, kernels, args, queue) -> None:
 
     from hipqeq._hippynn import select_kernels
     from hipqeq.calculator import HipQEqCalculator
+    from hipqeq.qeq import ewald
 
+    if getattr(args, "pair_cost", None) is not None:
+        ewald.PAIR_COST_PER_MESH_POINT = args.pair_cost
     torch.set_num_threads(args.threads)
     select_kernels(kernels)  # after the threads: numba takes torch's count
     counter = ProductCounter()
@@ -103,7 +107,26 @@ def _measure(model_dir, family, repeat, kernels, args, queue) -> None:
     queue.put({"n_atoms": len(atoms), "cold_s": cold, "step_s": statistics.median(times),
                "step_cpu_s": statistics.median(cpu_times),
                "matvecs": float(np.mean(products)), "builds": calculator.results["neighbor_list_builds"],
-               "memory_mib": memory_mib})
+               "memory_mib": memory_mib, **mesh_balance(atoms, calculator, args.kspace_method)})
+
+
+def mesh_balance(atoms, calculator, kspace_method) -> dict:
+    """Real-space pairs and mesh points per atom of the iterative charge solve's Coulomb
+    sums (what :func:`hipqeq.qeq.ewald.mesh_parameters` chose for this cell)."""
+    import torch
+
+    from hipqeq.qeq import ewald, mesh_points
+
+    qeq = calculator.potentials[0].charges.qeq
+    method = kspace_method or qeq.kspace_method
+    if method == "ewald":
+        return {}
+    _, sigma = qeq.atom_parameters(torch.tensor(atoms.numbers), torch.float64)
+    cell = torch.tensor(atoms.cell.array)
+    parameters = ewald.mesh_parameters(cell, len(atoms), float(sigma.detach().max()), qeq.tolerance, method)
+    pairs = 4.0 * np.pi / 3.0 * parameters.cutoff**3 * len(atoms) / atoms.get_volume()
+    return {"pairs_per_atom": float(pairs),
+            "mesh_points_per_atom": float(mesh_points(cell, parameters.mesh_spacing).prod()) / len(atoms)}
 
 
 def measure(model_dir, family: str, repeat: int, kernels: str, args) -> dict | None:

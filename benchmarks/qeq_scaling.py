@@ -30,6 +30,8 @@ Not a test; run ``python benchmarks/qeq_scaling.py --help``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import multiprocessing
 import os
 import resource
@@ -127,17 +129,25 @@ def mesh_cache_ratio(repeat: int, tolerance: float, kspace_method: str, threads:
     import torch
     import torchpme
 
-    from hipqeq.qeq import P3M_INTERPOLATION_NODES, PME_INTERPOLATION_NODES, MeshReciprocal, mesh_parameters
+    from hipqeq.qeq import (P3M_INTERPOLATION_NODES, PME_INTERPOLATION_NODES, MeshReciprocal, mesh_parameters,
+                            mesh_points)
 
     torch.set_num_threads(threads)
     atoms = supercell(repeat)
     positions, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
     parameters = mesh_parameters(cell, len(atoms), max(SIGMA.values()), tolerance, kspace_method)
+    # torch-pme's meshes are powers of two: both sides get the power of two at or above
+    # hipqeq's mesh (a cubic cell), torch-pme through its own mesh_spacing argument.
+    length = float(torch.linalg.norm(cell[0]))
+    points = 2 ** math.ceil(math.log2(int(mesh_points(cell, parameters.mesh_spacing)[0])))
+    parameters = dataclasses.replace(parameters, mesh_spacing=length / points)
+    torchpme_spacing = 2.0 * length / (points - 1) * (1.0 + 1e-9)
+    assert torchpme.lib.get_ns_mesh(cell, torchpme_spacing).tolist() == [points] * 3
     charges = torch.randn(len(atoms), 1, dtype=torch.float64)
     kept = MeshReciprocal(kspace_method, parameters, positions)
     calculator_class = torchpme.PMECalculator if kspace_method == "pme" else torchpme.P3MCalculator
     nodes = PME_INTERPOLATION_NODES if kspace_method == "pme" else P3M_INTERPOLATION_NODES
-    public = calculator_class(torchpme.CoulombPotential(smearing=parameters.smearing), parameters.mesh_spacing,
+    public = calculator_class(torchpme.CoulombPotential(smearing=parameters.smearing), torchpme_spacing,
                               interpolation_nodes=nodes).to(dtype=torch.float64)
     no_pairs, no_distances = torch.zeros((0, 2), dtype=torch.int64), torch.zeros(0, dtype=torch.float64)
 

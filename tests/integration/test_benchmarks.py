@@ -90,3 +90,14 @@ def test_md_scaling_times_both_kernels_side_by_side(tmp_path):
 def test_kspace_md_drift_prints_each_method_against_ewald(tmp_path):
     out = run_benchmark("kspace_md_drift.py", "--steps", "3", "--threads", "1", cwd=tmp_path)
     assert "|drift| pme / ewald:" in out and "|drift| p3m / ewald:" in out
+
+
+@pytest.mark.slow
+def test_ewald_balance_prints_the_measured_weights(tmp_path):
+    mesh = run_benchmark("ewald_balance.py", "mesh", "--repeat", "2", "--weights", "0.001", "0.01", "1",
+                         "--steps", "1", "--kernels", "pytorch", cwd=tmp_path)
+    assert "take the dense solve" in mesh
+    dense = run_benchmark("ewald_balance.py", "dense", "--repeat", "2", "--weights", "0.003", "0.03", "0.3",
+                          "--steps", "1", "--kernels", "pytorch", cwd=tmp_path)
+    for out in (mesh, dense):
+        assert "measured weight:" in out and "fastest balance: weight" in out

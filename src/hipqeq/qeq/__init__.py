@@ -39,6 +39,7 @@ from hipqeq.qeq.ewald import (
     dense_ewald_parameters,
     ewald_kvectors,
     mesh_parameters,
+    mesh_points,
 )
 from hipqeq.qeq.layers import QEq
 from hipqeq.qeq.neighbors import VerletNeighborList, neighbor_pairs, pair_vectors
@@ -69,6 +70,7 @@ __all__ = [
     "VerletNeighborList",
     "pair_vectors",
     "mesh_parameters",
+    "mesh_points",
     "qeq_energy",
     "solve_dense",
     "solve_iterative",

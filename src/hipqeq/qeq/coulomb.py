@@ -84,6 +84,7 @@ from hipqeq.qeq.ewald import (
     dense_ewald_parameters,
     ewald_kvectors,
     mesh_parameters,
+    mesh_points,
 )
 from hipqeq.qeq.neighbors import neighbor_pairs, pair_vectors
 from hipqeq.units import COULOMB_EV_A
@@ -98,10 +99,6 @@ KSPACE_METHODS = ("ewald", "pme", "p3m")
 DEFAULT_KSPACE_METHOD = "p3m"
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-
-# Reciprocal-space columns of the dense matrix are built in chunks holding at most this
-# many (k-vector x atom) products, to bound memory.
-_KSPACE_CHUNK_ELEMENTS = 20_000_000
 
 
 def boundary_from_pbc(pbc: Sequence[bool]) -> str:
@@ -295,7 +292,7 @@ class MeshReciprocal:
         if (not torch.is_grad_enabled() and cached is not None and cached[0] is positions
                 and cached[1] is cell and cached[2:] == key[2:]):
             return
-        ns_mesh = torchpme.lib.get_ns_mesh(cell, self.mesh_spacing)
+        ns_mesh = mesh_points(cell, self.mesh_spacing)
         self.interpolator.update(cell, ns_mesh)
         self.filter.update(cell, ns_mesh)
         self.interpolator.compute_weights(positions)
@@ -332,6 +329,33 @@ def _ewald_reciprocal(calculator, charges, positions, cell, kvectors) -> torch.T
     )
 
 
+def _reciprocal_matrix(positions, cell, parameters: EwaldParameters) -> torch.Tensor:
+    r"""Point-charge Ewald reciprocal part of :math:`A / k_e`, (n, n) in 1/Angstrom: the
+    potential torch-pme's ``EwaldCalculator`` gives for unit charges, with its kernel
+    :math:`G(k)`, self term and background (:class:`torchpme.CoulombPotential`), built
+    as two matrix products,
+
+    .. math::
+
+        \frac{1}{V}\big(C^{\mathsf T} G C + S^{\mathsf T} G S\big)
+        - \frac{\sqrt{2/\pi}}{s}\,\mathbb 1 - \frac{2\pi s^2}{V}\,\mathbf 1 \mathbf 1^{\mathsf T},
+        \qquad C_{ki} = \cos \mathbf k \cdot \mathbf r_i,\ S_{ki} = \sin \mathbf k \cdot \mathbf r_i
+
+    rather than torch-pme's k-space sum applied to the columns of an identity (which
+    multiplies by that identity, forward and backward), over half the k-vectors.
+    """
+    potential = torchpme.CoulombPotential(smearing=parameters.smearing).to(positions.device, positions.dtype)
+    # The sum is even in k: one of each pair +-k, counted twice.
+    kvectors = ewald_kvectors(cell, parameters.kspace_cutoff, half=True)
+    kernel = 2.0 * potential.lr_from_k_sq((kvectors**2).sum(1))[:, None]
+    phases = kvectors @ positions.T
+    cosines, sines = torch.cos(phases), torch.sin(phases)
+    inverse_volume = torch.abs(torch.linalg.det(cell)).pow(-1)
+    matrix = (cosines.T @ (kernel * cosines) + sines.T @ (kernel * sines)) * inverse_volume
+    identity = torch.eye(positions.shape[0], dtype=positions.dtype, device=positions.device)
+    return matrix - potential.self_contribution() * identity - 2.0 * potential.background_correction() * inverse_volume
+
+
 def coulomb_matrix(
     positions: torch.Tensor,
     sigma: torch.Tensor,
@@ -365,17 +389,7 @@ def coulomb_matrix(
     real = torch.zeros((n_atoms, n_atoms), dtype=positions.dtype, device=positions.device)
     real = real.index_put((pairs.first, pairs.second), pairs.kernel(positions, cell, sigma), accumulate=True)
 
-    calculator = _ewald_calculator(parameters, positions)
-    kvectors = ewald_kvectors(cell, parameters.kspace_cutoff)
-    identity = torch.eye(n_atoms, dtype=positions.dtype, device=positions.device)
-    chunk = max(1, _KSPACE_CHUNK_ELEMENTS // max(1, kvectors.shape[0]))
-    reciprocal = torch.cat(
-        [
-            _ewald_reciprocal(calculator, identity[:, start : start + chunk], positions, cell, kvectors)
-            for start in range(0, n_atoms, chunk)
-        ],
-        dim=1,
-    )
+    reciprocal = _reciprocal_matrix(positions, cell, parameters)
     self_term = torch.diag(1.0 / (sigma * math.sqrt(math.pi)))
     rank_terms = _rank_terms_matrix(positions, cell, sigma, boundary, background)
     matrix = reciprocal + real + self_term + rank_terms

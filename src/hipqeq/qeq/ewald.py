@@ -29,12 +29,13 @@ tests). Two rules, both closed-form and deterministic:
 - dense matrices (:func:`dense_ewald_parameters`): every matrix element costs about
   :math:`n_{\mathrm{img}} \propto (p s)^3 / V` real-space images and
   :math:`n_k \propto V (p/s)^3 / (2\pi)^3` reciprocal vectors; the reciprocal part is a
-  matrix product, about 50x cheaper per term, which balances at :math:`s = V^{1/3} / 4.3`.
+  matrix product, measured ~700x cheaper per term on CPU, which balances at
+  :math:`s \approx V^{1/3} / 7.4`, and never below the widest pair width.
   ``s`` is capped so that an atom has at most ``max_neighbors`` real-space neighbours
   (memory of the pair list).
 - PME and P3M potentials (:func:`mesh_parameters`): a mesh fine enough for the tolerance and a
-  smearing that balances real-space pairs against mesh points, both :math:`O(N)`, plus
-  the :math:`O(N \log N)` FFT.
+  smearing that minimises the measured cost of real-space pairs and mesh points, both
+  :math:`O(N)`, plus the :math:`O(N \log N)` FFT.
 """
 
 from __future__ import annotations
@@ -63,6 +64,24 @@ P3M_INTERPOLATION_NODES = 5
 # of about 3 of margin.
 _MESH_ERROR_MODEL = {"pme": (6, 0.2), "p3m": (6, 0.02)}
 
+#: Fewest mesh points along a cell vector (the interpolation stencil must fit).
+MIN_MESH_POINTS = 8
+
+#: CPU time of one real-space pair over that of one mesh point, per MD step (pair
+#: search, kernel and its gradient against spreading, FFTs and interpolation):
+#: ``benchmarks/ewald_balance.py mesh`` fits ~1.6 on a 3645-atom shadow step, and the
+#: balance this value picks was the fastest of those tried (README "Ewald balance").
+PAIR_COST_PER_MESH_POINT = 1.0
+
+#: CPU time of one term of the dense reciprocal matrix product (one k-vector of the
+#: full sphere for one pair of atoms) over that of one real-space pair: 0.0015 measured
+#: with ``benchmarks/ewald_balance.py dense`` on a 192-atom slab (CPU, one thread;
+#: weights from 0.0001 to 0.003 came within 2 % of each other in time).
+KSPACE_TERM_COST_PER_PAIR = 0.0015
+
+# Relative step of the smearing grid searched by mesh_parameters.
+_SMEARING_STEP = 0.02
+
 
 @dataclass(frozen=True)
 class EwaldParameters:
@@ -71,7 +90,8 @@ class EwaldParameters:
     :param smearing: Gaussian splitting width :math:`s`, Angstrom (torch-pme ``smearing``).
     :param cutoff: real-space cutoff :math:`r_c`, Angstrom.
     :param kspace_cutoff: reciprocal cutoff :math:`k_c`, 1/Angstrom (Ewald sum).
-    :param mesh_spacing: torch-pme ``mesh_spacing`` (Angstrom) for PME, else ``None``.
+    :param mesh_spacing: largest mesh spacing (Angstrom) for PME and P3M, else ``None``
+        (:func:`mesh_points`).
     """
 
     smearing: float
@@ -101,7 +121,18 @@ def dense_ewald_parameters(
     tolerance: float = DEFAULT_TOLERANCE,
     max_neighbors: int = 2000,
 ) -> EwaldParameters:
-    """Ewald parameters for building a dense Coulomb matrix (see the module docstring).
+    r"""Ewald parameters for building a dense Coulomb matrix: the smearing that minimises
+
+    .. math::
+
+        N^2 \tfrac{4\pi}{3} \frac{(p \max(s, g_{\max}))^3}{V}
+        + w N^2 \, \frac{V}{(2\pi)^3} \tfrac{4\pi}{3} \left(\frac{p}{s}\right)^3,
+
+    real-space pairs against the terms of the reciprocal matrix product (atom pairs times
+    k-vectors) weighted by :data:`KSPACE_TERM_COST_PER_PAIR`: above :math:`g_{\max}`,
+    :math:`s = V^{1/3} (w / 8\pi^3)^{1/6}`; below it the pairs do not shrink, so
+    :math:`s \ge g_{\max}`. ``s`` is capped so that an atom has at most
+    ``max_neighbors`` real-space neighbours (memory of the pair list).
 
     :param cell: (3, 3) lattice vectors as rows, Angstrom.
     :param n_atoms: atoms in the cell.
@@ -112,10 +143,42 @@ def dense_ewald_parameters(
     p = _decay_factor(tolerance)
     volume = _volume(cell)
     density = n_atoms / volume
-    balanced = volume ** (1.0 / 3.0) / 4.3
+    widest_pair = math.sqrt(2.0) * max_sigma
+    balanced = volume ** (1.0 / 3.0) * (KSPACE_TERM_COST_PER_PAIR / (8.0 * math.pi**3)) ** (1.0 / 6.0)
     capped = (3.0 * max_neighbors / (4.0 * math.pi * density)) ** (1.0 / 3.0) / p
-    smearing = min(balanced, capped)
+    smearing = min(max(balanced, widest_pair), capped)
     return _with_cutoffs(smearing, p, max_sigma)
+
+
+def smooth_mesh_size(minimum: int) -> int:
+    """Smallest FFT-friendly mesh size (a product of 2, 3 and 5) of at least ``minimum``
+    points, and at least :data:`MIN_MESH_POINTS`."""
+    size = max(int(minimum), MIN_MESH_POINTS)
+    while True:
+        rest = size
+        for factor in (2, 3, 5):
+            while rest % factor == 0:
+                rest //= factor
+        if rest == 1:
+            return size
+        size += 1
+
+
+def mesh_points(cell: torch.Tensor, spacing: float) -> torch.Tensor:
+    """Mesh points along each cell vector (3,) int64 for a largest spacing ``spacing``
+    (Angstrom): the smooth size (:func:`smooth_mesh_size`) of at least :math:`L_a / h`
+    along a cell vector of length :math:`L_a`."""
+    sizes = _smooth_sizes(_lengths(cell), spacing)
+    return torch.tensor(sizes, dtype=torch.int64, device=cell.device)
+
+
+def _lengths(cell: torch.Tensor) -> list[float]:
+    return torch.linalg.norm(cell.detach().to(torch.float64), dim=1).tolist()
+
+
+def _smooth_sizes(lengths: list[float], spacing: float) -> list[int]:
+    # The relative slack keeps L / (L / n) from rounding up to n + 1.
+    return [smooth_mesh_size(math.ceil(length / spacing * (1.0 - 1e-12))) for length in lengths]
 
 
 def mesh_parameters(
@@ -134,17 +197,20 @@ def mesh_parameters(
 
     with n = 6 and C calibrated per method (``"pme"``: :data:`PME_INTERPOLATION_NODES`
     Lagrange nodes; ``"p3m"``: :data:`P3M_INTERPOLATION_NODES` B-spline nodes, 10x
-    smaller C). torch-pme uses
-    :math:`2^{\lceil \log_2(2 L_a / h_{\mathrm{arg}} + 1) \rceil}` mesh points along a
-    cell vector of length :math:`L_a` (``mesh_spacing`` = :math:`h_{\mathrm{arg}}`), so
-    meshes come in powers of two. Two meshes are considered, the powers of two just
-    below and above the one at which real-space pairs per atom,
-    :math:`\rho \tfrac{4\pi}{3} (p s)^3`, balance mesh points per atom,
-    :math:`1/(\rho h^3)`; for each the smallest admissible :math:`s` follows from the
-    actual spacing, and the cheaper of the two is kept (cost model: a pair costs a
-    as much as a mesh point: pairs also
-    dominate memory). Real space and mesh are :math:`O(N)`, the FFT
-    :math:`O(N \log N)`.
+    smaller C), and the smearing :math:`s` that minimises the cost of one step,
+
+    .. math::
+
+        w \, N \rho \tfrac{4\pi}{3} \big(p \max(s, g_{\max})\big)^3 + \prod_a n_a
+
+    real-space pairs weighted by :data:`PAIR_COST_PER_MESH_POINT` against mesh points,
+    over a grid of smearings from :math:`g_{\max}/2` to the coarsest mesh. Mesh sizes
+    are products of 2, 3 and 5 (:func:`mesh_points`), so the optimum, and the cost per
+    atom, change smoothly with the cell (torch-pme's own meshes come in powers of two,
+    and the mesh points per atom swung by 4.6x between cubic cells). For each candidate the
+    smearing is lowered to what the actual, finer mesh allows. Real space and mesh are
+    :math:`O(N)`, the FFT :math:`O(N \log N)`. ``mesh_spacing`` is the largest spacing
+    :math:`h` (Angstrom); a changed cell keeps it (:func:`mesh_points`).
     """
     if method not in _MESH_ERROR_MODEL:
         raise HipqeqError(f"mesh method must be one of {tuple(_MESH_ERROR_MODEL)}, got {method!r}")
@@ -152,20 +218,22 @@ def mesh_parameters(
     p = _decay_factor(tolerance)
     density = n_atoms / _volume(cell)
     ratio = (tolerance / prefactor) ** (1.0 / order)
-    balanced = (density**2 * (4.0 * math.pi / 3.0) * p**3 * ratio**3) ** (-1.0 / 6.0)
-    lengths = torch.linalg.norm(cell.detach().to(torch.float64), dim=1).tolist()
+    lengths = _lengths(cell)
+    widest_pair = math.sqrt(2.0) * max_sigma
+    coarsest = max(lengths) / (ratio * MIN_MESH_POINTS)
     best = None
-    for offset in (-1, 0):
-        points = [2 ** max(2, math.ceil(math.log2(length / (ratio * balanced))) + offset) for length in lengths]
-        mesh_argument = max(2.0 * length / (n - 1) for length, n in zip(lengths, points))
-        actual = [2 ** math.ceil(math.log2(2.0 * length / mesh_argument + 1.0)) for length in lengths]
-        smearing = max(length / n for length, n in zip(lengths, actual)) / ratio
-        cost = n_atoms * density * (4.0 * math.pi / 3.0) * (p * smearing) ** 3 + math.prod(actual)
+    smearing = min(0.5 * widest_pair, coarsest)
+    while smearing <= coarsest * (1.0 + _SMEARING_STEP):
+        spacing = max(length / n for length, n in zip(lengths, _smooth_sizes(lengths, ratio * smearing)))
+        points = _smooth_sizes(lengths, spacing)
+        pairs = n_atoms * density * (4.0 * math.pi / 3.0) * (p * max(spacing / ratio, widest_pair)) ** 3
+        cost = PAIR_COST_PER_MESH_POINT * pairs + math.prod(points)
         if best is None or cost < best[0]:
-            best = (cost, smearing, mesh_argument)
-    _, smearing, mesh_argument = best
-    base = _with_cutoffs(smearing, p, max_sigma)
-    return EwaldParameters(base.smearing, base.cutoff, base.kspace_cutoff, mesh_argument)
+            best = (cost, spacing)
+        smearing *= 1.0 + _SMEARING_STEP
+    _, spacing = best
+    base = _with_cutoffs(spacing / ratio, p, max_sigma)
+    return EwaldParameters(base.smearing, base.cutoff, base.kspace_cutoff, spacing)
 
 
 def _with_cutoffs(smearing: float, p: float, max_sigma: float) -> EwaldParameters:
@@ -177,12 +245,14 @@ def _with_cutoffs(smearing: float, p: float, max_sigma: float) -> EwaldParameter
     )
 
 
-def ewald_kvectors(cell: torch.Tensor, kspace_cutoff: float) -> torch.Tensor:
+def ewald_kvectors(cell: torch.Tensor, kspace_cutoff: float, half: bool = False) -> torch.Tensor:
     r"""All reciprocal vectors :math:`0 < |\mathbf{k}| \le k_c` of a cell (a full sphere).
 
     :param cell: (3, 3) lattice vectors as rows, Angstrom; the result is differentiable
         in it (needed for the stress).
     :param kspace_cutoff: :math:`k_c`, 1/Angstrom.
+    :param half: keep one of each pair :math:`\pm\mathbf k` (the one whose first
+        non-zero integer coordinate is positive), for sums even in :math:`\mathbf k`.
     :return: (n_k, 3) wave vectors, 1/Angstrom.
     """
     reciprocal = 2.0 * torch.pi * torch.linalg.inv(cell).T
@@ -194,4 +264,7 @@ def ewald_kvectors(cell: torch.Tensor, kspace_cutoff: float) -> torch.Tensor:
     with torch.no_grad():
         norms = torch.linalg.norm(integers @ reciprocal, dim=1)
         keep = (norms <= kspace_cutoff) & (norms > 0)
+        if half:
+            first, second, third = integers.unbind(1)
+            keep &= (first > 0) | ((first == 0) & ((second > 0) | ((second == 0) & (third > 0))))
     return integers[keep] @ reciprocal

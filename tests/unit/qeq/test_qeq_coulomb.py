@@ -17,7 +17,11 @@ from hipqeq.qeq import (
     boundary_from_pbc,
     coulomb_matrix,
     electrostatic_energy,
+    ewald_kvectors,
+    mesh_parameters,
+    mesh_points,
 )
+from hipqeq.qeq.ewald import MIN_MESH_POINTS, smooth_mesh_size
 from hipqeq.units import COULOMB_EV_A
 
 from qeq_helpers import cspbi3, water_like
@@ -167,7 +171,10 @@ def test_mesh_geometry_cache_changes_nothing(mesh_method):
     atoms = cspbi3((2, 2, 2), rattle=0.1)
     positions, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
     charges = torch.tensor(np.random.default_rng(1).normal(size=(len(atoms), 2)))
-    parameters = EwaldParameters(smearing=1.5, cutoff=8.0, kspace_cutoff=4.0, mesh_spacing=0.6)
+    # torch-pme's mesh_spacing argument 0.6 gives 64 points; hipqeq's spacing is the actual one.
+    spacing = float(torch.linalg.norm(cell[0])) / 64
+    assert mesh_points(cell, spacing).tolist() == torchpme.lib.get_ns_mesh(cell, 0.6).tolist() == [64] * 3
+    parameters = EwaldParameters(smearing=1.5, cutoff=8.0, kspace_cutoff=4.0, mesh_spacing=spacing)
     mesh = MeshReciprocal(mesh_method, parameters, positions)
     calculator_class = torchpme.PMECalculator if mesh_method == "pme" else torchpme.P3MCalculator
     nodes = PME_INTERPOLATION_NODES if mesh_method == "pme" else P3M_INTERPOLATION_NODES
@@ -192,6 +199,42 @@ def test_mesh_geometry_cache_changes_nothing(mesh_method):
     reference_positions = positions.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad((charges * reference(reference_positions)).sum(), reference_positions)
     torch.testing.assert_close(force, expected, rtol=0, atol=1e-10)
+
+
+def test_mesh_sizes_are_smooth_numbers_covering_the_spacing():
+    assert [smooth_mesh_size(n) for n in (1, 8, 11, 49, 97, 121, 257)] == [8, 8, 12, 50, 100, 125, 270]
+    cell = torch.tensor([[20.0, 0.0, 0.0], [3.0, 31.0, 0.0], [0.0, 0.0, 7.0]], dtype=torch.float64)
+    points = mesh_points(cell, 0.45).tolist()
+    lengths = torch.linalg.norm(cell, dim=1).tolist()
+    assert points == [smooth_mesh_size(math.ceil(length / 0.45)) for length in lengths]
+    assert all(length / n <= 0.45 for length, n in zip(lengths, points)) and min(points) >= MIN_MESH_POINTS
+    # the actual spacing given back gives the same mesh (no rounding up to n + 1)
+    assert mesh_points(cell, lengths[1] / points[1]).tolist()[1] == points[1]
+
+
+@pytest.mark.parametrize("mesh_method", ["pme", "p3m"])
+def test_mesh_cost_per_atom_does_not_jump_with_the_cell(mesh_method):
+    """With meshes of powers of two the mesh points per atom swung by 4.6x (and the
+    real-space pairs against them) between cubic CsPbI3 supercells of 1080 to 29160
+    atoms; smooth mesh sizes keep both within a few tens of per cent."""
+    mesh_per_atom, pairs_per_atom = [], []
+    for repeat in range(6, 19):
+        n_atoms, cell = 5 * repeat**3, torch.eye(3, dtype=torch.float64) * 6.29 * repeat
+        parameters = mesh_parameters(cell, n_atoms, 1.5, 1e-6, mesh_method)
+        mesh_per_atom.append(float(mesh_points(cell, parameters.mesh_spacing).prod()) / n_atoms)
+        pairs_per_atom.append(4.0 * math.pi / 3.0 * parameters.cutoff**3 * n_atoms / float(torch.det(cell)))
+    assert max(mesh_per_atom) / min(mesh_per_atom) < 1.6
+    assert max(pairs_per_atom) / min(pairs_per_atom) < 1.6
+
+
+def test_half_kvectors_hold_one_of_each_pair():
+    cell = torch.tensor([[9.0, 0.0, 0.0], [2.0, 11.0, 0.0], [1.0, -1.5, 14.0]], dtype=torch.float64)
+    full = ewald_kvectors(cell, 1.3)
+    half = ewald_kvectors(cell, 1.3, half=True)
+    assert 2 * len(half) == len(full)
+    both = torch.cat([half, -half])
+    order = lambda k: k[torch.argsort(k @ torch.tensor([1.0, 1e3, 1e6], dtype=torch.float64))]  # noqa: E731
+    torch.testing.assert_close(order(both), order(full), rtol=0, atol=1e-12)
 
 
 def test_unknown_kspace_method_raises():
