@@ -40,6 +40,7 @@ tests). Two rules, both closed-form and deterministic:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -150,6 +151,7 @@ def dense_ewald_parameters(
     return _with_cutoffs(smearing, p, max_sigma)
 
 
+@functools.lru_cache(maxsize=None)
 def smooth_mesh_size(minimum: int) -> int:
     """Smallest FFT-friendly mesh size (a product of 2, 3 and 5) of at least ``minimum``
     points, and at least :data:`MIN_MESH_POINTS`."""
