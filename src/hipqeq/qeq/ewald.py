@@ -144,10 +144,9 @@ def dense_ewald_parameters(
     p = _decay_factor(tolerance)
     volume = _volume(cell)
     density = n_atoms / volume
-    widest_pair = math.sqrt(2.0) * max_sigma
     balanced = volume ** (1.0 / 3.0) * (KSPACE_TERM_COST_PER_PAIR / (8.0 * math.pi**3)) ** (1.0 / 6.0)
     capped = (3.0 * max_neighbors / (4.0 * math.pi * density)) ** (1.0 / 3.0) / p
-    smearing = min(max(balanced, widest_pair), capped)
+    smearing = min(max(balanced, _widest_pair_width(max_sigma)), capped)
     return _with_cutoffs(smearing, p, max_sigma)
 
 
@@ -221,14 +220,13 @@ def mesh_parameters(
     density = n_atoms / _volume(cell)
     ratio = (tolerance / prefactor) ** (1.0 / order)
     lengths = _lengths(cell)
-    widest_pair = math.sqrt(2.0) * max_sigma
     coarsest = max(lengths) / (ratio * MIN_MESH_POINTS)
     best = None
-    smearing = min(0.5 * widest_pair, coarsest)
+    smearing = min(0.5 * _widest_pair_width(max_sigma), coarsest)
     while smearing <= coarsest * (1.0 + _SMEARING_STEP):
         spacing = max(length / n for length, n in zip(lengths, _smooth_sizes(lengths, ratio * smearing)))
         points = _smooth_sizes(lengths, spacing)
-        pairs = n_atoms * density * (4.0 * math.pi / 3.0) * (p * max(spacing / ratio, widest_pair)) ** 3
+        pairs = n_atoms * density * (4.0 * math.pi / 3.0) * _real_space_cutoff(spacing / ratio, p, max_sigma) ** 3
         cost = PAIR_COST_PER_MESH_POINT * pairs + math.prod(points)
         if best is None or cost < best[0]:
             best = (cost, spacing)
@@ -238,11 +236,20 @@ def mesh_parameters(
     return EwaldParameters(base.smearing, base.cutoff, base.kspace_cutoff, spacing)
 
 
+def _widest_pair_width(max_sigma: float) -> float:
+    r""":math:`g_{\max} = \sqrt{2}\,\sigma_{\max}`, Angstrom: the widest Gaussian pair width."""
+    return math.sqrt(2.0) * max_sigma
+
+
+def _real_space_cutoff(smearing: float, p: float, max_sigma: float) -> float:
+    r""":math:`r_c = p \max(s, g_{\max})`, Angstrom (module docstring)."""
+    return p * max(smearing, _widest_pair_width(max_sigma))
+
+
 def _with_cutoffs(smearing: float, p: float, max_sigma: float) -> EwaldParameters:
-    widest_pair = math.sqrt(2.0) * max_sigma
     return EwaldParameters(
         smearing=smearing,
-        cutoff=p * max(smearing, widest_pair),
+        cutoff=_real_space_cutoff(smearing, p, max_sigma),
         kspace_cutoff=p / smearing,
     )
 
