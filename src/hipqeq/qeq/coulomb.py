@@ -199,6 +199,16 @@ def _rank_terms_potential(charges, positions, cell, sigma, boundary, background)
     return -(2.0 * math.pi / volume) * (gaps + height**2 / 6.0 * total)
 
 
+def _snapshot(tensors):
+    return tuple(None if t is None else t.clone() for t in tensors)
+
+
+def _same_tensors(first, second) -> bool:
+    """Whether two tuples of tensors (or None) hold the same values, position by position."""
+    return all((a is None and b is None) or (a is not None and b is not None and a.shape == b.shape
+                                              and torch.equal(a, b)) for a, b in zip(first, second))
+
+
 class _RealSpacePairs:
     """Real-space pairs of the Gaussian-minus-Ewald kernel for one fixed geometry.
 
@@ -437,6 +447,7 @@ class CoulombOperator:
         self.boundary = boundary
         self.background = background
         self.method = method
+        self._cached_kernel = None
         if boundary == "open":
             return
         n_atoms = positions.shape[0]
@@ -471,17 +482,20 @@ class CoulombOperator:
         return potential if charges.dim() == 2 else potential[:, 0]
 
     def _real_space_kernel(self, positions, sigma, cell):
-        # Without autograd (inside the solver's iterations) the geometry is the same at
-        # every product: evaluate the pair kernel once and keep it, keyed on the very
-        # tensors and their in-place version counters.
+        # The pair kernel depends on the geometry alone, and most products of a call see
+        # one geometry (a solve's iterations; the shadow step's response products after
+        # its differentiable one): keep the last kernel and reuse it for equal geometry
+        # tensors. With autograd it is evaluated anew (its graph belongs to the call) and
+        # its values kept for the products without autograd that follow.
+        geometry = tuple(None if t is None else t.detach() for t in (positions, sigma, cell))
         if torch.is_grad_enabled():
-            return self.pairs.kernel(positions, cell, sigma)
-        key = (positions, sigma, cell)
-        versions = tuple(None if t is None else t._version for t in key)
-        cached = getattr(self, "_cached_kernel", None)
-        if cached is None or any(a is not b for a, b in zip(cached[0], key)) or cached[1] != versions:
-            self._cached_kernel = (key, versions, self.pairs.kernel(positions, cell, sigma))
-        return self._cached_kernel[2]
+            kernel = self.pairs.kernel(positions, cell, sigma)
+            self._cached_kernel = (_snapshot(geometry), kernel.detach())
+            return kernel
+        cached = self._cached_kernel
+        if cached is None or not _same_tensors(cached[0], geometry):
+            self._cached_kernel = cached = (_snapshot(geometry), self.pairs.kernel(positions, cell, sigma))
+        return cached[1]
 
     def _periodic_potential(self, charges, positions, sigma, cell):
         kernel = self._real_space_kernel(positions, sigma, cell)

@@ -201,6 +201,43 @@ def test_mesh_geometry_cache_changes_nothing(mesh_method):
     torch.testing.assert_close(force, expected, rtol=0, atol=1e-10)
 
 
+def test_real_space_kernel_is_evaluated_once_per_geometry(monkeypatch):
+    """A differentiable product and the products without autograd that follow at equal
+    geometry (the shadow step's pattern: strained positions, then detached ones) share
+    one evaluation of the pair kernel; a moved atom, in place or not, gets a new one, and
+    every product equals a fresh operator's."""
+    atoms = cspbi3((2, 2, 2), rattle=0.1)
+    positions, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
+    sigma = torch.full((len(atoms),), 1.2, dtype=torch.float64)
+    charges = torch.tensor(np.random.default_rng(2).normal(size=(len(atoms), 2)))
+    operator = CoulombOperator(positions, sigma, cell, "periodic", tolerance=1e-6, method="p3m")
+    evaluations = []
+    original = operator.pairs.kernel
+    monkeypatch.setattr(operator.pairs, "kernel", lambda *a: evaluations.append(1) or original(*a))
+
+    def fresh(at):  # a new operator with the same pair list (built at the same geometry)
+        with torch.no_grad():
+            return CoulombOperator(positions, sigma, cell, "periodic", tolerance=1e-6,
+                                   method="p3m").matvec(charges, at, sigma, cell)
+
+    leaf = positions.clone().requires_grad_(True)
+    strained = leaf @ torch.eye(3, dtype=torch.float64)
+    differentiable = operator.matvec(charges, strained, sigma, cell)
+    assert differentiable.requires_grad and len(evaluations) == 1
+    with torch.no_grad():
+        for _ in range(3):
+            torch.testing.assert_close(operator.matvec(charges, positions.clone(), sigma, cell), differentiable.detach(),
+                                       rtol=0, atol=0)
+        assert len(evaluations) == 1
+        moved = positions.clone()
+        moved[0, 0] += 0.05
+        torch.testing.assert_close(operator.matvec(charges, moved, sigma, cell), fresh(moved), rtol=0, atol=0)
+        assert len(evaluations) == 2
+        moved[0, 0] += 0.05  # in place: the kept kernel is a copy's, not this tensor's
+        torch.testing.assert_close(operator.matvec(charges, moved, sigma, cell), fresh(moved), rtol=0, atol=0)
+        assert len(evaluations) == 3
+
+
 def test_mesh_sizes_are_smooth_numbers_covering_the_spacing():
     assert [smooth_mesh_size(n) for n in (1, 8, 11, 49, 97, 121, 257)] == [8, 8, 12, 50, 100, 125, 270]
     cell = torch.tensor([[20.0, 0.0, 0.0], [3.0, 31.0, 0.0], [0.0, 0.0, 7.0]], dtype=torch.float64)
