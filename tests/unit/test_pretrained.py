@@ -144,6 +144,8 @@ def test_the_shipped_potential_is_listed_and_describes_its_study():
     assert data["n_xtb_labels"] == sum(r["status"] == "ok" for r in rows) > 0  # what the models trained on
     assert data["total_charges_e"] == [-1.0, 0.0, 1.0]
     assert manifest["level_of_theory"]["energy, forces"].startswith("GFN1-xTB (cp2k, k-point density 60")
+    assert "CP2K, k-point density 36.0 A" in manifest["level_of_theory"]["charges"]  # the study's dft.source
+    assert manifest["test_errors"]["4g"]["dft"]["n_charge"] > 0  # its held-out frames have DFT charges
     assert {kind: len(members) for kind, members in manifest["models"].items()} == {"4g": 2, "2g": 2}
     splits = json.loads(pretrained.dataset(SHIPPED, "xtb").with_name("splits.json").read_text())
     assert set(data["test_parents"]) == set(splits["test"])

@@ -189,8 +189,10 @@ def _level_of_theory(config: dict) -> dict:
     xtb, dft = config["xtb"], config["dft"]
     engine = xtb["engine"]
     sampling = (f"k-point density {xtb['cp2k']['kpoint_density_A']} A" if engine == "cp2k" else "Gamma point")
+    computed = {"pyscf": f"PySCF, k-mesh {dft['kmesh']}",
+                "cp2k": f"CP2K, k-point density {dft['cp2k']['kpoint_density_A']} A"}
     dft_text = (f"external set ({dft['external']['path']})" if dft["source"] == "external" else
-                f"{dft['xc']}/{dft['basis']} ({dft['pseudo']}), PySCF, k-mesh {dft['kmesh']}")
+                f"{dft['xc']}/{dft['basis']} ({dft['pseudo']}), {computed[dft['source']]}")
     return {"energy, forces": f"{xtb['method']} ({engine}, {sampling})",
             "charges": f"{xtb['method']} Mulliken; DFT {dft['charge_scheme']}: {dft_text}",
             "charge model learns": f"{config['training']['charge_reference']} charges"}
