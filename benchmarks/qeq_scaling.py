@@ -14,12 +14,15 @@ For each size the script times
 
 - dense: Coulomb matrix (Ewald, torch-pme) + bordered ``torch.linalg.solve``;
 - iterative: pair list + mesh operator (P3M, or PME with ``--kspace-method pme``) +
-  projected preconditioned CG (cold start);
+  projected preconditioned CG (cold start) with the two-level preconditioner (Jacobi
+  plus the long-wave modes, :func:`hipqeq.qeq.solvers.two_level_preconditioner`);
+- jacobi: the same with the Jacobi preconditioner alone;
 
 each in a forked child process that solves twice: it reports the first ("cold") total
 time and the second (warm: setup and solve) wall times, and the peak resident memory
-growth of that child. It prints a table, the log-log fitted exponent
-of total time versus N for each solver, and the dense/iterative time ratio where both ran.
+growth of that child. It prints a table, the log-log fitted exponent of total time
+versus N for each solver and of the products of both CG variants, the jacobi/two-level
+and dense/iterative time ratios where both ran.
 Last, at the largest size, the time of one reciprocal-space product with the mesh
 set-up kept between products at fixed geometry (:class:`hipqeq.qeq.MeshReciprocal`)
 against torch-pme's own calculator, which redoes it at every call.
@@ -58,6 +61,11 @@ def supercell(repeat: int):
     return atoms
 
 
+#: dense: Ewald matrix and bordered solve; jacobi: projected CG with the Jacobi
+#: preconditioner; iterative: the same with the long-wave two-level preconditioner (the default).
+SOLVERS = ("dense", "jacobi", "iterative")
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -89,6 +97,7 @@ def _measure(solver: str, repeat: int, tolerance: float, threads: int, kspace_me
         charges, products = solve_iterative(
             operator.matvec, (positions, sigma, cell), chi, hardness,
             operator.diagonal_estimate(sigma), tolerance=tolerance,
+            long_waves=operator.long_wave_modes(positions, sigma, cell, hardness) if solver == "iterative" else None,
         )
         solved = time.perf_counter()
         return built - start, solved - built, charges, products
@@ -189,7 +198,7 @@ def main(argv=None) -> int:
     print(f"{'N':>7} {'solver':>9} {'cold_s':>9} {'setup_s':>9} {'solve_s':>9} {'total_s':>9} {'mem_MiB':>9} {'matvecs':>8} {'sum_q':>10} {'q_Cs':>8}")
     for repeat in repeats:
         n_atoms = 5 * repeat**3
-        for solver in ("dense", "iterative"):
+        for solver in SOLVERS:
             if solver == "dense" and n_atoms > args.dense_max_atoms:
                 continue
             result = measure(solver, repeat, args.tolerance, args.threads, args.kspace_method)
@@ -202,15 +211,20 @@ def main(argv=None) -> int:
             )
 
     print()
-    timings = {solver: {n: r["total_s"] for n, s, r in rows if s == solver} for solver in ("dense", "iterative")}
+    timings = {solver: {n: r["total_s"] for n, s, r in rows if s == solver} for solver in SOLVERS}
     for solver, by_size in timings.items():
         if len(by_size) >= 2:
             exponent = fitted_exponent(list(by_size), list(by_size.values()))
             print(f"{solver:>9}: warm total time ~ N^{exponent:.2f} (log-log fit over N = {min(by_size)}..{max(by_size)})")
-    per_product = {n: r["solve_s"] / r["products"] for n, s, r in rows if s == "iterative" and r["products"]}
-    if len(per_product) >= 2:
-        exponent = fitted_exponent(list(per_product), list(per_product.values()))
-        print(f"iterative: time per matrix-vector product ~ N^{exponent:.2f} (CG iterations grow too)")
+    for solver in ("jacobi", "iterative"):
+        products = {n: r["products"] for n, s, r in rows if s == solver and r["products"]}
+        if len(products) >= 2:
+            exponent = fitted_exponent(list(products), list(products.values()))
+            print(f"{solver:>9}: matrix-vector products ~ N^{exponent:.2f}")
+    iterative = sorted(set(timings["jacobi"]) & set(timings["iterative"]))
+    if iterative:
+        print("jacobi / two-level time: " + ", ".join(
+            f"N={n}: {timings['jacobi'][n] / timings['iterative'][n]:.2f}" for n in iterative))
     shared = sorted(set(timings["dense"]) & set(timings["iterative"]))
     if shared:
         print("dense / iterative time: " + ", ".join(f"N={n}: {timings['dense'][n] / timings['iterative'][n]:.2f}" for n in shared))

@@ -27,6 +27,7 @@ def test_qeq_scaling_prints_exponents_and_ratios(tmp_path):
                         cwd=tmp_path)
     assert "dense: warm total time ~ N^" in out and "iterative: warm total time ~ N^" in out
     assert "dense / iterative time" in out and "torch-pme calculator / mesh set-up kept:" in out
+    assert "jacobi / two-level time" in out and "iterative: matrix-vector products ~ N^" in out
 
 
 @pytest.mark.slow

@@ -227,7 +227,7 @@ class Potential(torch.nn.Module):
         products = 0
         if auxiliary is None:
             solve = dict(matvec=operator.matvec, operands=fixed, hardness=hardness, diagonal=operator.diagonal_estimate(sigma),
-                         tolerance=qeq.solve_tolerance)
+                         tolerance=qeq.solve_tolerance, long_waves=operator.long_wave_modes(*fixed, hardness))
             with torch.no_grad():
                 start, used = solve_iterative(electronegativity=chi.detach(),
                                               total_charge=float(total_charge), **solve)

@@ -75,6 +75,7 @@ def equilibrate(
                 total_charge,
                 initial=initial,
                 tolerance=tolerance,
+                long_waves=operator.long_wave_modes(positions, sigma_t, cell, hardness_t),
             )
             potential = operator.matvec(charges, positions, sigma_t, cell)
         else:

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torchpme
@@ -407,6 +408,97 @@ def coulomb_matrix(
     return COULOMB_EV_A * 0.5 * (matrix + matrix.T)
 
 
+#: A plane wave of the charges enters the two-level preconditioner of the iterative
+#: solve when its Coulomb energy is at least this many times its diagonal (self and
+#: hardness) energy (:func:`long_wave_modes`).
+LONG_WAVE_THRESHOLD = 1.0
+#: Memory cap of those modes: (atoms x modes) float64 elements, here 160 MB.
+LONG_WAVE_MAX_ELEMENTS = 20_000_000
+
+
+@dataclass(frozen=True)
+class LongWaveModes:
+    r"""The long-wavelength part of a Coulomb matrix in closed form,
+    :math:`A_{\mathrm{long}} \approx Z \operatorname{diag}(\gamma) Z^{\mathsf T}`.
+
+    :param columns: (n_atoms, m) plane waves :math:`\cos \mathbf k \cdot \mathbf r_i`
+        and :math:`\sin \mathbf k \cdot \mathbf r_i`, dimensionless.
+    :param couplings: (m,) :math:`\gamma_k`, eV/e^2.
+    """
+
+    columns: torch.Tensor
+    couplings: torch.Tensor
+
+
+def long_wave_modes(positions: torch.Tensor, sigma: torch.Tensor, cell: torch.Tensor, boundary: str,
+                    inverse_diagonal: torch.Tensor) -> LongWaveModes | None:
+    r"""The plane waves of the charges that make a periodic QEq ill-conditioned, and their
+    Coulomb couplings, for :func:`hipqeq.qeq.solvers.solve_iterative`'s preconditioner.
+
+    A charge wave :math:`q_i = \cos \mathbf k \cdot \mathbf r_i` of a cell of volume
+    :math:`V` has the Coulomb energy of its reciprocal term,
+    :math:`\gamma_k = 8\pi k_e e^{-\bar\sigma^2 k^2} / (k^2 V)` per unit amplitude of its
+    structure factor (:math:`\bar\sigma^2` the mean squared width): at small :math:`k`
+    it dwarfs the diagonal :math:`D_i` (self term and hardness), and since the smallest
+    :math:`k` falls as :math:`1/L`, the Jacobi-preconditioned condition number grows as
+    :math:`L^2` and CG's iterations as :math:`L`. The waves with
+    :math:`\gamma_k \sum_i D_i^{-1}/2 \ge` :data:`LONG_WAVE_THRESHOLD` are returned (the
+    half set of :math:`\pm\mathbf k`, cosine and sine columns; at most
+    :data:`LONG_WAVE_MAX_ELEMENTS` entries, the strongest first).
+
+    Periodic cells use the 3D reciprocal lattice. A slab's atoms fill only part of its
+    cell along the normal, where waves differing in :math:`k_z` are nearly the same
+    charge pattern: it uses the in-plane vectors, each coupling summed over its column
+    :math:`\mathbf k + n\mathbf b_3` weighted by :math:`|F(n)|^2`, the squared form factor
+    :math:`F(n) = \frac1N\sum_i e^{i n \mathbf b_3 \cdot \mathbf r_i}` of the atoms'
+    heights (the thin-slab limit gives :math:`2\pi k_e / (A k)` per unit area :math:`A`).
+    Open systems have no such modes (``None``).
+
+    :param inverse_diagonal: (n_atoms,) :math:`1/D_i`, e^2/eV.
+    """
+    if boundary == "open":
+        return None
+    positions, sigma, cell = positions.detach(), sigma.detach(), cell.detach()
+    volume = float(torch.abs(torch.linalg.det(cell)))
+    width_sq = float((sigma**2).mean())
+    amplitude = float(inverse_diagonal.sum()) / 2.0  # sum_i cos^2(k.r_i) / D_i for a spread of atoms
+    prefactor = 8.0 * math.pi * COULOMB_EV_A / volume
+    # gamma_k * amplitude >= threshold bounds k, ignoring the Gaussian damping (3D), or
+    # with the thin-slab coupling 2 pi k_e / (A k) (slabs).
+    kspace_cutoff = math.sqrt(prefactor * amplitude / LONG_WAVE_THRESHOLD)
+    if boundary == "slab":
+        area = volume / float(_slab_geometry(positions, cell)[1])
+        kspace_cutoff = max(kspace_cutoff, 4.0 * math.pi * COULOMB_EV_A * amplitude / (area * LONG_WAVE_THRESHOLD))
+    kvectors = ewald_kvectors(cell, kspace_cutoff, half=True)
+    if boundary == "periodic":
+        k_sq = (kvectors**2).sum(1)
+        couplings = prefactor * torch.exp(-width_sq * k_sq) / k_sq
+    else:
+        kvectors = kvectors[torch.abs(kvectors @ cell[2]) < math.pi]  # n_3 = 0: in-plane
+        couplings = _slab_column_couplings(kvectors, positions, cell, width_sq, prefactor)
+    keep = torch.nonzero(couplings * amplitude >= LONG_WAVE_THRESHOLD).reshape(-1)
+    keep = keep[torch.argsort(couplings[keep], descending=True)]
+    keep = keep[: max(LONG_WAVE_MAX_ELEMENTS // (2 * positions.shape[0]), 0)]
+    if keep.numel() == 0:
+        return None
+    phases = positions @ kvectors[keep].T
+    return LongWaveModes(torch.cat([torch.cos(phases), torch.sin(phases)], dim=1),
+                         torch.cat([couplings[keep], couplings[keep]]))
+
+
+def _slab_column_couplings(kvectors, positions, cell, width_sq, prefactor):
+    """Couplings of in-plane waves summed over k + n b_3 (n up to where the Gaussian
+    damping exp(-width_sq k^2) falls below e^-40), weighted by the heights' |F(n)|^2."""
+    normal = 2.0 * math.pi * torch.linalg.inv(cell).T[2]
+    n_max = math.ceil(math.sqrt(40.0 / width_sq) / float(torch.linalg.norm(normal)))
+    orders = torch.arange(-n_max, n_max + 1, dtype=positions.dtype, device=positions.device)
+    phases = orders[:, None] * (positions @ normal)[None, :]
+    form_sq = torch.cos(phases).mean(1) ** 2 + torch.sin(phases).mean(1) ** 2
+    shifted = kvectors[:, None, :] + orders[None, :, None] * normal
+    k_sq = (shifted**2).sum(-1)
+    return prefactor * (torch.exp(-width_sq * k_sq) / k_sq * form_sq).sum(1)
+
+
 class CoulombOperator:
     r"""Matrix-free :math:`\phi = A q` for one fixed geometry (eV/e per charge).
 
@@ -510,6 +602,12 @@ class CoulombOperator:
         self_term = charges / (sigma[:, None] * math.sqrt(math.pi))
         rank_terms = _rank_terms_potential(charges, positions, cell, sigma, self.boundary, self.background)
         return reciprocal + real + self_term + rank_terms
+
+    def long_wave_modes(self, positions: torch.Tensor, sigma: torch.Tensor, cell: torch.Tensor | None,
+                        hardness: torch.Tensor) -> LongWaveModes | None:
+        """:func:`long_wave_modes` of this geometry, for hardness ``hardness`` (eV/e^2)."""
+        inverse_diagonal = 1.0 / (self.diagonal_estimate(sigma) + hardness.detach())
+        return long_wave_modes(positions, sigma, cell, self.boundary, inverse_diagonal)
 
     def diagonal_estimate(self, sigma: torch.Tensor) -> torch.Tensor:
         r"""Gaussian self term :math:`k_e / (\sigma_i \sqrt\pi)`, (n_atoms,) eV/e^2.

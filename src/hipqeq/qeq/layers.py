@@ -301,6 +301,7 @@ class QEq(torch.nn.Module):
                 initial=None if initial is None else initial[atoms],
                 tolerance=self.solve_tolerance,
                 warm_adjoint=None if stores is None else stores[b],
+                long_waves=operator.long_wave_modes(pos, sig, cel, hardness[atoms]),
             )
             charges.append(q)
             products.append(used)

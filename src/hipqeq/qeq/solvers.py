@@ -23,7 +23,10 @@ Units: :math:`A, J` in eV/e^2, :math:`\chi, \lambda` in eV/e, :math:`q, Q` in e.
   iterate satisfies the constraint, the search directions lie in
   :math:`\mathbf 1^{\mathsf T} p = 0`, and the matrix-vector product is a PME/Ewald
   potential evaluation. Its gradient uses the implicit function theorem (one adjoint
-  solve of the same system, see :class:`_ImplicitSolve`), to any order.
+  solve of the same system, see :class:`_ImplicitSolve`), to any order. Its
+  preconditioner is Jacobi plus, for periodic cells and slabs, the long-wavelength
+  charge modes in closed form (:func:`two_level_preconditioner`), which keeps the
+  iteration count from growing with the cell as the Jacobi one does.
 
 Both finish by adding :math:`(Q - \sum_i q_i)/N` to every charge, so the constraint holds to
 rounding (the solve leaves a residual of its own accuracy; this is a projection, not a
@@ -50,6 +53,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from hipqeq.errors import HipqeqError
+from hipqeq.qeq.coulomb import LongWaveModes
 
 
 class QEqNotConverged(HipqeqError):
@@ -109,7 +113,7 @@ def solve_dense(
 def _projected_pcg(
     hessian_matvec: Callable[[torch.Tensor], torch.Tensor],
     linear: torch.Tensor,
-    inverse_preconditioner: torch.Tensor,
+    precondition: Callable[[torch.Tensor], torch.Tensor],
     total_charge: float,
     initial: torch.Tensor | None,
     tolerance: float,
@@ -119,23 +123,24 @@ def _projected_pcg(
 
     The preconditioned projection
     :math:`P = M^{-1} - M^{-1}\mathbf 1 (\mathbf 1^{\mathsf T} M^{-1} \mathbf 1)^{-1} \mathbf 1^{\mathsf T} M^{-1}`
-    keeps every search direction in the constraint's null space. Stops when the KKT
+    (``precondition`` applies the symmetric positive definite :math:`M^{-1}`) keeps
+    every search direction in the constraint's null space. Stops when the KKT
     residual :math:`\| H q + c + \lambda \mathbf 1 \|_2` (with the best :math:`\lambda`)
     falls below ``tolerance`` times that of the cold start :math:`q = Q/N`.
     :return: charges and the number of matrix-vector products.
     """
     n = linear.shape[0]
-    weights = inverse_preconditioner
+    weights = precondition(torch.ones_like(linear))  # M^-1 1
+    total_weight = weights.sum()
 
     def project(vector):
-        scaled = weights * vector
-        return scaled - weights * (scaled.sum() / weights.sum())
+        return precondition(vector) - weights * ((weights * vector).sum() / total_weight)
 
     def without_multiplier(gradient):
         # Remove the constraint-normal part lambda 1 (P 1 = 0, so iterates are unchanged in
         # exact arithmetic); otherwise it grows and the projections lose all precision
         # ("residual update" of Gould, Hribar and Nocedal).
-        return gradient - (weights * gradient).sum() / weights.sum()
+        return gradient - (weights * gradient).sum() / total_weight
 
     def kkt_residual_norm(gradient):
         return torch.linalg.norm(without_multiplier(gradient))
@@ -171,6 +176,66 @@ def _projected_pcg(
     )
 
 
+#: Largest eigenvalue allowed for the long-wave correction of the preconditioner
+#: (below 1 keeps :math:`M^{-1}` positive definite), and the power iterations that estimate it.
+_CORRECTION_BOUND = 0.9
+_POWER_ITERATIONS = 30
+
+
+def two_level_preconditioner(inverse_diagonal: torch.Tensor, long_waves: LongWaveModes | None
+                             ) -> Callable[[torch.Tensor], torch.Tensor]:
+    r""":math:`v \mapsto M^{-1} v` for :math:`M = D + Z \operatorname{diag}(\gamma) Z^{\mathsf T}`:
+    the Jacobi diagonal :math:`D` plus the long-wave part of the Coulomb matrix
+    (:class:`~hipqeq.qeq.coulomb.LongWaveModes`), the modes that make :math:`D^{-1}H`
+    ill-conditioned, so that PCG's iteration count stops growing with the cell.
+
+    By Woodbury, :math:`M^{-1} = D^{-1} - D^{-1} Z (\Gamma^{-1} + Z^{\mathsf T} D^{-1} Z)^{-1}
+    Z^{\mathsf T} D^{-1}`; plane waves over atoms that fill the cell (or, for slabs, its
+    plane) are nearly :math:`D^{-1}`-orthogonal, so the inner matrix is taken diagonal,
+    :math:`\Lambda_k = 1 / (\gamma_k^{-1} + \sum_i z_{ik}^2 / D_i)`: each application costs
+    two (n, m) products, no factorisation. Where the waves overlap (atoms filling little
+    of the cell) that approximation could make :math:`M^{-1}` indefinite: :math:`\Lambda` is
+    scaled so that the correction's largest eigenvalue (power iteration) stays below
+    :data:`_CORRECTION_BOUND`. It only changes how fast CG converges, never its answer.
+
+    :param inverse_diagonal: (n,) :math:`1/D_i`, e^2/eV.
+    :param long_waves: the modes, or ``None`` for Jacobi alone.
+    """
+    if long_waves is None:
+        return lambda vector: inverse_diagonal * vector
+    columns = long_waves.columns.to(inverse_diagonal)
+    weighted = inverse_diagonal[:, None] * columns
+    inner = 1.0 / (1.0 / long_waves.couplings.to(inverse_diagonal) + (weighted * columns).sum(0))
+    scale = inner.sqrt()
+
+    def correction(vector):  # Lambda^1/2 Z^T D^-1 Z Lambda^1/2, symmetric positive semidefinite
+        return scale * (weighted.T @ (columns @ (scale * vector)))
+
+    largest = _largest_eigenvalue(correction, inner)
+    if largest > _CORRECTION_BOUND:
+        inner = inner * (_CORRECTION_BOUND / largest)
+
+    def precondition(vector):
+        return inverse_diagonal * vector - weighted @ (inner * (weighted.T @ vector))
+
+    return precondition
+
+
+def _largest_eigenvalue(operator: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor) -> float:
+    """Power iteration's Rayleigh quotient of a symmetric positive semidefinite ``operator``,
+    raised by 5 % for the iteration's underestimate."""
+    vector = torch.ones_like(like) / like.shape[0] ** 0.5
+    estimate = 0.0
+    for _ in range(_POWER_ITERATIONS):
+        image = operator(vector)
+        estimate = float((vector * image).sum())
+        norm = torch.linalg.norm(image)
+        if norm == 0:
+            return 0.0
+        vector = image / norm
+    return 1.05 * estimate
+
+
 class _ImplicitSolve(torch.autograd.Function):
     r"""Iterative QEq solve with implicit-function-theorem gradients, to any order.
 
@@ -196,11 +261,12 @@ class _ImplicitSolve(torch.autograd.Function):
         def hessian_matvec(vector):
             return matvec(vector, *operands) + hardness * vector
 
-        inverse_preconditioner = 1.0 / (options["diagonal"] + hardness.detach())
+        precondition = two_level_preconditioner(1.0 / (options["diagonal"] + hardness.detach()),
+                                                options["long_waves"])
         charges, products = _projected_pcg(
             hessian_matvec,
             electronegativity.detach(),
-            inverse_preconditioner,
+            precondition,
             options["total_charge"],
             initial,
             options["tolerance"],
@@ -259,6 +325,7 @@ def solve_iterative(
     tolerance: float = 1e-8,
     max_iterations: int = 1000,
     warm_adjoint: dict | None = None,
+    long_waves: LongWaveModes | None = None,
 ) -> tuple[torch.Tensor, int]:
     r"""Charges of one system by projected preconditioned CG, warm-startable.
 
@@ -269,7 +336,7 @@ def solve_iterative(
     :param electronegativity: (n,) :math:`\chi`, eV/e.
     :param hardness: (n,) :math:`J`, eV/e^2.
     :param diagonal: (n,) estimate of :math:`\operatorname{diag} A` (eV/e^2) for the
-        Jacobi preconditioner :math:`M = \operatorname{diag}(A) + J`.
+        Jacobi preconditioner :math:`D = \operatorname{diag}(A) + J`.
     :param total_charge: :math:`Q`, e.
     :param initial: (n,) warm-start charges (e.g. the previous MD step's); shifted onto
         the constraint first.
@@ -281,6 +348,10 @@ def solve_iterative(
         that solve, which writes its solution back (consecutive MD steps' adjoints are as
         close as their charges), with the products it used (``"products"``). The stopping
         test is relative to a cold start either way.
+    :param long_waves: the long-wavelength part of :math:`A` in closed form
+        (:meth:`hipqeq.qeq.coulomb.CoulombOperator.long_wave_modes`), which makes the
+        preconditioner two-level (:func:`two_level_preconditioner`): the iterations then
+        no longer grow with the cell. ``None``: Jacobi alone.
     :return: charges (n,) in e, and the number of matrix-vector products used.
     """
     tolerance = max(tolerance, 50.0 * torch.finfo(electronegativity.dtype).eps)
@@ -290,6 +361,7 @@ def solve_iterative(
         "tolerance": tolerance,
         "max_iterations": max_iterations,
         "warm_adjoint": warm_adjoint,
+        "long_waves": long_waves,
     }
     charges = _ImplicitSolve.apply(matvec, options, electronegativity, hardness, initial, *operands)
     return _enforce_total_charge(charges, float(total_charge)), options["products"]
