@@ -206,8 +206,8 @@ def _snapshot(tensors):
 
 def _same_tensors(first, second) -> bool:
     """Whether two tuples of tensors (or None) hold the same values, position by position."""
-    return all((a is None and b is None) or (a is not None and b is not None and a.shape == b.shape
-                                              and torch.equal(a, b)) for a, b in zip(first, second))
+    return all((a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+               for a, b in zip(first, second))
 
 
 class _RealSpacePairs:
@@ -478,7 +478,7 @@ def long_wave_modes(positions: torch.Tensor, sigma: torch.Tensor, cell: torch.Te
         couplings = _slab_column_couplings(kvectors, positions, cell, width_sq, prefactor)
     keep = torch.nonzero(couplings * amplitude >= LONG_WAVE_THRESHOLD).reshape(-1)
     keep = keep[torch.argsort(couplings[keep], descending=True)]
-    keep = keep[: max(LONG_WAVE_MAX_ELEMENTS // (2 * positions.shape[0]), 0)]
+    keep = keep[: LONG_WAVE_MAX_ELEMENTS // (2 * positions.shape[0])]
     if keep.numel() == 0:
         return None
     phases = positions @ kvectors[keep].T

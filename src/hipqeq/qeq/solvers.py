@@ -261,12 +261,15 @@ class _ImplicitSolve(torch.autograd.Function):
         def hessian_matvec(vector):
             return matvec(vector, *operands) + hardness * vector
 
-        precondition = two_level_preconditioner(1.0 / (options["diagonal"] + hardness.detach()),
-                                                options["long_waves"])
+        # The adjoint solve of the backward pass has the same matrix: it inherits the
+        # preconditioner through the options rather than building it again.
+        if "precondition" not in options:
+            options["precondition"] = two_level_preconditioner(1.0 / (options["diagonal"] + hardness.detach()),
+                                                               options["long_waves"])
         charges, products = _projected_pcg(
             hessian_matvec,
             electronegativity.detach(),
-            precondition,
+            options["precondition"],
             options["total_charge"],
             initial,
             options["tolerance"],
