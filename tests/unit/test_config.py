@@ -31,7 +31,7 @@ def test_defaults_are_filled(toy):
     assert config["convergence"]["allow_unconverged"] is True  # ... and goes on when they fail
     assert config["convergence"]["tolerance"] == {"energy_meV_per_atom": 1.0, "force_meV_per_A": 10.0,
                                                   "charge_e": 0.01}
-    assert config["xtb"]["cp2k"]["kpoint_density_A"] == 45.0
+    assert config["xtb"]["cp2k"]["kpoint_density_A"] == 72.0  # the gated density (README)
 
 
 @pytest.mark.parametrize("mutate, message", [
