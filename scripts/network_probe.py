@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--n-sensitivities", type=int, required=True)
     parser.add_argument("--n-interaction-layers", type=int, required=True)
     parser.add_argument("--n-atom-layers", type=int, required=True)
+    parser.add_argument("--lower-cutoff-A", type=float,
+                        help="distance of the first sensitivity's midpoint (Angstrom; default: the config's)")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args()
@@ -46,6 +48,8 @@ def main() -> None:
     config["training"]["network"].update(n_features=args.n_features, n_sensitivities=args.n_sensitivities,
                                          n_interaction_layers=args.n_interaction_layers,
                                          n_atom_layers=args.n_atom_layers)
+    if args.lower_cutoff_A is not None:
+        config["training"]["network"]["lower_cutoff_A"] = args.lower_cutoff_A
     config["training"]["short_range"]["max_epochs"] = args.epochs
     results = args.study / "results"
     model = args.output_dir / args.name
