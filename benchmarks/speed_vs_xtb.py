@@ -9,10 +9,13 @@ short-range HIP-NN. tblite runs until its predicted time (cubic extrapolation fr
 last size) exceeds --xtb-limit-s; larger sizes are reported as skipped.
 
 Prints one row per size (atoms, seconds per call for each method, speed-up) and the
-scaling exponents b of t ~ N^b fitted on a log-log scale.
+scaling exponents b of t ~ N^b fitted on a log-log scale. ``--tensor-orders 0 1`` times
+a HIP-NN and a HIP-NN-TS potential of the same size side by side (one after the other at
+each size, in one run), with the time ratio of the last to the first.
 
 example:
   python benchmarks/speed_vs_xtb.py --max-atoms 500 --device cpu
+  python benchmarks/speed_vs_xtb.py --max-atoms 200 --xtb-method GFN1-xTB --tensor-orders 0 1
   python benchmarks/speed_vs_xtb.py --device cuda --output benchmarks/speed_gpu.json
 """
 
@@ -38,8 +41,10 @@ def slab(m: int, seed: int = 0):
     return atoms
 
 
-def production_potential(directory: Path, config_path: Path, species=(53, 55, 82)) -> Path:
-    """Write an untrained 4G potential with the production network size."""
+def production_potential(directory: Path, config_path: Path, species=(53, 55, 82),
+                         tensor_order: int | None = None) -> Path:
+    """Write an untrained 4G potential with the production network size (its
+    ``tensor_order`` replaced when given)."""
     import torch
 
     import hipqeq.models  # noqa: F401
@@ -51,7 +56,8 @@ def production_potential(directory: Path, config_path: Path, species=(53, 55, 82
 
     training = load_config(config_path)["training"]
     torch.manual_seed(0)
-    hp = network_hyperparameters(training["network"], list(species))
+    network = training["network"] if tensor_order is None else {**training["network"], "tensor_order": tensor_order}
+    hp = network_hyperparameters(network, list(species))
     meta = {"dtype": training["dtype"]}
     save_model(directory, "short-range", ShortRangeModel(hp), meta, {})
     save_model(directory / CHARGE_MODEL_DIR, "charges",
@@ -92,6 +98,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per size (potential)")
     parser.add_argument("--config", type=Path, default=Path(__file__).parents[1] / "config" / "config.yaml",
                         help="config whose training.network sets the model size")
+    parser.add_argument("--tensor-orders", type=int, nargs="+", choices=(0, 1, 2),
+                        help="time one potential per network tensor order (default: the config's)")
     parser.add_argument("--output", type=Path, help="also write the table as JSON")
     args = parser.parse_args(argv)
 
@@ -101,28 +109,36 @@ def main(argv=None) -> int:
     from hipqeq.engines import xtb_calculator
 
     rows = []
+    orders = args.tensor_orders or [None]
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = production_potential(Path(tmp) / "4g", args.config)
-        potential = HipQEqCalculator(model_dir, device=args.device)
-        device = str(next(potential.potentials[0].parameters()).device)
+        potentials = [HipQEqCalculator(production_potential(Path(tmp) / f"4g_{k}", args.config, tensor_order=order),
+                                       device=args.device) for k, order in enumerate(orders)]
+        device = str(next(potentials[0].potentials[0].parameters()).device)
         xtb_time, xtb_size = None, None
         for m in REPEATS:
             atoms = slab(m)
             n = len(atoms)
             if n > args.max_atoms:
                 break
-            t_model = seconds_per_call(atoms, potential, args.repeats)
+            t_models = [seconds_per_call(atoms, potential, args.repeats) for potential in potentials]
+            t_model = t_models[0]
             predicted = None if xtb_time is None else xtb_time * (n / xtb_size) ** 3
             if predicted is not None and predicted > args.xtb_limit_s:
                 t_xtb = None
             else:
                 t_xtb = seconds_per_call(atoms, xtb_calculator(args.xtb_method, "tblite"), repeats=1)
                 xtb_time, xtb_size = t_xtb, n
-            rows.append({"atoms": n, "repeat": m, "hipqeq_s": t_model, "xtb_s": t_xtb,
-                         "speedup": None if t_xtb is None else t_xtb / t_model})
-            print(f"{n:6d} atoms  hipqeq {t_model:9.4f} s  {args.xtb_method} "
-                  + (f"{t_xtb:9.3f} s  speed-up {t_xtb / t_model:8.1f}x" if t_xtb is not None
-                     else f"  skipped (predicted {predicted:.0f} s > {args.xtb_limit_s:.0f} s)"),
+            row = {"atoms": n, "repeat": m, "hipqeq_s": t_model, "xtb_s": t_xtb,
+                   "speedup": None if t_xtb is None else t_xtb / t_model}
+            if args.tensor_orders:
+                row["hipqeq_s_by_tensor_order"] = dict(zip(map(str, orders), t_models))
+            rows.append(row)
+            labels = ["hipqeq"] if not args.tensor_orders else [f"hipqeq (tensor order {o})" for o in orders]
+            models = "  ".join(f"{label} {t:9.4f} s" for label, t in zip(labels, t_models))
+            ratio = "" if len(t_models) < 2 else f"  time ratio {t_models[-1] / t_models[0]:.2f}"
+            print(f"{n:6d} atoms  {models}{ratio}  {args.xtb_method} "
+                  + (f"{t_xtb:9.3f} s  speed-up " + " / ".join(f"{t_xtb / t:.1f}x" for t in t_models)
+                     if t_xtb is not None else f"  skipped (predicted {predicted:.0f} s > {args.xtb_limit_s:.0f} s)"),
                   flush=True)
     measured = [r for r in rows if r["xtb_s"] is not None]
     exponents = {

@@ -100,8 +100,9 @@ class ChargeModel(HipnnModel):
 
     def electronegativities(self, species, positions, cell, pair_first, pair_second, shifts) -> torch.Tensor:
         """(n_atoms, 1) electronegativities chi (eV/e) of one system."""
-        _, distances = pair_geometry(positions, cell, pair_first, pair_second, shifts)
-        chi, *_ = self.electronegativity(self.features(self.one_hot(species), distances, pair_first, pair_second))
+        vectors, distances = pair_geometry(positions, cell, pair_first, pair_second, shifts)
+        features = self.features(self.one_hot(species), vectors, distances, pair_first, pair_second)
+        chi, *_ = self.electronegativity(features)
         return chi
 
     def forward(self, species, positions, cell, pbc, total_charge, pair_first, pair_second, shifts,

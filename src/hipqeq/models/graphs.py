@@ -31,7 +31,7 @@ from hippynn.graphs.nodes.indexers import AtomReIndexer, acquire_encoding_paddin
 from hippynn.graphs.nodes.pairs import PeriodicPairIndexer
 
 from hipqeq.models.charges import ChargeModel
-from hipqeq.models.network import species_set
+from hipqeq.models.network import species_set, tensor_order
 from hipqeq.models.repulsion import ZBLRepulsion
 from hipqeq.models.short_range import ChargeInputFeatures, ShortRangeModel
 from hipqeq.qeq.nodes import QEqNode
@@ -51,10 +51,13 @@ def graph_inputs() -> GraphInputs:
                        pair_cell=inputs.CellNode(db_name="pair_cell"))
 
 
-def network_node(name: str, graph_in: GraphInputs, module) -> networks.Hipnn:
-    """A HIP-NN node on ``module`` with hippynn's periodic pair finder."""
-    return networks.Hipnn(name, (graph_in.species, graph_in.positions, graph_in.pair_cell),
-                          periodic=True, module=module)
+#: hippynn's graph node for each network ``tensor_order`` (:data:`hipqeq.models.network.NETWORKS`).
+NETWORK_NODES = {0: networks.Hipnn, 1: networks.HipnnVec, 2: networks.HipnnQuad}
+
+
+def network_node(name: str, parents, model, **kwargs) -> networks.Hipnn:
+    """The hippynn node of ``model``'s network (HIP-NN or HIP-NN-TS) on ``parents``."""
+    return NETWORK_NODES[tensor_order(model.hyperparameters)](name, parents, module=model.network, **kwargs)
 
 
 class ChargeFeaturesNode(AutoNoKw, SingleNode):
@@ -154,7 +157,7 @@ def short_range_graph(model: ShortRangeModel) -> EnergyGraph:
         jacobian = inputs.InputNode(db_name="dq_dR", index_state=IdxType.Molecules)
         atom_charges = AtomReIndexer("q_model[atoms]", (charges, padding))
         features = ChargeFeaturesNode("short_range_inputs", (padding.indexed_features, atom_charges))
-    network = networks.Hipnn("HIPNN_short", (features, pairs), module=model.network)
+    network = network_node("HIPNN_short", (features, pairs), model)
     henergy = targets.HEnergyNode("E_short", network, module=model.energy)
     energy = henergy.mol_energy
     if model.core is not None:
@@ -194,7 +197,8 @@ def charge_graph(model: ChargeModel) -> ChargeGraph:
     (``cell``), the reference engine's periodicity (``label_pbc``) and total charge
     (``Qtot``)."""
     graph_in = graph_inputs()
-    network = network_node("HIPNN_chi", graph_in, model.network)
+    network = network_node("HIPNN_chi", (graph_in.species, graph_in.positions, graph_in.pair_cell), model,
+                           periodic=True)
     chi = targets.HChargeNode("chi", network, module=model.electronegativity)
     cell = inputs.CellNode(db_name="cell")
     total_charge = inputs.InputNode(db_name="Qtot", index_state=IdxType.Molecules)

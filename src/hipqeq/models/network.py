@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import torch
 from hippynn.layers.indexers import OneHotSpecies
-from hippynn.networks.hipnn import Hipnn
+from hippynn.networks.hipnn import Hipnn, HipnnQuad, HipnnVec
 
 from hipqeq.qeq import pair_vectors
 
 #: Ratio of the last sensitivity's midpoint to the hard cutoff (hippynn's examples use
 #: dist_soft_max 3.5 A with dist_hard_max 4 A).
 SOFT_MAX_FRACTION = 0.875
+
+#: hippynn's network for each ``tensor_order``: HIP-NN, and HIP-NN-TS with l = 1 and l = 2.
+NETWORKS = {0: Hipnn, 1: HipnnVec, 2: HipnnQuad}
 
 
 def network_hyperparameters(network: dict, species: list[int]) -> dict:
@@ -34,6 +37,7 @@ def network_hyperparameters(network: dict, species: list[int]) -> dict:
         "n_atom_layers": network["n_atom_layers"],
         "cutoff_A": network["cutoff_A"],
         "lower_cutoff_A": network["lower_cutoff_A"],
+        "tensor_order": network.get("tensor_order", 0),
     }
 
 
@@ -42,12 +46,18 @@ def species_set(hyperparameters: dict) -> list[int]:
     return [0, *hyperparameters["species"]]
 
 
+def tensor_order(hyperparameters: dict) -> int:
+    """The network's tensor order (0 for models stored before HIP-NN-TS was an option)."""
+    return int(hyperparameters.get("tensor_order", 0))
+
+
 def hipnn_module(hyperparameters: dict, extra_input_features: int = 0) -> Hipnn:
-    """A fresh ``hippynn.networks.Hipnn`` with the given settings (distances in Angstrom),
-    reading the one-hot species plus ``extra_input_features`` columns per atom."""
+    """A fresh hippynn network (:data:`NETWORKS`, by ``tensor_order``) with the given
+    settings (distances in Angstrom), reading the one-hot species plus
+    ``extra_input_features`` columns per atom."""
     cutoff = hyperparameters["cutoff_A"]
     n_species = len(hyperparameters["species"])
-    return Hipnn(
+    return NETWORKS[tensor_order(hyperparameters)](
         n_features=hyperparameters["n_features"],
         n_sensitivities=hyperparameters["n_sensitivities"],
         dist_soft_min=hyperparameters["lower_cutoff_A"],
@@ -110,11 +120,18 @@ class HipnnModel(torch.nn.Module):
         one_hot, _ = self.encoder(species.unsqueeze(0))
         return one_hot.squeeze(0)
 
-    def features(self, one_hot: torch.Tensor, distances: torch.Tensor, pair_first: torch.Tensor,
-                 pair_second: torch.Tensor, inputs=None) -> list[torch.Tensor]:
+    def features(self, one_hot: torch.Tensor, vectors: torch.Tensor, distances: torch.Tensor,
+                 pair_first: torch.Tensor, pair_second: torch.Tensor, inputs=None) -> list[torch.Tensor]:
         """HIP-NN features of one system from its one-hot species (:meth:`one_hot`) and an
-        external neighbour list's distances (Angstrom, see :func:`pair_geometry`): a list,
-        one (n_atoms, n_features) tensor per layer. ``inputs(one_hot)`` builds the
-        network's input features from the one-hot species (default: the one-hot species
-        themselves)."""
-        return self.network(one_hot if inputs is None else inputs(one_hot), pair_first, pair_second, distances)
+        external neighbour list's pair vectors and distances (Angstrom, see
+        :func:`pair_geometry`): a list, one (n_atoms, n_features) tensor per layer.
+        ``inputs(one_hot)`` builds the network's input features from the one-hot species
+        (default: the one-hot species themselves).
+
+        Only HIP-NN-TS reads the vectors. hippynn's own pair finders disagree on their
+        sign (r_i - r_j periodic, r_j - r_i external); HIP-NN-TS features are even in
+        them (norms of vector sums, quadrupoles), so either gives the same features."""
+        features = one_hot if inputs is None else inputs(one_hot)
+        if tensor_order(self.hyperparameters):
+            return self.network(features, pair_first, pair_second, distances, vectors)
+        return self.network(features, pair_first, pair_second, distances)

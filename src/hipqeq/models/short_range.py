@@ -82,9 +82,9 @@ class ShortRangeModel(HipnnModel):
         if self.charge_features != (charges is not None):
             raise ValueError("a charge-aware short-range model needs the charges, a charge-blind one takes none")
         inputs = None if charges is None else (lambda one_hot_: self.inputs(one_hot_, charges))
-        _, distances = pair_geometry(positions, cell, pair_first, pair_second, shifts)
+        vectors, distances = pair_geometry(positions, cell, pair_first, pair_second, shifts)
         one_hot = self.one_hot(species)
-        features = self.features(one_hot, distances, pair_first, pair_second, inputs=inputs)
+        features = self.features(one_hot, vectors, distances, pair_first, pair_second, inputs=inputs)
         mol_index = torch.zeros(species.shape[0], dtype=torch.long, device=species.device)
         total, *_ = self.energy(features, mol_index, 1)
         if self.core is not None:

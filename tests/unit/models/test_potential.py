@@ -31,14 +31,14 @@ CORE_SCALE = 1.3
 
 
 def make_potential(seed: int = 0, dtype=torch.float64, tolerance: float = 1e-8,
-                   core_scale: float | None = CORE_SCALE) -> Potential:
+                   core_scale: float | None = CORE_SCALE, tensor_order: int = 0) -> Potential:
     """A 4G potential with random weights: the electronegativity head scaled up so that
     charges are far from zero, and the charge column of the charge-aware short range's
     input weighted up so that dE_short/dq matters as much as the geometry; its short range
     has a repulsive core that the test cells reach, so every force, stress and graph test
-    covers it too."""
+    covers it too. ``tensor_order`` 1 or 2 makes both networks HIP-NN-TS."""
     torch.manual_seed(seed)
-    hp = network_hyperparameters(NETWORK, [29, 79])
+    hp = network_hyperparameters({**NETWORK, "tensor_order": tensor_order}, [29, 79])
     charges = ChargeModel(charge_hyperparameters(hp, tolerance))
     short_range = ShortRangeModel({**hp, "charge_features": True, "repulsive_core": core_scale})
     with torch.no_grad():
@@ -109,6 +109,41 @@ def test_forces_are_minus_the_energy_gradient(tight_potential, pbc, total_charge
     checked = [0, 1, 4]  # Cu, Au, Cu: both species, every component
     expected = finite_difference_forces(tight_potential, atoms, atom_indices=checked, qeq_solver=solver)
     np.testing.assert_allclose(result["forces"][checked], expected[checked], atol=1e-6)
+
+
+@pytest.mark.parametrize("tensor_order", [1, 2])
+def test_hipnn_ts_forces_are_minus_the_energy_gradient(tensor_order):
+    """The same check for HIP-NN-TS networks (pair directions in the features), on the
+    charged slab with the dense solve."""
+    potential = make_potential(seed=3, tensor_order=tensor_order)
+    atoms = cell_atoms((True, True, False))
+    atoms.info["total_charge"] = 1.0
+    result = evaluate(potential, atoms)
+    assert np.ptp(result["charges"]) > 0.05
+    checked = [0, 1, 4]
+    expected = finite_difference_forces(potential, atoms, atom_indices=checked)
+    np.testing.assert_allclose(result["forces"][checked], expected[checked], atol=1e-6)
+
+
+@pytest.mark.parametrize("tensor_order", [0, 1, 2])
+def test_only_hipnn_ts_reads_the_pair_directions(tensor_order):
+    """Every other pair vector turned (its components cycled, its length kept): the
+    features of HIP-NN-TS change, those of the radial-only HIP-NN do not."""
+    from hipqeq.models.network import pair_geometry
+    from hipqeq.qeq import neighbor_pairs
+
+    model = make_potential(seed=2, tensor_order=tensor_order).charges
+    atoms = cell_atoms(True)
+    positions, cell = torch.as_tensor(atoms.positions), torch.as_tensor(atoms.cell.array)
+    first, second, shifts = neighbor_pairs(positions, cell, (True, True, True), model.cutoff_A)
+    vectors, distances = pair_geometry(positions, cell, first, second, shifts)
+    turned = vectors.clone()
+    turned[::2] = vectors[::2][:, [1, 2, 0]]
+    one_hot = model.one_hot(torch.as_tensor(atoms.numbers))
+    before = model.features(one_hot, vectors, distances, first, second)[-1]
+    after = model.features(one_hot, turned, distances, first, second)[-1]
+    changed = (after - before).abs().max().item()
+    assert changed > 1e-3 if tensor_order else changed == 0.0
 
 
 def test_charge_response_is_part_of_the_forces(tight_potential):
@@ -187,8 +222,10 @@ def _rotation(seed=3):
     return q * np.sign(np.linalg.det(q))
 
 
+@pytest.mark.parametrize("tensor_order", [0, 2], ids=["hipnn", "hipnn-ts2"])
 @pytest.mark.parametrize("pbc", [(True, True, True), (False, False, False)], ids=["periodic", "open"])
-def test_invariant_under_rotation_translation_and_permutation(potential, pbc):
+def test_invariant_under_rotation_translation_and_permutation(potential, pbc, tensor_order):
+    potential = potential if tensor_order == 0 else make_potential(tensor_order=tensor_order)
     atoms = cell_atoms(pbc)
     reference = evaluate(potential, atoms, want_stress=pbc[0])
     rotation = _rotation()
@@ -230,8 +267,9 @@ def test_saved_and_reloaded_potential_gives_identical_outputs(tmp_path):
         np.testing.assert_array_equal(after[key], before[key])
 
 
+@pytest.mark.parametrize("tensor_order", [0, 1, 2], ids=["hipnn", "hipnn-ts1", "hipnn-ts2"])
 @pytest.mark.parametrize("charge_aware", [False, True], ids=["baseline", "4g"])
-def test_training_graph_matches_the_deployed_model(charge_aware):
+def test_training_graph_matches_the_deployed_model(charge_aware, tensor_order):
     """The padded hippynn graph (periodic pair finder on the pair cell) and the deployed
     module (external neighbour list) give the same short-range energy and forces, for a
     cell shorter than twice the cutoff, a charged slab labelled as a 3D-periodic cell (as
@@ -245,7 +283,7 @@ def test_training_graph_matches_the_deployed_model(charge_aware):
     from hipqeq.models.graphs import short_range_graph
     from hipqeq.training.data import training_arrays
 
-    potential = make_potential(seed=7)
+    potential = make_potential(seed=7, tensor_order=tensor_order)
     frames = [cell_atoms(True), cell_atoms((True, True, False)), cell_atoms((False, False, False))]
     frames[1].info.update(total_charge=1.0, label_boundary="periodic")
     records = [record_from_atoms(a) for a in frames]
@@ -306,7 +344,8 @@ class _NoElectrostatics(torch.nn.Module):
         return charges, 0.0 * energy_elec, dipole
 
 
-def test_charge_training_graph_matches_the_deployed_charge_model():
+@pytest.mark.parametrize("tensor_order", [0, 1], ids=["hipnn", "hipnn-ts1"])
+def test_charge_training_graph_matches_the_deployed_charge_model(tensor_order):
     """The hippynn charge graph (padded batch, periodic pair finder on the pair cell, QEq
     node reading Qtot and pbc) and the deployed model give the same charges and E_elec for
     one batch mixing a neutral bulk cell, a charged slab (dipole-corrected, not treated as
@@ -317,7 +356,7 @@ def test_charge_training_graph_matches_the_deployed_charge_model():
     from hipqeq.models.graphs import charge_graph
     from hipqeq.training.data import training_arrays
 
-    potential = make_potential(seed=8)
+    potential = make_potential(seed=8, tensor_order=tensor_order)
     frames = [cell_atoms(True), cell_atoms((True, True, False)), cell_atoms((False, False, False))]
     for atoms, total in zip(frames, (0.0, 1.0, -1.0)):
         atoms.info["total_charge"] = total
