@@ -129,8 +129,9 @@ class HipnnModel(torch.nn.Module):
         (default: the one-hot species themselves).
 
         Only HIP-NN-TS reads the vectors. hippynn's own pair finders disagree on their
-        sign (r_i - r_j periodic, r_j - r_i external); HIP-NN-TS features are even in
-        them (norms of vector sums, quadrupoles), so either gives the same features."""
+        sign (r_i - r_j periodic, r_j - r_i external); HIP-NN-TS features do not change
+        when every vector changes sign (norms of vector sums, quadrupoles), so either
+        convention gives the same features."""
         features = one_hot if inputs is None else inputs(one_hot)
         if tensor_order(self.hyperparameters):
             return self.network(features, pair_first, pair_second, distances, vectors)
