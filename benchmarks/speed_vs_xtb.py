@@ -110,6 +110,7 @@ def main(argv=None) -> int:
 
     rows = []
     orders = args.tensor_orders or [None]
+    labels = ["hipqeq"] if not args.tensor_orders else [f"hipqeq (tensor order {o})" for o in orders]
     with tempfile.TemporaryDirectory() as tmp:
         potentials = [HipQEqCalculator(production_potential(Path(tmp) / f"4g_{k}", args.config, tensor_order=order),
                                        device=args.device) for k, order in enumerate(orders)]
@@ -133,7 +134,6 @@ def main(argv=None) -> int:
             if args.tensor_orders:
                 row["hipqeq_s_by_tensor_order"] = dict(zip(map(str, orders), t_models))
             rows.append(row)
-            labels = ["hipqeq"] if not args.tensor_orders else [f"hipqeq (tensor order {o})" for o in orders]
             models = "  ".join(f"{label} {t:9.4f} s" for label, t in zip(labels, t_models))
             ratio = "" if len(t_models) < 2 else f"  time ratio {t_models[-1] / t_models[0]:.2f}"
             print(f"{n:6d} atoms  {models}{ratio}  {args.xtb_method} "

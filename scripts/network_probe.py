@@ -1,12 +1,12 @@
 """Is the study's 4G short range short of capacity? Retrain member 0 with another HIP-NN.
 
 Trains the 4G short-range model of committee member 0 (the study's frozen charge model 0,
-its labels, split and schedule) with ``training.network`` widened, deepened or made HIP-NN-TS
-(``--tensor-order``), for a fixed
-number of epochs, one thread, then validates it on the held-out frames like `hipqeq
-validate`. Compare the training and validation curves (training_curves.csv) with the
-study's own member 0 at the same epochs: a larger network that fits the training rows
-better but not the validation rows says the model is short of data, not of capacity.
+its labels, split and schedule) with ``training.network`` widened, deepened or made
+HIP-NN-TS (``--tensor-order``), for a fixed number of epochs, one thread, then validates
+it on the held-out frames like `hipqeq validate`. Compare the training and validation
+curves (training_curves.csv) with the study's own member 0 at the same epochs: a larger
+network that fits the training rows better but not the validation rows says the model is
+short of data, not of capacity.
 
     python scripts/network_probe.py --name deep3 --n-features 32 --n-sensitivities 20 \\
         --n-interaction-layers 3 --n-atom-layers 3 --epochs 200 --output-dir /tmp/probe
@@ -40,8 +40,8 @@ def main() -> None:
     parser.add_argument("--n-atom-layers", type=int, required=True)
     parser.add_argument("--lower-cutoff-A", type=float,
                         help="distance of the first sensitivity's midpoint (Angstrom; default: the config's)")
-    parser.add_argument("--tensor-order", type=int, choices=(0, 1, 2), default=0,
-                        help="1 or 2: HIP-NN-TS (pair directions in the interactions)")
+    parser.add_argument("--tensor-order", type=int, choices=(0, 1, 2),
+                        help="1 or 2: HIP-NN-TS (pair directions in the interactions); default: the config's")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args()
@@ -50,9 +50,10 @@ def main() -> None:
     config = load_config(args.config)
     config["training"]["network"].update(n_features=args.n_features, n_sensitivities=args.n_sensitivities,
                                          n_interaction_layers=args.n_interaction_layers,
-                                         n_atom_layers=args.n_atom_layers, tensor_order=args.tensor_order)
-    if args.lower_cutoff_A is not None:
-        config["training"]["network"]["lower_cutoff_A"] = args.lower_cutoff_A
+                                         n_atom_layers=args.n_atom_layers)
+    for key, value in (("lower_cutoff_A", args.lower_cutoff_A), ("tensor_order", args.tensor_order)):
+        if value is not None:
+            config["training"]["network"][key] = value
     config["training"]["short_range"]["max_epochs"] = args.epochs
     results = args.study / "results"
     model = args.output_dir / args.name

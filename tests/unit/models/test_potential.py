@@ -103,11 +103,18 @@ def test_forces_are_minus_the_energy_gradient(tight_potential, pbc, total_charge
     of the float64 energy to 1e-6 eV/A, neutral and charged."""
     atoms = cell_atoms(pbc)
     atoms.info["total_charge"] = total_charge
-    result = evaluate(tight_potential, atoms, qeq_solver=solver)
+    assert_forces_are_central_differences(tight_potential, atoms, qeq_solver=solver)
+
+
+def assert_forces_are_central_differences(potential, atoms, **options):
+    """The potential's forces on atoms 0, 1 and 4 (Cu, Au, Cu: both species, every
+    component) equal central differences of its float64 energy to 1e-6 eV/A, with charges
+    and forces large enough for the check to mean something."""
+    result = evaluate(potential, atoms, **options)
     assert np.ptp(result["charges"]) > 0.05  # the electrostatic term is not negligible
     assert np.abs(result["forces"]).max() > 0.1
-    checked = [0, 1, 4]  # Cu, Au, Cu: both species, every component
-    expected = finite_difference_forces(tight_potential, atoms, atom_indices=checked, qeq_solver=solver)
+    checked = [0, 1, 4]
+    expected = finite_difference_forces(potential, atoms, atom_indices=checked, **options)
     np.testing.assert_allclose(result["forces"][checked], expected[checked], atol=1e-6)
 
 
@@ -115,14 +122,9 @@ def test_forces_are_minus_the_energy_gradient(tight_potential, pbc, total_charge
 def test_hipnn_ts_forces_are_minus_the_energy_gradient(tensor_order):
     """The same check for HIP-NN-TS networks (pair directions in the features), on the
     charged slab with the dense solve."""
-    potential = make_potential(seed=3, tensor_order=tensor_order)
     atoms = cell_atoms((True, True, False))
     atoms.info["total_charge"] = 1.0
-    result = evaluate(potential, atoms)
-    assert np.ptp(result["charges"]) > 0.05
-    checked = [0, 1, 4]
-    expected = finite_difference_forces(potential, atoms, atom_indices=checked)
-    np.testing.assert_allclose(result["forces"][checked], expected[checked], atol=1e-6)
+    assert_forces_are_central_differences(make_potential(seed=3, tensor_order=tensor_order), atoms)
 
 
 @pytest.mark.parametrize("tensor_order", [0, 1, 2])
