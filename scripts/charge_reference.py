@@ -233,7 +233,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("train", "compare", "residual"))
     parser.add_argument("--study", type=Path, default=Path("studies/cspbi-gfn1"))
-    parser.add_argument("--config", type=Path, default=Path("config/study.yaml"))
+    parser.add_argument("--config", type=Path,
+                        help="the study's config (default: STUDY/study.yaml, the one its run used)")
     parser.add_argument("--scheme", default="Mulliken", choices=("Mulliken", "Hirshfeld"),
                         help="which DFT charges the DFT mode learns (default: Mulliken, the study's)")
     parser.add_argument("--dft", type=Path, default=None,
@@ -243,6 +244,7 @@ def main() -> None:
                         help="residual: at most this many epochs for its fit (default: the study's short_range.max_epochs)")
     parser.add_argument("--docs", type=Path, default=Path("docs/study/charge_reference"))
     args = parser.parse_args()
+    args.config = args.config or args.study / "study.yaml"
     torch.set_num_threads(1)
     {"train": train, "compare": compare, "residual": residual}[args.command](args)
 

@@ -11,7 +11,7 @@ compares the change of the label's energy with the change of the model's predict
 under the label's boundary (3D-periodic), and with the model's prediction under the
 physical slab boundary (which should not change).
 
-    python scripts/charged_slab_vacuum.py --study studies/cspbi-gfn1 --config config/study.yaml \\
+    python scripts/charged_slab_vacuum.py --study studies/cspbi-gfn1 \\
         --names rp1_slab__vac_I_qp1 rp1_slab__vac_I --vacua-A 20 30 40 --output docs/study/charged_vacuum/rp1.json
 """
 
@@ -33,11 +33,13 @@ from hipqeq.geometry import slab_normal, vacuum_of, with_vacuum
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", type=Path, required=True, help="study directory (results/structures, results/models)")
-    parser.add_argument("--config", type=Path, required=True, help="the study's config (its xtb section labels)")
+    parser.add_argument("--config", type=Path,
+                        help="the study's config (default: STUDY/study.yaml, the one its run used)")
     parser.add_argument("--names", nargs="+", required=True, help="built structure names (slabs)")
     parser.add_argument("--vacua-A", nargs="+", type=float, required=True, help="vacuum gaps (Angstrom)")
     parser.add_argument("--output", type=Path, required=True, help="JSON of every label and prediction")
     args = parser.parse_args()
+    args.config = args.config or args.study / "study.yaml"
 
     config = load_config(args.config)
     labeller = xtb_labeller({**config["xtb"], "allow_small_cells": True})

@@ -27,13 +27,15 @@ from hipqeq.labels import xtb_labeller
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", type=Path, default=Path("studies/cspbi-gfn1"))
-    parser.add_argument("--config", type=Path, default=Path("config/study.yaml"))
+    parser.add_argument("--config", type=Path,
+                        help="the study's config (default: STUDY/study.yaml, the one its run used)")
     parser.add_argument("--model", default="results/models/4g_0", help="model directory inside the study")
     parser.add_argument("--parent", required=True, help="parent_id prefix of the frames to consider")
     parser.add_argument("--direction", choices=("error", "random"), default="error")
     parser.add_argument("--step-A", type=float, default=0.01, help="h: length of the 3N displacement (Angstrom)")
     parser.add_argument("--output", type=Path, default=None, help="JSON file (default: print only)")
     args = parser.parse_args()
+    args.config = args.config or args.study / "study.yaml"
 
     records = [r for r in read_records(args.study / "results/active/xtb.parquet")
                if r["status"] == "ok" and r["parent_id"].startswith(args.parent)]

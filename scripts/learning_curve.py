@@ -9,7 +9,7 @@ model 0) and the baseline are retrained on them with the study's settings, and `
 validate` measures both on the test split (with the study's extra held-out labels,
 `selection.n_xtb_test`, where it has them). f = 1 uses the study's own member-0 models.
 
-    python scripts/learning_curve.py --study studies/cspbi-gfn1 --config config/study.yaml \\
+    python scripts/learning_curve.py --study studies/cspbi-gfn1 \\
         --output docs/study/learning_curve
 """
 
@@ -68,10 +68,12 @@ def test_errors(study: Path, config: dict, config_path: Path, model: Path, basel
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", type=Path, required=True)
-    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--config", type=Path,
+                        help="the study's config (default: STUDY/study.yaml, the one its run used)")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5])
     parser.add_argument("--output", type=Path, required=True, help="output stem (writes .json and .png)")
     args = parser.parse_args()
+    args.config = args.config or args.study / "study.yaml"
 
     config = load_config(args.config)
     results = args.study / "results"

@@ -32,7 +32,8 @@ HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", type=Path, default=Path("studies/cspbi-gfn1"))
-    parser.add_argument("--config", type=Path, default=Path("config/study.yaml"))
+    parser.add_argument("--config", type=Path,
+                        help="the study's config (default: STUDY/study.yaml, the one its run used)")
     parser.add_argument("--name", required=True)
     parser.add_argument("--n-features", type=int, required=True)
     parser.add_argument("--n-sensitivities", type=int, required=True)
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args()
+    args.config = args.config or args.study / "study.yaml"
 
     torch.set_num_threads(1)
     config = load_config(args.config)

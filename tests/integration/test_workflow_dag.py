@@ -235,8 +235,8 @@ def test_gather_rules_pass_the_configured_failure_limit():
 
 
 def test_study_config_passes_the_schema_and_lists_every_stage():
-    """config/study.yaml (the accuracy study): CP2K labels, the DFT charges, the committee
-    and validation (its gates ran and are recorded in the config and docs/study/gates)."""
+    """config/study.yaml (the accuracy study): its convergence gates before any label, CP2K
+    labels, the DFT charges, the committee and validation."""
     counts = job_counts(snakemake("-n", "--configfile", "config/study.yaml").stdout)
     for rule in ("build_structures", "sample_md", "sample_rattle", "select", "label_xtb",
                  "label_dft", "gather_xtb", "gather_dft", "split", "train_charges", "train_short_range",
@@ -250,3 +250,4 @@ def test_study_config_passes_the_schema_and_lists_every_stage():
     assert dft_shell and "--dft-test results/datasets/dft_test.parquet" in dft_shell[0]
     assert counts["sample_md"] == 22 * 2  # 22 structures (several parents per family) x 2 temperatures
     assert counts["train_short_range"] == 2
+    assert counts["check_convergence"] == 2  # rp1_slab and rp2_slab, the seeds the study labels

@@ -8,7 +8,7 @@ from hipqeq.config import load_config, validate_config, validate_section
 from hipqeq.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = [ROOT / "config" / "toy.yaml", ROOT / "config" / "config.yaml"]
+CONFIGS = [ROOT / "config" / "toy.yaml", ROOT / "config" / "config.yaml", ROOT / "config" / "study.yaml"]
 
 
 @pytest.fixture
@@ -20,6 +20,15 @@ def toy():
 def test_shipped_configs_are_valid(path):
     config = load_config(path)
     assert config["structures"]["seeds"]
+
+
+def test_study_config_is_gated_and_equals_the_running_study_copy():
+    """The accuracy study labels at the gated k-point density with its gates on, and the
+    copy its gated run was started with (studies/cspbi-gfn1-k72) has the same settings."""
+    study = load_config(ROOT / "config" / "study.yaml")
+    assert study["convergence"]["enabled"] and not study["convergence"]["allow_unconverged"]
+    assert study["xtb"]["engine"] == "cp2k" and study["xtb"]["cp2k"]["kpoint_density_A"] == 72.0
+    assert study == load_config(ROOT / "studies" / "cspbi-gfn1-k72" / "study.yaml")
 
 
 def test_defaults_are_filled(toy):

@@ -13,7 +13,7 @@ warns with that text, and `models list` prints it.
 
 examples:
   hipqeq models list
-  hipqeq models package --study studies/cspbi-gfn1 --config config/study.yaml \\
+  hipqeq models package --study studies/cspbi-gfn1 --config studies/cspbi-gfn1/study.yaml \\
       --name cspbi-gfn1 --description "2D RP CsPbI slabs, GFN1-xTB (CP2K, k-points)"
 """
 

@@ -11,7 +11,7 @@ from hipqeq.labels.common import label_structure
 from hipqeq.geometry import slab_normal, vacuum_of, with_vacuum
 from hipqeq.labels.convergence import _labeller
 
-config = load_config("config/study.yaml")
+config = load_config("studies/cspbi-gfn1/study.yaml")  # the first run's settings (5x5x1), which these gates checked
 structures = "studies/cspbi-gfn1/results/structures/structures.parquet"
 out = []
 for name in sys.argv[1:]:
