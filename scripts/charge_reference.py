@@ -47,7 +47,7 @@ from hipqeq.config import load_config
 from hipqeq.data import read_table
 from hipqeq.data.io import atoms_from_record, label_pbc, write_table
 from hipqeq.data.split import assign_splits, read_splits
-from hipqeq.plan import TEST_DFT_DATASET, TEST_LABELS_DATASET, training_dataset
+from hipqeq.plan import TEST_DFT_DATASET, TEST_LABELS_DATASET, study_config, training_dataset
 from hipqeq.training import train_model
 from hipqeq.training.stages import energy_reference_weights
 
@@ -244,7 +244,7 @@ def main() -> None:
                         help="residual: at most this many epochs for its fit (default: the study's short_range.max_epochs)")
     parser.add_argument("--docs", type=Path, default=Path("docs/study/charge_reference"))
     args = parser.parse_args()
-    args.config = args.config or args.study / "study.yaml"
+    args.config = study_config(args.study, args.config)
     torch.set_num_threads(1)
     {"train": train, "compare": compare, "residual": residual}[args.command](args)
 

@@ -28,6 +28,7 @@ from hipqeq.data.io import record_from_atoms
 from hipqeq.labels import xtb_labeller
 from hipqeq.labels.common import label_structure
 from hipqeq.geometry import slab_normal, vacuum_of, with_vacuum
+from hipqeq.plan import study_config
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
     parser.add_argument("--vacua-A", nargs="+", type=float, required=True, help="vacuum gaps (Angstrom)")
     parser.add_argument("--output", type=Path, required=True, help="JSON of every label and prediction")
     args = parser.parse_args()
-    args.config = args.config or args.study / "study.yaml"
+    args.config = study_config(args.study, args.config)
 
     config = load_config(args.config)
     labeller = xtb_labeller({**config["xtb"], "allow_small_cells": True})

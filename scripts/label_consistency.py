@@ -22,6 +22,7 @@ from hipqeq.calculator import predict
 from hipqeq.config import load_config
 from hipqeq.data.io import atoms_from_record, label_pbc, read_records
 from hipqeq.labels import xtb_labeller
+from hipqeq.plan import study_config
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
     parser.add_argument("--step-A", type=float, default=0.01, help="h: length of the 3N displacement (Angstrom)")
     parser.add_argument("--output", type=Path, default=None, help="JSON file (default: print only)")
     args = parser.parse_args()
-    args.config = args.config or args.study / "study.yaml"
+    args.config = study_config(args.study, args.config)
 
     records = [r for r in read_records(args.study / "results/active/xtb.parquet")
                if r["status"] == "ok" and r["parent_id"].startswith(args.parent)]

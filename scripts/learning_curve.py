@@ -32,7 +32,7 @@ from hipqeq.config import load_config
 from hipqeq.data import read_table
 from hipqeq.data.io import write_table
 from hipqeq.data.split import read_splits
-from hipqeq.plan import TEST_LABELS_DATASET, training_dataset
+from hipqeq.plan import TEST_LABELS_DATASET, study_config, training_dataset
 from hipqeq.training import train_model
 
 HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5])
     parser.add_argument("--output", type=Path, required=True, help="output stem (writes .json and .png)")
     args = parser.parse_args()
-    args.config = args.config or args.study / "study.yaml"
+    args.config = study_config(args.study, args.config)
 
     config = load_config(args.config)
     results = args.study / "results"

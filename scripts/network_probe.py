@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from hipqeq.config import load_config
-from hipqeq.plan import TEST_LABELS_DATASET, training_dataset
+from hipqeq.plan import TEST_LABELS_DATASET, study_config, training_dataset
 from hipqeq.training import train_model
 
 HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args()
-    args.config = args.config or args.study / "study.yaml"
+    args.config = study_config(args.study, args.config)
 
     torch.set_num_threads(1)
     config = load_config(args.config)

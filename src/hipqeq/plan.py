@@ -223,6 +223,15 @@ TEST_LABELS_DATASET = "results/datasets/xtb_test.parquet"
 #: DFT labels of the same held-out frames (``selection.dft_test``).
 TEST_DFT_DATASET = "results/datasets/dft_test.parquet"
 
+#: The config a study directory keeps beside its results: the one its run used.
+STUDY_CONFIG = "study.yaml"
+
+
+def study_config(study: PurePath, config: PurePath | None = None) -> PurePath:
+    """``config`` when given, else the study directory's own :data:`STUDY_CONFIG`, so that
+    a study's results are never read with another run's settings by default."""
+    return config if config is not None else study / STUDY_CONFIG
+
 
 def test_label_chunks(config: dict) -> list[int]:
     """Labelling jobs of the held-out frames (``selection.n_xtb_test`` in

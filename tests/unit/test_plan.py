@@ -105,3 +105,15 @@ def test_only_slabs_count_as_charged_slabs(production):
                                                 "seeds": ["alpha", "rp1_slab", "rp1_bulk"]})
     assert plan.charged_slab_names(production) == ["rp1_slab__vac_I_qp1", "rp1_slab__vac_Cs_qm1",
                                                    "rp2_slab__vac_I_qp1"]
+
+
+def test_study_config_is_the_given_file_or_the_studys_own(tmp_path):
+    assert plan.study_config(tmp_path, tmp_path / "other.yaml") == tmp_path / "other.yaml"
+    assert plan.study_config(tmp_path) == tmp_path / "study.yaml"
+
+
+@pytest.mark.parametrize("study", ["cspbi-gfn1", "cspbi-gfn1-k72"])
+def test_each_committed_study_keeps_the_config_it_ran_with(study):
+    """The scripts and `hipqeq models package` read a study with STUDY/study.yaml by default."""
+    root = Path(__file__).resolve().parents[2] / "studies" / study
+    assert load_config(plan.study_config(root))["xtb"]["engine"] == "cp2k"

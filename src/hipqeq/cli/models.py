@@ -13,7 +13,7 @@ warns with that text, and `models list` prints it.
 
 examples:
   hipqeq models list
-  hipqeq models package --study studies/cspbi-gfn1 --config studies/cspbi-gfn1/study.yaml \\
+  hipqeq models package --study studies/cspbi-gfn1 \\
       --name cspbi-gfn1 --description "2D RP CsPbI slabs, GFN1-xTB (CP2K, k-points)"
 """
 
@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--root", type=Path, default=None, help=argparse.SUPPRESS)
     package = modes.add_parser("package", help="package a finished study as a pretrained potential")
     package.add_argument("--study", type=Path, required=True, help="the study's directory (holding results/)")
-    package.add_argument("--config", type=Path, required=True, help="the config file the study ran with")
+    package.add_argument("--config", type=Path, default=None,
+                         help="the config file the study ran with (default: STUDY/study.yaml)")
     package.add_argument("--name", required=True, help="the potential's name, e.g. cspbi-gfn1")
     package.add_argument("--description", required=True, help="one line: systems and reference level")
     package.add_argument("--root", type=Path, default=None,
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hipqeq import pretrained
+    from hipqeq.plan import study_config
 
     if args.mode == "list":
         available = pretrained.names(args.root)
@@ -49,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
         for name in available:
             print("\n".join(pretrained.summary_lines(name, args.root)))
         return 0
-    folder = pretrained.package_study(args.study, args.config, args.name, args.description, root=args.root,
-                                      overwrite=args.overwrite, caveat=args.caveat)
+    folder = pretrained.package_study(args.study, study_config(args.study, args.config), args.name,
+                                      args.description, root=args.root, overwrite=args.overwrite, caveat=args.caveat)
     print("\n".join(pretrained.summary_lines(args.name, folder.parent)))
     print(f"written to {folder}")
     return 0
