@@ -91,14 +91,22 @@ def validate_section(name: str, section: dict, source: str = "settings") -> dict
     return settings
 
 
+def _check_listed_once(values: list, where: str, source: str, unit: str = "") -> None:
+    """Refuse an entry listed twice in ``values`` (config key ``where``): it would run the
+    same MD job or walker twice (same name, same seed) and count its frames twice."""
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        shown = ", ".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in repeated)
+        raise ConfigError(f"{source}: invalid config at '{where}': {shown}{unit} listed more than once")
+
+
 def _check_cross_references(config: dict, source: str) -> None:
     """Checks a JSON schema cannot express (or not with a message naming the value): seed
-    names and sampling temperatures unique, referenced names exist."""
-    temperatures = config["sampling"]["temperatures_K"]
-    repeated = sorted({t for t in temperatures if temperatures.count(t) > 1})
-    if repeated:
-        raise ConfigError(f"{source}: invalid config at 'sampling/temperatures_K': "
-                          f"{', '.join(f'{t:g}' for t in repeated)} K listed more than once")
+    names, sampling and walker temperatures and walker structures unique, referenced
+    names exist."""
+    _check_listed_once(config["sampling"]["temperatures_K"], "sampling/temperatures_K", source, " K")
+    _check_listed_once(config["active_learning"]["temperatures_K"], "active_learning/temperatures_K", source, " K")
+    _check_listed_once(config["active_learning"]["structures"], "active_learning/structures", source)
     seeds = config["structures"]["seeds"]
     names = [s["name"] for s in seeds]
     duplicates = sorted({n for n in names if names.count(n) > 1})

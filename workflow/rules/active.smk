@@ -8,7 +8,7 @@
 # Paths come from hipqeq.plan; a round after the stop decision is never requested.
 import json
 
-from hipqeq.active.stop import converged
+from hipqeq.active.stop import ends_loop
 
 ACTIVE_ROUNDS = plan.active_rounds(config)
 ACTIVE_MEMBERS = list(range(config["active_learning"]["n_models"]))
@@ -50,7 +50,7 @@ def round_files(wildcards):
         files["validations"].append(f"{where}/validation.json")
         if decision["n_selected"]:
             files["datasets"].append(plan.active_dataset(round_))
-        if converged(decision):
+        if ends_loop(decision):
             break
     return files
 

@@ -70,7 +70,7 @@ def select_round(config: dict, frames_path, deviations_paths, round_: int, outpu
                  output_decision) -> dict:
     """``hipqeq select-candidates``: classify round ``round_``'s explored frames, select
     up to ``active_learning.budget`` candidates (none once the round stops the loop by
-    convergence) and write the selection and the round's decision (JSON, see
+    convergence; none selected also stops it) and write the selection and the round's decision (JSON, see
     :func:`hipqeq.active.stop.stop_decision`); returns the decision dict."""
     section = config["active_learning"]
     frames = read_table(frames_path)
@@ -78,7 +78,7 @@ def select_round(config: dict, frames_path, deviations_paths, round_: int, outpu
     selected, deviations = select_candidates(frames, deviations, TrustWindow.from_config(config), section["budget"],
                                              config["selection"]["cutoff_A"], config["selection"]["n_bins"])
     classes = deviations.column("classification").to_pylist()
-    decision = stop_decision(classes, round_, section["stop_accurate_fraction"])
+    decision = stop_decision(classes, round_, section["stop_accurate_fraction"], selected.num_rows)
     if decision.reason == CONVERGED:
         selected = selected.slice(0, 0)  # the committee is good enough: no labels needed
     write_table(selected, output_selection)

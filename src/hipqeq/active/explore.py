@@ -20,7 +20,8 @@ the failure are dropped, since the trajectory had left the region the committee 
 (:func:`explore_walker`).
 
 A walker that blows up (atoms closer than 1 Angstrom, non-finite positions, a model or
-solver error, any exception) stops with the frames it has and a recorded reason; the
+solver error: any ``RuntimeError``, torch's included) stops with the frames it has and a
+recorded reason; any other exception (a bug) ends it with the reason and no frames. The
 other walkers of the round still run. The round writes three files: the explored
 frames (dataset contract, unlabelled, ``source`` = ``active``), their deviations with
 provenance (one row per frame), and a JSON summary per walker.

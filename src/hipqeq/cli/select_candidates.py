@@ -45,10 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hipqeq.active.candidates import select_round
+    from hipqeq.active.stop import CONVERGED, NO_CANDIDATES
 
     decision = select_round(load(args), args.frames, args.deviations, args.round, args.output, args.decision)
     counts = ", ".join(f"{k} {v}" for k, v in decision["counts"].items())
-    verdict = "converged: the rounds stop" if decision["stop"] else "not converged"
+    verdict = {CONVERGED: "converged: the rounds stop",
+               NO_CANDIDATES: "not converged, but no frame to label: the rounds stop"}.get(decision["reason"],
+                                                                                          "not converged")
     print(f"round {args.round}: {counts}; accurate fraction {decision['accurate_fraction']:.3f}; "
           f"{decision['n_selected']} selected; {verdict}")
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms, units
-from ase.calculators.calculator import Calculator, CalculatorError
+from ase.calculators.calculator import Calculator
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixCom
 from ase.io.trajectory import Trajectory
@@ -215,7 +215,8 @@ def run_md(atoms: Atoms, calculator: Calculator, settings: MDSettings,
     Langevin (friction ``friction_per_fs``), "npt" is Berendsen with the cell scaled
     along periodic directions only, at ``pressure_GPa`` (times ``taut_fs``, ``taup_fs``). If
     ``trajectory`` holds snapshots of the same run (:meth:`MDSettings.fingerprint`),
-    the run continues from the last one. A calculator error (e.g. an SCF failure) or
+    the run continues from the last one. A calculator error (an SCF failure; for a torch
+    model e.g. CUDA out of memory or a singular charge solve, both ``RuntimeError``) or
     atoms closer than 1 Angstrom end the run: the outcome keeps the frames so far and
     says why. Frames are bare ``Atoms`` (no calculator) with ``info['md_step']``,
     ``info['md_temperature_K']`` and ``info['md_potential_energy_eV']``.
@@ -244,7 +245,7 @@ def run_md(atoms: Atoms, calculator: Calculator, settings: MDSettings,
             for target in todo:
                 try:
                     dynamics.run(target - step)
-                except (CalculatorError, HipqeqError) as exc:
+                except (RuntimeError, HipqeqError) as exc:  # ASE's CalculatorError and torch's errors
                     outcome.stopped_early = True
                     outcome.reason = f"{type(exc).__name__} between steps {step} and {target}: {exc}"
                     break

@@ -13,7 +13,7 @@ import pytest
 from hipqeq.active.candidates import select_candidates, select_round
 from hipqeq.active.deviation import deviation_table, frame_deviation, read_deviations, write_deviations
 from hipqeq.active.explore import explore_round, walker_plan
-from hipqeq.active.stop import CONTINUE, CONVERGED, MAX_ROUNDS, converged, stop_decision, stopped_by
+from hipqeq.active.stop import CONTINUE, CONVERGED, MAX_ROUNDS, NO_CANDIDATES, ends_loop, stop_decision, stopped_by
 from hipqeq.active.trust import ACCURATE, CANDIDATE, FAILED, TrustWindow, classify
 from hipqeq.calculator import committee_members, load_committee
 from hipqeq.config import load_config
@@ -60,21 +60,30 @@ def test_trust_window_refuses_inverted_or_half_bounds(bounds):
 
 def test_a_round_converges_on_its_accurate_fraction():
     mostly_accurate = [ACCURATE] * 19 + [CANDIDATE]
-    assert stop_decision(mostly_accurate, 1, 0.95).reason == CONVERGED
-    decision = stop_decision(mostly_accurate, 1, 0.96)
+    assert stop_decision(mostly_accurate, 1, 0.95, 1).reason == CONVERGED
+    decision = stop_decision(mostly_accurate, 1, 0.96, 1)
     assert not decision.stop and decision.reason == CONTINUE and decision.accurate_fraction == 0.95
-    nothing = stop_decision([], 1, 0.5)
-    assert not nothing.stop and nothing.n_frames == 0  # no frame at all is not convergence
+    nothing = stop_decision([], 1, 0.5, 0)
+    assert nothing.n_frames == 0 and nothing.reason != CONVERGED  # no frame at all is not convergence
+
+
+def test_a_round_with_nothing_to_label_ends_the_loop_without_converging():
+    """Every frame that is not accurate failed (or a budget of 0): the next round would
+    retrain the same committee on the same labels, so the loop ends, and says why."""
+    decision = stop_decision([ACCURATE, FAILED, FAILED], 2, 0.95, 0)
+    assert decision.stop and decision.reason == NO_CANDIDATES and decision.accurate_fraction == pytest.approx(1 / 3)
+    as_json = dataclasses.asdict(decision)
+    assert ends_loop(as_json) and stopped_by([dataclasses.asdict(stop_decision([CANDIDATE], 1, 0.95, 1)), as_json]) == NO_CANDIDATES
 
 
 def test_the_round_limit_is_the_workflows_not_a_rounds_decision():
     """A decision never bakes in max_rounds: raising it continues a finished study. A
     decision file written when it did (reason max_rounds) does not stop the loop either;
     the rounds end by convergence or by running out."""
-    not_yet = dataclasses.asdict(stop_decision([CANDIDATE], 5, 0.5))
-    done = dataclasses.asdict(stop_decision([ACCURATE], 2, 0.5))
+    not_yet = dataclasses.asdict(stop_decision([CANDIDATE], 5, 0.5, 1))
+    done = dataclasses.asdict(stop_decision([ACCURATE], 2, 0.5, 0))
     old_style = {"round": 1, "stop": True, "reason": MAX_ROUNDS}
-    assert not converged(not_yet) and not converged(old_style) and converged(done)
+    assert not ends_loop(not_yet) and not ends_loop(old_style) and ends_loop(done)
     assert stopped_by([old_style, not_yet]) == MAX_ROUNDS and stopped_by([not_yet, done]) == CONVERGED
     assert stopped_by([]) is None
 
@@ -186,6 +195,10 @@ def test_a_walker_that_blows_up_is_recorded_and_the_round_goes_on(committees, ex
                             root / "selection.parquet", root / "decision.json")
     assert decision["counts"] == {ACCURATE: 0, CANDIDATE: 2, FAILED: 0} and decision["n_selected"] == 2
     assert decision["reason"] == CONTINUE and not decision["stop"]
+    no_budget = {**config, "active_learning": {**config["active_learning"], "budget": 0}}
+    decision = select_round(no_budget, root / "frames.parquet", [root / "deviations.parquet"], 1,
+                            root / "selection.parquet", root / "decision.json")
+    assert decision["n_selected"] == 0 and decision["stop"] and decision["reason"] == NO_CANDIDATES
 
 
 def test_deviation_table_round_trip(tmp_path):

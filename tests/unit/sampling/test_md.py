@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from ase.calculators.calculator import CalculationFailed
 from ase.calculators.lj import LennardJones
@@ -21,17 +22,17 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 class FailingLJ(LennardJones):
-    """Lennard-Jones (sigma 3 A, so the perovskite stays put) that raises like a failed SCF
-    from its ``fail_after``-th calculation on."""
+    """Lennard-Jones (sigma 3 A, so the perovskite stays put) that raises ``error`` (by
+    default like a failed SCF) from its ``fail_after``-th calculation on."""
 
-    def __init__(self, fail_after: int):
+    def __init__(self, fail_after: int, error: Exception = CalculationFailed("SCF did not converge in 250 iterations")):
         super().__init__(sigma=3.0, epsilon=0.01, rc=6.0)
-        self.fail_after, self.calls = fail_after, 0
+        self.fail_after, self.calls, self.error = fail_after, 0, error
 
     def calculate(self, *args, **kwargs):
         self.calls += 1
         if self.calls >= self.fail_after:
-            raise CalculationFailed("SCF did not converge in 250 iterations")
+            raise self.error
         super().calculate(*args, **kwargs)
 
 
@@ -126,10 +127,14 @@ def test_trajectory_of_another_run_is_not_resumed(tmp_path):
     assert outcome.resumed_from_step == 0
 
 
-def test_engine_failure_ends_trajectory_with_frames_so_far(tmp_path):
+@pytest.mark.parametrize("error", [CalculationFailed("SCF did not converge in 250 iterations"),
+                                   torch.OutOfMemoryError("CUDA out of memory"),
+                                   torch.linalg.LinAlgError("linalg.solve: singular matrix")],
+                         ids=["scf", "cuda-oom", "singular-solve"])
+def test_engine_failure_ends_trajectory_with_frames_so_far(tmp_path, error):
     settings = MDSettings(300.0, equilibration_steps=2, production_steps=8, frame_interval=2, seed=3)
-    outcome = run_md(phase("alpha"), FailingLJ(6), settings, tmp_path / "t.traj")
-    assert outcome.stopped_early and "SCF did not converge" in outcome.reason
+    outcome = run_md(phase("alpha"), FailingLJ(6, error), settings, tmp_path / "t.traj")
+    assert outcome.stopped_early and type(error).__name__ in outcome.reason and str(error) in outcome.reason
     assert 0 < len(outcome.frames) < 4
     assert all(f.info["md_step"] <= outcome.steps_done for f in outcome.frames)
 
