@@ -5,12 +5,15 @@ structures, shared by every committee member; --all-rows uses every row) with th
 4G potential (--model), the short-range-only baseline (--baseline) and the MACE peer
 model (--peer, `hipqeq train mace`; needs the peer extra), and compares them with the
 xTB and the DFT datasets: overall, per structure family, per family and total charge
-(a neutral and a charged defect apart) and per temperature band. Rows whose label failed (status other than ok) are excluded and
-counted. DFT energies sit on another reference than the xTB energies the models learn,
-so they are compared after removing per-element offsets fitted over the compared rows.
-Writes metrics.json, metrics.md, parity_<reference>_<quantity>.png/.pdf (always, "no
-data" panels included), families/parity_<reference>_<quantity>_<group>.png/.pdf and
-md_stability.png/.pdf (from `hipqeq md` summaries).
+(a neutral and a charged defect apart) and per temperature band. Rows whose label
+failed (status other than ok) or holds a NaN or an infinity (non_finite_label) are
+excluded and counted; a model that predicts one is an error naming the row. DFT
+energies sit on another reference than the xTB energies the models learn, so they are
+compared after removing per-element offsets fitted over the compared rows. Writes
+metrics.json, metrics.md, md_stability.png/.pdf (from `hipqeq md` summaries) and,
+where a reference has the quantity (metrics.md lists those it lacks),
+parity/parity_<reference>_<quantity>.png/.pdf and
+families/parity_<reference>_<quantity>_<group>.png/.pdf.
 
 example:
   hipqeq validate --config config/toy.yaml --xtb results/datasets/xtb.parquet \\
@@ -40,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DFT dataset (gathered Parquet)")
     parser.add_argument("--dft-test", type=Path, default=None, metavar="FILE",
                         help="DFT labels of held-out test frames (selection.dft_test), validated with the "
-                             "--dft rows; rows of other parents are an error"),
+                             "--dft rows; rows of other parents are an error")
     parser.add_argument("--splits", type=Path, required=True, metavar="JSON",
                         help="split file written by `hipqeq split`")
     add_model_argument(parser, "model directories of the full 4G potential (a committee)")

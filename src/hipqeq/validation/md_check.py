@@ -87,8 +87,9 @@ def md_report(summaries: Sequence[dict]) -> list[dict]:
 
 def md_stability_figure(summaries: Sequence[dict]) -> Figure:
     """Total energy per atom (relative to the first step, meV/atom) and temperature (K)
-    against time (ps), one line per run; the legend carries drift, maximum force and
-    whether an atom flew off. Without summaries the panel says "no MD summaries"."""
+    against time (ps), one line per run, a dotted line of its colour where its NVE tail
+    (the drift fit) starts; the legend carries drift, maximum force and whether an atom
+    flew off. Without summaries the panel says "no MD summaries"."""
     figure = Figure(figsize=(7.0, 6.0), layout="constrained")
     energy_ax, temperature_ax = figure.subplots(2, 1, sharex=True)
     energy_ax.set_ylabel("E(t) − E(0) per atom (meV/atom)")
@@ -99,14 +100,6 @@ def md_stability_figure(summaries: Sequence[dict]) -> Figure:
         energy_ax.text(0.5, 0.5, "no MD summaries", transform=energy_ax.transAxes, ha="center",
                        va="center", fontsize=16, color="0.4")
         return figure
-    nve_start_ps = [np.asarray(s["time_fs"], dtype=float)[np.asarray(s["phase"]) == "nve"].min() / 1000.0
-                    for s in summaries if "nve" in s["phase"]]
-    if nve_start_ps:  # the drift is fitted over the NVE tail; the thermostat hides it before
-        for ax in (energy_ax, temperature_ax):
-            # runs that failed on their first structure have no time series
-            end_ps = max(max(s["time_fs"]) for s in summaries if s["time_fs"]) / 1000.0
-            ax.axvspan(min(nve_start_ps), end_ps,
-                       color="0.9", zorder=0, label="NVE tail (drift fit)" if ax is energy_ax else None)
     for s, row in zip(summaries, md_report(summaries)):
         time_ps = np.asarray(s["time_fs"], dtype=float) / 1000.0
         energy = np.asarray(s["total_energy_eV"], dtype=float)
@@ -119,5 +112,9 @@ def md_stability_figure(summaries: Sequence[dict]) -> Figure:
         relative = 1000.0 * (energy - energy[0]) / row["n_atoms"] if len(energy) else energy
         (line,) = energy_ax.plot(time_ps, relative, label=label)
         temperature_ax.plot(time_ps, s["temperature_K"], color=line.get_color())
+        nve = np.asarray(s["phase"]) == "nve"
+        if nve.any():  # the drift is fitted over the NVE tail (the thermostat hides it before); runs differ
+            for ax in (energy_ax, temperature_ax):
+                ax.axvline(time_ps[nve].min(), color=line.get_color(), linestyle=":", linewidth=1.0)
     energy_ax.legend(fontsize=7, loc="best")
     return figure

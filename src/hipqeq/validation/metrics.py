@@ -24,6 +24,7 @@ With ``x`` the reference and ``y`` the prediction over ``n`` compared values,
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import Counter
 from typing import Sequence
 
@@ -32,6 +33,8 @@ import numpy as np
 from hipqeq.data.schema import STATUS_OK
 from hipqeq.data.split import assign_splits
 from hipqeq.errors import ConfigError, HipqeqError
+
+logger = logging.getLogger(__name__)
 
 #: Compared quantities, in the order tables and figures list them.
 QUANTITIES = ("energy", "forces", "charges")
@@ -141,9 +144,35 @@ def reference_charge_gap(xtb_rows: Sequence[dict], dft_rows: Sequence[dict]) -> 
             "rmse_e": overall.pop("rmse"), **overall, "by_element": by_element}
 
 
+#: Pseudo-status of an ok row whose energy, forces or charges hold a NaN or an infinity:
+#: excluded and counted like a failed label (training drops such rows too).
+NON_FINITE_LABEL = "non_finite_label"
+
+
+def row_status(record: dict) -> str:
+    """The row's ``status``, or :data:`NON_FINITE_LABEL` for an ok row with a label that
+    is present but not finite."""
+    if record["status"] == STATUS_OK and not all(np.all(np.isfinite(np.asarray(record[q], dtype=float)))
+                                                 for q in QUANTITIES if record.get(q) is not None):
+        return NON_FINITE_LABEL
+    return record["status"]
+
+
 def _label(prediction: dict, key: str):
     value = prediction.get(key)
     return None if value is None else np.asarray(value, dtype=float)
+
+
+def _refuse_non_finite(records: Sequence[dict], predictions: Sequence[dict]) -> None:
+    """A NaN or infinite prediction of a quantity the row has is an error naming the row:
+    a model that diverges on a row has no error to average (the metrics would be NaN,
+    which JSON and the tables show as "no data")."""
+    for i, (record, prediction) in enumerate(zip(records, predictions)):
+        for key in QUANTITIES:
+            value = _label(prediction, key)
+            if record.get(key) is not None and value is not None and not np.all(np.isfinite(value)):
+                raise HipqeqError(f"row {i} ({record.get('structure_id')}, {record.get('structure_name')}): "
+                                  f"the model predicted a non-finite {key}")
 
 
 def element_counts(records: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -167,6 +196,7 @@ def fit_element_offsets(records: Sequence[dict], predictions: Sequence[dict]) ->
     Returns ``{"offsets_eV": {Z: mu_Z}, "rank": r, "n_rows": n}``: ``r`` of the ``n``
     energy differences are absorbed by the fit, so metrics need ``n > r``.
     """
+    _refuse_non_finite(records, predictions)
     rows = [i for i, (r, p) in enumerate(zip(records, predictions))
             if r.get("energy") is not None and _label(p, "energy") is not None]
     used = [records[i] for i in rows]
@@ -189,9 +219,12 @@ def paired_values(records: Sequence[dict], predictions: Sequence[dict],
     :func:`fit_element_offsets`) each predicted energy is shifted by its composition's
     offset first. Forces are flattened to components (eV/Angstrom), charges to atoms (e).
     A row contributes a quantity only where both the record and the prediction have it.
+    A non-finite predicted value is an error naming the row; rows with non-finite labels
+    never get here (:func:`usable_rows`).
     """
     if len(records) != len(predictions):
         raise HipqeqError(f"{len(predictions)} predictions for {len(records)} dataset rows")
+    _refuse_non_finite(records, predictions)
     values = {q: ([], [], []) for q in QUANTITIES}
     for i, (record, prediction) in enumerate(zip(records, predictions)):
         numbers = np.asarray(record["numbers"], dtype=int)
@@ -355,16 +388,19 @@ def failures_by_split(records: Sequence[dict], splits: dict, source: str = "data
 
 
 def usable_rows(records: Sequence[dict], splits: dict | None, source: str = "dataset") -> tuple[list[dict], dict]:
-    """The rows to validate on: status ok, and held-out test parents when ``splits`` is given.
+    """The rows to validate on: status ok with finite labels (:func:`row_status`), and
+    held-out test parents when ``splits`` is given.
 
     Falls back to every row (and says so in the returned report's ``warning``) when the
     test parents have no ok row, so that a tiny study still gets numbers.
 
     Returns ``(rows, report)`` with report keys ``subset`` ("test" or "all"),
     ``rows_total``, ``rows_in_subset``, ``rows_used``, ``excluded`` (``{status: count}``
-    of the subset's rows that are not ok) and ``warning`` (``None`` or a message).
+    of the subset's rows that are not ok, :data:`NON_FINITE_LABEL` included) and
+    ``warning`` (``None`` or a message).
     """
     records = list(records)
+    status = {id(r): row_status(r) for r in records}
     subset, warning = "all", None
     chosen = records
     if splits is not None:
@@ -373,13 +409,15 @@ def usable_rows(records: Sequence[dict], splits: dict | None, source: str = "dat
         except HipqeqError as exc:
             raise HipqeqError(f"{source}: {exc}") from None
         test = [r for r, name in zip(records, names) if name == "test"]
-        if any(r["status"] == STATUS_OK for r in test):
+        if any(status[id(r)] == STATUS_OK for r in test):
             subset, chosen = "test", test
         else:
             warning = (f"{source}: the held-out test parents have {len(test)} row(s) and none is ok; "
                        f"validating on ALL {len(records)} rows instead, training rows included: "
                        "these errors are not test errors")
-    used = [r for r in chosen if r["status"] == STATUS_OK]
-    excluded = Counter(r["status"] for r in chosen if r["status"] != STATUS_OK)
+    used = [r for r in chosen if status[id(r)] == STATUS_OK]
+    excluded = Counter(status[id(r)] for r in chosen if status[id(r)] != STATUS_OK)
+    if excluded.get(NON_FINITE_LABEL):
+        logger.warning("%s: excluding %d ok row(s) whose labels are not finite", source, excluded[NON_FINITE_LABEL])
     return used, {"subset": subset, "rows_total": len(records), "rows_in_subset": len(chosen),
                   "rows_used": len(used), "excluded": dict(sorted(excluded.items())), "warning": warning}

@@ -46,6 +46,7 @@ from hipqeq.validation.metrics import (
     paired_values,
     reference_charge_gap,
     row_groups,
+    row_status,
     usable_rows,
 )
 from hipqeq.validation.parity import ParitySeries, file_tag, parity_figure, save_figure
@@ -89,18 +90,29 @@ _QUANTITY_TITLES = {"energy": "energy per atom", "forces": "force components", "
 Predictor = Callable[[Sequence[Path], list, list], list]
 
 
-def _distinct(rows: list[dict], key: str) -> str | None:
-    values = sorted({r[key] for r in rows if r.get(key)})
-    return ", ".join(values) or None
+#: Provenance columns that say which level labelled a row: rows of one reference that
+#: differ in any are pooled by the metrics, so the report warns (CP2K's and tblite's
+#: GFN1-xTB energies differ by ~25 meV/atom; Mulliken and CM5 charges by tenths of e).
+LEVEL_COLUMNS = ("method", "software", "charge_scheme")
+
+
+def _levels(rows: list[dict]) -> dict[str, list[str]]:
+    """The distinct values of each of :data:`LEVEL_COLUMNS` (charge schemes of rows with charges)."""
+    charged = [r for r in rows if r.get("charges") is not None]
+    return {key: sorted({r[key] for r in (charged if key == "charge_scheme" else rows) if r.get(key)})
+            for key in LEVEL_COLUMNS}
 
 
 def _load_reference(name: str, path: Path, records: list[dict], splits: dict,
                     all_rows: bool) -> tuple[list[dict], dict]:
     source = f"{name} dataset {path}"
     rows, report = usable_rows(records, None if all_rows else splits, source=source)
-    report = {"path": str(path), "method": _distinct(rows, "method"),
-              "charge_scheme": _distinct([r for r in rows if r.get("charges") is not None], "charge_scheme"),
-              **report, "failed_by_split": failures_by_split(records, splits, source), "energy_alignment": None}
+    levels = _levels(rows)
+    mixed = "; ".join(f"{key} {' / '.join(values)}" for key, values in levels.items() if len(values) > 1)
+    report = {"path": str(path), **{key: ", ".join(values) or None for key, values in levels.items()},
+              **report, "failed_by_split": failures_by_split(records, splits, source), "energy_alignment": None,
+              "mixed_levels": (f"{source}: the validated rows mix {mixed}; their errors are pooled, and labels "
+                               "of different levels may differ by a constant") if mixed else None}
     return rows, report
 
 
@@ -109,9 +121,10 @@ FIT = "fit"
 
 
 def _fit_rows(records: list[dict], splits: dict) -> list[dict]:
-    """The ok xTB rows of the non-test parents: what the models trained or early-stopped on."""
+    """The ok xTB rows (finite labels) of the non-test parents: what the models trained or
+    early-stopped on."""
     names = assign_splits([r["parent_id"] for r in records], splits)
-    return [r for r, name in zip(records, names) if name != "test" and r["status"] == STATUS_OK]
+    return [r for r, name in zip(records, names) if name != "test" and row_status(r) == STATUS_OK]
 
 
 def _held_out_records(path: Path, dataset_records: list[dict], splits: dict) -> list[dict]:
@@ -261,7 +274,7 @@ def run_validation(config: dict, *, xtb_path: str | os.PathLike, dft_path: str |
     for ref, path in test_paths.items():
         reports[ref]["test_labels_path"] = None if path is None else str(path)
     reports["dft"]["xtb_charge_gap"] = reference_charge_gap(rows["xtb"], rows["dft"])
-    warnings += [r["warning"] for r in reports.values() if r["warning"]]
+    warnings += [r[key] for r in reports.values() for key in ("warning", "mixed_levels") if r[key]]
     warnings += [w for ref, r in reports.items() if (w := _failure_warning(ref, r))]
     for ref, report in reports.items():
         if not report["rows_used"]:

@@ -7,9 +7,11 @@ Layout of ``metrics.json`` (:data:`METRICS_JSON_KEYS` at the top level)::
       "units": {metric key suffix: unit},
       "split": {"file", "requested" ("test" or "all"), "n_test_parents", "test_parents"},
       "models": {"4g" | "baseline" | "peer": {"dirs": [...], "sha256": {dir: hash}}},
-      "datasets": {"xtb" | "dft": {"path", "method", "charge_scheme", "subset",
+      "datasets": {"xtb" | "dft": {"path", "method", "software", "charge_scheme", "subset",
                    "rows_total", "rows_in_subset", "rows_used", "excluded": {status: n},
-                   "warning", "failed_by_split": {"train" | "valid" | "test": {status: n}},
+                   "warning", "mixed_levels" (a warning when the rows differ in method,
+                   software or charge scheme, or null),
+                   "failed_by_split": {"train" | "valid" | "test": {status: n}},
                    "energy_alignment" (DFT: {model: per-element offsets}),
                    "test_labels_path" (more labels of the test parents, or null),
                    "xtb_charge_gap" (DFT: the xTB vs DFT reference charges on the frames both
@@ -100,12 +102,18 @@ def _number(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+#: Significant digits of R^2 in tables: per-atom energies of different compositions
+#: spread by eV/atom, so a model meV/atom off still has R^2 = 0.99998, which 4 digits
+#: would print as 1.
+R2_DIGITS = 6
+
+
 def _metric_header(first: list[str]) -> list[str]:
     header = list(first)
     for quantity in QUANTITIES:
         symbol, _, _, unit = _COLUMNS[quantity]
         header += [f"{symbol} MAE ({unit})", f"{symbol} RMSE ({unit})", f"{symbol} R²"]
-    return header + ["q r", "q slope", "n structures"]
+    return header + ["q r", "q slope", "n E (structures)", "n F (components)", "n q (atoms)"]
 
 
 def _metric_cells(block: dict) -> list[str]:
@@ -113,9 +121,9 @@ def _metric_cells(block: dict) -> list[str]:
     for quantity in QUANTITIES:
         _, prefix, unit, _ = _COLUMNS[quantity]
         cells += [_number(block[f"{prefix}_mae_{unit}"]), _number(block[f"{prefix}_rmse_{unit}"]),
-                  _number(block[f"{prefix}_r2"], 4)]
+                  _number(block[f"{prefix}_r2"], R2_DIGITS)]
     return cells + [_number(block["charge_pearson_r"], 4), _number(block["charge_slope"]),
-                    str(block["n_energy"] or "–")]
+                    *(str(block[key] or "–") for key in ("n_energy", "n_force", "n_charge"))]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -181,12 +189,13 @@ def metrics_markdown(metrics: dict) -> str:
         lines += [f"## {title}", ""] + _table(_metric_header(first), rows) + [""]
         if key == "overall" and metrics["fit"]:
             lines += _fit_section(metrics["fit"])
-    dataset_rows = [[name, d["method"] or "–", d["charge_scheme"] or "–", d["subset"], str(d["rows_total"]),
+    dataset_rows = [[name, d["method"] or "–", d["software"] or "–", d["charge_scheme"] or "–", d["subset"],
+                     str(d["rows_total"]),
                      str(d["rows_in_subset"]), str(d["rows_used"]),
                      ", ".join(f"{s} {n}" for s, n in d["excluded"].items()) or "none"]
                     for name, d in metrics["datasets"].items()]
     lines += ["## Datasets", ""] + _table(
-        ["reference", "method", "charge scheme", "subset", "rows total", "rows in subset", "rows used",
+        ["reference", "method", "software", "charge scheme", "subset", "rows total", "rows in subset", "rows used",
          "excluded (status)"], dataset_rows) + [""]
     gap = metrics["datasets"].get("dft", {}).get("xtb_charge_gap")
     if gap:

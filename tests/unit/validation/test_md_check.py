@@ -55,16 +55,22 @@ def test_bad_summaries_name_the_file(tmp_path):
 
 @pytest.mark.parametrize("n_runs", [0, 2])
 def test_stability_figure_is_written_with_or_without_runs(tmp_path, n_runs):
-    paths = [_summary(tmp_path, f"run{k}", flew_off=k == 1, collapsed=k == 1) for k in range(n_runs)]
+    """Each run's NVE tail (its drift fit) starts at its own time, marked in its colour:
+    the second run here has a longer NVT part."""
+    paths = [_summary(tmp_path, f"run{k}", flew_off=k == 1, collapsed=k == 1,
+                      phase=["nvt"] * (3 + k) + ["nve"] * (2 - k)) for k in range(n_runs)]
     figure = md_stability_figure(read_md_summaries(paths))
     png, pdf = save_figure(figure, tmp_path / "md_stability")
     assert matplotlib.image.imread(png).shape[0] > 300 and pdf.stat().st_size > 1000
     energy_ax = figure.axes[0]
     if n_runs:
         labels = [t.get_text() for t in energy_ax.get_legend().get_texts()]
-        assert labels[0] == "NVE tail (drift fit)"
-        assert "drift 0.2 meV/atom/ps" in labels[1] and "ATOM FLEW OFF" in labels[2]
-        assert "ATOMS COLLAPSED" in labels[2] and "COLLAPSED" not in labels[1]
+        assert "drift 0.2 meV/atom/ps" in labels[0] and "ATOM FLEW OFF" in labels[1]
+        assert "ATOMS COLLAPSED" in labels[1] and "COLLAPSED" not in labels[0]
+        runs = [line for line in energy_ax.lines if line.get_linestyle() == "-"]
+        starts = [line for line in energy_ax.lines if line.get_linestyle() == ":"]
+        assert [line.get_xdata()[0] for line in starts] == [0.03, 0.04]
+        assert [line.get_color() for line in starts] == [line.get_color() for line in runs]
     else:
         assert [t.get_text() for t in energy_ax.texts] == ["no MD summaries"]
 

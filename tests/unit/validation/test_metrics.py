@@ -8,6 +8,7 @@ import pytest
 from hipqeq.errors import ConfigError, HipqeqError
 from hipqeq.validation.metrics import (
     METRIC_KEYS,
+    NON_FINITE_LABEL,
     aligned_pairs,
     charge_state,
     compute_metrics,
@@ -143,6 +144,29 @@ def test_mismatched_predictions_are_refused(hand_case):
     bad = [dict(predictions[0], forces=[[0.0, 0.0, 0.0]]), predictions[1]]
     with pytest.raises(HipqeqError, match="forces have 3 values, the reference 6"):
         paired_values(records, bad)
+
+
+@pytest.mark.parametrize("key", ["energy", "forces", "charges"])
+def test_a_non_finite_prediction_is_an_error_naming_the_row(hand_case, key):
+    """A diverged prediction would make every MAE NaN, which the report writes as "no data"."""
+    records, predictions = hand_case
+    bad = dict(predictions[1])
+    bad[key] = np.where(np.ones_like(np.asarray(bad[key], dtype=float), dtype=bool), np.nan, 0.0)
+    with pytest.raises(HipqeqError, match=rf"row 1 \(s4-24.0, .*\): the model predicted a non-finite {key}"):
+        paired_values(records, [predictions[0], bad])
+    with pytest.raises(HipqeqError, match=rf"row 1 .* non-finite {key}"):
+        aligned_pairs(records, [predictions[0], bad])  # before the offset fit would see it
+
+
+def test_rows_with_non_finite_labels_are_excluded_and_counted(hand_case):
+    """As training drops them: the MAE is over the rows with finite labels, and the
+    report says how many were left out."""
+    records, predictions = hand_case
+    nan_forces = dict(records[1], forces=np.full((4, 3), np.nan).tolist())
+    rows, report = usable_rows([records[0], nan_forces], None)
+    assert rows == [records[0]] and report["excluded"] == {NON_FINITE_LABEL: 1}
+    overall = compute_metrics(rows, predictions[:1], BANDS_K)["overall"]
+    assert overall["energy_mae_mev_per_atom"] == pytest.approx(100.0) and overall["n_energy"] == 1
 
 
 def test_element_offsets_remove_a_per_element_reference_shift():

@@ -329,3 +329,13 @@ def test_more_labels_of_the_test_parents_join_the_test_rows_and_others_are_refus
     assert with_dft["datasets"]["dft"]["test_labels_path"] == str(dft_extra_path)
     with pytest.raises(DatasetError, match="dft_twice.parquet: 1 frame.s. labelled in the dataset it joins too"):
         validate(extra_path, "dft_twice", write_dataset(read_records(dft_path)[:1], tmp_path / "dft_twice.parquet"))
+
+    # test labels of another level: their errors pool with the others', so the report warns
+    assert metrics["datasets"]["xtb"]["mixed_levels"] is None
+    gfn2 = [_frame("slab_vac_I", "vacancy_I", 350.0, 40 + k, rng, method="GFN2-xTB", charge_scheme="Mulliken")
+            for k in range(2)]
+    gfn2_path = write_dataset(gfn2, tmp_path / "xtb_gfn2.parquet")
+    potential.labels.update(FixturePotential(gfn2_path).labels)
+    mixed = validate(gfn2_path, "mixed")["metrics"]
+    assert mixed["datasets"]["xtb"]["method"] == "GFN1-xTB, GFN2-xTB"
+    assert any("the validated rows mix method GFN1-xTB / GFN2-xTB" in w for w in mixed["warnings"])
