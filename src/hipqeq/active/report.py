@@ -141,6 +141,8 @@ def write_active_report(config: dict, deviations_paths: Sequence, decision_paths
                    "selected": r["n_selected"], "labels_ok": r["labels_added"].get("ok", 0),
                    "labels_failed": sum(v for k, v in r["labels_added"].items() if k != "ok"),
                    "walkers_stopped": r["walkers_stopped_early"],
+                   # "all" when the test parents had no ok row: training rows included, not a test error
+                   "errors_on": r["validation"]["subset"],
                    "force_mae_mev_per_A": r["validation"]["force_mae_mev_per_A"],
                    "energy_mae_mev_per_atom": r["validation"]["energy_mae_mev_per_atom"],
                    "decision": r["reason"]} for r in rounds]

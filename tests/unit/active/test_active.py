@@ -276,7 +276,8 @@ def test_report_holds_fractions_labels_errors_and_the_stop_reason(tmp_path):
         for name, content in (("decision", {"round": round_, "stop": stop, "reason": reason, "n_frames": 4,
                                             "accurate_fraction": 0.25, "n_selected": 2, "counts": counts}),
                               ("walkers", {"walkers": [{"stopped_early": round_ == 1}]}),
-                              ("validation", {"force_mae_mev_per_A": 100.0 / round_, "energy_mae_mev_per_atom": 5.0})):
+                              ("validation", {"force_mae_mev_per_A": 100.0 / round_, "energy_mae_mev_per_atom": 5.0,
+                                              "subset": "test" if round_ == 1 else "all"})):
             path = tmp_path / f"{name}{round_}.json"
             path.write_text(json.dumps(content))
             {"decision": decisions, "walkers": walkers, "validation": validations}[name].append(path)
@@ -286,6 +287,8 @@ def test_report_holds_fractions_labels_errors_and_the_stop_reason(tmp_path):
     assert summary["stopped_by"] == CONVERGED
     rounds_md = (tmp_path / "report" / "rounds.md").read_text().splitlines()
     assert len(rounds_md) == 4 and "| 2 | 4 | 0.5 |" in rounds_md[3] and rounds_md[3].endswith("accurate_fraction |")
+    # round 2's errors were measured on every row (no ok test row): the table says so
+    assert "| errors_on |" in rounds_md[0] and "| test | 100 |" in rounds_md[2] and "| all | 50 |" in rounds_md[3]
     assert (tmp_path / "report" / "deviation_histogram.png").stat().st_size > 1000
     assert "vacancy_I" in (tmp_path / "report" / "fractions.md").read_text()
 
