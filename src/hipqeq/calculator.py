@@ -30,8 +30,9 @@ follows from a homogeneous strain :math:`\varepsilon` applied to positions and c
     \sigma_{\alpha\beta} = \frac{1}{V}\frac{\partial E}{\partial \varepsilon_{\alpha\beta}}
                           \Big|_{\varepsilon = 0},
 
-returned in Voigt order (xx, yy, zz, yz, xz, xy), eV/Angstrom^3; only for cells whose
-three vectors span space (slabs use the volume of the cell, vacuum included, as ASE does).
+returned in Voigt order (xx, yy, zz, yz, xz, xy), eV/Angstrom^3; only for periodic and
+slab systems whose three cell vectors span space (slabs use the volume of the cell,
+vacuum included, as ASE does; an open system has no stress).
 
 Charges (e) and the dipole :math:`\sum_i q_i \mathbf r_i` (e*Angstrom) come from the
 charge model, as do the energy parts ``energy_short`` and ``energy_elec`` (eV). For a
@@ -41,11 +42,16 @@ force vectors from the mean force (eV/Angstrom), ``energy_std`` the standard dev
 the members' energies (eV).
 
 The boundary of the charge solve is each structure's own (open, periodic, or slab for
-pbc = T,T,F), exactly as in training. The total charge follows ASE's conventions
-(:func:`hipqeq.geometry.total_charge_of`): ``atoms.info["total_charge"]``,
-``atoms.info["charge"]`` or the sum of the initial charges; conventions that disagree
-are an error, and a change of total charge is a change of the system (the calculator's
-cached results are dropped, as for a change of positions). A slab wrapped across its
+pbc = T,T,F), exactly as in training. A slab read from a file often comes with pbc =
+T,T,T: it is then a 3D crystal of slabs, whose electrostatics (a charged one's above all)
+change with the vacuum, and the calculator warns (:class:`BoundaryWarning`, once per
+calculator) when a fully periodic cell has more than :data:`VACUUM_WARN_A` of vacuum along
+a cell vector, or a slab less (its dipole-corrected sum then loses accuracy). The total
+charge follows ASE's conventions (:func:`hipqeq.geometry.total_charge_of`):
+``atoms.info["total_charge"]``, ``atoms.info["charge"]``, the sum of the initial charges,
+or the calculator's ``charge`` argument (as tblite's ASE calculator takes it);
+conventions that disagree are an error, and a change of total charge is a change of the
+system (the calculator's cached results are dropped, as for a change of positions). A slab wrapped across its
 cell along the non-periodic direction is evaluated unwrapped
 (:func:`hipqeq.geometry.unwrap_slab`; ``dipole`` then refers to the unwrapped
 positions). Structures without atoms or with NaN or infinite positions or cell raise
@@ -84,7 +90,9 @@ starts at converged charges. A baseline model has no charges: ``qeq`` does not a
 
 from __future__ import annotations
 
+import inspect
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -92,13 +100,22 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, InputError, all_changes
 
 from hipqeq.errors import StructureError
-from hipqeq.geometry import total_charge_of, unwrap_slab
+from hipqeq.geometry import total_charge_of, unwrap_slab, widest_gap_A
 
 #: Results averaged over committee members.
 AVERAGED = ("energy", "energy_short", "energy_elec", "forces", "stress", "charges", "dipole", "auxiliary_charges")
 
 #: Charge equilibration per call: a full solve, or shadow QEq for MD (:mod:`hipqeq.qeq.shadow`).
 QEQ_MODES = ("full", "shadow")
+
+#: Vacuum (Angstrom) along a cell vector above which a fully periodic cell looks like a
+#: slab (no bulk perovskite has an empty layer this wide) and below which a slab's
+#: dipole-corrected Coulomb sum loses accuracy (a charged 27-atom slab: 15 meV at 10 A,
+#: 0.1 eV at 7 A against 21 A).
+VACUUM_WARN_A = 10.0
+
+#: Keywords ASE's Calculator takes; any other is refused rather than stored unread.
+_ASE_CALCULATOR_KEYWORDS = frozenset(inspect.signature(Calculator.__init__).parameters) - {"self", "kwargs"}
 
 
 def _as_list(model_dirs) -> list:
@@ -113,17 +130,45 @@ class AtomsNotUsable(StructureError, InputError):
     calculator failure."""
 
 
-def structure_for_model(atoms: Atoms) -> Atoms:
+class BoundaryWarning(UserWarning):
+    """The structure's periodicity and vacuum do not look like what it is meant to be
+    (see :func:`boundary_warning`)."""
+
+
+def boundary_warning(atoms: Atoms) -> str | None:
+    """Why the boundary of ``atoms`` may not be the physical one, or None: a fully periodic
+    cell with more than :data:`VACUUM_WARN_A` of vacuum along a cell vector (a slab whose
+    pbc says 3D crystal), or a slab (pbc T,T,F) with less."""
+    pbc = tuple(bool(p) for p in atoms.pbc)
+    if pbc not in ((True, True, True), (True, True, False)) or abs(atoms.cell.volume) < 1e-9 or len(atoms) < 2:
+        return None
+    if pbc == (True, True, False):
+        vacuum_A = widest_gap_A(atoms, 2)
+        if vacuum_A < VACUUM_WARN_A:
+            return (f"a slab (pbc T,T,F) with {vacuum_A:.1f} A of vacuum: its dipole-corrected electrostatics "
+                    f"assume the slab's images are far apart; give it at least {VACUUM_WARN_A:g} A")
+        return None
+    gaps_A = [widest_gap_A(atoms, axis) for axis in range(3)]
+    axis = int(np.argmax(gaps_A))
+    if gaps_A[axis] <= VACUUM_WARN_A:
+        return None
+    return (f"pbc is (True, True, True) but the cell has {gaps_A[axis]:.1f} A of vacuum along cell vector {axis}: "
+            "a slab in a 3D-periodic box, whose electrostatics (a charged slab's above all) change with the "
+            "vacuum; for an isolated slab make that vector the third and set atoms.pbc = (True, True, False)")
+
+
+def structure_for_model(atoms: Atoms, charge: float | None = None) -> Atoms:
     """What the model evaluates for ``atoms``: checked (:class:`AtomsNotUsable`), a slab
     wrapped across its cell unwrapped, and ``info["total_charge"]`` set from ASE's
-    conventions (:func:`hipqeq.geometry.total_charge_of`). ``atoms`` is not modified."""
+    conventions and a calculator's ``charge`` (:func:`hipqeq.geometry.total_charge_of`).
+    ``atoms`` is not modified."""
     if len(atoms) == 0:
         raise AtomsNotUsable("the Atoms object has no atoms: nothing to evaluate")
     bad = np.flatnonzero(~np.isfinite(atoms.positions).all(axis=1))
     if len(bad) or not np.isfinite(atoms.cell.array).all():
         where = f"atoms {bad[:5].tolist()}" + (" ..." if len(bad) > 5 else "") if len(bad) else "the cell"
         raise AtomsNotUsable(f"NaN or infinite coordinates in {where}: a failed optimiser or MD step upstream?")
-    total_charge = total_charge_of(atoms)
+    total_charge = total_charge_of(atoms, charge)
     structure = unwrap_slab(atoms)
     structure = structure.copy() if structure is atoms else structure
     structure.info["total_charge"] = total_charge
@@ -216,9 +261,13 @@ class HipQEqCalculator(Calculator):
     :param always_stress: compute the stress at every call, not only when asked for it.
         For NPT MD: ASE's barostats ask for the stress after the forces at the same
         positions, which would cost a second evaluation; with the forces it costs ~10 %.
+    :param charge: total charge (e) of every structure the calculator evaluates, as
+        tblite's ASE calculator takes it; None (default): each structure's own.
 
-    The total charge is read from ``atoms.info["total_charge"]``, ``atoms.info["charge"]``
-    or the initial charges (default 0 e); changing it invalidates the results. The
+    The total charge is read from ``atoms.info["total_charge"]``, ``atoms.info["charge"]``,
+    the initial charges or ``charge`` (default 0 e; set ones must agree); changing it
+    invalidates the results. Keywords neither this class nor ASE's ``Calculator`` takes
+    are a ``TypeError`` (a misspelt one would be ignored otherwise). The
     iterative charge solve starts from the previous call's charges while the atomic
     numbers stay the same (see the module docstring); :meth:`reset_warm_start` forgets them.
     """
@@ -228,12 +277,18 @@ class HipQEqCalculator(Calculator):
     def __init__(self, model_dir, device: str = "auto", dtype: str | None = None,
                  qeq_solver: str = "auto", qeq: str = "full", shadow_options: dict | None = None,
                  neighbor_skin_A: float = 1.0, kspace_method: str | None = None, always_stress: bool = False,
-                 **kwargs):
+                 charge: float | None = None, **kwargs):
         from hipqeq.errors import HipqeqError
         from hipqeq.qeq import VerletNeighborList
         from hipqeq.qeq.shadow import ExtendedLagrangianCharges
 
+        unknown = sorted(set(kwargs) - _ASE_CALCULATOR_KEYWORDS)
+        if unknown:
+            raise TypeError(f"HipQEqCalculator got unexpected keyword argument(s) {', '.join(unknown)} "
+                            "(the total charge is `charge`, or atoms.info['total_charge'])")
         super().__init__(**kwargs)
+        self.charge = None if charge is None else float(charge)
+        self._boundary_warned = False
         if qeq not in QEQ_MODES:
             raise HipqeqError(f"qeq must be one of {QEQ_MODES}, got {qeq!r}")
         self.model_dirs = [str(d) for d in _as_list(model_dir)]
@@ -271,14 +326,16 @@ class HipQEqCalculator(Calculator):
         the last calculation's (ASE compares positions, numbers, cell, pbc and the
         per-atom initial charges only, not ``atoms.info``)."""
         changes = super().check_state(atoms, tol)
-        if self.atoms is not None and abs(total_charge_of(atoms) - total_charge_of(self.atoms)) > tol:
+        if self.atoms is not None and abs(total_charge_of(atoms, self.charge)
+                                          - total_charge_of(self.atoms, self.charge)) > tol:
             changes.append("total_charge")
         return changes
 
     def calculate(self, atoms=None, properties=None, system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         want_stress = self.always_stress or properties is None or "stress" in properties
-        structure = structure_for_model(self.atoms)
+        structure = structure_for_model(self.atoms, self.charge)
+        self._warn_about_boundary(structure)
         if self.qeq == "shadow":
             members = self._shadow_members(structure, want_stress, system_changes)
         else:
@@ -292,6 +349,11 @@ class HipQEqCalculator(Calculator):
         if "charges" in members[0]:
             self._warm_numbers = self.atoms.numbers.copy()
             self._warm_charges = [m["charges"] for m in members]
+
+    def _warn_about_boundary(self, structure) -> None:
+        if not self._boundary_warned and (message := boundary_warning(structure)):
+            warnings.warn(message, BoundaryWarning, stacklevel=2)
+            self._boundary_warned = True
 
     def _shadow_members(self, structure, want_stress: bool, system_changes) -> list[dict]:
         """Each member's shadow-QEq results: one MD step on when the atoms moved, a

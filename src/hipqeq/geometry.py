@@ -28,15 +28,19 @@ def closest_pair(atoms: Atoms, cutoff_A: float) -> tuple[int, int, float] | None
     return int(i[k]), int(j[k]), float(d[k])
 
 
-def total_charge_of(atoms: Atoms) -> float:
+def total_charge_of(atoms: Atoms, calculator_charge: float | None = None) -> float:
     """The total charge (e) of ``atoms`` from the conventions ASE users rely on:
     ``atoms.info["total_charge"]`` (hipqeq datasets), ``atoms.info["charge"]`` (extxyz
-    files, many ASE calculators) and the sum of ``atoms.get_initial_charges()``. Unset
-    conventions are ignored (initial charges count as unset when absent or all zero,
-    which is what ASE returns for "absent"); 0 e when none is set. Set conventions that
-    disagree by more than :data:`CHARGE_TOLERANCE_E` raise :class:`StructureError`."""
+    files, many ASE calculators), the sum of ``atoms.get_initial_charges()``, and
+    ``calculator_charge``, a calculator's ``charge`` argument (as tblite's and xtb's
+    ASE calculators take it). Unset conventions are ignored (initial charges count as
+    unset when absent or all zero, which is what ASE returns for "absent"); 0 e when
+    none is set. Set conventions that disagree by more than :data:`CHARGE_TOLERANCE_E`
+    raise :class:`StructureError`."""
     given = {f'atoms.info["{key}"]': float(atoms.info[key])
              for key in ("total_charge", "charge") if atoms.info.get(key) is not None}
+    if calculator_charge is not None:
+        given["the calculator's charge"] = float(calculator_charge)
     initial = atoms.arrays.get("initial_charges")
     if initial is not None and np.any(initial != 0):
         given["the sum of atoms.get_initial_charges()"] = float(np.sum(initial))
@@ -98,6 +102,17 @@ def vacuum_of(atoms: Atoms, axis: int) -> float:
     unit = atoms.cell.array[axis] / np.linalg.norm(atoms.cell.array[axis])
     heights = atoms.positions @ unit
     return float(np.linalg.norm(atoms.cell.array[axis]) - (heights.max() - heights.min()))
+
+
+def widest_gap_A(atoms: Atoms, axis: int) -> float:
+    """Width (Angstrom) of the widest layer without atoms between the lattice planes
+    spanned by the two other cell vectors, along cell vector ``axis``, across the cell
+    boundary (fractional coordinates modulo 1, so wrapped atoms count where they are):
+    the vacuum of a slab, whatever its pbc says. Needs a cell of full rank."""
+    fractional = np.sort(np.mod(atoms.cell.scaled_positions(atoms.positions)[:, axis], 1.0))
+    gaps = np.diff(np.append(fractional, fractional[0] + 1.0))
+    plane_spacing_A = 1.0 / np.linalg.norm(atoms.cell.reciprocal()[axis])
+    return float(gaps.max() * plane_spacing_A)
 
 
 def with_vacuum(atoms: Atoms, axis: int, vacuum_A: float) -> Atoms:

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
-from ase.calculators.calculator import CalculationFailed, all_changes
+from ase.calculators.calculator import CalculationFailed, PropertyNotImplementedError, all_changes
 from ase import units
 from ase.io import read
 from ase.md.velocitydistribution import thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 import hipqeq.models  # noqa: F401
-from hipqeq.calculator import AtomsNotUsable, HipQEqCalculator, predict
+from hipqeq.calculator import AtomsNotUsable, BoundaryWarning, HipQEqCalculator, predict
 from hipqeq.cli import main
 from hipqeq.data import write_dataset
 from hipqeq.errors import HipqeqError, StructureError
@@ -328,6 +328,19 @@ def test_a_change_of_total_charge_is_a_new_calculation(models):
     del atoms.info["charge"]
     atoms.set_initial_charges([0.5, 0.5] + [0.0] * 6)
     assert atoms.get_potential_energy() == pytest.approx(cation, abs=1e-10)
+    # or the calculator's own charge, as tblite's ASE calculator takes it
+    bare = slab()
+    bare.calc = HipQEqCalculator(models["4g_a"], device="cpu", charge=1)
+    assert bare.get_potential_energy() == pytest.approx(cation, abs=1e-10)
+
+
+def test_a_keyword_the_calculator_does_not_take_is_an_error_not_ignored(models):
+    """ASE's Calculator stores unknown keywords as parameters nobody reads: a charged
+    defect given as `total_charge=1` would silently be evaluated at Q = 0 (12 eV off
+    for the shipped potential's V_I+ slab)."""
+    with pytest.raises(TypeError, match="unexpected keyword argument.s. dtpye, total_charge"):
+        HipQEqCalculator(models["4g_a"], device="cpu", total_charge=1, dtpye="float32")
+    HipQEqCalculator(models["4g_a"], device="cpu", label="ase-keyword", directory=".")
 
 
 def test_disagreeing_total_charge_conventions_are_an_error(models):
@@ -340,6 +353,43 @@ def test_disagreeing_total_charge_conventions_are_an_error(models):
     atoms.set_initial_charges([-1.0] + [0.0] * 7)
     with pytest.raises(StructureError, match="get_initial_charges"):
         atoms.get_potential_energy()
+    cation = slab()
+    cation.info["total_charge"] = 1.0
+    cation.calc = HipQEqCalculator(models["4g_a"], device="cpu", charge=-1)
+    with pytest.raises(StructureError, match=r"total_charge\"\] = \+1 e, the calculator's charge = -1 e"):
+        cation.get_potential_energy()
+
+
+def test_a_slab_in_a_3d_periodic_box_and_a_slab_without_vacuum_are_warned_about(models):
+    """A slab read from a POSCAR or CIF is 3D periodic: its electrostatics change with the
+    vacuum. Warned once per calculator; the 12 A slab with pbc T,T,F is not warned about
+    (pytest turns warnings into errors), nor a bulk cell."""
+    boxed = slab()
+    boxed.pbc = True
+    boxed.calc = HipQEqCalculator(models["4g_a"], device="cpu")
+    with pytest.warns(BoundaryWarning, match=r"1[12]\.\d A of vacuum along cell vector 2: a slab in a 3D-periodic box"):
+        boxed.get_potential_energy()
+    boxed.positions[0, 0] += 0.01
+    boxed.get_potential_energy()  # once per calculator
+    thin = slab()
+    thin.center(vacuum=3.0, axis=2)
+    thin.calc = HipQEqCalculator(models["4g_a"], device="cpu")
+    with pytest.warns(BoundaryWarning, match=r"a slab \(pbc T,T,F\) with [56]\.\d A of vacuum"):
+        thin.get_potential_energy()
+    crystal = bulk("Cu", "fcc", a=3.6, cubic=True)
+    crystal.numbers[1] = 79
+    crystal.calc = HipQEqCalculator(models["4g_a"], device="cpu")
+    crystal.get_potential_energy()
+
+
+def test_an_open_system_has_no_stress(models):
+    """Its box is arbitrary: a stress would divide by the box's volume."""
+    cluster = slab()
+    cluster.pbc = False
+    cluster.calc = HipQEqCalculator(models["4g_a"], device="cpu")
+    assert np.isfinite(cluster.get_forces()).all()
+    with pytest.raises(PropertyNotImplementedError):
+        cluster.get_stress()
 
 
 def test_a_charge_model_is_refused_as_a_potential(models, md_inputs, capsys):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from hipqeq import pretrained
 from hipqeq.cli import main
@@ -66,7 +67,9 @@ def test_a_packaged_study_lists_and_describes_itself(packaged, study):
     manifest = pretrained.info("toy", packaged)
     assert manifest["models"] == {"4g": ["models/4g_0", "models/4g_1"], "2g": ["models/baseline_0", "models/baseline_1"]}
     assert manifest["training_data"]["n_xtb_labels"] == 8 and manifest["training_data"]["n_dft_labels"] == 4
-    assert manifest["training_data"]["n_xtb_test_labels"] == 3
+    assert manifest["training_data"]["n_xtb_test_labels"] == 3 and manifest["training_data"]["n_dft_test_labels"] == 0
+    assert manifest["training_data"]["label_boundaries"] == ["slab"]  # rows without label_boundary: their pbc
+    assert "label's electrostatic boundary" in manifest["test_errors_boundary"]
     assert len(read_records(pretrained.dataset("toy", "xtb_test", packaged))) == 3
     assert manifest["test_errors"]["4g"]["xtb"] == BLOCK
     assert manifest["level_of_theory"]["energy, forces"].startswith("GFN1-xTB (tblite")
@@ -74,6 +77,23 @@ def test_a_packaged_study_lists_and_describes_itself(packaged, study):
     assert not any("hippynn" in p.parts or "charges_0" in p.parts for p in shipped)
     assert (packaged / "toy" / "models" / "4g_0" / "charge_model" / "weights.pt").exists()
     assert pretrained.dataset("toy", "dft", packaged).exists()
+
+
+def test_the_dft_labels_of_the_test_frames_ship_where_the_study_made_them(study, tmp_path):
+    """selection.dft_test: the DFT charges the shipped test errors against DFT rest on."""
+    config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+    config["selection"]["dft_test"] = True
+    config_path = tmp_path / "toy.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy)
+    with pytest.raises(HipqeqError, match="dft_test.parquet missing"):
+        pretrained.package_study(copy, config_path, "toy", "toy study", root=tmp_path / "refused")
+    held_out = read_records(copy / "results" / "datasets" / "xtb_test.parquet")[:2]
+    write_dataset(held_out, copy / "results" / "datasets" / "dft_test.parquet")
+    pretrained.package_study(copy, config_path, "toy", "toy study", root=tmp_path / "out")
+    assert pretrained.info("toy", tmp_path / "out")["training_data"]["n_dft_test_labels"] == 2
+    assert len(read_records(pretrained.dataset("toy", "dft_test", tmp_path / "out"))) == 2
 
 
 @pytest.mark.parametrize("kind", ["4g", "2g"])
@@ -107,7 +127,9 @@ def test_a_caveat_warns_on_every_load_and_is_listed(study, tmp_path, capsys):
 def test_models_list_prints_level_data_and_test_errors(packaged, capsys):
     assert main(["models", "list", "--root", str(packaged)]) == 0
     out = capsys.readouterr().out
-    assert "toy: toy study" in out and "8 labelled structures" in out and "3 more labels of the test parents" in out
+    assert "toy: toy study" in out and "8 labelled frames of the train, valid and test parents" in out
+    assert "3 more labels of the test parents" in out and "with DFT charges)" not in out
+    assert "test errors under the labels' boundaries (slab)" in out
     assert "4g (2 members), test vs xTB: energy MAE 12.5 meV/atom, force MAE 80.0 meV/A, charge MAE 0.050 e" in out
 
 

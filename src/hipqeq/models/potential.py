@@ -300,7 +300,8 @@ def _system_tensors(potential: Potential, atoms, charge_pbc=None, neighbors=None
                                    device=device),
             "total_charge": as_float(atoms.info.get("total_charge", 0.0)),
             "pair_first": first.to(device), "pair_second": second.to(device), "shifts": shifts.to(device),
-            "full_rank": full_rank, "as_float": as_float}
+            # the stress of an open system would divide by an arbitrary box's volume
+            "stress_defined": full_rank and boundary != "open", "as_float": as_float}
 
 
 def charge_response(charge_model: ChargeModel, atoms, charge_pbc=None) -> tuple:
@@ -345,7 +346,8 @@ def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver:
     ``initial_charges`` (n,) e warm-starts the iterative charge solve.
 
     Returns numpy values: ``energy`` (float, eV), ``forces`` (n, 3) eV/A, ``stress``
-    (Voigt xx yy zz yz xz xy, eV/A^3, when asked and the cell has full rank), and the
+    (Voigt xx yy zz yz xz xy, eV/A^3, when asked for a periodic or slab system whose cell
+    has full rank; an open system has none), and the
     energy parts ``energy_short`` / ``energy_elec`` (eV); with a charge model also
     ``charges`` (n,) e, ``dipole`` (3,) e*A and ``qeq_matvec_products`` (int, see
     :meth:`Potential.forward`).
@@ -355,7 +357,7 @@ def evaluate(potential: Potential, atoms, want_stress: bool = False, qeq_solver:
     out = potential(
         inputs["species"], inputs["positions"], inputs["cell"], inputs["pbc"], inputs["total_charge"],
         inputs["pair_first"], inputs["pair_second"], inputs["shifts"],
-        want_stress=bool(want_stress and inputs["full_rank"]), qeq_solver=qeq_solver,
+        want_stress=bool(want_stress and inputs["stress_defined"]), qeq_solver=qeq_solver,
         initial_charges=None if initial_charges is None else as_float(initial_charges))
     return _numpy_results(out)
 
@@ -373,7 +375,7 @@ def evaluate_shadow(potential: Potential, atoms, dynamics, advance: bool, want_s
     out = potential.forward_shadow(
         inputs["species"], inputs["positions"], inputs["cell"], inputs["pbc"], inputs["total_charge"],
         inputs["pair_first"], inputs["pair_second"], inputs["shifts"], auxiliary=dynamics.auxiliary(advance),
-        want_stress=bool(want_stress and inputs["full_rank"]))
+        want_stress=bool(want_stress and inputs["stress_defined"]))
     rank = dynamics.observe(out.pop("auxiliary"), out.pop("residuals"), out.pop("response"),
                             out.pop("preconditioner"))
     out["qeq_matvec_products"] = out["qeq_matvec_products"] + rank

@@ -16,8 +16,10 @@ Each potential is a folder of this package, made from a finished study by
       config.yaml       the study's config: rerun or extend it with Snakemake
       models/4g_<k>/    the 4G committee members (model directories, training logs dropped)
       models/baseline_<k>/
-      data/             xtb.parquet, dft.parquet (the labelled datasets, with provenance)
-                        and splits.json (train/valid/test parents)
+      data/             xtb.parquet, dft.parquet (the labelled datasets, with provenance),
+                        xtb_test.parquet and dft_test.parquet (more labels of the test
+                        parents, where the study made them) and splits.json
+                        (train/valid/test parents)
       metrics.json      the study's full validation metrics (per family, per band)
       check/            one test-split structure (structure.extxyz) and the energies and
                         forces each kind gave on it when packaged (reference.json): a
@@ -85,7 +87,8 @@ def model_dirs(name: str, kind: str = "4g", root: str | os.PathLike | None = Non
 def calculator(name: str = "cspbi-gfn1", kind: str = "4g", root: str | os.PathLike | None = None,
                **kwargs):
     """The ASE calculator (:class:`hipqeq.calculator.HipQEqCalculator`) of a pretrained
-    potential; ``kwargs`` go to it (``device``, ``dtype``, ``qeq_solver``). Warns with the
+    potential; ``kwargs`` go to it (``device``, ``dtype``, ``qeq_solver``, ``charge``: the
+    total charge, e, of structures that carry none in ``atoms.info``). Warns with the
     potential's caveat (:class:`PretrainedCaveat`) when its manifest has one."""
     from hipqeq.calculator import HipQEqCalculator
 
@@ -99,7 +102,8 @@ def dataset(name: str, level: str = "xtb", root: str | os.PathLike | None = None
     """Path of a pretrained potential's labelled dataset: ``"xtb"`` (energies, forces,
     charges of the reference level: what the models trained on, the test parents'
     frames included), ``"dft"`` (DFT charges) or, where the study labelled more frames
-    of its test parents (``selection.n_xtb_test``), ``"xtb_test"`` (never trained on)."""
+    of its test parents (``selection.n_xtb_test``), ``"xtb_test"`` (never trained on) and,
+    with ``selection.dft_test``, ``"dft_test"`` (their DFT charges)."""
     folder = _folder(name, root) / "data"
     path = folder / f"{level}.parquet"
     if not path.exists():
@@ -164,19 +168,30 @@ def _overall(metrics: dict, model: str) -> dict:
     return {ref: blocks[model]["overall"] for ref, blocks in metrics["metrics"].items()}
 
 
+def _boundary_name(pbc) -> str:
+    """``periodic``, ``slab`` or ``open`` (:data:`hipqeq.data.schema.LABEL_BOUNDARY_PBC`), else the pbc."""
+    from hipqeq.data.schema import LABEL_BOUNDARY_PBC
+
+    pbc = tuple(bool(p) for p in pbc)
+    return next((name for name, value in LABEL_BOUNDARY_PBC.items() if value == pbc), f"pbc {pbc}")
+
+
 def _training_data(data: Path, splits: dict) -> dict:
     """What the packaged datasets in ``data`` hold (ok rows; ``n_xtb_test_labels``: the
     held-out labels beside the training set, 0 when none ship)."""
-    from hipqeq.data import read_table
+    from hipqeq.data import label_pbc, read_table
 
     def n_ok(path: Path) -> int:
         return sum(r["status"] == "ok" for r in read_table(path).select(["status"]).to_pylist()) if path.exists() else 0
 
-    xtb = read_table(data / "xtb.parquet").select(["status", "family", "total_charge", "numbers"]).to_pylist()
+    columns = ["status", "family", "total_charge", "numbers", "pbc", "label_boundary"]
+    xtb = read_table(data / "xtb.parquet").select(columns).to_pylist()
     ok = [r for r in xtb if r["status"] == "ok"]
     sizes = [len(r["numbers"]) for r in ok]
     return {"n_xtb_labels": len(ok), "n_dft_labels": n_ok(data / "dft.parquet"),
             "n_xtb_test_labels": n_ok(data / "xtb_test.parquet"),
+            "n_dft_test_labels": n_ok(data / "dft_test.parquet"),
+            "label_boundaries": sorted({_boundary_name(label_pbc(r)) for r in ok}),
             "families": sorted({r["family"] for r in ok}),
             "total_charges_e": sorted({float(r["total_charge"]) for r in ok}),
             "atoms_per_structure": [min(sizes, default=0), max(sizes, default=0)],
@@ -196,6 +211,14 @@ def _level_of_theory(config: dict) -> dict:
     return {"energy, forces": f"{xtb['method']} ({engine}, {sampling})",
             "charges": f"{xtb['method']} Mulliken; DFT {dft['charge_scheme']}: {dft_text}",
             "charge model learns": f"{config['training']['charge_reference']} charges"}
+
+
+#: How the shipped test errors were measured, against what the calculator computes.
+TEST_ERRORS_BOUNDARY = (
+    "each test frame predicted under its label's electrostatic boundary (training_data.label_boundaries: "
+    "'periodic' is a slab labelled as a 3D-periodic cell, as the reference engine computed it); the "
+    "calculator predicts under the Atoms' own pbc, (T,T,F) for a slab, which differs from it for charged "
+    "slabs (README: 'The charge model')")
 
 
 def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, name: str, description: str,
@@ -226,6 +249,8 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
               ("results/splits.json", "splits.json")]
     if plan.test_label_chunks(config):  # the held-out labels the metrics were measured on too
         copies.append((plan.TEST_LABELS_DATASET, "xtb_test.parquet"))
+    if plan.test_dft_chunks(config):
+        copies.append((plan.TEST_DFT_DATASET, "dft_test.parquet"))
     for source, _ in copies:
         if not (study_dir / source).exists():
             raise HipqeqError(f"{study_dir / source} missing: is the study finished?")
@@ -260,6 +285,7 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
         "level_of_theory": _level_of_theory(config),
         "training_data": _training_data(data, splits),
         "test_errors": {kind: _overall(metrics, KINDS[kind]) for kind in KINDS},
+        "test_errors_boundary": TEST_ERRORS_BOUNDARY,
         "models": models,
         "hipqeq_version": __version__,
         "git_commit": _git_commit(study_dir),
@@ -277,13 +303,18 @@ def summary_lines(name: str, root: str | os.PathLike | None = None) -> list[str]
     if manifest.get("caveat"):
         lines.append(f"  CAVEAT: {manifest['caveat']}")
     lines += ["  level of theory: " + "; ".join(f"{k} {v}" for k, v in manifest["level_of_theory"].items()),
-              (f"  training data: {data['n_xtb_labels']} labelled structures ({data['atoms_per_structure'][0]}-"
-               f"{data['atoms_per_structure'][1]} atoms; total charges {data['total_charges_e']} e), "
-               f"{data['n_dft_labels']} with DFT charges; families: {', '.join(data['families'])}"),
+              (f"  training data: {data['n_xtb_labels']} labelled frames of the train, valid and test parents "
+               f"({data['atoms_per_structure'][0]}-{data['atoms_per_structure'][1]} atoms; total charges "
+               f"{data['total_charges_e']} e), {data['n_dft_labels']} with DFT charges; families: "
+               f"{', '.join(data['families'])}"),
               (f"  parent structures train/valid/test (member 0): {data['parents']['train']}/"
                f"{data['parents']['valid']}/{data['parents']['test']}"
                + (f"; {data['n_xtb_test_labels']} more labels of the test parents"
-                  if data.get("n_xtb_test_labels") else ""))]
+                  if data.get("n_xtb_test_labels") else "")
+               + (f" ({data['n_dft_test_labels']} with DFT charges)" if data.get("n_dft_test_labels") else ""))]
+    if data.get("label_boundaries"):
+        lines.append(f"  test errors under the labels' boundaries ({', '.join(data['label_boundaries'])}), not "
+                     "the calculator's (a slab's is pbc T,T,F): they differ for charged slabs")
     for kind, members in manifest["models"].items():
         errors = manifest["test_errors"][kind].get("xtb", {})
         lines.append(f"  {kind} ({len(members)} members), test vs xTB: energy MAE "
