@@ -51,8 +51,8 @@ charge follows ASE's conventions (:func:`hipqeq.geometry.total_charge_of`):
 ``atoms.info["total_charge"]``, ``atoms.info["charge"]``, the sum of the initial charges,
 or the calculator's ``charge`` argument (as tblite's ASE calculator takes it);
 conventions that disagree are an error, and a change of total charge is a change of the
-system (the calculator's cached results are dropped, as for a change of positions). A slab wrapped across its
-cell along the non-periodic direction is evaluated unwrapped
+system (the calculator's cached results are dropped, as for a change of positions). A
+slab wrapped across its cell along the non-periodic direction is evaluated unwrapped
 (:func:`hipqeq.geometry.unwrap_slab`; ``dipole`` then refers to the unwrapped
 positions). Structures without atoms or with NaN or infinite positions or cell raise
 :class:`AtomsNotUsable`.
@@ -111,7 +111,7 @@ QEQ_MODES = ("full", "shadow")
 #: Vacuum (Angstrom) along a cell vector above which a fully periodic cell looks like a
 #: slab (no bulk perovskite has an empty layer this wide) and below which a slab's
 #: dipole-corrected Coulomb sum loses accuracy (a charged 27-atom slab: 15 meV at 10 A,
-#: 0.1 eV at 7 A against 21 A).
+#: 0.1 eV at 7 A, against 21.5 A).
 VACUUM_WARN_A = 10.0
 
 #: Keywords ASE's Calculator takes; any other is refused rather than stored unread.
