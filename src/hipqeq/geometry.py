@@ -51,6 +51,15 @@ def total_charge_of(atoms: Atoms, calculator_charge: float | None = None) -> flo
     return values[0] if values else 0.0
 
 
+def _widest_gap(fractional: np.ndarray) -> tuple[float, float]:
+    """``(width, end)``: the widest gap between the fractional coordinates ``fractional``
+    taken modulo 1 (across 1 included) and the coordinate (in [0, 1)) where it ends."""
+    ordered = np.sort(np.mod(fractional, 1.0))
+    gaps = np.diff(np.append(ordered, ordered[0] + 1.0))  # gap after each atom, the last one across 1
+    largest = int(np.argmax(gaps))
+    return float(gaps[largest]), float(ordered[(largest + 1) % len(ordered)])
+
+
 def unwrap_slab(atoms: Atoms) -> Atoms:
     """``atoms`` itself, or for a slab (pbc T,T,F) whose atoms were wrapped across the cell
     boundary along the third lattice vector a copy with those atoms moved by whole
@@ -66,15 +75,10 @@ def unwrap_slab(atoms: Atoms) -> Atoms:
     if tuple(bool(p) for p in atoms.pbc) != (True, True, False) or len(atoms) < 2:
         return atoms
     fractional = np.linalg.solve(atoms.cell.array.T, atoms.positions.T).T[:, 2]
-    wrapped = np.mod(fractional, 1.0)
-    ordered = np.sort(wrapped)
-    gaps = np.diff(np.append(ordered, ordered[0] + 1.0))  # gap after each atom, the last one across 1
-    largest = int(np.argmax(gaps))
-    thickness = 1.0 - gaps[largest]
-    if np.ptp(fractional) <= thickness + 1e-9:
+    gap, start = _widest_gap(fractional)
+    if np.ptp(fractional) <= 1.0 - gap + 1e-9:
         return atoms  # already contiguous (wherever it sits)
-    start = ordered[(largest + 1) % len(ordered)]
-    contiguous = np.mod(wrapped - start, 1.0) + start
+    contiguous = np.mod(fractional - start, 1.0) + start
     contiguous -= np.floor(contiguous.mean())  # the slab's centre inside the cell
     unwrapped = atoms.copy()
     unwrapped.positions += np.rint(contiguous - fractional)[:, None] * atoms.cell.array[2]
@@ -109,10 +113,9 @@ def widest_gap_A(atoms: Atoms, axis: int) -> float:
     spanned by the two other cell vectors, along cell vector ``axis``, across the cell
     boundary (fractional coordinates modulo 1, so wrapped atoms count where they are):
     the vacuum of a slab, whatever its pbc says. Needs a cell of full rank."""
-    fractional = np.sort(np.mod(atoms.cell.scaled_positions(atoms.positions)[:, axis], 1.0))
-    gaps = np.diff(np.append(fractional, fractional[0] + 1.0))
+    gap, _ = _widest_gap(atoms.cell.scaled_positions(atoms.positions)[:, axis])
     plane_spacing_A = 1.0 / np.linalg.norm(atoms.cell.reciprocal()[axis])
-    return float(gaps.max() * plane_spacing_A)
+    return gap * plane_spacing_A
 
 
 def with_vacuum(atoms: Atoms, axis: int, vacuum_A: float) -> Atoms:

@@ -70,8 +70,8 @@ def select_round(config: dict, frames_path, deviations_paths, round_: int, outpu
                  output_decision) -> dict:
     """``hipqeq select-candidates``: classify round ``round_``'s explored frames, select
     up to ``active_learning.budget`` candidates (none once the round stops the loop by
-    convergence; none selected also stops it) and write the selection and the round's decision (JSON, see
-    :func:`hipqeq.active.stop.stop_decision`); returns the decision dict."""
+    convergence; none selected also stops it) and write the selection and the round's
+    decision (JSON, see :func:`hipqeq.active.stop.stop_decision`); returns the decision dict."""
     section = config["active_learning"]
     frames = read_table(frames_path)
     deviations = read_deviations(deviations_paths)
