@@ -79,3 +79,35 @@ def test_failures_above_the_maximum_stop_the_study_with_a_message(selection, tmp
     assert "4 of 10 labels in 2 file(s) failed (40%: scf_not_converged 4)" in err
     assert "selection.max_failed_fraction = 0.3" in err
     assert not output.exists()  # no dataset, so nothing downstream runs
+
+
+def test_a_round_is_checked_on_its_own_labels_not_on_the_base_dataset(selection, tmp_path, capsys):
+    """An active-learning round gathers the earlier rounds' dataset (--base) with its own
+    chunks: 40 % of its labels failing stops it at a limit of 0.3, though the base's 10 ok
+    rows would dilute that to 20 %; the base's own failures do not count against a round."""
+    base = tmp_path / "previous.parquet"
+    assert main(["gather", *label_chunks(selection, set()), "--output", str(base)]) == 0
+    round_frames = []
+    for k in range(5):
+        atoms = cubic_cspbi3()
+        atoms.rattle(0.05, seed=100 + k)
+        atoms.info["structure_name"] = f"round_frame{k}"
+        round_frames.append(atoms)
+    round_selection = write_dataset(round_frames, tmp_path / "round_selection.parquet")
+    failing = tmp_path / "failing.parquet"
+    label_file(round_selection, failing, FaultyLabeller({"round_frame0", "round_frame3"}), chunk=0,
+               progress=False)
+    output = tmp_path / "round.parquet"
+    assert main(["gather", "--base", str(base), str(failing), "--output", str(output),
+                 "--max-failed-fraction", "0.3"]) == 2
+    assert "2 of 5 labels in 1 file(s) failed (40%" in capsys.readouterr().err
+    assert not output.exists()
+
+    failing_base = tmp_path / "failing_base.parquet"  # 40 % failed, gathered and kept before
+    assert main(["gather", *label_chunks(selection, {"frame0", "frame2", "frame5", "frame7"}),
+                 "--output", str(failing_base)]) == 0
+    fine = tmp_path / "fine.parquet"
+    label_file(round_selection, fine, FaultyLabeller({"round_frame4"}), chunk=0, progress=False)
+    assert main(["gather", "--base", str(failing_base), str(fine), "--output", str(output),
+                 "--max-failed-fraction", "0.3"]) == 0
+    assert read_table(output).num_rows == 15

@@ -52,6 +52,20 @@ def test_counts_are_conserved_from_selection_to_gather(toy_run):
 
 
 @pytest.mark.slow
+def test_every_round_of_labels_is_gathered_under_the_failure_limit(toy_run):
+    """Each active-learning round's gather ran with selection.max_failed_fraction, its
+    earlier rounds' dataset passed as --base (not counted against the round's labels)."""
+    summary = snakemake(toy_run, "--detailed-summary").stdout.splitlines()
+    header = summary[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"))) for line in summary[1:]]
+    rounds = [row for row in rows if row["rule"] == "gather_active" and row["output_file"].endswith("xtb.parquet")]
+    assert rounds, "the toy run gathered no active-learning round"
+    for row in rounds:
+        assert "--max-failed-fraction 0.5" in row["shellcmd"], row["shellcmd"]
+        assert row["shellcmd"].startswith("hipqeq gather --base results/"), row["shellcmd"]
+
+
+@pytest.mark.slow
 def test_metrics_follow_their_schema(toy_run):
     from hipqeq.validation import METRICS_JSON_KEYS
 

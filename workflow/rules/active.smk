@@ -176,6 +176,10 @@ rule gather_active:
         counts="results/active/r{round}/xtb_counts.json",
     log:
         "logs/gather_active/r{round}.log",
+    params:
+        # the previous rounds' rows (--base) were checked when they were gathered: only
+        # this round's labels count towards the limit
+        max_failed_fraction=config["selection"]["max_failed_fraction"],
     conda:
         "../../envs/base.yaml"
     threads: 1
@@ -183,8 +187,8 @@ rule gather_active:
         mem_mb=8000,
         runtime=30,
     shell:
-        "hipqeq gather {input.previous} {input.chunks} --output {output.dataset} --counts {output.counts}"
-        " > {log} 2>&1"
+        "hipqeq gather --base {input.previous} {input.chunks} --output {output.dataset} --counts {output.counts}"
+        " --max-failed-fraction {params.max_failed_fraction} > {log} 2>&1"
 
 
 def last_dataset(wildcards):

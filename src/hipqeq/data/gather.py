@@ -28,18 +28,23 @@ def check_failure_rate(counts: dict[str, int], max_failed_fraction: float, what:
 
 
 def gather(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
-           max_failed_fraction: float | None = None) -> dict[str, int]:
-    """Concatenate the dataset files ``inputs`` into ``output``.
+           max_failed_fraction: float | None = None,
+           base: Sequence[str | os.PathLike] = ()) -> dict[str, int]:
+    """Concatenate the dataset files ``base`` and ``inputs`` into ``output``.
 
     Every input row reaches the output (failed rows included), so the number of rows out
     equals the sum of rows in; a ``structure_id`` present in two inputs is an error
     because it would be counted twice. With ``max_failed_fraction``, too many failed
-    rows (:func:`check_failure_rate`) raise before anything is written. Returns the
-    per-status row counts.
+    rows among ``inputs`` (:func:`check_failure_rate`) raise before anything is written;
+    the rows of ``base``, a dataset gathered (and checked) before, are carried over
+    unchecked, so that an active-learning round's labels are judged on their own and not
+    diluted by every round before. Returns the per-status row counts of the output.
     """
     if not inputs:
         raise DatasetError("gather needs at least one input file")
-    tables = [read_table(p) for p in inputs]
+    new_tables = [read_table(p) for p in inputs]
+    inputs = [*base, *inputs]
+    tables = [read_table(p) for p in base] + new_tables
     merged = pa.concat_tables(tables)
     ids = merged.column("structure_id").to_pylist()
     if len(set(ids)) != len(ids):
@@ -49,8 +54,9 @@ def gather(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
                 if sid in seen:
                     raise DatasetError(f"structure {sid} appears in both {seen[sid]} and {path}")
                 seen[sid] = str(path)
-    counts = status_counts(merged)
     if max_failed_fraction is not None:
-        check_failure_rate(counts, max_failed_fraction, what=f"labels in {len(inputs)} file(s)")
+        check_failure_rate(status_counts(pa.concat_tables(new_tables)), max_failed_fraction,
+                           what=f"labels in {len(new_tables)} file(s)")
+    counts = status_counts(merged)
     write_table(merged, Path(output))
     return counts
