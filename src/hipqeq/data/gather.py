@@ -42,21 +42,20 @@ def gather(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
     """
     if not inputs:
         raise DatasetError("gather needs at least one input file")
-    new_tables = [read_table(p) for p in inputs]
-    inputs = [*base, *inputs]
-    tables = [read_table(p) for p in base] + new_tables
+    paths = [*base, *inputs]
+    tables = [read_table(p) for p in paths]
     merged = pa.concat_tables(tables)
     ids = merged.column("structure_id").to_pylist()
     if len(set(ids)) != len(ids):
         seen: dict[str, str] = {}
-        for path, table in zip(inputs, tables):
+        for path, table in zip(paths, tables):
             for sid in table.column("structure_id").to_pylist():
                 if sid in seen:
                     raise DatasetError(f"structure {sid} appears in both {seen[sid]} and {path}")
                 seen[sid] = str(path)
     if max_failed_fraction is not None:
-        check_failure_rate(status_counts(pa.concat_tables(new_tables)), max_failed_fraction,
-                           what=f"labels in {len(new_tables)} file(s)")
+        new_rows = pa.concat_tables(tables[len(base):])
+        check_failure_rate(status_counts(new_rows), max_failed_fraction, what=f"labels in {len(inputs)} file(s)")
     counts = status_counts(merged)
     write_table(merged, Path(output))
     return counts
