@@ -228,8 +228,9 @@ def test_explore_and_select_candidates_verbs(committees, explore_inputs, capsys)
 
 
 def test_each_rounds_dataset_contains_the_previous_one(tmp_path, rng):
-    """gather_active's call: the previous round's dataset plus the round's label chunks
-    (one failed row, one empty chunk) keeps every previous row and adds the new ones."""
+    """gather_active's call: the previous round's dataset (--base) plus the round's label
+    chunks (one failed row of two, at the limit; one empty chunk) keeps every previous row
+    and adds the new ones."""
     from hipqeq.cli import main
     from tests.conftest import labelled
 
@@ -240,9 +241,9 @@ def test_each_rounds_dataset_contains_the_previous_one(tmp_path, rng):
     write_dataset(previous, tmp_path / "r0.parquet")
     write_dataset(new, tmp_path / "chunk_0.parquet")
     write_dataset([], tmp_path / "chunk_1.parquet")
-    assert main(["gather", str(tmp_path / "r0.parquet"), str(tmp_path / "chunk_0.parquet"),
+    assert main(["gather", "--base", str(tmp_path / "r0.parquet"), str(tmp_path / "chunk_0.parquet"),
                  str(tmp_path / "chunk_1.parquet"), "--output", str(tmp_path / "r1.parquet"),
-                 "--counts", str(tmp_path / "counts.json")]) == 0
+                 "--counts", str(tmp_path / "counts.json"), "--max-failed-fraction", "0.5"]) == 0
     before = read_table(tmp_path / "r0.parquet").column("structure_id").to_pylist()
     after = read_table(tmp_path / "r1.parquet")
     assert set(before) < set(after.column("structure_id").to_pylist()) and after.num_rows == 5
