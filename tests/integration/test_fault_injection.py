@@ -5,6 +5,7 @@ ratio_failed guard), before a dataset is written."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,15 +43,20 @@ class FaultyLabeller:
         return Labels(energy=-3.5 * n, forces=np.zeros((n, 3)), charges=np.zeros(n), charge_scheme="Mulliken")
 
 
+def rattled_selection(path: Path, prefix: str, seeds) -> Path:
+    """A selection file of rattled cubic cells named ``{prefix}{k}``, one per seed k."""
+    frames = []
+    for k, seed in enumerate(seeds):
+        atoms = cubic_cspbi3()
+        atoms.rattle(0.05, seed=seed)
+        atoms.info["structure_name"] = f"{prefix}{k}"
+        frames.append(atoms)
+    return write_dataset(frames, path)
+
+
 @pytest.fixture
 def selection(tmp_path):
-    frames = []
-    for k in range(10):
-        atoms = cubic_cspbi3()
-        atoms.rattle(0.05, seed=k)
-        atoms.info["structure_name"] = f"frame{k}"
-        frames.append(atoms)
-    return write_dataset(frames, tmp_path / "selection.parquet")
+    return rattled_selection(tmp_path / "selection.parquet", "frame", range(10))
 
 
 def label_chunks(selection, failing: set[str]) -> list:
@@ -87,13 +93,7 @@ def test_a_round_is_checked_on_its_own_labels_not_on_the_base_dataset(selection,
     rows would dilute that to 20 %; the base's own failures do not count against a round."""
     base = tmp_path / "previous.parquet"
     assert main(["gather", *label_chunks(selection, set()), "--output", str(base)]) == 0
-    round_frames = []
-    for k in range(5):
-        atoms = cubic_cspbi3()
-        atoms.rattle(0.05, seed=100 + k)
-        atoms.info["structure_name"] = f"round_frame{k}"
-        round_frames.append(atoms)
-    round_selection = write_dataset(round_frames, tmp_path / "round_selection.parquet")
+    round_selection = rattled_selection(tmp_path / "round_selection.parquet", "round_frame", range(100, 105))
     failing = tmp_path / "failing.parquet"
     label_file(round_selection, failing, FaultyLabeller({"round_frame0", "round_frame3"}), chunk=0,
                progress=False)
