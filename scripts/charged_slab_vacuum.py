@@ -45,7 +45,7 @@ def main() -> None:
     config = load_config(args.config)
     labeller = xtb_labeller({**config["xtb"], "allow_small_cells": True})
     built = {r["structure_name"]: r for r in read_records(args.study / "results" / "structures" / "structures.parquet")}
-    models = sorted((args.study / "results" / "models").glob("4g_[0-9]*"))
+    models = sorted(d for d in (args.study / "results" / "models").glob("4g_[0-9]*") if d.is_dir())
     rows = []
     for name in args.names:
         seed = atoms_from_record(built[name])

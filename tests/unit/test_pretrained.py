@@ -35,6 +35,8 @@ def study(tmp_path_factory):
         (results / "models" / f"4g_{k}" / "hippynn" / "hippynn.log").write_text("training log\n")
         write_model(results / "models" / f"baseline_{k}", 20 + k, with_charges=False)
     write_model(results / "models" / "charges_0", 30)  # not a potential: not shipped
+    # the checkpoint an interrupted retraining leaves beside a model: not a model, not shipped
+    (results / "models" / "4g_1.resume.pt").write_bytes(b"")
     rng = np.random.default_rng(3)
     frames = [labelled(slab(seed=k), rng, parent_id=f"p{k % 4}", structure_name=f"s{k % 4}", family="pristine",
                        total_charge=0.0) for k in range(8)]

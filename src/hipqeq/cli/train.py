@@ -22,6 +22,10 @@ Rows whose status is not ok, or whose needed labels are missing or NaN, are drop
 with a count in the log. Rows are assigned to train/valid/test by parent structure
 from --splits; test rows are never read for training.
 
+A run saves its state after every epoch to OUTPUT.resume.pt (beside the model directory);
+the same command run again after a kill, a time limit or Ctrl-C resumes from there (on CPU
+to the weights an uninterrupted run gives) and removes the file once the model is written.
+
 example:
   hipqeq train charges --config config/toy.yaml --dataset results/datasets/dft.parquet \\
       --splits results/splits.json --member 0 --output results/models/charges_0

@@ -236,7 +236,8 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
     destination = (Path(root) if root is not None else ROOT) / name
     if destination.exists() and not overwrite:
         raise HipqeqError(f"{destination} exists; pass overwrite to replace it")
-    sources = {kind: sorted((results / "models").glob(f"{prefix}_[0-9]*")) for kind, prefix in KINDS.items()}
+    sources = {kind: sorted(d for d in (results / "models").glob(f"{prefix}_[0-9]*") if d.is_dir())
+               for kind, prefix in KINDS.items()}  # not a training checkpoint, <dir>.resume.pt
     for kind, dirs in sources.items():
         if not dirs:
             raise HipqeqError(f"{results / 'models'}: no {KINDS[kind]}_<k> model directory: is the study finished?")

@@ -4,12 +4,17 @@ hippynn's ``setup_training`` / ``train_model`` do the work (Adam, a learning rat
 half after ``patience`` epochs without validation improvement, stop after
 ``termination_patience``, best weights restored at the end). Their console output goes
 to ``hippynn/hippynn.log`` in the model directory; this module shows one tqdm bar over
-epochs with the current losses and logs each epoch's losses.
+epochs with the current losses and logs each epoch's losses. Given a
+:class:`~hipqeq.training.checkpoint.TrainingCheckpoint`, a run saves its state after every
+epoch it goes on from and resumes from a saved state. A run that stops before its
+controller says so (hippynn ends training quietly on Ctrl-C) raises instead of returning
+a half-trained model.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 from pathlib import Path
@@ -26,6 +31,8 @@ from hippynn.experiment.controllers import PatienceController
 from hippynn.experiment.routines import SetupParams, setup_training, train_model
 from hippynn.tools import active_directory
 
+from hipqeq.errors import HipqeqError
+from hipqeq.training.checkpoint import TrainingCheckpoint
 from hipqeq.training.common import STOPPING_KEY
 from hipqeq.training.data import train_valid_rows
 
@@ -39,12 +46,14 @@ FULL_TRAIN_EVAL_ROWS = 256
 @dataclasses.dataclass
 class FitResult:
     """Per-epoch history (list of dicts: epoch, lr, train_<metric>, valid_<metric>),
-    the best epoch (0-based) and its validation loss, and whether valid was the train set."""
+    the best epoch (0-based) and its validation loss, whether valid was the train set, and
+    how many epochs came from a checkpoint (0 for a run from the start)."""
 
     history: list[dict]
     best_epoch: int
     best_valid_loss: float
     valid_is_train: bool
+    resumed_epochs: int = 0
 
 
 def _database(arrays: dict, splits: np.ndarray, db_info: dict, seed: int) -> tuple[Database, bool]:
@@ -63,22 +72,23 @@ def _database(arrays: dict, splits: np.ndarray, db_info: dict, seed: int) -> tup
 
 def fit(train_loss, validation_losses: dict, arrays: dict, splits: np.ndarray, fit_settings: dict,
         device: torch.device, workdir: Path, seed: int, before_training=None,
-        description: str = "training") -> FitResult:
+        description: str = "training", checkpoint: TrainingCheckpoint | None = None) -> FitResult:
     """Train the graph behind ``train_loss`` on ``arrays`` (hippynn database arrays).
 
     ``validation_losses`` maps metric names to loss nodes and must contain
     :data:`STOPPING_KEY`. ``before_training(database)`` runs once the database exists
     (e.g. to fit per-species energy references). hippynn's files go to ``workdir``.
+    ``checkpoint``: where to save the state after each epoch and resume from.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     hippynn_log = open(workdir / "hippynn.log", "w")
     with hippynn_log, contextlib.redirect_stdout(hippynn_log):
         return _fit(train_loss, validation_losses, arrays, splits, fit_settings, device, workdir,
-                    seed, before_training, description)
+                    seed, before_training, description, checkpoint)
 
 
 def _fit(train_loss, validation_losses, arrays, splits, fit_settings, device, workdir, seed,
-         before_training, description) -> FitResult:
+         before_training, description, checkpoint) -> FitResult:
     training_modules, db_info = assemble_for_training(train_loss, validation_losses)
     database, valid_is_train = _database(arrays, splits, db_info, seed)
     n_train = int((splits == "train").sum())
@@ -94,6 +104,7 @@ def _fit(train_loss, validation_losses, arrays, splits, fit_settings, device, wo
         fraction_train_eval=min(1.0, max(0.1, FULL_TRAIN_EVAL_ROWS / max(n_train, 1))), quiet=True)
 
     history: list[dict] = []
+    resumed_epochs = 0
     bar = tqdm(total=fit_settings["max_epochs"], desc=description, unit="epoch", leave=False)
 
     def record_epoch(epoch: int, new_best: bool) -> None:
@@ -107,6 +118,11 @@ def _fit(train_loss, validation_losses, arrays, splits, fit_settings, device, wo
         log.info("%s epoch %d: train loss %.6g, valid loss %.6g, lr %.3g%s", description, epoch,
                  row["train_" + STOPPING_KEY], row["valid_" + STOPPING_KEY], row["lr"],
                  " (best)" if new_best else "")
+        if checkpoint is not None and controller.current_epoch < controller.max_epochs:
+            if new_best:  # hippynn records the new best weights only after the callbacks
+                tracker.best_model = copy.deepcopy(model.state_dict())
+            checkpoint.save(history, model=model.state_dict(), controller=controller.state_dict(),
+                            metric_tracker=tracker)
 
     saved_progress = hippynn_settings.PROGRESS
     hippynn_settings.PROGRESS = None  # one epoch bar here instead of hippynn's batch bars
@@ -116,11 +132,22 @@ def _fit(train_loss, validation_losses, arrays, splits, fit_settings, device, wo
                 before_training(database)
             training_modules, controller, tracker = setup_training(
                 training_modules, SetupParams(controller=controller, device=device))
+            state = None if checkpoint is None else checkpoint.load()
+            if state is not None:
+                model.load_state_dict(state["model"])
+                controller.load_state_dict(state["controller"])
+                tracker = state["metric_tracker"]
+                history.extend(state["history"])
+                resumed_epochs = len(history)
+                bar.update(resumed_epochs)
             train_model(training_modules, database, controller, tracker, callbacks=[record_epoch],
                         batch_callbacks=None, store_metrics=False, quiet=True)
     finally:
         hippynn_settings.PROGRESS = saved_progress
         bar.close()
+    if controller.current_epoch < controller.max_epochs:
+        resume = "" if checkpoint is None else f"; rerun to resume from {checkpoint.path}"
+        raise HipqeqError(f"{description}: interrupted after {len(history)} epochs, no model written{resume}")
     losses = [row["valid_" + STOPPING_KEY] for row in history]
     best = int(np.argmin(losses))
-    return FitResult(history, best, float(losses[best]), valid_is_train)
+    return FitResult(history, best, float(losses[best]), valid_is_train, resumed_epochs)

@@ -19,7 +19,9 @@ Training (mace-torch's Python API; the loop is this module's, in the manner of
   loss, stop after ``termination_patience`` such epochs or ``max_epochs``; the weights of
   the best validation epoch are kept. The per-epoch training loss is the mean of the
   batch losses over the epoch (weights changing meanwhile); the validation loss is
-  evaluated with the epoch's final weights.
+  evaluated with the epoch's final weights;
+- an interrupted run resumes from its checkpoint, as the HIP-NN stages do
+  (:mod:`hipqeq.training.checkpoint`).
 
 Everything runs in ``training.peer.dtype`` (float64 by default), set as torch's default
 dtype only while this stage builds and trains (mace builds its tensors in the default
@@ -49,6 +51,7 @@ from hipqeq import __version__
 from hipqeq.errors import HipqeqError
 from hipqeq.models.mace import build_mace, default_dtype, mace_hyperparameters, save_peer
 from hipqeq.models.potential import resolve_device
+from hipqeq.training.checkpoint import TrainingCheckpoint, run_fingerprint
 from hipqeq.training.common import STOPPING_KEY, member_seed, write_curves
 from hipqeq.training.data import file_sha256, load_stage_table, train_valid_rows
 from hipqeq.units import DATASET_UNITS
@@ -89,14 +92,25 @@ def _validation_metrics(model, loader, device, force_weight: float) -> dict:
             "F-RMSE": float(np.sqrt(np.mean(forces**2))), "F-MAE": float(np.mean(np.abs(forces)))}
 
 
-def _fit(model, train_loader, valid_loader, fit_settings: dict, device, description: str):
-    """Train ``model`` in place (best validation weights restored); returns the per-epoch
-    history (epoch, lr, train_Loss, valid_<metric>) and the best epoch (0-based)."""
+def _fit(model, train_loader, valid_loader, fit_settings: dict, device, description: str,
+         checkpoint: TrainingCheckpoint):
+    """Train ``model`` in place (best validation weights restored), saving the state to
+    ``checkpoint`` after each epoch training goes on from and resuming from it; returns
+    the per-epoch history (epoch, lr, train_Loss, valid_<metric>), the best epoch
+    (0-based) and the number of epochs resumed from the checkpoint."""
     loss_fn = modules.WeightedEnergyForcesLoss(energy_weight=1.0, forces_weight=fit_settings["force_weight"]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=fit_settings["learning_rate"])
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=fit_settings["patience"])
     history, best_epoch, best_state = [], -1, None
-    bar = tqdm(range(fit_settings["max_epochs"]), desc=description, unit="epoch", leave=False)
+    state = checkpoint.load()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best_epoch, best_state = state["history"], state["best_epoch"], state["best_state"]
+    resumed_epochs = len(history)
+    bar = tqdm(range(resumed_epochs, fit_settings["max_epochs"]), desc=description, unit="epoch", leave=False,
+               initial=resumed_epochs, total=fit_settings["max_epochs"])
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
@@ -122,8 +136,11 @@ def _fit(model, train_loader, valid_loader, fit_settings: dict, device, descript
                  valid[STOPPING_KEY], lr, " (best)" if new_best else "")
         if epoch - best_epoch >= fit_settings["termination_patience"]:
             break
+        if epoch + 1 < fit_settings["max_epochs"]:
+            checkpoint.save(history, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), best_epoch=best_epoch, best_state=best_state)
     model.load_state_dict(best_state)
-    return history, best_epoch
+    return history, best_epoch, resumed_epochs
 
 
 def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLike, member: int,
@@ -138,6 +155,8 @@ def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLi
     run_seed = member_seed(config, STAGE, member, seed)
     torch_device = resolve_device(device)
     output = Path(output)
+    checkpoint = TrainingCheckpoint(output, run_fingerprint(
+        [dataset, splits], stage=STAGE, member=member, seed=run_seed, training=training))
 
     table, split_names, species = load_stage_table(STAGE, dataset, splits, member)
     train_rows, valid_rows, valid_is_train = train_valid_rows(split_names)
@@ -164,8 +183,8 @@ def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLi
             train_loader, np.array([e0s[z] for z in hyper["species"]]))
         force_scale = float(np.ravel(force_rms)[0])
         model = build_mace(hyper, e0s, avg_num_neighbors, force_scale).to(torch_device)
-        history, best_epoch = _fit(model, train_loader, valid_loader, fit_settings, torch_device,
-                                   f"train mace (member {member})")
+        history, best_epoch, resumed_epochs = _fit(model, train_loader, valid_loader, fit_settings, torch_device,
+                                                   f"train mace (member {member})", checkpoint)
 
     if output.exists():
         shutil.rmtree(output)
@@ -182,6 +201,7 @@ def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLi
         "best_epoch": best_epoch,
         "best_valid_loss": best_valid_loss,
         "epochs_run": len(history),
+        "epochs_resumed": resumed_epochs,
         "e0s_eV": e0s,
         "avg_num_neighbors": avg_num_neighbors,
         "force_scale_eV_per_A": force_scale,
@@ -191,6 +211,7 @@ def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLi
     }
     save_peer(output, model, metadata, hyper, fit_settings)
     write_curves(history, output, f"MACE peer member {member}")
+    checkpoint.remove()
     wall = time.perf_counter() - started
     log.info("trained the MACE peer (member %d) on %d rows (valid %d) in %.1f s; best epoch %d",
              member, n_train, n_valid, wall, best_epoch)

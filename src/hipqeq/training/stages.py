@@ -76,6 +76,7 @@ from hipqeq.models.short_range import ShortRangeModel
 from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, read_metadata, save_model
 from hipqeq.qeq import neighbor_pairs
 from hipqeq.training import STAGES
+from hipqeq.training.checkpoint import TrainingCheckpoint, run_fingerprint
 from hipqeq.training.common import STOPPING_KEY, member_seed, write_curves
 from hipqeq.training.data import dataset_species, file_sha256, load_stage_table, training_arrays
 from hipqeq.training.fit import fit
@@ -269,7 +270,9 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
     """Train one model and write its model directory (see :mod:`hipqeq.models.store`; the
     MACE peer's: :mod:`hipqeq.models.mace`).
 
-    Returns a summary dict (best_epoch, best_valid_loss, n_train, n_valid, wall_time_s).
+    An interrupted run resumes from its checkpoint ``<output>.resume.pt``
+    (:mod:`hipqeq.training.checkpoint`). Returns a summary dict (best_epoch,
+    best_valid_loss, n_train, n_valid, wall_time_s).
     """
     if stage not in STAGES:
         raise HipqeqError(f"unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
@@ -289,6 +292,9 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
     torch_device = resolve_device(device)
     torch.manual_seed(run_seed)
     output = Path(output)
+    checkpoint = TrainingCheckpoint(output, run_fingerprint(
+        [dataset, splits, *([] if charge_model is None else [charge_model])],
+        stage=stage, member=member, seed=run_seed, training=training))
 
     table, split_names, species = load_stage_table(stage, dataset, splits, member)
     trained_species = dataset_species(table.filter(pa.array(split_names == "train")))
@@ -331,7 +337,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
     output.mkdir(parents=True)
     result = fit(train_loss, metrics, arrays, split_names, fit_settings, torch_device,
                  output / "hippynn", run_seed, before_training=before_training,
-                 description=f"train {stage} (member {member})")
+                 description=f"train {stage} (member {member})", checkpoint=checkpoint)
     model.to("cpu")
     n_train, n_valid = int((split_names == "train").sum()), int((split_names == "valid").sum())
     metadata = {
@@ -345,6 +351,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
         "best_epoch": result.best_epoch,
         "best_valid_loss": result.best_valid_loss,
         "epochs_run": len(result.history),
+        "epochs_resumed": result.resumed_epochs,
         "hipqeq_version": __version__,
         "hippynn_version": hippynn_version,
         "torch_version": torch.__version__,
@@ -356,6 +363,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
         metadata["charge_model"] = {"path": str(charge_model), "sha256": file_sha256(charge_meta)}
     save_model(output, stage, model, metadata, fit_settings)
     write_curves(result.history, output, f"{stage} member {member}")
+    checkpoint.remove()
     wall = time.perf_counter() - started
     log.info("trained %s model (member %d) on %d rows (valid %d) in %.1f s; best epoch %d",
              stage, member, n_train, n_valid, wall, result.best_epoch)

@@ -3,6 +3,8 @@ charges, written through hipqeq.data so that training reads the real dataset pat
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import yaml
@@ -23,6 +25,10 @@ training:
   short_range: {max_epochs: 8, batch_size: 4, learning_rate: 0.01}
 validation: {md_steps: 4, md_nve_steps: 4, md_frame_interval: 2}
 """
+
+#: A MACE peer small enough to train three epochs in seconds on one core.
+PEER = {"num_channels": 8, "max_L": 1, "num_interactions": 2, "correlation": 2,
+        "fit": {"max_epochs": 3, "batch_size": 4, "learning_rate": 0.01, "force_weight": 2.0}}
 
 
 def emt_frames(n_frames: int, n_parents: int, seed: int = 0) -> list:
@@ -57,6 +63,15 @@ def toy_config_text() -> str:
 @pytest.fixture(scope="session")
 def toy_config() -> dict:
     return validate_config(yaml.safe_load(TOY_CONFIG))
+
+
+@pytest.fixture(scope="session")
+def peer_config(toy_config) -> dict:
+    """The toy config with the small MACE peer of :data:`PEER`."""
+    config = copy.deepcopy(toy_config)
+    config["training"]["peer"].update({k: v for k, v in PEER.items() if k != "fit"})
+    config["training"]["peer"]["fit"].update(PEER["fit"])
+    return config
 
 
 @pytest.fixture(scope="session")

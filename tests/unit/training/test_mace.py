@@ -3,7 +3,6 @@ trains on, what it writes, and that its model reloads to the same predictions.""
 
 from __future__ import annotations
 
-import copy
 import csv
 import importlib.util
 import json
@@ -31,19 +30,6 @@ from hipqeq.models.store import read_metadata  # noqa: E402
 from hipqeq.training import train_model  # noqa: E402
 from hipqeq.training.common import member_seed  # noqa: E402
 from hipqeq.training.data import file_sha256  # noqa: E402
-
-#: A MACE small enough to train three epochs in seconds on one core.
-PEER = {"num_channels": 8, "max_L": 1, "num_interactions": 2, "correlation": 2,
-        "fit": {"max_epochs": 3, "batch_size": 4, "learning_rate": 0.01, "force_weight": 2.0}}
-
-
-@pytest.fixture(scope="module")
-def peer_config(toy_config):
-    config = copy.deepcopy(toy_config)
-    config["training"]["peer"].update({k: v for k, v in PEER.items() if k != "fit"})
-    config["training"]["peer"]["fit"].update(PEER["fit"])
-    return config
-
 
 @pytest.fixture(scope="module")
 def peer(study, peer_config):
@@ -76,7 +62,7 @@ def test_model_directory_records_what_it_was_trained_on(peer, study, peer_config
     assert hyper["fit"]["force_weight"] == 2.0
     with open(output / "training_curves.csv") as handle:
         history = list(csv.DictReader(handle))
-    assert len(history) == meta["epochs_run"] <= PEER["fit"]["max_epochs"]
+    assert len(history) == meta["epochs_run"] <= peer_config["training"]["peer"]["fit"]["max_epochs"]
     valid_losses = [float(row["valid_Loss"]) for row in history]
     assert meta["best_valid_loss"] == summary["best_valid_loss"] == min(valid_losses)
     assert valid_losses[meta["best_epoch"]] == min(valid_losses)
@@ -90,7 +76,7 @@ def test_reference_energies_are_the_least_squares_fit_of_the_training_energies(p
     np.testing.assert_allclose([e0s["29"], e0s["79"]], expected, rtol=1e-10)
 
 
-def test_best_validation_loss_is_that_of_the_stored_model(peer, study):
+def test_best_validation_loss_is_that_of_the_stored_model(peer, study, peer_config):
     """The stored weights are the best epoch's: their loss on the validation rows,
     recomputed from predictions, MSE(E/N) + w_F MSE(F), is the recorded best loss."""
     rows = _rows_of(study, "valid")
@@ -98,7 +84,8 @@ def test_best_validation_loss_is_that_of_the_stored_model(peer, study):
     energy = [(p["energy"] - r["energy"]) / len(r["numbers"]) for p, r in zip(predicted, rows)]
     forces = np.concatenate([(p["forces"] - np.reshape(r["forces"], (-1, 3))).ravel()
                              for p, r in zip(predicted, rows)])
-    loss = np.mean(np.square(energy)) + PEER["fit"]["force_weight"] * np.mean(forces**2)
+    force_weight = peer_config["training"]["peer"]["fit"]["force_weight"]
+    loss = np.mean(np.square(energy)) + force_weight * np.mean(forces**2)
     assert loss == pytest.approx(read_peer_metadata(peer[0])["best_valid_loss"], rel=1e-8)
 
 
