@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 
 def checkpoint_path(output: str | os.PathLike) -> Path:
-    """Where the training run writing model directory ``output`` keeps its checkpoint."""
-    return Path(f"{Path(output)}.resume.pt")
+    """Where the training run writing model directory ``output`` keeps its checkpoint (an
+    absolute path: hippynn trains in its own working directory)."""
+    return Path(f"{Path(output).absolute()}.resume.pt")
 
 
 def _input_files(path: Path) -> list[Path]:

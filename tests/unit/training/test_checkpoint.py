@@ -95,14 +95,18 @@ def test_a_checkpoint_of_other_inputs_is_not_resumed(study, toy_config, tmp_path
 
 def test_ctrl_c_writes_no_half_trained_model(study, toy_config, tmp_path, monkeypatch):
     """hippynn ends training quietly on Ctrl-C (KeyboardInterrupt) and restores its best
-    weights; hipqeq must not store that as a finished model."""
-    output = tmp_path / "baseline"
+    weights; hipqeq must not store that as a finished model. The output is a relative
+    path, as the workflow gives it (hippynn trains in a directory of its own)."""
+    monkeypatch.chdir(tmp_path)
+    output = tmp_path / "results" / "models" / "baseline"
     with monkeypatch.context() as patch:
         interrupt_after(patch, 2, KeyboardInterrupt)
         with pytest.raises(HipqeqError, match=f"interrupted after 2 epochs, no model written; rerun to "
                                               f"resume from {checkpoint_path(output)}"):
-            train_model("baseline", toy_config, study["dataset"], study["splits"], 0, output, device="cpu")
+            train_model("baseline", toy_config, study["dataset"], study["splits"], 0,
+                        output.relative_to(tmp_path), device="cpu")
     assert not (output / "model.json").exists()
-    summary = train_model("baseline", toy_config, study["dataset"], study["splits"], 0, output, device="cpu")
+    summary = train_model("baseline", toy_config, study["dataset"], study["splits"], 0,
+                          output.relative_to(tmp_path), device="cpu")
     assert json.loads((output / "model.json").read_text())["epochs_resumed"] == 2
-    assert summary["best_epoch"] >= 0
+    assert summary["best_epoch"] >= 0 and not checkpoint_path(output).exists()
