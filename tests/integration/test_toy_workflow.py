@@ -9,13 +9,18 @@ This is the slowest test (a few minutes on 2 cores); it runs the same command as
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 import yaml
 
-from tests.integration.toy import TOY_CONFIG, planned_jobs, snakemake
+from tests.integration.toy import TOY_CONFIG, planned_jobs, snakemake, snakemake_command
 
 METRIC_KEYS = {"energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "force_mae_mev_per_A",
                "force_rmse_mev_per_A", "charge_mae_e", "charge_rmse_e"}
@@ -145,6 +150,34 @@ def test_raising_n_dft_labels_dft_frames_only(toy_run, tmp_path):
                                   "--rerun-triggers", "mtime", "params", "input").stdout)
     assert jobs["select_dft"] == 1 and jobs["label_dft"] == config["selection"]["n_dft"]  # chunks of 1
     assert not {"sample_md", "sample_rattle", "select", "label_xtb", "gather_xtb"} & set(jobs)
+
+
+def test_a_killed_training_job_resumes_from_its_checkpoint(toy_run, tmp_path):
+    """A training job killed outright (a SLURM time limit, a lost node, the end of a
+    session) and run again with --rerun-incomplete continues from the checkpoint it left
+    beside its output (Snakemake deleted the incomplete output, not the checkpoint)."""
+    run = tmp_path / "toy"
+    shutil.copytree(toy_run, run, symlinks=True)
+    model = run / "results" / "models" / "baseline_0"
+    checkpoint = model.with_name("baseline_0.resume.pt")
+    shutil.rmtree(model)
+    command, env = snakemake_command(run, "results/models/baseline_0")
+    head = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not checkpoint.exists() and head.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(head.pid, signal.SIGKILL)  # the head and its job, as a node loss would
+    head.wait()
+    assert checkpoint.exists(), "the training job saved no checkpoint before it was killed"
+    assert not (model / "model.json").exists()
+
+    snakemake(run, "--unlock")
+    snakemake(run, "--rerun-incomplete", "results/models/baseline_0")
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["epochs_resumed"] >= 1
+    assert meta["epochs_run"] > meta["epochs_resumed"]
+    assert not checkpoint.exists()
 
 
 def test_rerun_does_nothing_and_one_chunk_reruns_only_its_dependents(toy_run):

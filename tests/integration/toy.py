@@ -12,14 +12,21 @@ ROOT = Path(__file__).resolve().parents[2]
 TOY_CONFIG = ROOT / "config" / "toy.yaml"
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """Snakemake on the toy config in ``workdir`` with 2 cores; a failure raises with the
-    tails of stderr and of every rule's log."""
+def snakemake_command(workdir: Path, *args: str) -> tuple[list[str], dict]:
+    """The command line and environment of Snakemake on the toy config in ``workdir``
+    with 2 cores."""
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
                "--directory", str(workdir), "--configfile", str(TOY_CONFIG),
                "--cores", "2", *args]
     # the rules call the `hipqeq` console script installed beside this interpreter
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    return command, env
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Snakemake on the toy config in ``workdir`` with 2 cores; a failure raises with the
+    tails of stderr and of every rule's log."""
+    command, env = snakemake_command(workdir, *args)
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env)
     if result.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in (workdir / "logs").rglob("*.log"))
