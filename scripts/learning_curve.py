@@ -1,13 +1,15 @@
 """Learning curve of a finished study (issue 15): test error against the number of
 training labels, the 4G potential against the short-range-only baseline.
 
-For each fraction f, a random fraction f of the training rows of committee member 0
-(the labels the study's models trained on: with active learning, every round's; same
+For each committee member k and fraction f, a random fraction f of member k's training
+rows (the labels the study's models trained on: with active learning, every round's; same
 held-out test and validation parents, the frames drawn within the training parents so
 every family keeps some) is kept, the short-range model (with the study's frozen charge
-model 0) and the baseline are retrained on them with the study's settings, and `hipqeq
+model k) and the baseline are retrained on them with the study's settings, and `hipqeq
 validate` measures both on the test split (with the study's extra held-out labels,
-`selection.n_xtb_test`, where it has them). f = 1 uses the study's own member-0 models.
+`selection.n_xtb_test`, where it has them). f = 1 uses the study's own models of member
+k. Each point is the mean over the members, with their lowest and highest as error bars
+(members differ in validation parents, initial weights and the subsample).
 
     python scripts/learning_curve.py --study studies/cspbi-gfn1 \\
         --output docs/study/learning_curve
@@ -38,10 +40,10 @@ from hipqeq.training import train_model
 HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
 
 
-def subset_dataset(xtb: Path, splits: dict, fraction: float, seed: int, output: Path) -> int:
-    """Write ``xtb`` with only ``fraction`` of member 0's training rows; return their count."""
+def subset_dataset(xtb: Path, splits: dict, member: int, fraction: float, seed: int, output: Path) -> int:
+    """Write ``xtb`` with only ``fraction`` of ``member``'s training rows; return their count."""
     table = read_table(xtb)
-    train = set(splits["members"][0]["train"])
+    train = set(splits["members"][member]["train"])
     parents = np.array(table.column("parent_id").to_pylist())
     ok = np.array(table.column("status").to_pylist()) == "ok"
     train_rows = np.flatnonzero(np.isin(parents, list(train)) & ok)
@@ -65,51 +67,88 @@ def test_errors(study: Path, config: dict, config_path: Path, model: Path, basel
             for kind in ("4g", "baseline")}
 
 
+METRICS = ("energy_mae_mev_per_atom", "force_mae_mev_per_A")
+KINDS = ("4g", "baseline")
+
+
+def member_points(study: Path, config: dict, config_path: Path, labels: Path, splits: dict, member: int,
+                  fractions: list[float]) -> list[dict]:
+    """Test errors of ``member``'s models retrained on each fraction of its training rows."""
+    results = study / "results"
+    work = study / "learning_curve" / f"m{member}"
+    work.mkdir(parents=True, exist_ok=True)
+    points = [{"fraction": 1.0,
+               "n_train": subset_dataset(labels, splits, member, 1.0, 0, work / "full.parquet"),
+               **test_errors(study, config, config_path, results / f"models/4g_{member}",
+                             results / f"models/baseline_{member}", work / "validation_1")}]
+    for fraction in sorted(fractions):
+        where = work / f"f{fraction:g}"
+        dataset = where / "xtb.parquet"
+        n_train = subset_dataset(labels, splits, member, fraction, config["seed"] + member, dataset)
+        for stage, out in (("short-range", where / "4g"), ("baseline", where / "baseline")):
+            if not (out / "model.json").exists():
+                train_model(stage, config, dataset=dataset, splits=results / "splits.json", member=member,
+                            output=out, device="cpu",
+                            charge_model=results / f"models/charges_{member}" if stage == "short-range" else None)
+        points.append({"fraction": fraction, "n_train": n_train,
+                       **test_errors(study, config, config_path, where / "4g", where / "baseline", where / "validation")})
+        print(f"member {member}:", points[-1], flush=True)
+    return points
+
+
+def committee_points(per_member: list[list[dict]]) -> list[dict]:
+    """Per fraction: mean training-set size and, per model kind and metric, the members'
+    mean, lowest and highest test error."""
+    points = []
+    for rows in zip(*per_member):
+        point = {"fraction": rows[0]["fraction"], "n_train": float(np.mean([r["n_train"] for r in rows])),
+                 "members": list(rows)}
+        for kind in KINDS:
+            point[kind] = {}
+            for metric in METRICS:
+                values = [r[kind][metric] for r in rows]
+                point[kind][metric] = float(np.mean(values))
+                point[kind][f"{metric}_range"] = [float(min(values)), float(max(values))]
+        points.append(point)
+    return sorted(points, key=lambda p: p["n_train"])
+
+
+def plot(points: list[dict], output: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, metric, unit in zip(axes, METRICS, ("meV/atom", "meV/A")):
+        for kind, label in zip(KINDS, ("4G (QEq + short range)", "2G baseline")):
+            mean = np.array([p[kind][metric] for p in points])
+            low, high = np.array([p[kind][f"{metric}_range"] for p in points]).T
+            ax.errorbar([p["n_train"] for p in points], mean, yerr=[mean - low, high - mean], fmt="o-",
+                        capsize=3, label=label)
+        ax.set(xscale="log", yscale="log", xlabel="training structures", ylabel=f"test MAE ({unit})")
+        ax.legend()
+    fig.suptitle("Learning curve, committee mean (bars: lowest and highest member), vs CP2K GFN1-xTB")
+    fig.tight_layout()
+    fig.savefig(output.with_suffix(".png"), dpi=150)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", type=Path, required=True)
     parser.add_argument("--config", type=Path,
                         help="the study's config (default: STUDY/study.yaml, the one its run used)")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5])
+    parser.add_argument("--members", type=int, nargs="+",
+                        help="committee members to retrain (default: every member of the study's split)")
     parser.add_argument("--output", type=Path, required=True, help="output stem (writes .json and .png)")
     args = parser.parse_args()
     args.config = study_config(args.study, args.config)
 
     config = load_config(args.config)
-    results = args.study / "results"
-    splits = read_splits(results / "splits.json")
-    work = args.study / "learning_curve"
-    work.mkdir(exist_ok=True)
+    splits = read_splits(args.study / "results" / "splits.json")
+    members = args.members if args.members is not None else list(range(len(splits["members"])))
     labels = args.study / training_dataset(config)  # every round's labels with active learning
-    n_full = subset_dataset(labels, splits, 1.0, 0, work / "full.parquet")
-    points = [{"fraction": 1.0, "n_train": n_full,
-               **test_errors(args.study, config, args.config, results / "models/4g_0", results / "models/baseline_0",
-                             work / "validation_1")}]
-    for fraction in sorted(args.fractions):
-        where = work / f"f{fraction:g}"
-        dataset = where / "xtb.parquet"
-        n_train = subset_dataset(labels, splits, fraction, config["seed"], dataset)
-        for stage, out in (("short-range", where / "4g"), ("baseline", where / "baseline")):
-            if not (out / "model.json").exists():
-                train_model(stage, config, dataset=dataset, splits=results / "splits.json", member=0, output=out,
-                            charge_model=results / "models/charges_0" if stage == "short-range" else None,
-                            device="cpu")
-        points.append({"fraction": fraction, "n_train": n_train,
-                       **test_errors(args.study, config, args.config, where / "4g", where / "baseline", where / "validation")})
-        print(points[-1], flush=True)
-    points.sort(key=lambda p: p["n_train"])
+    points = committee_points([member_points(args.study, config, args.config, labels, splits, member, args.fractions)
+                               for member in members])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".json").write_text(json.dumps(points, indent=1) + "\n")
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, key, unit in zip(axes, ("energy_mae_mev_per_atom", "force_mae_mev_per_A"), ("meV/atom", "meV/A")):
-        for kind, label in (("4g", "4G (QEq + short range)"), ("baseline", "2G baseline")):
-            ax.plot([p["n_train"] for p in points], [p[kind][key] for p in points], "o-", label=label)
-        ax.set(xscale="log", yscale="log", xlabel="training structures", ylabel=f"test MAE ({unit})")
-        ax.legend()
-    fig.suptitle("Learning curve, test parents held out (vs CP2K GFN1-xTB)")
-    fig.tight_layout()
-    fig.savefig(args.output.with_suffix(".png"), dpi=150)
+    plot(points, args.output)
 
 
 if __name__ == "__main__":
