@@ -10,8 +10,8 @@ the resumed run ends with the weights an uninterrupted run would have: the rando
 restored, the same batches come in the same order.
 
 A checkpoint written for other inputs (dataset, split, charge model, training settings,
-stage, member, seed or hipqeq version) is not resumed: training starts afresh with a
-warning naming the file. The file is removed once the model directory is written.
+stage, member, seed or hipqeq version), or one that cannot be read, is not resumed:
+training starts afresh with a warning naming the file. The file is removed once the model directory is written.
 """
 
 from __future__ import annotations
@@ -65,11 +65,17 @@ class TrainingCheckpoint:
 
     def load(self) -> dict | None:
         """The saved state with torch's random state restored, or None when there is no
-        checkpoint or it was written for other inputs (then a warning says so)."""
+        checkpoint, or it cannot be read or was written for other inputs (then a warning
+        says so)."""
         if not self.path.exists():
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") != self.fingerprint:
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as error:  # e.g. written by another torch or hippynn version
+            log.warning("%s cannot be read (%s: %s): not resuming it, training afresh", self.path,
+                        type(error).__name__, error)
+            return None
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
             log.warning("%s was written for other training inputs (dataset, split, charge model, "
                         "settings, seed or hipqeq version): not resuming it, training afresh", self.path)
             return None

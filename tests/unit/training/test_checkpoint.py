@@ -93,6 +93,17 @@ def test_a_checkpoint_of_other_inputs_is_not_resumed(study, toy_config, tmp_path
     assert_same_weights(whole, output)
 
 
+def test_an_unreadable_checkpoint_is_set_aside(study, toy_config, tmp_path, caplog):
+    whole, output = tmp_path / "whole", tmp_path / "baseline"
+    train_model("baseline", toy_config, study["dataset"], study["splits"], 0, whole, device="cpu")
+    checkpoint_path(output).write_bytes(b"not a torch file")
+    with caplog.at_level(logging.WARNING):
+        train_model("baseline", toy_config, study["dataset"], study["splits"], 0, output, device="cpu")
+    assert f"{checkpoint_path(output)} cannot be read" in caplog.text
+    assert_same_weights(whole, output)
+    assert not checkpoint_path(output).exists()
+
+
 def test_ctrl_c_writes_no_half_trained_model(study, toy_config, tmp_path, monkeypatch):
     """hippynn ends training quietly on Ctrl-C (KeyboardInterrupt) and restores its best
     weights; hipqeq must not store that as a finished model. The output is a relative
