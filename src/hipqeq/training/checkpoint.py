@@ -11,7 +11,8 @@ restored, the same batches come in the same order.
 
 A checkpoint written for other inputs (dataset, split, charge model, training settings,
 stage, member, seed or hipqeq version), or one that cannot be read, is not resumed:
-training starts afresh with a warning naming the file. The file is removed once the model directory is written.
+training starts afresh with a warning naming the file. The file is removed once the model
+directory is written.
 """
 
 from __future__ import annotations
