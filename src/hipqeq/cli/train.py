@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     summary = train_model(args.stage, config, dataset=args.dataset, splits=args.splits,
                           member=args.member, output=args.output, charge_model=args.charge_model,
                           device=args.device, seed=args.seed)
-    print(f"trained {args.stage} model in {args.output}: best epoch {summary['best_epoch']}, "
+    resumed = f" (resumed after {summary['epochs_resumed']} epochs)" if summary["epochs_resumed"] else ""
+    print(f"trained {args.stage} model in {args.output}{resumed}: best epoch {summary['best_epoch']}, "
           f"best validation loss {summary['best_valid_loss']:.6g}")
     return 0

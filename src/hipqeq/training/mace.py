@@ -147,7 +147,7 @@ def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLi
                output: str | os.PathLike, device: str = "auto", seed: int | None = None) -> dict:
     """Train the MACE peer of committee member ``member`` and write its model directory
     (:mod:`hipqeq.models.mace`). Returns a summary dict (best_epoch, best_valid_loss,
-    n_train, n_valid, wall_time_s), as :func:`hipqeq.training.train_model` does."""
+    n_train, n_valid, wall_time_s, epochs_resumed), as :func:`hipqeq.training.train_model` does."""
     started = time.perf_counter()
     training = config["training"]
     peer = training["peer"]
@@ -216,4 +216,4 @@ def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLi
     log.info("trained the MACE peer (member %d) on %d rows (valid %d) in %.1f s; best epoch %d",
              member, n_train, n_valid, wall, best_epoch)
     return {"best_epoch": best_epoch, "best_valid_loss": best_valid_loss, "n_train": n_train,
-            "n_valid": n_valid, "wall_time_s": wall}
+            "n_valid": n_valid, "wall_time_s": wall, "epochs_resumed": resumed_epochs}

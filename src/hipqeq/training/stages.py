@@ -272,7 +272,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
 
     An interrupted run resumes from its checkpoint ``<output>.resume.pt``
     (:mod:`hipqeq.training.checkpoint`). Returns a summary dict (best_epoch,
-    best_valid_loss, n_train, n_valid, wall_time_s).
+    best_valid_loss, n_train, n_valid, wall_time_s of this process, epochs_resumed).
     """
     if stage not in STAGES:
         raise HipqeqError(f"unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
@@ -368,4 +368,5 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
     log.info("trained %s model (member %d) on %d rows (valid %d) in %.1f s; best epoch %d",
              stage, member, n_train, n_valid, wall, result.best_epoch)
     return {"best_epoch": result.best_epoch, "best_valid_loss": result.best_valid_loss,
-            "n_train": n_train, "n_valid": n_valid, "wall_time_s": wall}
+            "n_train": n_train, "n_valid": n_valid, "wall_time_s": wall,
+            "epochs_resumed": result.resumed_epochs}

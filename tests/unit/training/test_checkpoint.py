@@ -9,6 +9,7 @@ import logging
 import pytest
 import torch
 
+from hipqeq.cli import main
 from hipqeq.errors import HipqeqError
 from hipqeq.training import train_model
 from hipqeq.training.checkpoint import TrainingCheckpoint, checkpoint_path
@@ -104,10 +105,11 @@ def test_an_unreadable_checkpoint_is_set_aside(study, toy_config, tmp_path, capl
     assert not checkpoint_path(output).exists()
 
 
-def test_ctrl_c_writes_no_half_trained_model(study, toy_config, tmp_path, monkeypatch):
+def test_ctrl_c_writes_no_half_trained_model(study, toy_config, toy_config_text, tmp_path, monkeypatch, capsys):
     """hippynn ends training quietly on Ctrl-C (KeyboardInterrupt) and restores its best
     weights; hipqeq must not store that as a finished model. The output is a relative
-    path, as the workflow gives it (hippynn trains in a directory of its own)."""
+    path, as the workflow gives it (hippynn trains in a directory of its own); the same
+    command resumes and says so."""
     monkeypatch.chdir(tmp_path)
     output = tmp_path / "results" / "models" / "baseline"
     with monkeypatch.context() as patch:
@@ -117,7 +119,9 @@ def test_ctrl_c_writes_no_half_trained_model(study, toy_config, tmp_path, monkey
             train_model("baseline", toy_config, study["dataset"], study["splits"], 0,
                         output.relative_to(tmp_path), device="cpu")
     assert not (output / "model.json").exists()
-    summary = train_model("baseline", toy_config, study["dataset"], study["splits"], 0,
-                          output.relative_to(tmp_path), device="cpu")
+    (tmp_path / "config.yaml").write_text(toy_config_text)
+    assert main(["train", "baseline", "--config", "config.yaml", "--dataset", str(study["dataset"]),
+                 "--splits", str(study["splits"]), "--output", "results/models/baseline", "--device", "cpu"]) == 0
+    assert "trained baseline model in results/models/baseline (resumed after 2 epochs)" in capsys.readouterr().out
     assert json.loads((output / "model.json").read_text())["epochs_resumed"] == 2
-    assert summary["best_epoch"] >= 0 and not checkpoint_path(output).exists()
+    assert not checkpoint_path(output).exists()
