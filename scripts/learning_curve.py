@@ -38,6 +38,8 @@ from hipqeq.plan import TEST_LABELS_DATASET, study_config, training_dataset
 from hipqeq.training import train_model
 
 HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
+METRICS = ("energy_mae_mev_per_atom", "force_mae_mev_per_A")
+KINDS = ("4g", "baseline")
 
 
 def subset_dataset(xtb: Path, splits: dict, member: int, fraction: float, seed: int, output: Path) -> int:
@@ -63,12 +65,7 @@ def test_errors(study: Path, config: dict, config_path: Path, model: Path, basel
                     "--model", str(model), "--baseline", str(baseline), "--output-dir", str(output_dir)],
                    check=True, capture_output=True)
     metrics = json.loads((output_dir / "metrics.json").read_text())["metrics"]["xtb"]
-    return {kind: {k: metrics[kind]["overall"][k] for k in ("energy_mae_mev_per_atom", "force_mae_mev_per_A")}
-            for kind in ("4g", "baseline")}
-
-
-METRICS = ("energy_mae_mev_per_atom", "force_mae_mev_per_A")
-KINDS = ("4g", "baseline")
+    return {kind: {k: metrics[kind]["overall"][k] for k in METRICS} for kind in KINDS}
 
 
 def member_points(study: Path, config: dict, config_path: Path, labels: Path, splits: dict, member: int,

@@ -38,12 +38,17 @@ def assert_same_weights(first, second, rtol: float = 0.0) -> None:
         torch.testing.assert_close(weights[0][key], weights[1][key], rtol=rtol, atol=0)
 
 
-def train_interrupted_then_resumed(stage, config, study, output, monkeypatch, epochs, **kwargs) -> dict:
-    """Train ``stage`` into ``output``, stopped after ``epochs`` epochs, then run it again."""
+def train_until_killed(stage, config, study, output, monkeypatch, epochs, **kwargs) -> None:
+    """Train ``stage`` into ``output`` and kill the run after ``epochs`` epochs."""
     with monkeypatch.context() as patch:
         interrupt_after(patch, epochs)
         with pytest.raises(Killed):
             train_model(stage, config, study["dataset"], study["splits"], 0, output, device="cpu", **kwargs)
+
+
+def train_interrupted_then_resumed(stage, config, study, output, monkeypatch, epochs, **kwargs) -> dict:
+    """Train ``stage`` into ``output``, stopped after ``epochs`` epochs, then run it again."""
+    train_until_killed(stage, config, study, output, monkeypatch, epochs, **kwargs)
     assert checkpoint_path(output).exists()
     assert not (output / "model.json").exists()
     return train_model(stage, config, study["dataset"], study["splits"], 0, output, device="cpu", **kwargs)
@@ -83,10 +88,7 @@ def test_a_checkpoint_of_other_inputs_is_not_resumed(study, toy_config, tmp_path
     """A run stopped under another seed leaves a checkpoint the rerun must not continue."""
     whole, output = tmp_path / "whole", tmp_path / "baseline"
     train_model("baseline", toy_config, study["dataset"], study["splits"], 0, whole, device="cpu")
-    with monkeypatch.context() as patch:
-        interrupt_after(patch, 3)
-        with pytest.raises(Killed):
-            train_model("baseline", toy_config, study["dataset"], study["splits"], 0, output, device="cpu", seed=1)
+    train_until_killed("baseline", toy_config, study, output, monkeypatch, 3, seed=1)
     with caplog.at_level(logging.WARNING):
         train_model("baseline", toy_config, study["dataset"], study["splits"], 0, output, device="cpu")
     assert f"{checkpoint_path(output)} was written for other training inputs" in caplog.text
