@@ -68,6 +68,10 @@ class Walker:
         charge = f"_q{number_tag(self.charge_offset_e)}" if self.charge_offset_e else ""
         return f"{self.structure_name}_T{number_tag(self.temperature_K)[1:]}{charge}_w{self.index}"
 
+    def trajectory(self, directory: Path, restart: int = 0) -> Path:
+        """The file in ``directory`` this walker's MD writes to (its ``restart``-th restart's)."""
+        return directory / f"{self.name}{f'.restart{restart}' if restart else ''}.traj"
+
 
 def walker_plan(config: dict, held_out: Sequence[str] = ()) -> list[Walker]:
     """Every walker of a round: structures (``active_learning.structures``, default every
@@ -177,9 +181,8 @@ def explore_walker(parent: Atoms, walker: Walker, calculator, config: dict, roun
     start, offset, frames, deviations, restarts, summaries = parent, 0, [], [], [], []
     for attempt in range(config["active_learning"]["restarts"] + 1):
         settings = walker_settings(config, walker, round_, fingerprint, attempt, steps=total - offset)
-        suffix = f".restart{attempt}" if attempt else ""
         segment, segment_deviations, summary = run_walker(start, walker, calculator, settings,
-                                                          trajectory_dir / f"{walker.name}{suffix}.traj")
+                                                          walker.trajectory(trajectory_dir, attempt))
         for frame, deviation in zip(segment, segment_deviations):
             frame.info["md_step"] = int(frame.info["md_step"]) + offset
             deviation["step"] += offset
@@ -239,7 +242,8 @@ def explore_round(config: dict, model_dirs: Sequence[str | os.PathLike], structu
         calculator.reset_warm_start()
         frames, deviations, summary = explore_walker(parent, walker, calculator, config, round_, fingerprint,
                                                      window, Path(trajectory_dir))
-        frame_records(parent, frames, "active", walker.temperature_K, hash_)
+        frame_records(parent, frames, "active", walker.temperature_K, hash_, round_,
+                      walker.trajectory(Path(trajectory_dir)))
         for frame, deviation in zip(frames, deviations):
             frame.info["structure_id"] = atoms_id(frame)
             rows.append({"round": round_, "walker": walker.name, "structure_id": frame.info["structure_id"],

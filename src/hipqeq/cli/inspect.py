@@ -1,4 +1,5 @@
-"""Summarise a dataset file: rows, statuses, sources, families, methods and labels.
+"""Summarise a dataset file: rows, statuses, sources, sampling rounds, families, methods
+and labels.
 
 Reads any file of the hipqeq dataset contract (built structures, MD frames, a
 selection, a labelled chunk or a gathered dataset) and prints what is in it.
@@ -10,6 +11,7 @@ example:
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 
@@ -22,14 +24,13 @@ def run(args: argparse.Namespace) -> int:
     from hipqeq.data.schema import LABEL_COLUMNS
 
     table = read_table(args.dataset)
-    frame = table.select(["status", "source", "family", "method", "structure_name"]).to_pandas()
     n_atoms = [len(z) for z in table.column("numbers").to_pylist()]
     print(f"{args.dataset}: {table.num_rows} structures, "
           f"{min(n_atoms, default=0)}-{max(n_atoms, default=0)} atoms each")
-    for key in ("status", "source", "family", "method"):
-        counts = frame[key].fillna("-").value_counts().sort_index()
-        print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for key in ("status", "source", "active_round", "family", "method"):
+        counts = Counter("-" if v is None else str(v) for v in table.column(key).to_pylist())
+        print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     labelled = {c: table.num_rows - table.column(c).null_count for c in LABEL_COLUMNS}
     print("  labels present: " + ", ".join(f"{c} {n}" for c, n in labelled.items()))
-    print(f"  parent structures: {frame['structure_name'].nunique()} names")
+    print(f"  parent structures: {len(set(table.column('structure_name').to_pylist()))} names")
     return 0

@@ -30,8 +30,8 @@ from hipqeq.units import DATASET_UNITS
 #: ``atoms.info`` keys carried into records (everything that is not geometry or a label).
 INFO_COLUMNS = (
     "structure_id", "parent_id", "structure_name", "family", "source", "temperature_K",
-    "config_hash", "total_charge", "unpaired_electrons", "charge_scheme", "method", "software", "calc_params",
-    "label_boundary", "status", "error", "wall_time_s",
+    "active_round", "trajectory", "md_step", "config_hash", "total_charge", "unpaired_electrons",
+    "charge_scheme", "method", "software", "calc_params", "label_boundary", "status", "error", "wall_time_s",
 )
 
 
@@ -82,6 +82,9 @@ def record_from_atoms(atoms: Atoms) -> dict:
         "family": info.get("family", "pristine"),
         "source": info.get("source", "build"),
         "temperature_K": info.get("temperature_K"),
+        "active_round": info.get("active_round"),
+        "trajectory": info.get("trajectory"),
+        "md_step": info.get("md_step"),
         "config_hash": info.get("config_hash", ""),
         "numbers": atoms.numbers,
         "positions": atoms.positions,
@@ -232,11 +235,24 @@ def write_dataset(items: Sequence[Atoms | dict], path: str | os.PathLike) -> Pat
     return write_table(table_from_records(records), path)
 
 
+def _upgraded(table: pa.Table, version: str, path: Path) -> pa.Table:
+    """``table``, written under schema ``version``, with the columns added since as nulls."""
+    if version == S.SCHEMA_VERSION:
+        return table
+    if version not in S.ADDED_SINCE:
+        raise DatasetError(f"{path}: schema version {version}, this hipqeq reads {S.SCHEMA_VERSION} "
+                           f"and {', '.join(S.ADDED_SINCE)}")
+    for name in S.ADDED_SINCE[version]:
+        table = table.append_column(S.SCHEMA.field(name), pa.nulls(table.num_rows, S.column(name).type))
+    return table
+
+
 def read_table(path: str | os.PathLike) -> pa.Table:
     """Read and check a dataset file.
 
+    A file of an older schema version reads with the columns added since as nulls.
     Raises :class:`DatasetError` naming the file and the column when a column is
-    missing, has the wrong type, or the schema version differs.
+    missing, has the wrong type, or the schema version is unknown.
     """
     path = Path(path)
     if not path.exists():
@@ -248,8 +264,7 @@ def read_table(path: str | os.PathLike) -> pa.Table:
     version = (table.schema.metadata or {}).get(S.META_SCHEMA_VERSION)
     if version is None:
         raise DatasetError(f"{path}: not a hipqeq dataset (no {S.META_SCHEMA_VERSION.decode()} metadata)")
-    if version.decode() != S.SCHEMA_VERSION:
-        raise DatasetError(f"{path}: schema version {version.decode()}, this hipqeq reads {S.SCHEMA_VERSION}")
+    table = _upgraded(table, version.decode(), path)
     for col in S.COLUMNS:
         if col.name not in table.column_names:
             raise DatasetError(f"{path}: missing column '{col.name}' ({col.doc})")

@@ -15,9 +15,12 @@ import pyarrow as pa
 
 from hipqeq.units import DATASET_UNITS
 
-#: Bumped on any incompatible change of the columns below (2: ``unpaired_electrons`` and
-#: ``label_boundary``).
-SCHEMA_VERSION = "2"
+#: Bumped on any change of the columns below (2: ``unpaired_electrons`` and
+#: ``label_boundary``; 3: ``active_round``, ``trajectory`` and ``md_step``).
+SCHEMA_VERSION = "3"
+
+#: Columns each older schema version lacks; they are null when such a file is read.
+ADDED_SINCE = {"2": ("active_round", "trajectory", "md_step")}
 
 #: Metadata keys written into every Parquet file.
 META_SCHEMA_VERSION = b"hipqeq.schema_version"
@@ -62,6 +65,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("family", pa.string(), False, "", "pristine, strained, tilted, vacancy_<X>, substitution_<Y>_<X>, cif or external"),
     Column("source", pa.string(), False, "", "one of " + ", ".join(SOURCES)),
     Column("temperature_K", pa.float64(), True, "K", "MD temperature the frame was sampled at"),
+    Column("active_round", pa.int16(), True, "", "sampling round of the frame: 0 for the initial sampling "
+           "(md, rattle), r >= 1 for active-learning round r's exploration; null for built and external structures"),
+    Column("trajectory", pa.string(), True, "", "the MD trajectory file the frame was sampled into, as its job "
+           "named it (relative to the study directory in the workflow); a restarted active-learning walker "
+           "continues in <stem>.restart<k>.traj"),
+    Column("md_step", pa.int32(), True, "", "MD step of the frame, counted from the start of its trajectory "
+           "(an active-learning walker's, across restarts)"),
     Column("config_hash", pa.string(), False, "", "hash of the config section that produced the row"),
     # geometry
     Column("numbers", pa.list_(pa.int8()), False, "", "atomic numbers, shape (n_atoms,)"),

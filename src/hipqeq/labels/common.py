@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 #: Identity and geometry columns copied unchanged from an input row to its labelled row.
 IDENTITY_KEYS = ("structure_id", "parent_id", "structure_name", "family", "source", "temperature_K",
-                 "config_hash", "numbers", "positions", "cell", "pbc", "total_charge", "unpaired_electrons")
+                 "active_round", "trajectory", "md_step", "config_hash", "numbers", "positions", "cell", "pbc",
+                 "total_charge", "unpaired_electrons")
 
 
 @dataclasses.dataclass

@@ -30,13 +30,16 @@ log = logging.getLogger(__name__)
 INHERITED = ("structure_name", "family", "total_charge")
 
 
-def frame_records(parent: Atoms, frames: list[Atoms], source: str, temperature_K, hash_: str) -> list[Atoms]:
+def frame_records(parent: Atoms, frames: list[Atoms], source: str, temperature_K, hash_: str,
+                  active_round: int = 0, trajectory: str | os.PathLike | None = None) -> list[Atoms]:
     """``frames`` (in place) with the identity of their built structure ``parent`` and
-    their provenance (``source``, temperature, config hash)."""
+    their provenance (``source``, temperature, config hash, the sampling round and the
+    trajectory file the frames were sampled into; each frame keeps its own ``md_step``)."""
     for frame in frames:
         frame.info.update({key: parent.info[key] for key in INHERITED})
-        frame.info.update(parent_id=parent.info["structure_id"], source=source,
-                          temperature_K=temperature_K, config_hash=hash_)
+        frame.info.update(parent_id=parent.info["structure_id"], source=source, temperature_K=temperature_K,
+                          config_hash=hash_, active_round=active_round,
+                          trajectory=None if trajectory is None else str(trajectory))
     return frames
 
 
@@ -79,7 +82,8 @@ def sample_md_job(config: dict, structures: str | os.PathLike, name: str, temper
     outcome = run_md(parent, calculator, settings, trajectory, label=f"{name} {temperature_K:g} K r{replica}")
     hash_ = config_hash({"sampling": config["sampling"], "seed": settings.seed,
                          "engine": engine})
-    write_dataset(frame_records(parent, outcome.frames, "md", float(temperature_K), hash_), output)
+    write_dataset(frame_records(parent, outcome.frames, "md", float(temperature_K), hash_, trajectory=trajectory),
+                  output)
     summary = {"structure_name": name, "temperature_K": float(temperature_K), "replica": int(replica),
                "seed": settings.seed, "n_frames": len(outcome.frames), "steps_done": outcome.steps_done,
                "total_steps": settings.total_steps, "resumed_from_step": outcome.resumed_from_step,

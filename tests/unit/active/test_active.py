@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -362,6 +363,9 @@ def test_walkers_explore_the_configured_charge_offsets(committees, explore_input
     charges = {walkers[f["structure_id"]]: f["total_charge"] for f in frames}
     assert charges == {"cuau_slab_T100_w0": 0.0, "cuau_slab_T100_qp1_w0": 1.0}
     assert {f["structure_name"] for f in frames} == {"cuau_slab"}
+    assert {f["active_round"] for f in frames} == {1}
+    assert {f["trajectory"] for f in frames} == {str(root / "traj" / f"{w}.traj") for w in charges}
+    assert all(Path(f["trajectory"]).exists() for f in frames)
 
 
 def test_a_walker_restarts_from_its_last_trusted_frame(committees, explore_inputs, monkeypatch):
@@ -392,6 +396,10 @@ def test_a_walker_restarts_from_its_last_trusted_frame(committees, explore_input
     ids = deviations.column("structure_id").to_pylist()
     assert len(set(ids)) == 3
     assert (root / "traj" / "cuau_slab_T100_w0.restart1.traj").exists()
+    # a frame names its walker's trajectory and the step counted from the walker's start
+    frames = {f["structure_id"]: f for f in read_table(root / "frames.parquet").to_pylist()}
+    assert [frames[i]["md_step"] for i in ids] == [2, 4, 4]
+    assert {f["trajectory"] for f in frames.values()} == {str(root / "traj" / "cuau_slab_T100_w0.traj")}
 
 
 def test_no_walker_starts_from_a_held_out_test_parent(explore_inputs):

@@ -95,6 +95,22 @@ def test_foreign_parquet_file_is_refused(tmp_path):
         read_table(tmp_path / "absent.parquet")
 
 
+def test_a_file_of_schema_version_2_reads_with_null_sampling_provenance(tmp_path, frames):
+    """Datasets written before ``active_round``, ``trajectory`` and ``md_step`` (schema 2,
+    e.g. a shipped study's) still read, with those columns null; an unknown version does not."""
+    table = read_table(write_dataset(frames, tmp_path / "f.parquet"))
+    added = S.ADDED_SINCE["2"]
+    old = table.drop(list(added)).replace_schema_metadata({S.META_SCHEMA_VERSION: b"2"})
+    pq.write_table(old, tmp_path / "v2.parquet")
+    back = read_table(tmp_path / "v2.parquet")
+    assert back.schema.remove_metadata().equals(SCHEMA)
+    assert all(back.column(name).null_count == len(frames) for name in added)
+    assert back.drop(list(added)).equals(table.drop(list(added)))
+    pq.write_table(old.replace_schema_metadata({S.META_SCHEMA_VERSION: b"1"}), tmp_path / "v1.parquet")
+    with pytest.raises(DatasetError, match="schema version 1, this hipqeq reads 3 and 2"):
+        read_table(tmp_path / "v1.parquet")
+
+
 def test_record_missing_required_value_is_refused():
     record = record_from_atoms(cubic_cspbi3())
     record["numbers"] = None

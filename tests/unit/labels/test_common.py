@@ -118,6 +118,17 @@ def test_interrupted_chunk_resumes_with_only_missing_structures(tmp_path, xtb_se
     assert all(json.loads(r["calc_params"])["parameters"]["accuracy"] == 0.5 for r in read_records(output))
 
 
+def test_a_labelled_row_keeps_where_its_frame_was_sampled(tmp_path, xtb_settings):
+    frame = cubic_cspbi3(rattle=0.04, seed=0)
+    frame.info.update(source="active", active_round=2, trajectory="results/active/r2/walkers/c_T450_w0.traj",
+                      md_step=120)
+    inputs = write_dataset([frame], tmp_path / "in.parquet")
+    label_records(read_records(inputs), XTBLabeller(xtb_settings), tmp_path / "out.parquet", progress=False)
+    (row,) = read_records(tmp_path / "out.parquet")
+    assert row["status"] == "ok"
+    assert (row["active_round"], row["trajectory"], row["md_step"]) == (2, frame.info["trajectory"], 120)
+
+
 @pytest.mark.parametrize("side", ["bottom", "top"])
 def test_slabs_wrapped_across_the_cell_are_read_unwrapped(tmp_path, side):
     """An external slab cut in two by z = 0 (or z = c) is stored whole: the same

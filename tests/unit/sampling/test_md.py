@@ -75,6 +75,11 @@ def test_short_tblite_md_gives_sane_frames(tmp_path):
     assert all(f.calc is None for f in frames)  # MD energies are not labels
     with Trajectory(traj) as trajectory:
         snapshots = list(trajectory)[1:]  # the step-0 snapshot has no energy yet
+    # each frame's provenance locates it in its trajectory file
+    assert {(f.info["active_round"], f.info["trajectory"]) for f in frames} == {(0, str(traj))}
+    at_step = {s.info["md_step"]: s for s in snapshots}
+    for frame in frames:
+        np.testing.assert_allclose(frame.positions, at_step[frame.info["md_step"]].positions, rtol=0, atol=1e-9)
     temperatures = [s.get_temperature() for s in snapshots]
     energies = [s.get_potential_energy() for s in snapshots]
     # 7 atoms fluctuate strongly; a sane thermostat keeps them well within a factor ~3

@@ -56,4 +56,5 @@ def test_rattle_cli_is_reproducible_and_keeps_identity(tmp_path):
         assert frame.info["source"] == "rattle" and frame.info["status"] == "unlabelled"
         assert frame.info["parent_id"] == parent.info["structure_id"] != frame.info["structure_id"]
         assert frame.info["structure_name"] == "rp1_slab" and "temperature_K" not in frame.info
+        assert frame.info["active_round"] == 0 and "trajectory" not in frame.info and "md_step" not in frame.info
         assert frame.pbc.tolist() == [True, True, False]
