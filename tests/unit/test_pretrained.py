@@ -167,8 +167,11 @@ def test_the_shipped_potential_is_listed_and_describes_its_study():
     rows = read_records(pretrained.dataset(SHIPPED, "xtb"))
     assert data["n_xtb_labels"] == sum(r["status"] == "ok" for r in rows) > 0  # what the models trained on
     assert data["total_charges_e"] == [-1.0, 0.0, 1.0]
-    assert manifest["level_of_theory"]["energy, forces"].startswith("GFN1-xTB (cp2k, k-point density 60")
+    assert manifest["level_of_theory"]["energy, forces"].startswith("GFN1-xTB (cp2k, k-point density 72")  # gated
     assert "CP2K, k-point density 36.0 A" in manifest["level_of_theory"]["charges"]  # the study's dft.source
+    assert manifest["level_of_theory"]["charge model learns"] == "dft charges"  # charge_reference: dft
+    dft_rows = read_records(pretrained.dataset(SHIPPED, "dft"))
+    assert data["n_dft_labels"] == sum(r["status"] == "ok" for r in dft_rows) > 0  # what the charge models learned
     assert manifest["test_errors"]["4g"]["dft"]["n_charge"] > 0  # its held-out frames have DFT charges
     assert {kind: len(members) for kind, members in manifest["models"].items()} == {"4g": 2, "2g": 2}
     splits = json.loads(pretrained.dataset(SHIPPED, "xtb").with_name("splits.json").read_text())
