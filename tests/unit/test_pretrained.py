@@ -51,7 +51,9 @@ def study(tmp_path_factory):
     held_out = [labelled(slab(seed=10 + k), rng, parent_id=splits["test"][0], structure_name="t", family="pristine",
                          total_charge=0.0) for k in range(3)]
     write_dataset(held_out, results / "datasets" / "xtb_test.parquet")
-    metrics = {"metrics": {ref: {model: {"overall": BLOCK} for model in ("4g", "baseline")} for ref in ("xtb", "dft")}}
+    blocks = {"xtb": BLOCK, "dft": {**BLOCK, "charge_mae_e": 0.02}}
+    metrics = {"metrics": {ref: {"4g": {"overall": block}, "baseline": {"overall": {**block, "charge_mae_e": None}}}
+                           for ref, block in blocks.items()}}
     (results / "validation").mkdir()
     (results / "validation" / "metrics.json").write_text(json.dumps(metrics))
     return directory
@@ -132,7 +134,9 @@ def test_models_list_prints_level_data_and_test_errors(packaged, capsys):
     assert "toy: toy study" in out and "8 labelled frames of the train, valid and test parents" in out
     assert "3 more labels of the test parents" in out and "with DFT charges)" not in out
     assert "test errors under the labels' boundaries (slab)" in out
-    assert "4g (2 members), test vs xTB: energy MAE 12.5 meV/atom, force MAE 80.0 meV/A, charge MAE 0.050 e" in out
+    assert ("4g (2 members), test vs xTB: energy MAE 12.5 meV/atom, force MAE 80.0 meV/A; "
+            "charge MAE 0.050 e vs xTB, 0.020 e vs DFT\n") in out
+    assert "2g (2 members), test vs xTB: energy MAE 12.5 meV/atom, force MAE 80.0 meV/A\n" in out  # no charges
 
 
 def test_unknown_names_kinds_and_unfinished_studies_are_refused(packaged, study, tmp_path):

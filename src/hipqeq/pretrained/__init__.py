@@ -317,11 +317,15 @@ def summary_lines(name: str, root: str | os.PathLike | None = None) -> list[str]
         lines.append(f"  test errors under the labels' boundaries ({', '.join(data['label_boundaries'])}), not "
                      "the calculator's (a slab's is pbc T,T,F): they differ for charged slabs")
     for kind, members in manifest["models"].items():
-        errors = manifest["test_errors"][kind].get("xtb", {})
+        errors = manifest["test_errors"][kind]
+        xtb = errors.get("xtb", {})
+        # a charge model learns one reference's charges: show its error against each
+        maes = {label: errors.get(ref, {}).get("charge_mae_e") for ref, label in (("xtb", "xTB"), ("dft", "DFT"))}
+        charges = [f"{_fmt(mae, 3)} e vs {label}" for label, mae in maes.items() if mae is not None]
         lines.append(f"  {kind} ({len(members)} members), test vs xTB: energy MAE "
-                     f"{_fmt(errors.get('energy_mae_mev_per_atom'))} meV/atom, force MAE "
-                     f"{_fmt(errors.get('force_mae_mev_per_A'))} meV/A, charge MAE "
-                     f"{_fmt(errors.get('charge_mae_e'), 3)} e")
+                     f"{_fmt(xtb.get('energy_mae_mev_per_atom'))} meV/atom, force MAE "
+                     f"{_fmt(xtb.get('force_mae_mev_per_A'))} meV/A"
+                     + (f"; charge MAE {', '.join(charges)}" if charges else ""))
     lines.append(f"  made by hipqeq {manifest['hipqeq_version']} (commit {manifest['git_commit']}), "
                  f"packaged {manifest['packaged']}")
     return lines
