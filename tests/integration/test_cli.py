@@ -40,6 +40,8 @@ def test_parser_knows_the_pipeline_verbs():
 
 
 def test_gather_and_inspect_in_process(tmp_path, frames, capsys):
+    for frame in frames[6:]:
+        frame.info["active_round"] = 2
     a = write_dataset(frames[:6], tmp_path / "a.parquet")
     b = write_dataset(frames[6:], tmp_path / "b.parquet")
     out = tmp_path / "all.parquet"
@@ -50,6 +52,7 @@ def test_gather_and_inspect_in_process(tmp_path, frames, capsys):
     assert main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
     assert "12 structures" in text and "scf_not_converged 1" in text
+    assert "active_round: - 6, 2 6" in text  # rows per sampling round, '-' for none
 
 
 def test_errors_name_the_bad_input_and_exit_2(tmp_path, capsys):
