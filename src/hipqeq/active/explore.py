@@ -234,6 +234,7 @@ def explore_round(config: dict, model_dirs: Sequence[str | os.PathLike], structu
     hash_ = config_hash({"active_learning": config["active_learning"], "committee": fingerprint})
     all_frames, rows, walkers = [], [], []
     held_out = held_out_names(structures, held_out_parents)
+    trajectory_dir = Path(trajectory_dir)
     if held_out:
         log.info("round %d: no walker starts from the held-out test parents %s", round_, ", ".join(held_out))
     for walker in walker_plan(config, held_out):
@@ -241,9 +242,8 @@ def explore_round(config: dict, model_dirs: Sequence[str | os.PathLike], structu
                               config["active_learning"]["supercell"], walker.charge_offset_e)
         calculator.reset_warm_start()
         frames, deviations, summary = explore_walker(parent, walker, calculator, config, round_, fingerprint,
-                                                     window, Path(trajectory_dir))
-        frame_records(parent, frames, "active", walker.temperature_K, hash_, round_,
-                      walker.trajectory(Path(trajectory_dir)))
+                                                     window, trajectory_dir)
+        frame_records(parent, frames, "active", walker.temperature_K, hash_, round_, walker.trajectory(trajectory_dir))
         for frame, deviation in zip(frames, deviations):
             frame.info["structure_id"] = atoms_id(frame)
             rows.append({"round": round_, "walker": walker.name, "structure_id": frame.info["structure_id"],
