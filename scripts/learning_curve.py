@@ -1,15 +1,20 @@
 """Learning curve of a finished study (issue 15): test error against the number of
 training labels, the 4G potential against the short-range-only baseline.
 
-For each committee member k and fraction f, a random fraction f of member k's training
-rows (the labels the study's models trained on: with active learning, every round's; same
-held-out test and validation parents, the frames drawn within the training parents so
-every family keeps some) is kept, the short-range model (with the study's frozen charge
-model k) and the baseline are retrained on them with the study's settings, and `hipqeq
-validate` measures both on the test split (with the study's extra held-out labels,
-`selection.n_xtb_test`, where it has them). f = 1 uses the study's own models of member
-k. Each point is the mean over the members, with their lowest and highest as error bars
-(members differ in validation parents, initial weights and the subsample).
+For each committee member k and fraction f, a random fraction f of the labelled frames
+of each of member k's training parents is kept, at least one of each (the labels the
+study's models trained on: with active learning, every round's; same held-out test and
+validation parents). Every training parent keeps a frame because `hipqeq split` chose
+them so that the training rows span every composition and total charge: a subsample
+that drops the only neutral iodine vacancy leaves the 4G energy reference to extrapolate
+to it, and the curve would measure that, not the number of labels. The short-range
+model (with the study's frozen charge model k) and the baseline are retrained on them
+with the study's settings, and `hipqeq validate` measures both on the test split (with
+the study's extra held-out labels, `selection.n_xtb_test`, where it has them). f = 1
+uses the study's own models of member k. A model already trained on the same subset is
+reused, one trained on another (an older subsample) is retrained. Each point is the mean
+over the members, with their lowest and highest as error bars (members differ in
+validation parents, initial weights and the subsample).
 
     python scripts/learning_curve.py --study studies/cspbi-gfn1 \\
         --output docs/study/learning_curve
@@ -36,6 +41,7 @@ from hipqeq.data.io import write_table
 from hipqeq.data.split import read_splits
 from hipqeq.plan import TEST_LABELS_DATASET, study_config, training_dataset
 from hipqeq.training import train_model
+from hipqeq.training.data import file_sha256
 
 HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
 METRICS = ("energy_mae_mev_per_atom", "force_mae_mev_per_A")
@@ -43,18 +49,27 @@ KINDS = ("4g", "baseline")
 
 
 def subset_dataset(xtb: Path, splits: dict, member: int, fraction: float, seed: int, output: Path) -> int:
-    """Write ``xtb`` with only ``fraction`` of ``member``'s training rows; return their count."""
+    """Write ``xtb`` with ``fraction`` of the ok rows of each of ``member``'s training
+    parents (at least one each) and every row of the other parents; return how many
+    training rows it kept."""
     table = read_table(xtb)
-    train = set(splits["members"][member]["train"])
+    train = sorted(splits["members"][member]["train"])
     parents = np.array(table.column("parent_id").to_pylist())
     ok = np.array(table.column("status").to_pylist()) == "ok"
-    train_rows = np.flatnonzero(np.isin(parents, list(train)) & ok)
-    keep = np.random.default_rng(seed).choice(train_rows, size=max(1, round(fraction * len(train_rows))),
-                                              replace=False)
-    mask = ~np.isin(parents, list(train))
-    mask[keep] = True
+    rng = np.random.default_rng(seed)
+    mask = ~np.isin(parents, train)
+    for parent in train:
+        rows = np.flatnonzero((parents == parent) & ok)
+        if len(rows):
+            mask[rng.choice(rows, size=max(1, round(fraction * len(rows))), replace=False)] = True
     write_table(table.filter(pa.array(mask)), output)
-    return len(keep)
+    return int(np.count_nonzero(mask & np.isin(parents, train)))
+
+
+def trained_on(model: Path, dataset: Path) -> bool:
+    """Whether ``model`` is a finished model trained on ``dataset`` as it is now."""
+    summary = model / "model.json"
+    return summary.exists() and json.loads(summary.read_text())["dataset"]["sha256"] == file_sha256(dataset)
 
 
 def test_errors(study: Path, config: dict, config_path: Path, model: Path, baseline: Path, output_dir: Path) -> dict:
@@ -83,7 +98,7 @@ def member_points(study: Path, config: dict, config_path: Path, labels: Path, sp
         dataset = where / "xtb.parquet"
         n_train = subset_dataset(labels, splits, member, fraction, config["seed"] + member, dataset)
         for stage, out in (("short-range", where / "4g"), ("baseline", where / "baseline")):
-            if not (out / "model.json").exists():
+            if not trained_on(out, dataset):
                 train_model(stage, config, dataset=dataset, splits=results / "splits.json", member=member,
                             output=out, device="cpu",
                             charge_model=results / f"models/charges_{member}" if stage == "short-range" else None)
