@@ -43,6 +43,21 @@ def test_every_stage_produced_its_outputs(toy_run):
 
 
 @pytest.mark.slow
+def test_every_job_records_its_time(toy_run):
+    from hipqeq.timings import read_benchmarks, stage_rows
+
+    logs = {p.relative_to(toy_run / "logs").as_posix().removesuffix(".log")
+            for p in (toy_run / "logs").rglob("*.log")}
+    jobs = read_benchmarks(toy_run)
+    assert set(jobs.job) <= logs
+    assert set(jobs.stage) == {log.split("/")[0] for log in logs}
+    per_stage = jobs.stage.value_counts()
+    assert per_stage["sample_md"] == 8 and per_stage["label_xtb"] == 3 and per_stage["validate"] == 1
+    assert (jobs.wall_s > 0).all()
+    assert stage_rows(jobs)[-1]["jobs"] == len(jobs)
+
+
+@pytest.mark.slow
 def test_counts_are_conserved_from_selection_to_gather(toy_run):
     from hipqeq.data import read_table
 

@@ -70,6 +70,8 @@ rule split_active:
         settings=[config["seed"], config["training"]["split_fractions"], config["active_learning"]["n_models"]],
     log:
         "logs/split_active.log",
+    benchmark:
+        "logs/split_active.benchmark.tsv",
     conda:
         "../../envs/base.yaml"
     threads: 1
@@ -89,6 +91,8 @@ use rule train_charges as train_active_charges with:
         directory("results/active/{models}/charges_{member}"),
     log:
         "logs/train_active_charges/{models}_{member}.log",
+    benchmark:
+        "logs/train_active_charges/{models}_{member}.benchmark.tsv",
 
 
 use rule train_short_range as train_active_short_range with:
@@ -101,6 +105,8 @@ use rule train_short_range as train_active_short_range with:
         directory("results/active/r{round}/models/4g_{member}"),
     log:
         "logs/train_active_short_range/r{round}_{member}.log",
+    benchmark:
+        "logs/train_active_short_range/r{round}_{member}.benchmark.tsv",
 
 
 rule explore:
@@ -121,6 +127,8 @@ rule explore:
         trajectories="results/active/r{round}/walkers",
     log:
         "logs/explore/r{round}.log",
+    benchmark:
+        "logs/explore/r{round}.benchmark.tsv",
     conda:
         "../../envs/ml.yaml"
     threads: 2
@@ -146,6 +154,8 @@ checkpoint select_candidates:
         settings=[ROUND_SETTINGS, SELECTION],
     log:
         "logs/select_candidates/r{round}.log",
+    benchmark:
+        "logs/select_candidates/r{round}.benchmark.tsv",
     conda:
         "../../envs/base.yaml"
     threads: 1
@@ -165,6 +175,8 @@ use rule label_xtb as label_active with:
         "results/active/r{round}/labels/chunk_{chunk}.parquet",
     log:
         "logs/label_active/r{round}_chunk_{chunk}.log",
+    benchmark:
+        "logs/label_active/r{round}_chunk_{chunk}.benchmark.tsv",
 
 
 rule gather_active:
@@ -176,6 +188,8 @@ rule gather_active:
         counts="results/active/r{round}/xtb_counts.json",
     log:
         "logs/gather_active/r{round}.log",
+    benchmark:
+        "logs/gather_active/r{round}.benchmark.tsv",
     params:
         # the previous rounds' rows (--base) were checked when they were gathered: only
         # this round's labels count towards the limit
@@ -209,6 +223,8 @@ rule gather_active_final:
         counts="results/active/xtb_counts.json",
     log:
         "logs/gather_active_final.log",
+    benchmark:
+        "logs/gather_active_final.benchmark.tsv",
     conda:
         "../../envs/base.yaml"
     threads: 1
@@ -245,6 +261,8 @@ rule active_report:
         arguments=active_report_arguments,
     log:
         "logs/active_report.log",
+    benchmark:
+        "logs/active_report.benchmark.tsv",
     conda:
         "../../envs/base.yaml"
     threads: 1

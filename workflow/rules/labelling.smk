@@ -14,6 +14,8 @@ rule label_xtb:
         settings=config["xtb"],
     log:
         "logs/label_xtb/chunk_{chunk}.log",
+    benchmark:
+        "logs/label_xtb/chunk_{chunk}.benchmark.tsv",
     conda:
         XTB_ENV
     threads: 1
@@ -35,6 +37,8 @@ rule label_dft:
         settings=config["dft"],
     log:
         "logs/label_dft/chunk_{chunk}.log",
+    benchmark:
+        "logs/label_dft/chunk_{chunk}.benchmark.tsv",
     conda:
         DFT_ENV
     threads: 8
@@ -55,6 +59,8 @@ rule ingest_dft:
         settings=config["dft"],
     log:
         "logs/ingest_dft.log",
+    benchmark:
+        "logs/ingest_dft.benchmark.tsv",
     conda:
         "../../envs/base.yaml"
     threads: 1
@@ -75,6 +81,8 @@ rule gather_xtb:
         max_failed_fraction=config["selection"]["max_failed_fraction"],
     log:
         "logs/gather_xtb.log",
+    benchmark:
+        "logs/gather_xtb.benchmark.tsv",
     conda:
         "../../envs/base.yaml"
     threads: 1
@@ -96,6 +104,8 @@ rule gather_dft:
         max_failed_fraction=config["selection"]["max_failed_fraction"],
     log:
         "logs/gather_dft.log",
+    benchmark:
+        "logs/gather_dft.benchmark.tsv",
     conda:
         "../../envs/base.yaml"
     threads: 1
@@ -118,6 +128,8 @@ rule select_test:
         settings=[config["selection"]["n_xtb_test"], SELECTION],
     log:
         "logs/select_test.log",
+    benchmark:
+        "logs/select_test.benchmark.tsv",
     conda:
         "../../envs/base.yaml"
     threads: 1
@@ -137,6 +149,8 @@ use rule label_xtb as label_xtb_test with:
         "results/labels/xtb_test/chunk_{chunk}.parquet",
     log:
         "logs/label_xtb_test/chunk_{chunk}.log",
+    benchmark:
+        "logs/label_xtb_test/chunk_{chunk}.benchmark.tsv",
 
 
 use rule gather_xtb as gather_xtb_test with:
@@ -147,6 +161,8 @@ use rule gather_xtb as gather_xtb_test with:
         counts="results/datasets/xtb_test_counts.json",
     log:
         "logs/gather_xtb_test.log",
+    benchmark:
+        "logs/gather_xtb_test.benchmark.tsv",
 
 
 use rule label_dft as label_dft_test with:
@@ -157,6 +173,8 @@ use rule label_dft as label_dft_test with:
         "results/labels/dft_test/chunk_{chunk}.parquet",
     log:
         "logs/label_dft_test/chunk_{chunk}.log",
+    benchmark:
+        "logs/label_dft_test/chunk_{chunk}.benchmark.tsv",
 
 
 use rule gather_dft as gather_dft_test with:
@@ -167,3 +185,5 @@ use rule gather_dft as gather_dft_test with:
         counts="results/datasets/dft_test_counts.json",
     log:
         "logs/gather_dft_test.log",
+    benchmark:
+        "logs/gather_dft_test.benchmark.tsv",

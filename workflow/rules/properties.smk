@@ -31,6 +31,8 @@ rule properties:
         settings=config["properties"],
     log:
         "logs/properties/{structure}.log",
+    benchmark:
+        "logs/properties/{structure}.benchmark.tsv",
     conda:
         "../../envs/ml.yaml"
     threads: 2

@@ -18,6 +18,8 @@ rule sample_md:
         trajectory="results/sampling/{structure}/T{temperature}_r{replica}.traj",
     log:
         "logs/sample_md/{structure}_T{temperature}_r{replica}.log",
+    benchmark:
+        "logs/sample_md/{structure}_T{temperature}_r{replica}.benchmark.tsv",
     conda:
         "../../envs/xtb.yaml"
     threads: 1  # many small jobs locally; profiles/slurm gives cluster jobs more (set-threads)
@@ -39,6 +41,8 @@ rule sample_rattle:
         settings=[config["seed"], config["sampling"]["rattle"]],
     log:
         "logs/sample_rattle/{structure}.log",
+    benchmark:
+        "logs/sample_rattle/{structure}.benchmark.tsv",
     conda:
         "../../envs/base.yaml"
     threads: 1
@@ -59,6 +63,8 @@ rule select:
         settings=[config["seed"], SELECTION],
     log:
         "logs/select.log",
+    benchmark:
+        "logs/select.benchmark.tsv",
     conda:
         "../../envs/base.yaml"
     threads: 1
@@ -78,6 +84,8 @@ rule select_dft:
         n_dft=config["selection"]["n_dft"],
     log:
         "logs/select_dft.log",
+    benchmark:
+        "logs/select_dft.benchmark.tsv",
     conda:
         "../../envs/base.yaml"
     threads: 1

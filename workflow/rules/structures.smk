@@ -9,6 +9,8 @@ rule build_structures:
         settings=config["structures"],  # re-run when the section changes
     log:
         "logs/build_structures.log",
+    benchmark:
+        "logs/build_structures.benchmark.tsv",
     conda:
         "../../envs/base.yaml"
     threads: 1
@@ -29,6 +31,8 @@ rule split:
         settings=[config["seed"], config["training"]["split_fractions"], config["training"]["n_models"]],
     log:
         "logs/split.log",
+    benchmark:
+        "logs/split.benchmark.tsv",
     conda:
         "../../envs/base.yaml"
     threads: 1
@@ -54,6 +58,8 @@ rule check_convergence:
                                     config["training"]["qeq_parameters"]],  # widths of the subtracted E_elec
     log:
         "logs/check_convergence/{level}/{name}.log",
+    benchmark:
+        "logs/check_convergence/{level}/{name}.benchmark.tsv",
     conda:
         lambda wildcards: LABEL_ENVS[wildcards.level]
     threads: 4

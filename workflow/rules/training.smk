@@ -15,6 +15,8 @@ rule train_charges:
         settings=HIPNN_TRAINING,
     log:
         "logs/train_charges/{member}.log",
+    benchmark:
+        "logs/train_charges/{member}.benchmark.tsv",
     conda:
         "../../envs/ml.yaml"
     threads: 4
@@ -39,6 +41,8 @@ rule train_short_range:
         settings=HIPNN_TRAINING,
     log:
         "logs/train_short_range/{member}.log",
+    benchmark:
+        "logs/train_short_range/{member}.benchmark.tsv",
     conda:
         "../../envs/ml.yaml"
     threads: 4
@@ -63,6 +67,8 @@ rule train_baseline:
         settings=HIPNN_TRAINING,
     log:
         "logs/train_baseline/{member}.log",
+    benchmark:
+        "logs/train_baseline/{member}.benchmark.tsv",
     conda:
         "../../envs/ml.yaml"
     threads: 4
@@ -86,6 +92,8 @@ rule train_peer:
         settings=config["training"],
     log:
         "logs/train_peer/{member}.log",
+    benchmark:
+        "logs/train_peer/{member}.benchmark.tsv",
     conda:
         "../../envs/ml.yaml"
     threads: 4

@@ -14,6 +14,8 @@ rule md_check:
         settings=config["validation"],
     log:
         "logs/md_check/{kind}_{structure}.log",
+    benchmark:
+        "logs/md_check/{kind}_{structure}.benchmark.tsv",
     conda:
         "../../envs/ml.yaml"
     threads: 2
@@ -56,6 +58,8 @@ rule validate:
         dft_test=lambda wildcards, input: f"--dft-test {input.dft_test}" if input.dft_test else "",
     log:
         "logs/validate.log",
+    benchmark:
+        "logs/validate.benchmark.tsv",
     conda:
         "../../envs/ml.yaml"
     threads: 2

@@ -38,6 +38,7 @@ VERBS = (
     ("active-report", "active_report"),
     ("models", "models"),
     ("inspect", "inspect"),
+    ("timings", "timings"),
 )
 
 EPILOG = """\
