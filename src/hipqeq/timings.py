@@ -26,7 +26,10 @@ def read_benchmarks(workdir: str | os.PathLike) -> pd.DataFrame:
     rows = []
     for path in sorted(logs.rglob(f"*{BENCHMARK_SUFFIX}")):
         job = path.relative_to(logs).as_posix().removesuffix(BENCHMARK_SUFFIX)
-        record = pd.read_csv(path, sep="\t", na_values=["NA", "-"])
+        try:
+            record = pd.read_csv(path, sep="\t", na_values=["NA", "-"])
+        except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+            raise HipqeqError(f"{path}: not a Snakemake benchmark file ({exc})") from None
         if record.empty or "s" not in record:
             raise HipqeqError(f"{path}: not a Snakemake benchmark file (no 's' column or no row)")
         rows += [{"stage": job.split("/")[0], "job": job, "wall_s": float(line["s"]),
@@ -50,8 +53,7 @@ def duration(seconds: float) -> str:
 def stage_rows(jobs: pd.DataFrame) -> list[dict]:
     """Per stage, the most summed wall time first, then 'all stages': jobs, summed and
     longest wall time, summed CPU time and the largest resident memory."""
-    groups = [(stage, group) for stage, group in jobs.groupby("stage")]
-    groups.sort(key=lambda item: -item[1].wall_s.sum())
+    groups = sorted(jobs.groupby("stage"), key=lambda item: -item[1].wall_s.sum())
 
     def row(name: str, group: pd.DataFrame) -> dict:
         return dict(zip(COLUMNS, (name, len(group), duration(group.wall_s.sum()), duration(group.wall_s.max()),

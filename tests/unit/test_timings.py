@@ -59,6 +59,14 @@ def test_a_run_without_benchmarks_is_an_error_naming_the_folder(tmp_path):
         read_benchmarks(tmp_path)
 
 
+@pytest.mark.parametrize("text", ["", "s\th:m:s\n"])
+def test_an_unreadable_benchmark_is_an_error_naming_it(run, text):
+    bad = run / "logs" / "label_xtb" / "chunk_2.benchmark.tsv"
+    bad.write_text(text)
+    with pytest.raises(HipqeqError, match="chunk_2.benchmark.tsv: not a Snakemake benchmark file"):
+        read_benchmarks(run)
+
+
 def test_cli_prints_the_stage_table(run, capsys):
     assert main(["timings", str(run)]) == 0
     out = capsys.readouterr().out
