@@ -57,13 +57,14 @@ def subset_dataset(xtb: Path, splits: dict, member: int, fraction: float, seed: 
     parents = np.array(table.column("parent_id").to_pylist())
     ok = np.array(table.column("status").to_pylist()) == "ok"
     rng = np.random.default_rng(seed)
-    mask = ~np.isin(parents, train)
+    in_train = np.isin(parents, train)
+    mask = ~in_train
     for parent in train:
         rows = np.flatnonzero((parents == parent) & ok)
         if len(rows):
             mask[rng.choice(rows, size=max(1, round(fraction * len(rows))), replace=False)] = True
     write_table(table.filter(pa.array(mask)), output)
-    return int(np.count_nonzero(mask & np.isin(parents, train)))
+    return int(np.count_nonzero(mask & in_train))
 
 
 def trained_on(model: Path, dataset: Path) -> bool:
