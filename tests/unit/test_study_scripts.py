@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ase.calculators.calculator import Calculator, all_changes
 
 from hipqeq.data import read_table
 from hipqeq.data.io import write_dataset
@@ -16,12 +17,21 @@ from hipqeq.training.data import file_sha256
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
-@pytest.fixture(scope="module")
-def learning_curve():
-    spec = importlib.util.spec_from_file_location("learning_curve", SCRIPTS / "learning_curve.py")
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def learning_curve():
+    return load_script("learning_curve")
+
+
+@pytest.fixture(scope="module")
+def study_sanity():
+    return load_script("study_sanity")
 
 
 @pytest.fixture
@@ -63,3 +73,47 @@ def test_a_model_of_another_subsample_is_not_reused(learning_curve, labels, tmp_
     assert learning_curve.trained_on(model, labels)
     learning_curve.subset_dataset(labels, SPLITS, 0, 0.5, seed=3, output=labels)
     assert not learning_curve.trained_on(model, labels)
+
+
+class CubicWell(Calculator):
+    """E/atom = k (V^(1/3) - a0)^2 in eV, no forces: a lattice constant of ``a0`` A."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, a0_A: float, k: float = 0.5):
+        super().__init__()
+        self.a0_A, self.k = a0_A, k
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        a = self.atoms.get_volume() ** (1 / 3)
+        self.results = {"energy": len(self.atoms) * self.k * (a - self.a0_A) ** 2,
+                        "forces": np.zeros((len(self.atoms), 3))}
+
+
+def test_cubic_scan_finds_the_lattice_constant(study_sanity):
+    seed, a_seed = study_sanity.cubic_seed()
+    assert len(seed) == 5 and a_seed == pytest.approx(seed.get_volume() ** (1 / 3))
+    scan = study_sanity.lattice_scan(seed, a_seed, study_sanity.isotropic, [-2, 0, 2, 4, 6],
+                                     CubicWell(a_seed * 1.021), labeller=None)
+    assert scan["a0_model_A"] == pytest.approx(a_seed * 1.021, rel=1e-6)
+    assert [p["a_A"] for p in scan["points"]] == pytest.approx([a_seed * (1 + s / 100) for s in (-2, 0, 2, 4, 6)])
+    assert "a0_reference_A" not in scan
+
+
+def test_no_lattice_constant_outside_the_scan_or_from_a_ragged_curve(study_sanity):
+    a = np.linspace(6.0, 6.5, 6)
+    assert study_sanity.parabola_minimum(a, (a - 6.2) ** 2)[0] == pytest.approx(6.2)
+    assert study_sanity.parabola_minimum(a, (a - 7.0) ** 2)[0] is None  # minimum beyond the scan
+    assert study_sanity.parabola_minimum(a, -(a - 6.2) ** 2)[0] is None  # a maximum
+    ragged = (a - 6.2) ** 2 + np.array([0.1, -0.1, 0.1, -0.1, 0.1, -0.1])
+    value, r2 = study_sanity.parabola_minimum(a, ragged)
+    assert value is None and r2 < 0.9
+
+
+def test_the_lattice_constant_comes_from_the_points_near_the_minimum(study_sanity):
+    a = np.arange(5.8, 7.0, 0.05)
+    morse = (1 - np.exp(-2 * (a - 6.4))) ** 2  # steep below 6.4 A, soft above: no parabola overall
+    c2, c1, _ = np.polyfit(a, morse, 2)
+    assert abs(-c1 / (2 * c2) - 6.4) > 0.1  # a parabola through the whole scan misses it
+    assert study_sanity.parabola_minimum(a, morse)[0] == pytest.approx(6.4, abs=0.01)
