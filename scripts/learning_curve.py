@@ -141,12 +141,22 @@ def plot(points: list[dict], output: Path) -> None:
     fig.savefig(output.with_suffix(".png"), dpi=150)
 
 
+def subsample_fraction(text: str) -> float:
+    """A ``--fractions`` value: 0 < f < 1 (f = 1 is the study's own models, not a retraining)."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: a fraction must lie strictly between 0 and 1; "
+                                         "the full training set (1) is always a point, from the study's own models")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", type=Path, required=True)
     parser.add_argument("--config", type=Path,
                         help="the study's config (default: STUDY/study.yaml, the one its run used)")
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5])
+    parser.add_argument("--fractions", type=subsample_fraction, nargs="+", default=[0.25, 0.5],
+                        help="fractions below 1 to retrain on (1, the study's own models, is always a point)")
     parser.add_argument("--members", type=int, nargs="+",
                         help="committee members to retrain (default: every member of the study's split)")
     parser.add_argument("--output", type=Path, required=True, help="output stem (writes .json and .png)")

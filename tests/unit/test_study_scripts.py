@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -63,6 +64,13 @@ def test_subsample_draws_frames_within_each_parent(learning_curve, labels, tmp_p
         sub = read_table(tmp_path / "sub.parquet").to_pandas()
         drawn.add(tuple(np.round(sub[sub.parent_id == "parent0"].energy, 6)))
     assert len(drawn) > 1
+
+
+@pytest.mark.parametrize("text", ["0", "1", "1.0", "1.5", "-0.2"])
+def test_a_fraction_outside_zero_and_one_is_refused(learning_curve, text):
+    with pytest.raises(argparse.ArgumentTypeError, match="strictly between 0 and 1"):
+        learning_curve.subsample_fraction(text)
+    assert learning_curve.subsample_fraction("0.25") == 0.25
 
 
 def test_a_model_of_another_subsample_is_not_reused(learning_curve, labels, tmp_path):
