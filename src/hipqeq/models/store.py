@@ -61,6 +61,18 @@ FORMAT_VERSION = 6
 READABLE_FORMATS = (4, 5, 6)
 KINDS = ("charges", "short-range", "baseline")
 CHARGE_MODEL_DIR = "charge_model"
+#: What a model directory may hold beside the model: hippynn's experiment files, and
+#: MACE's pickled copy of ``weights.pt``. Neither is committed with a study nor shipped.
+WORKING_FILES = ("hippynn", "mace.model")
+
+
+def model_files(model_dir: str | os.PathLike) -> list[Path]:
+    """The files that make the model in ``model_dir``, sorted: every file under it but the
+    :data:`WORKING_FILES`, so that what is computed from them (a provenance hash, a training
+    run's fingerprint) is the same in a fresh clone as where the model was trained."""
+    root = Path(model_dir)
+    return sorted(p for p in root.rglob("*")
+                  if p.is_file() and not set(p.relative_to(root).parts) & set(WORKING_FILES))
 
 
 def read_json(path: Path) -> dict:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from hipqeq import __version__
+from hipqeq.models.store import model_files
 from hipqeq.training.data import file_sha256
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,8 @@ def checkpoint_path(output: str | os.PathLike) -> Path:
 
 
 def _input_files(path: Path) -> list[Path]:
-    """``path``, or the files under a directory (a model's, without hippynn's own files)."""
-    if not path.is_dir():
-        return [path]
-    return sorted(p for p in path.rglob("*") if p.is_file() and "hippynn" not in p.relative_to(path).parts)
+    """``path``, or the files of the model in a directory (:func:`hipqeq.models.store.model_files`)."""
+    return model_files(path) if path.is_dir() else [path]
 
 
 def run_fingerprint(inputs: list[str | os.PathLike], **settings) -> str:

@@ -42,6 +42,7 @@ import math
 import os
 from pathlib import Path
 
+from hipqeq.models.store import model_files
 from hipqeq.validation.metrics import QUANTITIES
 
 SCHEMA_VERSION = 1
@@ -63,11 +64,12 @@ _COLUMNS = {"energy": ("E", "energy", "mev_per_atom", "meV/atom"),
 
 
 def directory_hash(path: str | os.PathLike) -> str:
-    """sha256 over every file under ``path``: relative paths and contents, in sorted
-    order, so that the same model files always give the same hash."""
+    """sha256 over the model files under ``path`` (:func:`hipqeq.models.store.model_files`:
+    not hippynn's working files): relative paths and contents, in sorted order, so that
+    the same model always gives the same hash, wherever it was trained or cloned."""
     root = Path(path)
     digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+    for file in model_files(root):
         digest.update(file.relative_to(root).as_posix().encode() + b"\0")
         digest.update(file.read_bytes())
     return digest.hexdigest()

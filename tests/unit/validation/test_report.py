@@ -22,6 +22,22 @@ def test_directory_hash_follows_names_and_contents(tmp_path):
     assert directory_hash(a) != directory_hash(b), "a moved file changes the hash"
 
 
+def test_directory_hash_ignores_training_working_files(tmp_path):
+    """A model committed without hippynn's experiment files or MACE's pickled copy (a fresh
+    clone) hashes as it did where it was trained."""
+    (tmp_path / "model.json").write_text("{}")
+    (tmp_path / "charge_model").mkdir()
+    (tmp_path / "charge_model" / "weights.pt").write_bytes(b"\x00")
+    before = directory_hash(tmp_path)
+    for working in ("hippynn", "charge_model/hippynn"):
+        (tmp_path / working).mkdir()
+        (tmp_path / working / "experiment_log.txt").write_text("epoch 1")
+    (tmp_path / "mace.model").write_bytes(b"pickle")
+    assert directory_hash(tmp_path) == before
+    (tmp_path / "charge_model" / "weights.pt").write_bytes(b"\x01")
+    assert directory_hash(tmp_path) != before, "the charge model's weights are part of the model"
+
+
 def test_metrics_json_writes_non_finite_numbers_as_null(tmp_path):
     path = write_metrics_json({"x": float("nan"), "y": [float("inf"), 1.0], "z": {"w": 2}}, tmp_path / "m.json")
     assert json.loads(path.read_text()) == {"x": None, "y": [None, 1.0], "z": {"w": 2}}
