@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--temperatures-K", type=float, nargs="*", default=[300, 500], help="none: no MD")
     parser.add_argument("--md-ps", type=float, default=20.0)
     parser.add_argument("--timestep-fs", type=float, default=2.0)
-    parser.add_argument("--no-reference", action="store_true", help="skip the CP2K energies of the scans")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference level's energies of the scans")
     args = parser.parse_args()
 
     from hipqeq.config import load_config
