@@ -104,7 +104,8 @@ def parabola_minimum(a, energy, min_r2: float = 0.9, window: int = 5) -> tuple[f
     at either end), the parabola is convex, fits (R^2 >= ``min_r2``) and has its vertex
     within the window: a flat or ragged E(a), or one still falling at an end, has no
     lattice constant to report. Only the points near the minimum count, because E(a) is
-    not a parabola over a wide scan (on cubic CsPbI3, a fit over -7 to +5 % moved the model's vertex by 0.1 A)."""
+    not a parabola over a wide scan (on cubic CsPbI3, a fit over -7 to +5 % moved the
+    model's vertex by 0.1 A)."""
     order = np.argsort(a)
     a, energy = np.asarray(a)[order], np.asarray(energy)[order]
     lowest = int(np.argmin(energy))
