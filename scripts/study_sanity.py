@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -57,13 +58,6 @@ def cubic_seed(repeat: int = 1):
     lattice constant (A)."""
     seed = phase("alpha", (repeat,) * 3)
     return seed, float(np.linalg.norm(seed.cell[0])) / repeat
-
-
-def isotropic(atoms, percent: float):
-    """``atoms`` with every lattice vector scaled by 1 + percent/100 (fractional coordinates kept)."""
-    scaled = atoms.copy()
-    scaled.set_cell(atoms.cell.array * (1 + percent / 100), scale_atoms=True)
-    return scaled
 
 
 def lattice_scan(seed, a_seed: float, deform, strains_percent, calc, labeller) -> dict:
@@ -109,13 +103,13 @@ def parabola_minimum(a, energy, min_r2: float = 0.9, window: int = 5) -> tuple[f
     order = np.argsort(a)
     a, energy = np.asarray(a)[order], np.asarray(energy)[order]
     lowest = int(np.argmin(energy))
+    inside = 0 < lowest < len(a) - 1
     start = min(max(0, lowest - window // 2), max(0, len(a) - window))
     a, energy = a[start:start + window], energy[start:start + window]
     coefficients = np.polyfit(a, energy, 2)
     residual = energy - np.polyval(coefficients, a)
     r2 = float(1.0 - residual.var() / energy.var()) if energy.var() > 0 else 0.0
     c2, c1, _ = coefficients
-    inside = 0 < lowest < len(order) - 1
     a0 = -c1 / (2 * c2) if c2 > 0 and inside and r2 >= min_r2 else None
     return (float(a0) if a0 is not None and a.min() <= a0 <= a.max() else None), r2
 
@@ -200,7 +194,8 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     vacuum_A = config["structures"]["seeds"][0].get("vacuum_A", 30.0)
     requested = {"lattice": (args.strains, in_plane_seed(vacuum_A), strain, labeller),
-                 "cubic_lattice": (args.cubic_strains, cubic_seed(args.cubic_repeat), isotropic, cubic_labeller)}
+                 "cubic_lattice": (args.cubic_strains, cubic_seed(args.cubic_repeat), partial(strain, mode="isotropic"),
+                                   cubic_labeller)}
     scans = {}
     for key, (strains, (seed, a_seed), deform, reference) in requested.items():
         if strains:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from hipqeq.data import read_table
 from hipqeq.data.io import write_dataset
+from hipqeq.structures.transform import strain
 from hipqeq.training.data import file_sha256
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -102,7 +104,7 @@ class CubicWell(Calculator):
 def test_cubic_scan_finds_the_lattice_constant(study_sanity):
     seed, a_seed = study_sanity.cubic_seed()
     assert len(seed) == 5 and a_seed == pytest.approx(seed.get_volume() ** (1 / 3))
-    scan = study_sanity.lattice_scan(seed, a_seed, study_sanity.isotropic, [-2, 0, 2, 4, 6],
+    scan = study_sanity.lattice_scan(seed, a_seed, partial(strain, mode="isotropic"), [-2, 0, 2, 4, 6],
                                      CubicWell(a_seed * 1.021), labeller=None)
     assert scan["a0_model_A"] == pytest.approx(a_seed * 1.021, rel=1e-6)
     assert [p["a_A"] for p in scan["points"]] == pytest.approx([a_seed * (1 + s / 100) for s in (-2, 0, 2, 4, 6)])

@@ -72,7 +72,7 @@ def model_files(model_dir: str | os.PathLike) -> list[Path]:
     run's fingerprint) is the same in a fresh clone as where the model was trained."""
     root = Path(model_dir)
     return sorted(p for p in root.rglob("*")
-                  if p.is_file() and not set(p.relative_to(root).parts) & set(WORKING_FILES))
+                  if p.is_file() and set(WORKING_FILES).isdisjoint(p.relative_to(root).parts))
 
 
 def read_json(path: Path) -> dict:

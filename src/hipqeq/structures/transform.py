@@ -19,13 +19,19 @@ from hipqeq.errors import StructureError
 PB_I_BOND_MAX_A = 3.6
 
 
+#: Lattice vectors (a, b, c) each strain mode scales.
+STRAINED_VECTORS = {"biaxial": (True, True, False), "uniaxial": (True, False, False),
+                    "isotropic": (True, True, True)}
+
+
 def strain(atoms: Atoms, percent: float, mode: str = "biaxial") -> Atoms:
-    """In-plane strain of ``percent`` %: ``biaxial`` scales lattice vectors a and b,
-    ``uniaxial`` scales a only; fractional coordinates are kept (bonds stretch with the
-    cell, the slab thickness and vacuum do not change)."""
-    if mode not in ("biaxial", "uniaxial"):
-        raise StructureError(f"strain mode must be 'biaxial' or 'uniaxial', got '{mode}'")
-    factors = np.array([1 + percent / 100, 1 + percent / 100 if mode == "biaxial" else 1.0, 1.0])
+    """Strain of ``percent`` %: ``biaxial`` scales lattice vectors a and b (in-plane),
+    ``uniaxial`` a only, ``isotropic`` all three (a 3D cell's volume scan); fractional
+    coordinates are kept (bonds stretch with the cell; under in-plane strain the slab
+    thickness and vacuum do not change)."""
+    if mode not in STRAINED_VECTORS:
+        raise StructureError(f"strain mode must be one of {', '.join(STRAINED_VECTORS)}, got '{mode}'")
+    factors = np.where(STRAINED_VECTORS[mode], 1 + percent / 100, 1.0)
     strained = atoms.copy()
     strained.set_cell(atoms.cell.array * factors[:, None], scale_atoms=True)
     return strained

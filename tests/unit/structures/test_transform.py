@@ -22,6 +22,15 @@ def test_strain_scales_in_plane_only(mode, expected):
     assert np.ptp(strained.positions[:, 2]) == pytest.approx(np.ptp(slab.positions[:, 2]))
 
 
+def test_isotropic_strain_scales_the_whole_cell():
+    cubic = phase("alpha")
+    strained = strain(cubic, -3.0, "isotropic")
+    assert strained.cell.lengths() / cubic.cell.lengths() == pytest.approx([0.97, 0.97, 0.97])
+    assert strained.get_scaled_positions() == pytest.approx(cubic.get_scaled_positions())
+    with pytest.raises(StructureError, match="strain mode"):
+        strain(cubic, 1.0, "shear")
+
+
 @pytest.mark.parametrize("atoms", [ruddlesden_popper(1, "slab", supercell=(2, 2, 1)),
                                    ruddlesden_popper(2, "bulk", supercell=(2, 2, 1)),
                                    phase("alpha", (2, 2, 2))], ids=["rp1_slab", "rp2_bulk", "alpha"])
