@@ -143,6 +143,9 @@ def _check_cross_references(config: dict, source: str) -> None:
     if training["peer"]["n_models"] > training["n_models"]:
         raise ConfigError(f"{source}: invalid config at 'training/peer/n_models': {training['peer']['n_models']} "
                           f"exceeds training.n_models = {training['n_models']} (the split has that many members)")
+    if training["charges"]["stage_two"] is not None:
+        raise ConfigError(f"{source}: invalid config at 'training/charges/stage_two': the charge model has no "
+                          "energy to weight; stage_two applies to short_range and peer.fit")
     built = structure_names(config)
     unknown = sorted(set(config["validation"]["md_structures"]) - set(built))
     if unknown:

@@ -22,6 +22,10 @@ Rows whose status is not ok, or whose needed labels are missing or NaN, are drop
 with a count in the log. Rows are assigned to train/valid/test by parent structure
 from --splits; test rows are never read for training.
 
+Energy models can end with an energy-weighted second stage (the fit section's
+stage_two: more epochs from the best weights with another force_weight and learning
+rate); --init-from starts from a trained model instead of training afresh.
+
 A run saves its state after every epoch to OUTPUT.resume.pt (beside the model directory);
 the same command run again after a kill, a time limit or Ctrl-C resumes from there (on CPU
 to the weights an uninterrupted run gives) and removes the file once the model is written.
@@ -58,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trained charge model directory (short-range only)")
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="DIR",
                         help="model directory to write")
+    parser.add_argument("--init-from", type=Path, metavar="DIR",
+                        help="start from this trained model directory's weights (same stage, network "
+                             "and species; short-range: trained with --charge-model) instead of "
+                             "training afresh: with the config's stage_two only that stage runs "
+                             "(refine a trained model), without it the main schedule does "
+                             "(fine-tune, e.g. a pretrained potential on new labels)")
     add_device_argument(parser, "to train on")
     add_seed_argument(parser)
 
@@ -68,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     config = load(args)
     summary = train_model(args.stage, config, dataset=args.dataset, splits=args.splits,
                           member=args.member, output=args.output, charge_model=args.charge_model,
-                          device=args.device, seed=args.seed)
+                          device=args.device, seed=args.seed, init_from=args.init_from)
     resumed = f" (resumed after {summary['epochs_resumed']} epochs)" if summary["epochs_resumed"] else ""
     print(f"trained {args.stage} model in {args.output}{resumed}: best epoch {summary['best_epoch']}, "
           f"best validation loss {summary['best_valid_loss']:.6g}")

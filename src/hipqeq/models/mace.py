@@ -19,7 +19,9 @@ Model directory (kind ``mace``)::
     <model dir>/
       model.json            format_version (:data:`FORMAT_VERSION`), kind "mace", species,
                             dtype, units, dataset and split provenance (sha256), seed,
-                            device, best_epoch, best_valid_loss, epochs_run, e0s_eV,
+                            device, best_epoch, best_valid_loss, epochs_run, stage_two,
+                            energy_reference_refits, init_from (as
+                            :mod:`hipqeq.models.store` says), e0s_eV (after the refits),
                             avg_num_neighbors, force_scale_eV_per_A, hipqeq_version,
                             mace_version, torch_version
       hyperparameters.json  {"model": architecture (:func:`mace_hyperparameters`),

@@ -8,7 +8,8 @@
       hyperparameters.json  network (and QEq) settings the modules are rebuilt from,
                             plus the fit settings used
       weights.pt            torch state_dict of the model's modules
-      training_curves.csv   per-epoch losses (train and valid) and learning rate
+      training_curves.csv   per-epoch losses (train and valid) and learning rate (and the
+                            stage, 1 or 2, where an energy-weighted second stage ran)
       training_curves.png   the same, plotted
       charge_model/         (4G potentials only) the frozen charge model, a complete
                             model directory of kind "charges"
@@ -20,7 +21,12 @@ HIP-NN + the charge model it was trained with), ``baseline`` (short-range HIP-NN
 ``model.json`` keys: ``format_version``, ``kind``, ``species`` (atomic numbers), ``dtype``,
 ``units`` (energy, forces, stress, charges, positions), ``dataset`` and ``split`` (path,
 sha256; split also member, n_train, n_valid, valid_is_train), ``seed``, ``device``,
-``best_epoch``, ``best_valid_loss``, ``epochs_run``, ``hipqeq_version``,
+``best_epoch``, ``best_valid_loss``, ``epochs_run`` (rows of ``training_curves.csv``; with
+a second stage the best epoch is that stage's, its loss the stage's own), ``stage_two``
+(its fit settings, or null), ``energy_reference_refits`` (energy models: one per schedule,
+the training rows' energy RMSE before and after and the shift added to the zeroth
+term, :func:`hipqeq.training.common.refit_record`) and ``init_from`` (path and weights sha256 of the model the
+run started from, or null), ``hipqeq_version``,
 ``hippynn_version``, ``torch_version``, and for ``short-range`` ``charge_model`` (path and
 sha256 of the charge model's model.json). ``hyperparameters.json`` holds ``model`` (the
 network settings of :func:`hipqeq.models.network.network_hyperparameters`, plus

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from hippynn.tools import active_directory
 
 from hipqeq.errors import HipqeqError
 from hipqeq.training.checkpoint import TrainingCheckpoint
-from hipqeq.training.common import STOPPING_KEY
+from hipqeq.training.common import STOPPING_KEY, FitResult
 from hipqeq.training.data import train_valid_rows
 
 log = logging.getLogger(__name__)
@@ -41,19 +40,6 @@ log = logging.getLogger(__name__)
 #: hippynn evaluates a random fraction of the training set each epoch; small sets are
 #: evaluated whole (the fraction falls from 1 to 0.1 as the set grows to this size).
 FULL_TRAIN_EVAL_ROWS = 256
-
-
-@dataclasses.dataclass
-class FitResult:
-    """Per-epoch history (list of dicts: epoch, lr, train_<metric>, valid_<metric>),
-    the best epoch (0-based) and its validation loss, whether valid was the train set, and
-    how many epochs came from a checkpoint (0 for a run from the start)."""
-
-    history: list[dict]
-    best_epoch: int
-    best_valid_loss: float
-    valid_is_train: bool
-    resumed_epochs: int = 0
 
 
 def _database(arrays: dict, splits: np.ndarray, db_info: dict, seed: int) -> tuple[Database, bool]:

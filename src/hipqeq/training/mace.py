@@ -20,6 +20,11 @@ Training (mace-torch's Python API; the loop is this module's, in the manner of
   the best validation epoch are kept. The per-epoch training loss is the mean of the
   batch losses over the epoch (weights changing meanwhile); the validation loss is
   evaluated with the epoch's final weights;
+- with ``training.peer.fit.stage_two``, a second schedule from those weights under its
+  own force weight and learning rate, as the HIP-NN energy stages have;
+- after each schedule the E0s are refit by least squares to the trained model's
+  residuals on the training rows (:func:`refit_e0s`), as the HIP-NN energy stages refit
+  their zeroth term;
 - an interrupted run resumes from its checkpoint, as the HIP-NN stages do
   (:mod:`hipqeq.training.checkpoint`).
 
@@ -49,10 +54,14 @@ from mace.tools import AtomicNumberTable, torch_geometric
 
 from hipqeq import __version__
 from hipqeq.errors import HipqeqError
-from hipqeq.models.mace import build_mace, default_dtype, mace_hyperparameters, save_peer
+from hipqeq.models.mace import (WEIGHTS_FILE, build_mace, default_dtype, load_mace, mace_hyperparameters,
+                                read_peer_metadata, save_peer)
 from hipqeq.models.potential import resolve_device
-from hipqeq.training.checkpoint import TrainingCheckpoint, run_fingerprint
-from hipqeq.training.common import STOPPING_KEY, member_seed, write_curves
+from hipqeq.models.store import read_json
+from hipqeq.training.checkpoint import TrainingCheckpoint, checkpoint_path, run_fingerprint
+from hipqeq.training.common import (STOPPING_KEY, FitResult, energy_reference_weights, joined_history,
+                                    member_seed, reference_design, refit_record, seed_stage_two, stage_two_output,
+                                    stage_two_settings, write_curves)
 from hipqeq.training.data import file_sha256, load_stage_table, train_valid_rows
 from hipqeq.units import DATASET_UNITS
 
@@ -93,7 +102,7 @@ def _validation_metrics(model, loader, device, force_weight: float) -> dict:
 
 
 def _fit(model, train_loader, valid_loader, fit_settings: dict, device, description: str,
-         checkpoint: TrainingCheckpoint):
+         checkpoint: TrainingCheckpoint, valid_is_train: bool) -> FitResult:
     """Train ``model`` in place (best validation weights restored), saving the state to
     ``checkpoint`` after each epoch training goes on from and resuming from it; returns
     the per-epoch history (epoch, lr, train_Loss, valid_<metric>), the best epoch
@@ -140,14 +149,54 @@ def _fit(model, train_loader, valid_loader, fit_settings: dict, device, descript
             checkpoint.save(history, model=model.state_dict(), optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), best_epoch=best_epoch, best_state=best_state)
     model.load_state_dict(best_state)
-    return history, best_epoch, resumed_epochs
+    return FitResult(history, best_epoch, history[best_epoch][f"valid_{STOPPING_KEY}"], valid_is_train,
+                     resumed_epochs)
+
+
+def refit_e0s(model, graphs: list, device) -> dict:
+    """Refit the peer's fixed per-element energies (E0s, mace's ``AtomicEnergiesBlock``)
+    to its residuals on the training ``graphs``: least squares of E_label - E_model on
+    the element counts (:func:`hipqeq.training.common.energy_reference_weights`), added to
+    the E0s, as the HIP-NN stages refit their zeroth energy term. Returns
+    :func:`hipqeq.training.common.refit_record`."""
+    model.eval()
+    residuals, counts, sizes = [], [], []
+    for batch in torch_geometric.DataLoader(graphs, batch_size=1, shuffle=False):
+        batch = batch.to(device)
+        energy = model(batch.to_dict(), training=False, compute_force=False)["energy"].detach()
+        residuals.append(float(batch.energy.sum() - energy.sum()))
+        counts.append(batch.node_attrs.sum(dim=0).detach().cpu().to(torch.float64))
+        sizes.append(batch.num_nodes)
+    residuals, sizes = torch.tensor(residuals, dtype=torch.float64), torch.tensor(sizes)
+    counts = torch.stack(counts)
+    weights = energy_reference_weights(counts, residuals, per_atom=True)
+    block = model.atomic_energies_fn
+    block.atomic_energies += weights.to(block.atomic_energies)
+    after = residuals - reference_design(counts) @ weights
+    return refit_record(residuals, after, sizes, weights)
+
+
+def initial_peer(init_from: str | os.PathLike, hyper: dict) -> tuple[torch.nn.Module, dict]:
+    """The trained peer of model directory ``init_from`` and its metadata, to train on
+    from; its hyperparameters must be this run's (``hyper``: the config's peer and the
+    dataset's species). Its reference energies and scales are kept."""
+    stored = read_json(Path(init_from) / "hyperparameters.json")["model"]
+    if stored != hyper:
+        differ = sorted(k for k in set(stored) | set(hyper) if stored.get(k) != hyper.get(k))
+        raise HipqeqError(f"--init-from {init_from}: a MACE of other hyperparameters ({', '.join(differ)}) "
+                          "than this config's peer on this dataset")
+    return load_mace(init_from).train(), read_peer_metadata(init_from)
 
 
 def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLike, member: int,
-               output: str | os.PathLike, device: str = "auto", seed: int | None = None) -> dict:
+               output: str | os.PathLike, device: str = "auto", seed: int | None = None,
+               init_from: str | os.PathLike | None = None) -> dict:
     """Train the MACE peer of committee member ``member`` and write its model directory
-    (:mod:`hipqeq.models.mace`). Returns a summary dict (best_epoch, best_valid_loss,
-    n_train, n_valid, wall_time_s, epochs_resumed), as :func:`hipqeq.training.train_model` does."""
+    (:mod:`hipqeq.models.mace`): the main schedule, then ``stage_two`` where the fit
+    settings have one; from the weights of the peer in ``init_from`` where given (only
+    stage two then, where there is one). Returns a summary dict (best_epoch,
+    best_valid_loss, n_train, n_valid, wall_time_s, epochs_resumed), as
+    :func:`hipqeq.training.train_model` does."""
     started = time.perf_counter()
     training = config["training"]
     peer = training["peer"]
@@ -155,8 +204,9 @@ def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLi
     run_seed = member_seed(config, STAGE, member, seed)
     torch_device = resolve_device(device)
     output = Path(output)
-    checkpoint = TrainingCheckpoint(output, run_fingerprint(
-        [dataset, splits], stage=STAGE, member=member, seed=run_seed, training=training))
+    fingerprint = run_fingerprint([dataset, splits, *([] if init_from is None else [init_from])],
+                                  stage=STAGE, member=member, seed=run_seed, training=training)
+    stage_two = stage_two_settings(fit_settings)
 
     table, split_names, species = load_stage_table(STAGE, dataset, splits, member)
     train_rows, valid_rows, valid_is_train = train_valid_rows(split_names)
@@ -182,14 +232,39 @@ def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLi
         _, force_rms = modules.compute_mean_rms_energy_forces(
             train_loader, np.array([e0s[z] for z in hyper["species"]]))
         force_scale = float(np.ravel(force_rms)[0])
-        model = build_mace(hyper, e0s, avg_num_neighbors, force_scale).to(torch_device)
-        history, best_epoch, resumed_epochs = _fit(model, train_loader, valid_loader, fit_settings, torch_device,
-                                                   f"train mace (member {member})", checkpoint)
+        if init_from is None:
+            model = build_mace(hyper, e0s, avg_num_neighbors, force_scale)
+        else:
+            model, initial = initial_peer(init_from, hyper)
+            e0s = {int(z): e for z, e in initial["e0s_eV"].items()}
+            avg_num_neighbors, force_scale = initial["avg_num_neighbors"], initial["force_scale_eV_per_A"]
+        model = model.to(torch_device)
+        description = f"train mace (member {member})"
+        results, refits = [], []
+
+        def refit() -> None:
+            refits.append(refit_e0s(model, [graphs[i] for i in train_rows], torch_device))
+            log.info("%s: E0s refit to the %d training rows: energy RMSE %.2f -> %.2f meV/atom",
+                     description, len(train_rows), *refits[-1]["train_rmse_meV_per_atom"])
+
+        if init_from is None or stage_two is None:
+            results.append(_fit(model, train_loader, valid_loader, fit_settings, torch_device, description,
+                                TrainingCheckpoint(output, fingerprint), valid_is_train))
+        refit()
+        if stage_two is not None:
+            seed_stage_two(run_seed)
+            results.append(_fit(model, train_loader, valid_loader, stage_two, torch_device,
+                                f"{description}, stage two",
+                                TrainingCheckpoint(stage_two_output(output), fingerprint), valid_is_train))
+            refit()
+        result = joined_history(results, first_stage=1 if init_from is None else 2)
+        e0s = dict(zip(hyper["species"], model.atomic_energies_fn.atomic_energies.reshape(-1).tolist()))
+        history, best_epoch = result.history, result.best_epoch
 
     if output.exists():
         shutil.rmtree(output)
     n_train, n_valid = len(train_rows), 0 if valid_is_train else len(valid_rows)
-    best_valid_loss = history[best_epoch][f"valid_{STOPPING_KEY}"]
+    best_valid_loss = result.best_valid_loss
     metadata = {
         "dtype": peer["dtype"],
         "units": {k: DATASET_UNITS[k] for k in ("energy", "forces", "positions")},
@@ -201,7 +276,11 @@ def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLi
         "best_epoch": best_epoch,
         "best_valid_loss": best_valid_loss,
         "epochs_run": len(history),
-        "epochs_resumed": resumed_epochs,
+        "epochs_resumed": result.resumed_epochs,
+        "stage_two": stage_two,
+        "energy_reference_refits": refits,
+        "init_from": None if init_from is None else {
+            "path": str(init_from), "sha256": file_sha256(Path(init_from) / WEIGHTS_FILE)},
         "e0s_eV": e0s,
         "avg_num_neighbors": avg_num_neighbors,
         "force_scale_eV_per_A": force_scale,
@@ -211,9 +290,10 @@ def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLi
     }
     save_peer(output, model, metadata, hyper, fit_settings)
     write_curves(history, output, f"MACE peer member {member}")
-    checkpoint.remove()
+    for stage_output in (output, stage_two_output(output)):
+        checkpoint_path(stage_output).unlink(missing_ok=True)
     wall = time.perf_counter() - started
     log.info("trained the MACE peer (member %d) on %d rows (valid %d) in %.1f s; best epoch %d",
              member, n_train, n_valid, wall, best_epoch)
     return {"best_epoch": best_epoch, "best_valid_loss": best_valid_loss, "n_train": n_train,
-            "n_valid": n_valid, "wall_time_s": wall, "epochs_resumed": resumed_epochs}
+            "n_valid": n_valid, "wall_time_s": wall, "epochs_resumed": result.resumed_epochs}

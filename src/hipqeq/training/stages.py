@@ -15,7 +15,13 @@ fourth, the MACE peer ``mace``, to :mod:`hipqeq.training.mace`).
 Energy models start from per-species energy references fitted by least squares on the
 training rows (:func:`fit_energy_reference`; a charge-aware short range also fits its
 energy per unit of total charge), kept fixed. Losses:
-energy per atom (eV/atom) squared error + force_weight x force squared error (eV/A);
+energy per atom (eV/atom) squared error + force_weight x force squared error (eV/A),
+and with ``stage_two`` a second schedule from the best weights under its own
+force_weight (a force-heavy first loss learns the forces, the second the energies).
+After each schedule the zeroth term is refit by least squares to the trained model's
+energy residuals on the training rows (:func:`refit_energy_reference`): with forces
+dominating the loss the network drifts a constant per atom that the best epoch keeps
+(the study's kept epochs were 20-130 meV/atom off on their own training rows);
 charges: charge squared error (e) + dipole_weight x dipole squared error (e*A).
 
 Charge training takes every structure with its own total charge (``total_charge``
@@ -73,11 +79,13 @@ from hipqeq.models.graphs import charge_graph, short_range_graph
 from hipqeq.models.network import network_hyperparameters, pair_geometry
 from hipqeq.models.potential import Potential, charge_response, evaluate, resolve_device
 from hipqeq.models.short_range import ShortRangeModel
-from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, read_metadata, save_model
+from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, load_weights, read_metadata, save_model
 from hipqeq.qeq import neighbor_pairs
 from hipqeq.training import STAGES
-from hipqeq.training.checkpoint import TrainingCheckpoint, run_fingerprint
-from hipqeq.training.common import STOPPING_KEY, member_seed, write_curves
+from hipqeq.training.checkpoint import TrainingCheckpoint, checkpoint_path, run_fingerprint
+from hipqeq.training.common import (STOPPING_KEY, energy_reference_weights, joined_history, member_seed,
+                                    reference_design, refit_record, seed_stage_two, stage_two_output,
+                                    stage_two_settings, write_curves)
 from hipqeq.training.data import dataset_species, file_sha256, load_stage_table, training_arrays
 from hipqeq.training.fit import fit
 from hipqeq.units import DATASET_UNITS
@@ -118,30 +126,6 @@ def _l2(network_node_):
     return hippynn_loss.l2reg(network_node_)
 
 
-def energy_reference_weights(counts: torch.Tensor, energy_eV: torch.Tensor,
-                             total_charge_e: torch.Tensor | None = None) -> torch.Tensor:
-    """Least-squares per-species energies (eV) from the species ``counts`` (n_rows,
-    n_species) and, when ``total_charge_e`` (n_rows,) is given, the energy per unit of
-    total charge (eV/e, last weight); the minimum-norm solution where the rows do not
-    determine a weight (an absent species gets 0 eV; a charge state seen in one
-    composition only leaves its split between Q and that composition to the network).
-
-    The total charges are rounded to 1e-4 e: summed float32 charges are off by ~1e-7 e,
-    which would make a rank-deficient design look determined, with weights of 1e5 eV."""
-    columns = [counts.to(torch.float64)]
-    if total_charge_e is not None:
-        columns.append(torch.round(total_charge_e.to(torch.float64).reshape(-1, 1) * 1e4) / 1e4)
-    design = torch.cat(columns, dim=1)
-    present = design.abs().sum(dim=0) > 0
-    rank = int(torch.linalg.matrix_rank(design[:, present]))
-    if rank < int(present.sum()):
-        log.warning("energy reference: the %d training rows determine %d of %d weights (species present%s): "
-                    "structures whose composition and charge are not combinations of the training "
-                    "ones get an extrapolated energy (see `hipqeq split`)", len(design), rank,
-                    int(present.sum()), "" if total_charge_e is None else " and the energy per unit of charge")
-    return torch.linalg.pinv(design) @ energy_eV.to(torch.float64).reshape(-1)
-
-
 def fit_energy_reference(henergy, database, energy_name: str, charge_name: str | None = None,
                          core_name: str | None = None, decay_factor: float = 1e-2) -> torch.Tensor:
     """Set the zeroth energy term of ``henergy`` (hippynn ``HEnergyNode``) by least squares
@@ -168,13 +152,70 @@ def fit_energy_reference(henergy, database, energy_name: str, charge_name: str |
         raise HipqeqError(f"energy reference: {len(weights)} fitted weights for a zeroth layer of "
                           f"{layer.weight.shape[-1]} inputs")
     layer.weight.data = weights.to(layer.weight.dtype).reshape(1, -1)
-    layer.weight.requires_grad_(False)
+    freeze_energy_reference(henergy)
     for later in module.layers[1:]:
         later.weight.data *= decay_factor
         if later.bias is not None:
             later.bias.data *= decay_factor
         decay_factor *= decay_factor
     return weights
+
+
+def freeze_energy_reference(henergy) -> None:
+    """Keep the zeroth (per-species, non-interacting) energy term of ``henergy`` fixed."""
+    henergy.torch_module.layers[0].weight.requires_grad_(False)
+
+
+def load_initial_weights(model: torch.nn.Module, init_from: str | os.PathLike, stage: str,
+                         charge_model: str | os.PathLike | None) -> None:
+    """Load the weights of the trained model directory ``init_from`` into ``model`` (built
+    from this run's config and dataset). It must hold a model of ``stage`` with the same
+    species and network, and a short range the charge model it was trained with: its
+    targets are E - E_elec of that charge model."""
+    init_from = Path(init_from)
+    meta = read_metadata(init_from)
+    if meta["kind"] != stage:
+        raise HipqeqError(f"--init-from {init_from}: holds a {meta['kind']} model, not a {stage} one")
+    if stage == "short-range":
+        charge_meta = Path(charge_model) / "model.json"
+        if meta["charge_model"]["sha256"] != file_sha256(charge_meta):
+            raise HipqeqError(f"--init-from {init_from}: was trained with another charge model than "
+                              f"{charge_model} (its targets are E - E_elec of that model); pass "
+                              f"--charge-model {init_from / CHARGE_MODEL_DIR}")
+    load_weights(init_from / "weights.pt", model, retrain=(
+        "--init-from needs a model of this config's network and of the dataset's species "
+        "(training.network; the elements of --dataset)"))
+
+
+def refit_energy_reference(model: ShortRangeModel, records: list[dict],
+                           charge_model: ChargeModel | None = None) -> dict:
+    """Refit the fixed zeroth energy term of a trained energy ``model`` to its residuals
+    on the training ``records`` (dataset rows): least squares of E_label - E_model on the
+    species counts (and, for a charge-aware model, the total charge), added to the
+    term's weights (:func:`energy_reference_weights`). The network, forces and charges
+    are untouched; the training rows' energy residuals lose every component a change of
+    per-species energies (and the energy per unit of charge) can remove, which the
+    network's slow, noisy drift of a constant per atom otherwise leaves (tens of
+    meV/atom when forces dominate the loss). E_model is the deployed evaluation
+    (:func:`hipqeq.models.potential.evaluate`; E_elec of ``charge_model`` under each
+    label's boundary). Returns :func:`hipqeq.training.common.refit_record`."""
+    potential = Potential(model.eval(), charge_model)
+    residuals, counts, totals, sizes = [], [], [], []
+    for record in records:
+        atoms = atoms_from_record(record)
+        with torch.no_grad():
+            one_hot = model.one_hot(torch.as_tensor(atoms.numbers))
+        counts.append(one_hot.sum(dim=0).to(torch.float64))
+        residuals.append(record["energy"] - evaluate(potential, atoms, charge_pbc=label_pbc(record))["energy"])
+        totals.append(record["total_charge"])
+        sizes.append(len(atoms))
+    residuals, sizes = torch.tensor(residuals, dtype=torch.float64), torch.tensor(sizes)
+    totals = torch.tensor(totals) if model.charge_features else None
+    weights = energy_reference_weights(torch.stack(counts), residuals, totals, per_atom=True)
+    layer = model.energy.layers[0]
+    layer.weight.data += weights.to(layer.weight.dtype).reshape(1, -1)
+    after = residuals - reference_design(torch.stack(counts), totals) @ weights
+    return refit_record(residuals, after, sizes, weights)
 
 
 def core_energies(model: ShortRangeModel, arrays: dict) -> np.ndarray:
@@ -266,13 +307,21 @@ def _short_range_inputs(table, arrays: dict, charge_model_dir: Path) -> None:
 
 def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: str | os.PathLike,
                 member: int, output: str | os.PathLike, charge_model: str | os.PathLike | None = None,
-                device: str = "auto", seed: int | None = None) -> dict:
+                device: str = "auto", seed: int | None = None, init_from: str | os.PathLike | None = None) -> dict:
     """Train one model and write its model directory (see :mod:`hipqeq.models.store`; the
     MACE peer's: :mod:`hipqeq.models.mace`).
 
+    Energy models whose fit settings have a ``stage_two`` train on from the main
+    schedule's best weights with its settings (:func:`stage_two_settings`); each schedule
+    ends with the refit of the zeroth energy term (:func:`refit_energy_reference`).
+    ``init_from``: a trained model directory of the same stage, network and species to
+    start from instead of fresh weights (its energy reference refit first where stage two
+    follows); only stage two runs then, or the main schedule where there is none.
+
     An interrupted run resumes from its checkpoint ``<output>.resume.pt``
-    (:mod:`hipqeq.training.checkpoint`). Returns a summary dict (best_epoch,
-    best_valid_loss, n_train, n_valid, wall_time_s of this process, epochs_resumed).
+    (:mod:`hipqeq.training.checkpoint`; ``<output>.stage_two.resume.pt`` in stage two).
+    Returns a summary dict (best_epoch, best_valid_loss, n_train, n_valid, wall_time_s of
+    this process, epochs_resumed).
     """
     if stage not in STAGES:
         raise HipqeqError(f"unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
@@ -281,9 +330,12 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
     if stage == "mace":  # the peer model: mace-torch, not hippynn
         from hipqeq.training.mace import train_mace
 
-        return train_mace(config, dataset, splits, member, output, device=device, seed=seed)
+        return train_mace(config, dataset, splits, member, output, device=device, seed=seed, init_from=init_from)
     if stage == "short-range" and charge_model is None:
         raise HipqeqError("train short-range needs --charge-model DIR, a trained charge model directory")
+    if stage == "charges" and init_from is not None:
+        raise HipqeqError("--init-from applies to the energy models (short-range, baseline, mace), "
+                          "not the charge model")
     started = time.perf_counter()
     training = config["training"]
     fit_settings = dict(training["charges" if stage == "charges" else "short_range"])
@@ -293,7 +345,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
     torch.manual_seed(run_seed)
     output = Path(output)
     checkpoint = TrainingCheckpoint(output, run_fingerprint(
-        [dataset, splits, *([] if charge_model is None else [charge_model])],
+        [dataset, splits, *(p for p in (charge_model, init_from) if p is not None)],
         stage=stage, member=member, seed=run_seed, training=training))
 
     table, split_names, species = load_stage_table(stage, dataset, splits, member)
@@ -331,13 +383,41 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
                                  "q_model" if model.charge_features else None,
                                  "E_core" if model.core is not None else None)
 
+        if init_from is not None:
+            load_initial_weights(model, init_from, stage, charge_model)
+            freeze_energy_reference(graph.henergy)
+            before_training = None
+
     arrays = {k: v.astype(training["dtype"]) if v.dtype == np.float64 else v for k, v in arrays.items()}
     if output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True)
-    result = fit(train_loss, metrics, arrays, split_names, fit_settings, torch_device,
-                 output / "hippynn", run_seed, before_training=before_training,
-                 description=f"train {stage} (member {member})", checkpoint=checkpoint)
+    description = f"train {stage} (member {member})"
+    stage_two = None if stage == "charges" else stage_two_settings(fit_settings)
+    results, refits = [], []
+    if stage != "charges":
+        charges = None if charge_model is None else load_model(charge_model, kind="charges").to(torch_device)
+        train_rows = table.filter(pa.array(split_names == "train")).to_pylist()
+
+    def refit_reference() -> None:
+        refits.append(refit_energy_reference(model, train_rows, charges))
+        log.info("%s: energy reference refit to the %d training rows: energy RMSE %.2f -> %.2f meV/atom",
+                 description, len(train_rows), *refits[-1]["train_rmse_meV_per_atom"])
+
+    if init_from is None or stage_two is None:
+        results.append(fit(train_loss, metrics, arrays, split_names, fit_settings, torch_device,
+                           output / "hippynn", run_seed, before_training=before_training,
+                           description=description, checkpoint=checkpoint))
+    if stage != "charges":
+        refit_reference()
+    if stage_two is not None:
+        train_loss, metrics = _energy_losses(graph, stage_two["force_weight"])
+        seed_stage_two(run_seed)
+        results.append(fit(train_loss, metrics, arrays, split_names, stage_two, torch_device,
+                           output / "hippynn_stage_two", run_seed, description=f"{description}, stage two",
+                           checkpoint=TrainingCheckpoint(stage_two_output(output), checkpoint.fingerprint)))
+        refit_reference()
+    result = joined_history(results, first_stage=1 if init_from is None else 2)
     model.to("cpu")
     n_train, n_valid = int((split_names == "train").sum()), int((split_names == "valid").sum())
     metadata = {
@@ -352,6 +432,10 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
         "best_valid_loss": result.best_valid_loss,
         "epochs_run": len(result.history),
         "epochs_resumed": result.resumed_epochs,
+        "stage_two": stage_two,
+        "energy_reference_refits": refits,
+        "init_from": None if init_from is None else {
+            "path": str(init_from), "sha256": file_sha256(Path(init_from) / "weights.pt")},
         "hipqeq_version": __version__,
         "hippynn_version": hippynn_version,
         "torch_version": torch.__version__,
@@ -364,6 +448,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
     save_model(output, stage, model, metadata, fit_settings)
     write_curves(result.history, output, f"{stage} member {member}")
     checkpoint.remove()
+    checkpoint_path(stage_two_output(output)).unlink(missing_ok=True)
     wall = time.perf_counter() - started
     log.info("trained %s model (member %d) on %d rows (valid %d) in %.1f s; best epoch %d",
              stage, member, n_train, n_valid, wall, result.best_epoch)

@@ -68,20 +68,34 @@ def test_model_directory_records_what_it_was_trained_on(peer, study, peer_config
     assert valid_losses[meta["best_epoch"]] == min(valid_losses)
 
 
-def test_reference_energies_are_the_least_squares_fit_of_the_training_energies(peer, study):
+def test_reference_energies_are_refit_to_the_trained_models_training_residuals(peer, study):
+    """After training the E0s are refit by least squares: the training rows' energy
+    residuals are orthogonal to their element counts (the normal equations), and the
+    stored E0s are the ones the model uses."""
     rows = _rows_of(study, "train")
     counts = np.array([[np.count_nonzero(np.asarray(r["numbers"]) == z) for z in (29, 79)] for r in rows])
-    expected, *_ = np.linalg.lstsq(counts, np.array([r["energy"] for r in rows]), rcond=None)
-    e0s = read_peer_metadata(peer[0])["e0s_eV"]
-    np.testing.assert_allclose([e0s["29"], e0s["79"]], expected, rtol=1e-10)
+    predicted = predict_peer([peer[0]], [atoms_from_record(r) for r in rows], device="cpu", progress=False)
+    residuals = np.array([r["energy"] - p["energy"] for r, p in zip(rows, predicted)])
+    scale = np.abs(counts).T @ np.abs([r["energy"] for r in rows])
+    np.testing.assert_array_less(np.abs(counts.T @ residuals), 1e-6 * scale)
+    meta = read_peer_metadata(peer[0])
+    [refit] = meta["energy_reference_refits"]
+    before, after = refit["train_rmse_meV_per_atom"]
+    assert after <= before * (1 + 1e-6)
+    e0s = load_mace(peer[0]).atomic_energies_fn.atomic_energies.reshape(-1).tolist()
+    assert [meta["e0s_eV"]["29"], meta["e0s_eV"]["79"]] == pytest.approx(e0s, rel=1e-6)
 
 
 def test_best_validation_loss_is_that_of_the_stored_model(peer, study, peer_config):
-    """The stored weights are the best epoch's: their loss on the validation rows,
-    recomputed from predictions, MSE(E/N) + w_F MSE(F), is the recorded best loss."""
+    """The stored weights are the best epoch's and the E0s' refit: their loss on the
+    validation rows, recomputed from predictions with the refit's shift taken off,
+    MSE(E/N) + w_F MSE(F), is the recorded best loss."""
     rows = _rows_of(study, "valid")
     predicted = predict_peer([peer[0]], [atoms_from_record(r) for r in rows], device="cpu", progress=False)
-    energy = [(p["energy"] - r["energy"]) / len(r["numbers"]) for p, r in zip(predicted, rows)]
+    [refit] = read_peer_metadata(peer[0])["energy_reference_refits"]
+    counts = [[np.count_nonzero(np.asarray(r["numbers"]) == z) for z in (29, 79)] for r in rows]
+    energy = [(p["energy"] - float(np.dot(n, refit["shift"])) - r["energy"]) / len(r["numbers"])
+              for p, r, n in zip(predicted, rows, counts)]
     forces = np.concatenate([(p["forces"] - np.reshape(r["forces"], (-1, 3))).ravel()
                              for p, r in zip(predicted, rows)])
     force_weight = peer_config["training"]["peer"]["fit"]["force_weight"]
