@@ -414,7 +414,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
         train_loss, metrics = _energy_losses(graph, stage_two["force_weight"])
         seed_stage_two(run_seed)
         results.append(fit(train_loss, metrics, arrays, split_names, stage_two, torch_device,
-                           output / "hippynn_stage_two", run_seed, description=f"{description}, stage two",
+                           output / "hippynn" / "stage_two", run_seed, description=f"{description}, stage two",
                            checkpoint=TrainingCheckpoint(stage_two_output(output), checkpoint.fingerprint)))
         refit_reference()
     result = joined_history(results, first_stage=1 if init_from is None else 2)
