@@ -257,7 +257,7 @@ def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLi
                                 f"{description}, stage two",
                                 TrainingCheckpoint(stage_two_output(output), fingerprint), valid_is_train))
             refit()
-        result = joined_history(results, first_stage=1 if init_from is None else 2)
+        result = joined_history(results, first_stage=2 if init_from is not None and stage_two is not None else 1)
         e0s = dict(zip(hyper["species"], model.atomic_energies_fn.atomic_energies.reshape(-1).tolist()))
         history, best_epoch = result.history, result.best_epoch
 

@@ -417,7 +417,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
                            output / "hippynn" / "stage_two", run_seed, description=f"{description}, stage two",
                            checkpoint=TrainingCheckpoint(stage_two_output(output), checkpoint.fingerprint)))
         refit_reference()
-    result = joined_history(results, first_stage=1 if init_from is None else 2)
+    result = joined_history(results, first_stage=2 if init_from is not None and stage_two is not None else 1)
     model.to("cpu")
     n_train, n_valid = int((split_names == "train").sum()), int((split_names == "valid").sum())
     metadata = {

@@ -111,6 +111,18 @@ def test_the_model_records_what_it_started_from(baselines):
     assert json.loads((baselines["main"] / "model.json").read_text())["stage_two"] is None
 
 
+def test_without_stage_two_init_from_runs_the_main_schedule_from_the_weights(baselines, study, toy_config, tmp_path):
+    output = tmp_path / "fine_tuned"
+    train_model("baseline", toy_config, study["dataset"], study["splits"], 0, output, device="cpu",
+                init_from=baselines["main"])
+    rows = curves(output)
+    assert len(rows) == toy_config["training"]["short_range"]["max_epochs"] and "stage" not in rows[0]
+    # it starts where the trained model ended, not from fresh weights: a lower first loss
+    assert float(rows[0]["train_Loss"]) < float(curves(baselines["main"])[0]["train_Loss"])
+    meta = json.loads((output / "model.json").read_text())
+    assert meta["stage_two"] is None and meta["init_from"]["path"] == str(baselines["main"])
+
+
 def test_init_from_refuses_another_stage_or_network(baselines, study, toy_config, tmp_path):
     charges = tmp_path / "charges"
     train_model("charges", toy_config, study["dataset"], study["splits"], 0, charges, device="cpu")
