@@ -25,7 +25,7 @@ sha256; split also member, n_train, n_valid, valid_is_train), ``seed``, ``device
 a second stage the best epoch is that stage's, its loss the stage's own), ``stage_two``
 (its fit settings, or null), ``energy_reference_refits`` (energy models: one per schedule,
 the training rows' energy RMSE before and after and the shift added to the zeroth
-term, :func:`hipqeq.training.common.refit_record`) and ``init_from`` (path and weights sha256 of the model the
+term, :func:`hipqeq.training.common.reference_refit`) and ``init_from`` (path and weights sha256 of the model the
 run started from, or null), ``hipqeq_version``,
 ``hippynn_version``, ``torch_version``, and for ``short-range`` ``charge_model`` (path and
 sha256 of the charge model's model.json). ``hyperparameters.json`` holds ``model`` (the

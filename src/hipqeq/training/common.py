@@ -141,13 +141,18 @@ def energy_reference_weights(counts: torch.Tensor, energy_eV: torch.Tensor,
     return torch.linalg.pinv(design) @ energy_eV
 
 
-def refit_record(residuals_eV: torch.Tensor, after_eV: torch.Tensor, n_atoms: torch.Tensor,
-                 shift: torch.Tensor) -> dict:
-    """What a model directory records of one energy-reference refit: the training rows'
-    energy RMSE per atom (meV/atom) before and after (the fit minimises it) and the
-    weights added (``shift``: eV per species in the model's species order, then eV/e for
-    a charge-aware model)."""
+def reference_refit(counts: torch.Tensor, residuals_eV: torch.Tensor,
+                    total_charge_e: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """The shift of a trained model's zeroth energy term that fits its energy residuals
+    (eV) on the training rows per atom (:func:`energy_reference_weights`), and what a model
+    directory records of it: the rows' energy RMSE per atom (meV/atom) before and after
+    (the fit minimises it) and the shift (eV per species in the model's species order,
+    then eV/e for a charge-aware model)."""
+    weights = energy_reference_weights(counts, residuals_eV, total_charge_e, per_atom=True)
+    after = residuals_eV - reference_design(counts, total_charge_e) @ weights
+    n_atoms = counts.to(torch.float64).sum(dim=1)
+
     def rmse(values):
         return float(((values / n_atoms) ** 2).mean().sqrt() * 1e3)
 
-    return {"train_rmse_meV_per_atom": [rmse(residuals_eV), rmse(after_eV)], "shift": shift.tolist()}
+    return weights, {"train_rmse_meV_per_atom": [rmse(residuals_eV), rmse(after)], "shift": weights.tolist()}

@@ -59,9 +59,8 @@ from hipqeq.models.mace import (WEIGHTS_FILE, build_mace, default_dtype, load_ma
 from hipqeq.models.potential import resolve_device
 from hipqeq.models.store import read_json
 from hipqeq.training.checkpoint import TrainingCheckpoint, checkpoint_path, run_fingerprint
-from hipqeq.training.common import (STOPPING_KEY, FitResult, energy_reference_weights, joined_history,
-                                    member_seed, reference_design, refit_record, seed_stage_two, stage_two_output,
-                                    stage_two_settings, write_curves)
+from hipqeq.training.common import (STOPPING_KEY, FitResult, joined_history, member_seed, reference_refit,
+                                    seed_stage_two, stage_two_output, stage_two_settings, write_curves)
 from hipqeq.training.data import file_sha256, load_stage_table, train_valid_rows
 from hipqeq.units import DATASET_UNITS
 
@@ -156,24 +155,20 @@ def _fit(model, train_loader, valid_loader, fit_settings: dict, device, descript
 def refit_e0s(model, graphs: list, device) -> dict:
     """Refit the peer's fixed per-element energies (E0s, mace's ``AtomicEnergiesBlock``)
     to its residuals on the training ``graphs``: least squares of E_label - E_model on
-    the element counts (:func:`hipqeq.training.common.energy_reference_weights`), added to
+    the element counts (:func:`hipqeq.training.common.reference_refit`), added to
     the E0s, as the HIP-NN stages refit their zeroth energy term. Returns
-    :func:`hipqeq.training.common.refit_record`."""
+    :func:`hipqeq.training.common.reference_refit`'s record."""
     model.eval()
-    residuals, counts, sizes = [], [], []
+    residuals, counts = [], []
     for batch in torch_geometric.DataLoader(graphs, batch_size=1, shuffle=False):
         batch = batch.to(device)
         energy = model(batch.to_dict(), training=False, compute_force=False)["energy"].detach()
         residuals.append(float(batch.energy.sum() - energy.sum()))
         counts.append(batch.node_attrs.sum(dim=0).detach().cpu().to(torch.float64))
-        sizes.append(batch.num_nodes)
-    residuals, sizes = torch.tensor(residuals, dtype=torch.float64), torch.tensor(sizes)
-    counts = torch.stack(counts)
-    weights = energy_reference_weights(counts, residuals, per_atom=True)
+    weights, refit = reference_refit(torch.stack(counts), torch.tensor(residuals, dtype=torch.float64))
     block = model.atomic_energies_fn
     block.atomic_energies += weights.to(block.atomic_energies)
-    after = residuals - reference_design(counts) @ weights
-    return refit_record(residuals, after, sizes, weights)
+    return refit
 
 
 def initial_peer(init_from: str | os.PathLike, hyper: dict) -> tuple[torch.nn.Module, dict]:
@@ -236,7 +231,6 @@ def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLi
             model = build_mace(hyper, e0s, avg_num_neighbors, force_scale)
         else:
             model, initial = initial_peer(init_from, hyper)
-            e0s = {int(z): e for z, e in initial["e0s_eV"].items()}
             avg_num_neighbors, force_scale = initial["avg_num_neighbors"], initial["force_scale_eV_per_A"]
         model = model.to(torch_device)
         description = f"train mace (member {member})"

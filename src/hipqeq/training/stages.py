@@ -84,7 +84,7 @@ from hipqeq.qeq import neighbor_pairs
 from hipqeq.training import STAGES
 from hipqeq.training.checkpoint import TrainingCheckpoint, checkpoint_path, run_fingerprint
 from hipqeq.training.common import (STOPPING_KEY, energy_reference_weights, joined_history, member_seed,
-                                    reference_design, refit_record, seed_stage_two, stage_two_output,
+                                    reference_refit, seed_stage_two, stage_two_output,
                                     stage_two_settings, write_curves)
 from hipqeq.training.data import dataset_species, file_sha256, load_stage_table, training_arrays
 from hipqeq.training.fit import fit
@@ -198,9 +198,9 @@ def refit_energy_reference(model: ShortRangeModel, records: list[dict],
     network's slow, noisy drift of a constant per atom otherwise leaves (tens of
     meV/atom when forces dominate the loss). E_model is the deployed evaluation
     (:func:`hipqeq.models.potential.evaluate`; E_elec of ``charge_model`` under each
-    label's boundary). Returns :func:`hipqeq.training.common.refit_record`."""
+    label's boundary). Returns the record of :func:`hipqeq.training.common.reference_refit`."""
     potential = Potential(model.eval(), charge_model)
-    residuals, counts, totals, sizes = [], [], [], []
+    residuals, counts, totals = [], [], []
     for record in records:
         atoms = atoms_from_record(record)
         with torch.no_grad():
@@ -208,14 +208,11 @@ def refit_energy_reference(model: ShortRangeModel, records: list[dict],
         counts.append(one_hot.sum(dim=0).to(torch.float64))
         residuals.append(record["energy"] - evaluate(potential, atoms, charge_pbc=label_pbc(record))["energy"])
         totals.append(record["total_charge"])
-        sizes.append(len(atoms))
-    residuals, sizes = torch.tensor(residuals, dtype=torch.float64), torch.tensor(sizes)
-    totals = torch.tensor(totals) if model.charge_features else None
-    weights = energy_reference_weights(torch.stack(counts), residuals, totals, per_atom=True)
+    weights, refit = reference_refit(torch.stack(counts), torch.tensor(residuals, dtype=torch.float64),
+                                      torch.tensor(totals) if model.charge_features else None)
     layer = model.energy.layers[0]
     layer.weight.data += weights.to(layer.weight.dtype).reshape(1, -1)
-    after = residuals - reference_design(torch.stack(counts), totals) @ weights
-    return refit_record(residuals, after, sizes, weights)
+    return refit
 
 
 def core_energies(model: ShortRangeModel, arrays: dict) -> np.ndarray:
