@@ -7,7 +7,8 @@ them (same labels, split, networks and schedule) and measures both on the held-o
   train     charge model k of the other mode: on the study's DFT charges (Mulliken, or
             with --scheme Hirshfeld the Hirshfeld charges every CP2K DFT row keeps in
             calc_params) or on its xTB labels' charges; then the 4G short range k on the
-            study's xTB labels with it
+            study's xTB labels with it (a finished one trained before the settings had
+            a stage two is finished with it, its first stage kept as 4g_k_stage_one)
   compare   `hipqeq validate` of both committees, and of each member (xTB energies,
             forces and charges, DFT charges of the held-out frames), and a JSON of E / F /
             q MAE per charge state, q vs xTB and vs DFT
@@ -49,7 +50,7 @@ from hipqeq.data.io import atoms_from_record, label_pbc, write_table
 from hipqeq.data.split import assign_splits, read_splits
 from hipqeq.plan import TEST_DFT_DATASET, TEST_LABELS_DATASET, study_config, training_dataset
 from hipqeq.training import train_model
-from hipqeq.training.stages import energy_reference_weights
+from hipqeq.training.stages import energy_reference_weights, finish_stage_two, stage_one_dir
 
 HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
 KEYS = ("energy_mae_mev_per_atom", "force_mae_mev_per_A", "charge_mae_e", "charge_slope", "n_energy", "n_charge")
@@ -100,9 +101,12 @@ def train(args) -> None:
     model = paths["work"] / f"4g_{args.member}"
     for stage, dataset, out, charge_model in (("charges", paths[paths["other"]], charges, None),
                                               ("short-range", paths["xtb"], model, charges)):
-        if not (out / "model.json").exists():
-            summaries[stage] = train_model(stage, paths["config"], dataset=dataset, splits=paths["splits"],
-                                           member=args.member, output=out, charge_model=charge_model, device="cpu")
+        settings = dict(dataset=dataset, splits=paths["splits"], member=args.member, output=out,
+                        charge_model=charge_model, device="cpu")
+        if (out / "model.json").exists() or stage_one_dir(out).exists():
+            summaries[stage] = finish_stage_two(stage, paths["config"], **settings)
+        else:
+            summaries[stage] = train_model(stage, paths["config"], **settings)
     paths["docs"].mkdir(parents=True, exist_ok=True)
     (paths["docs"] / f"train_{args.member}.json").write_text(json.dumps(summaries, indent=1) + "\n")
 

@@ -12,7 +12,9 @@ model (with the study's frozen charge model k) and the baseline are retrained on
 with the study's settings, and `hipqeq validate` measures both on the test split (with
 the study's extra held-out labels, `selection.n_xtb_test`, where it has them). f = 1
 uses the study's own models of member k. A model already trained on the same subset is
-reused, one trained on another (an older subsample) is retrained. Each point is the mean
+reused, one trained on another (an older subsample) is retrained; one trained before the
+study's settings had a stage two is finished with it (its first stage kept beside it as
+``4g_stage_one``, ``baseline_stage_one``). Each point is the mean
 over the members, with their lowest and highest as error bars (members differ in
 validation parents, initial weights and the subsample).
 
@@ -42,6 +44,7 @@ from hipqeq.data.split import read_splits
 from hipqeq.plan import TEST_LABELS_DATASET, study_config, training_dataset
 from hipqeq.training import train_model
 from hipqeq.training.data import file_sha256
+from hipqeq.training.stages import finish_stage_two, stage_one_dir
 
 HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
 METRICS = ("energy_mae_mev_per_atom", "force_mae_mev_per_A")
@@ -99,10 +102,12 @@ def member_points(study: Path, config: dict, config_path: Path, labels: Path, sp
         dataset = where / "xtb.parquet"
         n_train = subset_dataset(labels, splits, member, fraction, config["seed"] + member, dataset)
         for stage, out in (("short-range", where / "4g"), ("baseline", where / "baseline")):
-            if not trained_on(out, dataset):
-                train_model(stage, config, dataset=dataset, splits=results / "splits.json", member=member,
-                            output=out, device="cpu",
+            settings = dict(dataset=dataset, splits=results / "splits.json", member=member, output=out, device="cpu",
                             charge_model=results / f"models/charges_{member}" if stage == "short-range" else None)
+            if trained_on(out, dataset) or trained_on(stage_one_dir(out), dataset):
+                finish_stage_two(stage, config, **settings)
+            else:
+                train_model(stage, config, **settings)
         points.append({"fraction": fraction, "n_train": n_train,
                        **test_errors(study, config, config_path, where / "4g", where / "baseline", where / "validation")})
         print(f"member {member}:", points[-1], flush=True)

@@ -79,7 +79,7 @@ from hipqeq.models.graphs import charge_graph, short_range_graph
 from hipqeq.models.network import network_hyperparameters, pair_geometry
 from hipqeq.models.potential import Potential, charge_response, evaluate, resolve_device
 from hipqeq.models.short_range import ShortRangeModel
-from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, load_weights, read_metadata, save_model
+from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, load_weights, read_json, read_metadata, save_model
 from hipqeq.qeq import neighbor_pairs
 from hipqeq.training import STAGES
 from hipqeq.training.checkpoint import TrainingCheckpoint, checkpoint_path, run_fingerprint
@@ -452,3 +452,35 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
     return {"best_epoch": result.best_epoch, "best_valid_loss": result.best_valid_loss,
             "n_train": n_train, "n_valid": n_valid, "wall_time_s": wall,
             "epochs_resumed": result.resumed_epochs}
+
+
+def stage_one_dir(output: str | os.PathLike) -> Path:
+    """Where :func:`finish_stage_two` keeps the first-stage model of ``output``."""
+    output = Path(output)
+    return output.with_name(f"{output.name}_stage_one")
+
+
+def finish_stage_two(stage: str, config: dict, output: str | os.PathLike, **train_kwargs) -> dict | None:
+    """Bring the finished ``stage`` model in ``output``, trained before its fit settings
+    had a ``stage_two``, up to them: the model moves to :func:`stage_one_dir` and stage two
+    trains from it into ``output`` (:func:`train_model` with ``init_from``, a whole run's
+    second half). A run stopped in between (``output`` gone, the stage-one model kept)
+    goes on from its checkpoint. Returns :func:`train_model`'s summary, or None where
+    nothing was to do: the model already has a stage two, or its settings ask for none.
+    ``train_kwargs``: :func:`train_model`'s other arguments (dataset, splits, member, ...).
+    """
+    output, stage_one = Path(output), stage_one_dir(output)
+    fit_settings = config["training"]["peer"]["fit"] if stage == "mace" else config["training"]["short_range"]
+    if stage == "charges" or stage_two_settings(fit_settings) is None:
+        return None
+    if (output / "model.json").exists():
+        if read_json(output / "model.json").get("stage_two") is not None:
+            return None
+        if stage_one.exists():
+            raise HipqeqError(f"{output}: a first-stage model without stage two, but {stage_one} exists too; "
+                              "remove the one that is not the first stage of the other")
+        output.rename(stage_one)
+    elif not (stage_one / "model.json").exists():
+        raise HipqeqError(f"{output}: no trained {stage} model to finish with stage two (nor {stage_one})")
+    log.info("%s: stage two from the first-stage model in %s", output, stage_one)
+    return train_model(stage, config, output=output, init_from=stage_one, **train_kwargs)

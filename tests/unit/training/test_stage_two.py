@@ -8,6 +8,7 @@ import copy
 import csv
 import importlib.util
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -121,6 +122,36 @@ def test_without_stage_two_init_from_runs_the_main_schedule_from_the_weights(bas
     assert float(rows[0]["train_Loss"]) < float(curves(baselines["main"])[0]["train_Loss"])
     meta = json.loads((output / "model.json").read_text())
     assert meta["stage_two"] is None and meta["init_from"]["path"] == str(baselines["main"])
+
+
+def test_finishing_a_first_stage_model_gives_the_whole_run(baselines, study, toy_config, tmp_path):
+    """A model trained before its settings had a stage two (the learning curve's, the other
+    charge mode's) is finished in place, its first stage kept beside it, into the whole
+    run's weights; one that has its stage two, or settings without one, are left alone."""
+    from hipqeq.training.stages import finish_stage_two, stage_one_dir
+
+    model = tmp_path / "baseline"
+    shutil.copytree(baselines["main"], model)
+    settings = dict(dataset=study["dataset"], splits=study["splits"], member=0, device="cpu")
+    assert finish_stage_two("baseline", toy_config, model, **settings) is None
+    assert not stage_one_dir(model).exists()
+
+    summary = finish_stage_two("baseline", with_stage_two(toy_config), model, **settings)
+    assert summary["best_epoch"] >= 0
+    assert weights(stage_one_dir(model)).keys() == weights(baselines["main"]).keys()
+    for key, value in weights(baselines["whole"]).items():
+        torch.testing.assert_close(weights(model)[key], value, rtol=1e-5, atol=1e-6)
+    assert json.loads((model / "model.json").read_text())["init_from"]["path"] == str(stage_one_dir(model))
+
+    finished = (model / "weights.pt").read_bytes()
+    assert finish_stage_two("baseline", with_stage_two(toy_config), model, **settings) is None
+    assert (model / "weights.pt").read_bytes() == finished
+
+    shutil.rmtree(model)  # stopped after the move: goes on from the kept first stage
+    finish_stage_two("baseline", with_stage_two(toy_config), model, **settings)
+    assert (model / "weights.pt").read_bytes() == finished
+    with pytest.raises(HipqeqError, match="no trained baseline model"):
+        finish_stage_two("baseline", with_stage_two(toy_config), tmp_path / "nothing", **settings)
 
 
 def test_init_from_refuses_another_stage_or_network(baselines, study, toy_config, tmp_path):
