@@ -168,6 +168,9 @@ def figure(scans: dict, runs: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default="cspbi-gfn1", help="pretrained potential")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="folder holding NAME/ (default: the installed package's; e.g. a potential "
+                             "packaged with `hipqeq models package --root` before it replaces the shipped one)")
     parser.add_argument("--output", type=Path, required=True, help="output stem (writes .json and .png)")
     parser.add_argument("--strains", type=float, nargs="*", default=[-4, -2, 0, 2, 4],
                         help="biaxial strains of the slab (%%); none: no in-plane scan")
@@ -186,11 +189,11 @@ def main() -> None:
     from hipqeq.config import load_config
     from hipqeq.labels import xtb_labeller
 
-    config = load_config(pretrained.dataset(args.name).parents[1] / "config.yaml")
+    config = load_config(pretrained.dataset(args.name, root=args.root).parents[1] / "config.yaml")
     labeller = cubic_labeller = None if args.no_reference else xtb_labeller(config["xtb"])
     if labeller is not None and args.cubic_reference == "tblite":
         cubic_labeller = xtb_labeller({**config["xtb"], "engine": "tblite"})
-    calc = pretrained.calculator(args.name, device="cpu")
+    calc = pretrained.calculator(args.name, root=args.root, device="cpu")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     vacuum_A = config["structures"]["seeds"][0].get("vacuum_A", 30.0)
     requested = {"lattice": (args.strains, in_plane_seed(vacuum_A), strain, labeller),

@@ -139,6 +139,35 @@ def test_models_list_prints_level_data_and_test_errors(packaged, capsys):
     assert "2g (2 members), test vs xTB: energy MAE 12.5 meV/atom, force MAE 80.0 meV/A\n" in out  # no charges
 
 
+def test_another_charge_modes_committee_ships_with_its_own_metrics(study, tmp_path):
+    """--committee: the 4G members of the study's other charge mode (and not the first
+    stages kept beside them), their validation's test errors and charge reference; the
+    study's own baselines."""
+    study = shutil.copytree(study, tmp_path / "study")
+    other = study / "results" / "charge_reference" / "mulliken"
+    for k in range(2):
+        write_model(other / f"4g_{k}", 40 + k)
+    write_model(other / "4g_0_stage_one", 50)
+    block = {**BLOCK, "force_mae_mev_per_A": 49.7}
+    (other / "validation_xtb").mkdir()
+    (other / "validation_xtb" / "metrics.json").write_text(json.dumps(
+        {"metrics": {"xtb": {"4g": {"overall": block}, "baseline": {"overall": BLOCK}}}}))
+    with pytest.raises(HipqeqError, match="charge_reference"):
+        pretrained.package_study(study, ROOT / "config" / "toy.yaml", "x", "x", root=tmp_path / "out", committee=other)
+    with pytest.raises(HipqeqError, match="validation_dft/metrics.json missing"):
+        pretrained.package_study(study, ROOT / "config" / "toy.yaml", "x", "x", root=tmp_path / "out", committee=other,
+                                 charge_reference="dft")
+    pretrained.package_study(study, ROOT / "config" / "toy.yaml", "xq", "other mode", root=tmp_path / "out",
+                             committee=other, charge_reference="xtb")
+    manifest = pretrained.info("xq", tmp_path / "out")
+    assert manifest["models"] == {"4g": ["models/4g_0", "models/4g_1"], "2g": ["models/baseline_0", "models/baseline_1"]}
+    for k in range(2):
+        assert ((tmp_path / "out" / "xq" / "models" / f"4g_{k}" / "weights.pt").read_bytes()
+                == (other / f"4g_{k}" / "weights.pt").read_bytes())
+    assert manifest["test_errors"]["4g"]["xtb"]["force_mae_mev_per_A"] == 49.7
+    assert manifest["level_of_theory"]["charge model learns"] == "xtb charges"
+
+
 def test_unknown_names_kinds_and_unfinished_studies_are_refused(packaged, study, tmp_path):
     with pytest.raises(HipqeqError, match="available: toy"):
         pretrained.calculator("nope", root=packaged)
@@ -173,7 +202,9 @@ def test_the_shipped_potential_is_listed_and_describes_its_study():
     assert data["total_charges_e"] == [-1.0, 0.0, 1.0]
     assert manifest["level_of_theory"]["energy, forces"].startswith("GFN1-xTB (cp2k, k-point density 72")  # gated
     assert "CP2K, k-point density 36.0 A" in manifest["level_of_theory"]["charges"]  # the study's dft.source
-    assert manifest["level_of_theory"]["charge model learns"] == "dft charges"  # charge_reference: dft
+    # the study's other charge mode ships (README "Both charge modes"): its charges are GFN1's
+    assert manifest["level_of_theory"]["charge model learns"] == "xtb charges"
+    assert manifest["test_errors"]["4g"]["xtb"]["charge_mae_e"] < 0.1 < manifest["test_errors"]["4g"]["dft"]["charge_mae_e"]
     dft_rows = read_records(pretrained.dataset(SHIPPED, "dft"))
     assert data["n_dft_labels"] == sum(r["status"] == "ok" for r in dft_rows) > 0  # what the charge models learned
     assert manifest["test_errors"]["4g"]["dft"]["n_charge"] > 0  # its held-out frames have DFT charges

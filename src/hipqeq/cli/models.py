@@ -9,12 +9,17 @@ against the reference level (parents held out of training). Use one in Python wi
 into the package (src/hipqeq/pretrained/NAME), with a manifest and a check structure
 whose energies and forces a fresh install must reproduce. --caveat states what the
 potential is not fit for (e.g. test errors far above a target); every load of it then
-warns with that text, and `models list` prints it.
+warns with that text, and `models list` prints it. --committee ships another 4G
+committee of the study instead of its own (the other charge mode's, trained with
+scripts/charge_reference.py on the same labels and split), with its validation.
 
 examples:
   hipqeq models list
   hipqeq models package --study studies/cspbi-gfn1 \\
       --name cspbi-gfn1 --description "2D RP CsPbI slabs, GFN1-xTB (CP2K, k-points)"
+  hipqeq models package --study studies/cspbi-gfn1-k72 --config config/study.yaml \\
+      --committee studies/cspbi-gfn1-k72/results/charge_reference/mulliken \\
+      --charge-reference xtb --name cspbi-gfn1 --description "..." --overwrite
 """
 
 from __future__ import annotations
@@ -38,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     package.add_argument("--caveat", default=None,
                          help="what the potential is not fit for; every load warns with it (PretrainedCaveat)")
     package.add_argument("--overwrite", action="store_true", help="replace an existing potential of that name")
+    package.add_argument("--committee", type=Path, default=None,
+                         help="ship another 4G committee of the study (DIR/4g_<k>, validated in "
+                              "DIR/validation_<charge-reference>/), e.g. the other charge mode's "
+                              "(scripts/charge_reference.py); default: STUDY/results/models")
+    package.add_argument("--charge-reference", choices=["dft", "xtb"], default=None,
+                         help="the charges that --committee's charge models learned")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(pretrained.summary_lines(name, args.root)))
         return 0
     folder = pretrained.package_study(args.study, study_config(args.study, args.config), args.name,
-                                      args.description, root=args.root, overwrite=args.overwrite, caveat=args.caveat)
+                                      args.description, root=args.root, overwrite=args.overwrite, caveat=args.caveat,
+                                      committee=args.committee, charge_reference=args.charge_reference)
     print("\n".join(pretrained.summary_lines(args.name, folder.parent)))
     print(f"written to {folder}")
     return 0

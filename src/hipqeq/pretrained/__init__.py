@@ -200,7 +200,7 @@ def _training_data(data: Path, splits: dict) -> dict:
                         "test": len(splits["test"])}}
 
 
-def _level_of_theory(config: dict) -> dict:
+def _level_of_theory(config: dict, charge_reference: str) -> dict:
     xtb, dft = config["xtb"], config["dft"]
     engine = xtb["engine"]
     sampling = (f"k-point density {xtb['cp2k']['kpoint_density_A']} A" if engine == "cp2k" else "Gamma point")
@@ -210,7 +210,7 @@ def _level_of_theory(config: dict) -> dict:
                 f"{dft['xc']}/{dft['basis']} ({dft['pseudo']}), {computed[dft['source']]}")
     return {"energy, forces": f"{xtb['method']} ({engine}, {sampling})",
             "charges": f"{xtb['method']} Mulliken; DFT {dft['charge_scheme']}: {dft_text}",
-            "charge model learns": f"{config['training']['charge_reference']} charges"}
+            "charge model learns": f"{charge_reference} charges"}
 
 
 #: How the shipped test errors were measured, against what the calculator computes.
@@ -221,30 +221,48 @@ TEST_ERRORS_BOUNDARY = (
     "slabs (README: 'The charge model')")
 
 
+def _committee(models: Path, prefix: str) -> list[Path]:
+    """The ``<prefix>_<k>`` model directories in ``models`` (not a checkpoint,
+    ``<dir>.resume.pt``, nor a first stage kept beside its model, ``<dir>_stage_one``)."""
+    dirs = sorted(d for d in models.glob(f"{prefix}_[0-9]*") if d.is_dir() and d.name[len(prefix) + 1:].isdigit())
+    if not dirs:
+        raise HipqeqError(f"{models}: no {prefix}_<k> model directory: is the study finished?")
+    return dirs
+
+
 def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, name: str, description: str,
                   root: str | os.PathLike | None = None, overwrite: bool = False,
-                  caveat: str | None = None) -> Path:
+                  caveat: str | None = None, committee: str | os.PathLike | None = None,
+                  charge_reference: str | None = None) -> Path:
     """Copy a finished study (``<study_dir>/results``, run with ``config_path``) into
     ``root/name`` as a pretrained potential: models, datasets, splits, metrics, a manifest and a check
     structure with the results each kind gives on it now. ``caveat``: what the potential is
-    not fit for, stated on every load. Returns the new folder."""
+    not fit for, stated on every load. Returns the new folder.
+
+    ``committee``: a directory of the study holding another 4G committee trained on the
+    same labels and split (``4g_<k>``, e.g. the other charge mode's of
+    ``scripts/charge_reference.py``) and its validation (``validation_<charge_reference>/
+    metrics.json``, with the study's baselines); ``charge_reference`` (``dft`` or ``xtb``):
+    the charges its charge models learned. Default: the study's own models, validation
+    and ``training.charge_reference``."""
     from hipqeq.config import load_config
     from hipqeq.data.split import read_splits
 
     study_dir = Path(study_dir)
     results = study_dir / "results"
+    config = load_config(config_path)
     destination = (Path(root) if root is not None else ROOT) / name
     if destination.exists() and not overwrite:
         raise HipqeqError(f"{destination} exists; pass overwrite to replace it")
-    sources = {kind: sorted(d for d in (results / "models").glob(f"{prefix}_[0-9]*") if d.is_dir())
-               for kind, prefix in KINDS.items()}  # not a training checkpoint, <dir>.resume.pt
-    for kind, dirs in sources.items():
-        if not dirs:
-            raise HipqeqError(f"{results / 'models'}: no {KINDS[kind]}_<k> model directory: is the study finished?")
-    metrics_path = results / "validation" / "metrics.json"
+    if (committee is None) != (charge_reference is None):
+        raise HipqeqError("a committee of the study's other charge mode needs its charge_reference, and only it")
+    sources = {"4g": _committee(results / "models" if committee is None else Path(committee), KINDS["4g"]),
+               "2g": _committee(results / "models", KINDS["2g"])}
+    metrics_path = (results / "validation" / "metrics.json" if committee is None
+                    else Path(committee) / f"validation_{charge_reference}" / "metrics.json")
     if not metrics_path.exists():
-        raise HipqeqError(f"{metrics_path} missing: run the study's validation first")
-    config = load_config(config_path)
+        raise HipqeqError(f"{metrics_path} missing: run the study's validation first"
+                          + ("" if committee is None else " (scripts/charge_reference.py compare)"))
     # the labels the models trained on: with active learning every round's, not round 0's
     copies = [(plan.training_dataset(config), "xtb.parquet"), ("results/datasets/dft.parquet", "dft.parquet"),
               ("results/splits.json", "splits.json")]
@@ -283,7 +301,7 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
         "name": name,
         "description": description,
         "caveat": caveat,
-        "level_of_theory": _level_of_theory(config),
+        "level_of_theory": _level_of_theory(config, charge_reference or config["training"]["charge_reference"]),
         "training_data": _training_data(data, splits),
         "test_errors": {kind: _overall(metrics, KINDS[kind]) for kind in KINDS},
         "test_errors_boundary": TEST_ERRORS_BOUNDARY,
