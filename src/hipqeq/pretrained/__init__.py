@@ -255,7 +255,8 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
     if destination.exists() and not overwrite:
         raise HipqeqError(f"{destination} exists; pass overwrite to replace it")
     if (committee is None) != (charge_reference is None):
-        raise HipqeqError("a committee of the study's other charge mode needs its charge_reference, and only it")
+        raise HipqeqError("committee and charge_reference go together: the charges that committee's charge "
+                          "models learned (the study's own models take the config's)")
     sources = {"4g": _committee(results / "models" if committee is None else Path(committee), KINDS["4g"]),
                "2g": _committee(results / "models", KINDS["2g"])}
     metrics_path = (results / "validation" / "metrics.json" if committee is None
