@@ -37,6 +37,16 @@ def member_seed(config: dict, stage: str, member: int, seed: int | None = None) 
     return derive_seed(config["seed"] if seed is None else seed, "train", stage, member)
 
 
+def fit_section(config: dict, stage: str) -> dict:
+    """The config's fit settings of a training stage: ``training.charges`` for the charge
+    model, ``training.peer.fit`` for the MACE peer (``mace``), ``training.short_range``
+    for the short range and the baseline, which train alike."""
+    training = config["training"]
+    if stage == "mace":
+        return training["peer"]["fit"]
+    return training["charges" if stage == "charges" else "short_range"]
+
+
 def stage_two_settings(fit_settings: dict) -> dict | None:
     """The fit settings of an energy model's second stage (``stage_two`` of the config's
     fit section: max_epochs, learning_rate, force_weight; the main stage's batch size and

@@ -59,8 +59,9 @@ from hipqeq.models.mace import (WEIGHTS_FILE, build_mace, default_dtype, load_ma
 from hipqeq.models.potential import resolve_device
 from hipqeq.models.store import read_json
 from hipqeq.training.checkpoint import TrainingCheckpoint, checkpoint_path, run_fingerprint
-from hipqeq.training.common import (STOPPING_KEY, FitResult, joined_history, member_seed, reference_refit,
-                                    seed_stage_two, stage_two_output, stage_two_settings, write_curves)
+from hipqeq.training.common import (STOPPING_KEY, FitResult, fit_section, joined_history, member_seed,
+                                    reference_refit, seed_stage_two, stage_two_output, stage_two_settings,
+                                    write_curves)
 from hipqeq.training.data import file_sha256, load_stage_table, train_valid_rows
 from hipqeq.units import DATASET_UNITS
 
@@ -195,7 +196,7 @@ def train_mace(config: dict, dataset: str | os.PathLike, splits: str | os.PathLi
     started = time.perf_counter()
     training = config["training"]
     peer = training["peer"]
-    fit_settings = dict(peer["fit"])
+    fit_settings = dict(fit_section(config, STAGE))
     run_seed = member_seed(config, STAGE, member, seed)
     torch_device = resolve_device(device)
     output = Path(output)

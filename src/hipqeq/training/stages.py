@@ -83,8 +83,8 @@ from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, load_weights, read
 from hipqeq.qeq import neighbor_pairs
 from hipqeq.training import STAGES
 from hipqeq.training.checkpoint import TrainingCheckpoint, checkpoint_path, run_fingerprint
-from hipqeq.training.common import (STOPPING_KEY, energy_reference_weights, joined_history, member_seed,
-                                    reference_refit, seed_stage_two, stage_two_output,
+from hipqeq.training.common import (STOPPING_KEY, energy_reference_weights, fit_section, joined_history,
+                                    member_seed, reference_refit, seed_stage_two, stage_two_output,
                                     stage_two_settings, write_curves)
 from hipqeq.training.data import dataset_species, file_sha256, load_stage_table, training_arrays
 from hipqeq.training.fit import fit
@@ -335,7 +335,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
                           "not the charge model")
     started = time.perf_counter()
     training = config["training"]
-    fit_settings = dict(training["charges" if stage == "charges" else "short_range"])
+    fit_settings = dict(fit_section(config, stage))
     dtype = getattr(torch, training["dtype"])
     run_seed = member_seed(config, stage, member, seed)
     torch_device = resolve_device(device)
@@ -470,8 +470,7 @@ def finish_stage_two(stage: str, config: dict, output: str | os.PathLike, **trai
     ``train_kwargs``: :func:`train_model`'s other arguments (dataset, splits, member, ...).
     """
     output, stage_one = Path(output), stage_one_dir(output)
-    fit_settings = config["training"]["peer"]["fit"] if stage == "mace" else config["training"]["short_range"]
-    if stage == "charges" or stage_two_settings(fit_settings) is None:
+    if stage_two_settings(fit_section(config, stage)) is None:  # the charge model never has one
         return None
     if (output / "model.json").exists():
         if read_json(output / "model.json").get("stage_two") is not None:
