@@ -50,6 +50,8 @@ def _defect_name(defect: dict) -> tuple[str, str]:
         tag, family = f"vac_{defect['species']}", f"vacancy_{defect['species']}"
     else:
         tag, family = f"sub_{defect['by']}_{defect['species']}", f"substitution_{defect['by']}_{defect['species']}"
+    if "site" in defect:
+        tag += f"_{defect['site']}"
     charge = defect.get("total_charge", 0)
     if charge:
         tag += f"_q{number_tag(charge)}"

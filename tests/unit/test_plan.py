@@ -21,6 +21,15 @@ def test_toy_structures():
     assert specs[3].transform == {"type": "defect", "kind": "vacancy", "species": "I", "total_charge": 0}
 
 
+def test_a_defect_site_names_its_structure():
+    config = load_config(ROOT / "config" / "toy.yaml")
+    config["structures"]["defects"] = [{"kind": "vacancy", "species": "I", "total_charge": 1, "site": "equatorial",
+                                        "seeds": ["rp1_slab"]}]
+    (spec,) = [s for s in plan.structure_plan(config) if s.transform and s.transform["type"] == "defect"]
+    assert spec.name == "rp1_slab__vac_I_equatorial_qp1" and spec.transform["site"] == "equatorial"
+    assert spec.family == "vacancy_I" and spec.total_charge == 1
+
+
 def test_property_structures_are_built_names_or_files_named_by_stem():
     config = {"properties": {"structures": ["alpha", "cifs/CsPbI3_delta.CIF", "../mine.extxyz", "rp1_slab"]}}
     assert plan.property_structures(config) == {"alpha": None, "CsPbI3_delta": "cifs/CsPbI3_delta.CIF",

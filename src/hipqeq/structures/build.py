@@ -80,8 +80,8 @@ def _transformed(spec: StructureSpec) -> tuple[Atoms, str, float]:
         if "vacuum_A" in t:
             atoms = with_vacuum(atoms, slab_normal(atoms), t["vacuum_A"])
         if t["kind"] == "vacancy":
-            return transform.vacancy(atoms, t["species"]), "defect", 0.0
-        return transform.substitution(atoms, t["species"], t["by"]), "defect", 0.0
+            return transform.vacancy(atoms, t["species"], t.get("site")), "defect", 0.0
+        return transform.substitution(atoms, t["species"], t["by"], t.get("site")), "defect", 0.0
     raise StructureError(f"{spec.name}: unknown transformation '{t['type']}'")
 
 
@@ -91,7 +91,8 @@ def build_structure(spec: StructureSpec) -> Atoms:
     Tilted variants use the seed's supercell with in-plane repeats rounded up to even
     numbers (a 1x1 RP cell becomes 2x2, 3x3 becomes 4x4), because alternating
     octahedral rotations need an even number of octahedra along a and b. Defects sit
-    on the most central site of the seed's supercell, in a slab with the defect's own
+    on the most central site of the seed's supercell (the most central halide of the
+    defect's ``site`` kind where it names one), in a slab with the defect's own
     ``vacuum_A`` where it sets one.
     """
     atoms, source, tolerance = _transformed(spec)

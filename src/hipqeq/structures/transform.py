@@ -132,28 +132,56 @@ def tilt(atoms: Atoms, angle_deg: float) -> Atoms:
     return tilted
 
 
-def defect_site(atoms: Atoms, species: str) -> int:
+#: Halide sites of a corner-sharing lattice :func:`defect_site` can pick: the iodides of
+#: the in-plane Pb-I-Pb links, and those of Pb-I bonds along the normal (z; in a
+#: Ruddlesden-Popper slab the terminal ones facing the Cs layer, and the links between
+#: layers for n >= 2).
+HALIDE_SITES = ("equatorial", "apical")
+
+
+def _halides_on_site(atoms: Atoms, species: str, site: str) -> set[int]:
+    """Indices of the ``species`` atoms with a Pb bond (at most :data:`PB_I_BOND_MAX_A`)
+    in the plane (``equatorial``) or along z (``apical``)."""
+    i, j, vectors = neighbor_list("ijD", atoms, PB_I_BOND_MAX_A)
+    symbols = np.array(atoms.get_chemical_symbols())
+    bonded = (symbols[i] == "Pb") & (symbols[j] == species)
+    lengths = np.linalg.norm(vectors[bonded], axis=1)
+    along_z = np.abs(vectors[bonded, 2]) > 0.75 * lengths
+    in_plane = np.abs(vectors[bonded, 2]) < 0.25 * lengths
+    return set(j[bonded][in_plane if site == "equatorial" else along_z].tolist())
+
+
+def defect_site(atoms: Atoms, species: str, site: str | None = None) -> int:
     """Index of the ``species`` atom closest to the cell centre (lowest index on ties):
-    a deterministic, central defect site."""
+    a deterministic, central defect site; with ``site`` (one of :data:`HALIDE_SITES`),
+    the most central of the halides bonded to Pb in that direction."""
     candidates = [k for k, s in enumerate(atoms.get_chemical_symbols()) if s == species]
     if not candidates:
         raise StructureError(f"no {species} atom to remove or replace in {atoms.get_chemical_formula()}")
+    if site is not None:
+        if site not in HALIDE_SITES:
+            raise StructureError(f"unknown defect site '{site}' (choose from {', '.join(HALIDE_SITES)})")
+        on_site = _halides_on_site(atoms, species, site)
+        candidates = [k for k in candidates if k in on_site]
+        if not candidates:
+            raise StructureError(f"no {site} {species} (bonded to Pb) in {atoms.get_chemical_formula()}")
     centre = atoms.cell.array.sum(axis=0) / 2
     distances = np.linalg.norm(atoms.positions[candidates] - centre, axis=1)
     return candidates[int(np.argmin(np.round(distances, 6)))]
 
 
-def vacancy(atoms: Atoms, species: str) -> Atoms:
+def vacancy(atoms: Atoms, species: str, site: str | None = None) -> Atoms:
     """``atoms`` without its most central ``species`` atom (see :func:`defect_site`)."""
     defective = atoms.copy()
-    del defective[defect_site(atoms, species)]
+    del defective[defect_site(atoms, species, site)]
     return defective
 
 
-def substitution(atoms: Atoms, species: str, by: str) -> Atoms:
-    """``atoms`` with its most central ``species`` atom replaced by element ``by``."""
+def substitution(atoms: Atoms, species: str, by: str, site: str | None = None) -> Atoms:
+    """``atoms`` with its most central ``species`` atom replaced by element ``by`` (see
+    :func:`defect_site`)."""
     substituted = atoms.copy()
     symbols = substituted.get_chemical_symbols()
-    symbols[defect_site(atoms, species)] = by
+    symbols[defect_site(atoms, species, site)] = by
     substituted.set_chemical_symbols(symbols)
     return substituted

@@ -72,6 +72,36 @@ def test_vacancy_counts_and_formal_charge(species, formal):
     assert vacancy(seed, species).positions == pytest.approx(defective.positions)  # deterministic site
 
 
+def _pb_bonds_of_removed_iodide(seed, defective):
+    """Pb->I bond vectors (Angstrom) of the iodide ``defective`` lacks from ``seed``."""
+    kept = {tuple(np.round(p, 6)) for p in defective.positions}
+    (removed,) = [k for k, p in enumerate(seed.positions) if tuple(np.round(p, 6)) not in kept]
+    i, j, vectors = neighbor_list("ijD", seed, 3.6)
+    return vectors[(j == removed) & (np.array(seed.get_chemical_symbols())[i] == "Pb")]
+
+
+@pytest.mark.parametrize("n, bridging_pb", [(1, 1), (2, 2)])
+def test_iodide_vacancy_sites(n, bridging_pb):
+    """An equatorial V_I breaks an in-plane Pb-I-Pb link, an apical one a bond along z
+    (a terminal iodide at n = 1; at n = 2 the most central apical iodide links the two
+    layers); without a site the most central iodide of the n = 1 slab is apical."""
+    seed = ruddlesden_popper(n, "slab", supercell=(2, 2, 1))
+    equatorial = _pb_bonds_of_removed_iodide(seed, vacancy(seed, "I", "equatorial"))
+    assert len(equatorial) == 2 and np.abs(equatorial[:, 2]).max() < 0.1
+    apical = _pb_bonds_of_removed_iodide(seed, vacancy(seed, "I", "apical"))
+    assert len(apical) == bridging_pb and np.linalg.norm(apical[:, :2], axis=1).max() < 0.1
+    assert vacancy(seed, "I").positions == pytest.approx(vacancy(seed, "I", "apical").positions)
+    assert formal_charge(vacancy(seed, "I", "equatorial")) == +1
+
+
+def test_defect_site_needs_a_halide_of_that_kind():
+    seed = ruddlesden_popper(1, "slab", supercell=(2, 2, 1))
+    with pytest.raises(StructureError, match="no equatorial Cs"):
+        vacancy(seed, "Cs", "equatorial")
+    with pytest.raises(StructureError, match="unknown defect site 'axial'"):
+        substitution(seed, "I", "Br", "axial")
+
+
 @pytest.mark.parametrize("species, by", [("I", "Br"), ("Pb", "Sn")])
 def test_substitution_counts_and_neutrality(species, by):
     seed = ruddlesden_popper(2, "slab", supercell=(2, 2, 1))
