@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from ase.calculators.calculator import Calculator, all_changes
 
+from hipqeq.config import load_config
 from hipqeq.data import read_table
-from hipqeq.data.io import write_dataset
+from hipqeq.data.io import write_dataset, write_table
+from hipqeq.plan import training_dataset
 from hipqeq.structures.transform import strain
 from hipqeq.training.data import file_sha256
 
@@ -127,3 +129,52 @@ def test_the_lattice_constant_comes_from_the_points_near_the_minimum(study_sanit
     c2, c1, _ = np.polyfit(a, morse, 2)
     assert abs(-c1 / (2 * c2) - 6.4) > 0.1  # a parabola through the whole scan misses it
     assert study_sanity.parabola_minimum(a, morse)[0] == pytest.approx(6.4, abs=0.01)
+
+
+@pytest.fixture(scope="module")
+def charged_siblings():
+    return load_script("charged_siblings")
+
+
+def test_sibling_config_builds_only_the_siblings(charged_siblings, tmp_path):
+    study_yaml = SCRIPTS.parent / "config" / "study.yaml"
+    path = charged_siblings.sibling_config(study_yaml, [charged_siblings.DEFAULT_DEFECT], 5, tmp_path / "s.yaml")
+    config = load_config(path)
+    assert charged_siblings.sibling_names(path) == ["rp1_slab__vac_I_equatorial_qp1"]
+    assert config["selection"]["n_xtb"] == 5 and config["selection"]["n_dft"] == 0
+    study = load_config(study_yaml)
+    for section in ("xtb", "sampling"):  # labelled and sampled as the study's own parents
+        assert config[section] == study[section]
+
+
+def test_siblings_join_every_members_training_split(charged_siblings, labels, tmp_path):
+    study, work = tmp_path / "study", tmp_path / "work"
+    config = {"active_learning": {"enabled": False}}
+    (study / training_dataset(config)).parent.mkdir(parents=True)
+    rows = read_table(labels)
+    keep = np.array([p != "parent3" for p in rows.column("parent_id").to_pylist()])
+    write_table(rows.filter(keep), study / training_dataset(config))
+    work.mkdir()
+    write_table(rows.filter(~keep), work / "xtb.parquet")  # parent3: two labelled frames, one failed
+    splits = {"test": ["parent0"], "members": [{"train": ["parent1"], "valid": ["parent2"]},
+                                               {"train": ["parent2"], "valid": ["parent1"]}]}
+    (study / "results" / "splits.json").write_text(json.dumps(splits))
+    dataset, split_path = charged_siblings.training_files(study, config, work)
+    joined = read_table(dataset)
+    assert joined.num_rows == keep.sum() + 2, "the failed sibling frame is left out"
+    assert joined.column("parent_id").to_pylist().count("parent3") == 2
+    written = json.loads(split_path.read_text())
+    assert written["test"] == ["parent0"]
+    assert [m["train"] for m in written["members"]] == [["parent1", "parent3"], ["parent2", "parent3"]]
+    assert [m["valid"] for m in written["members"]] == [["parent2"], ["parent1"]]
+
+
+def test_a_first_stage_of_other_weights_is_refused(charged_siblings, tmp_path):
+    shipped = tmp_path / charged_siblings.SHIPPED / "4g_0"
+    shipped.mkdir(parents=True)
+    (shipped / "model.json").write_text(json.dumps({"init_from": {"sha256": "0" * 64}}))
+    restored = tmp_path / "stage_one"
+    restored.mkdir()
+    (restored / "weights.pt").write_bytes(b"other weights")
+    with pytest.raises(SystemExit, match="not the shipped member's first stage"):
+        charged_siblings.restore_stage_one(tmp_path, 0, "HEAD", restored)

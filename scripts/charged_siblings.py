@@ -1,0 +1,218 @@
+"""Does a charged sibling teach the 4G model a charge state's energy on a slab?
+
+The shipped committee (the gated study's GFN1-trained 4G models) is 80 meV/atom off on the
+test parent rp1 V_I+ (the n = 1 slab without its most central iodide, an apical one, at
+Q = +1): the charged iodine vacancy is in training on the n = 2 slab only. This script adds
+siblings, new parents such as the same slab's V_I+ at an equatorial site, to every member's
+training rows and measures what they bring, with nothing else changed:
+
+  label    build the siblings (the study's config with its defects replaced by --defect),
+           sample each with the study's MD and rattle settings, pick --frames frames by the
+           study's farthest-point selection, label them with the study's xTB settings (CP2K
+           GFN1-xTB on its gated k-mesh) and gather; each step is a `hipqeq` verb, and a step
+           whose output exists is skipped (a stopped run goes on)
+  train    member k: stage two and its energy-reference refits from the shipped member's
+           first-stage weights (restored from git at --stage-one-commit and checked against
+           the sha256 its model.json records), on the study's training rows plus the
+           siblings' (the siblings' parents in every member's training split; the charge
+           model is the shipped member's). The shipped member is the same run without them
+  compare  `hipqeq validate` of the new committee and of each member on the study's test
+           frames, and a JSON of E / F / q MAE overall and per family beside the shipped
+           committee's
+
+    python scripts/charged_siblings.py label
+    python scripts/charged_siblings.py train --member 0
+    python scripts/charged_siblings.py compare
+
+Files go to <study>/results/charged_siblings/, summaries to --docs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
+import torch
+import yaml
+
+from hipqeq.config import load_config
+from hipqeq.data import read_table
+from hipqeq.data.io import write_table
+from hipqeq.data.split import read_splits, write_splits
+from hipqeq.plan import TEST_LABELS_DATASET, structure_plan, study_config, training_dataset
+from hipqeq.training import train_model
+
+HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
+SHIPPED = Path("results/charge_reference/mulliken")  # the shipped committee, in the study
+DEFAULT_DEFECT = {"kind": "vacancy", "species": "I", "total_charge": 1, "site": "equatorial", "seeds": ["rp1_slab"]}
+KEYS = ("energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "force_mae_mev_per_A", "charge_mae_e")
+
+
+def hipqeq(*args) -> None:
+    subprocess.run([HIPQEQ, *map(str, args)], check=True)
+
+
+def sibling_config(study_yaml: Path, defects: list, frames: int, output: Path) -> Path:
+    """The study's config with ``defects`` as its only variants and ``frames`` xTB frames (no DFT)."""
+    config = yaml.safe_load(study_yaml.read_text())
+    structures = config["structures"]
+    structures["strains"] = {"biaxial_percent": [], "seeds": []}
+    structures["tilts"] = {"angles_deg": [], "seeds": []}
+    structures["defects"] = defects
+    config["selection"].update(n_xtb=frames, n_dft=0, n_xtb_test=0, dft_test=False)  # xTB labels only
+    config["validation"]["md_structures"] = []  # they name the study's structures
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(yaml.safe_dump(config, sort_keys=False))
+    return output
+
+
+def sibling_names(config_path: Path) -> list[str]:
+    return [spec.name for spec in structure_plan(load_config(config_path)) if spec.transform is not None]
+
+
+def label(args) -> None:
+    work = args.study / "results/charged_siblings"
+    config = sibling_config(args.config, args.defect, args.frames, work / "siblings.yaml")
+    structures = work / "structures.parquet"
+    if not structures.exists():
+        hipqeq("build", "--config", config, "--output", structures)
+    sampled = []
+    for name in sibling_names(config):
+        for temperature in load_config(config)["sampling"]["temperatures_K"]:
+            frames = work / f"sampling/{name}/T{temperature:g}.parquet"
+            if not frames.exists():
+                hipqeq("sample", "md", "--config", config, "--structures", structures, "--name", name,
+                       "--temperature-K", temperature, "--output", frames,
+                       "--trajectory", frames.with_suffix(".traj"))
+            sampled.append(frames)
+        rattles = work / f"sampling/{name}/rattle.parquet"
+        if not rattles.exists():
+            hipqeq("sample", "rattle", "--config", config, "--structures", structures, "--name", name,
+                   "--output", rattles)
+        sampled.append(rattles)
+    selection = work / "selection.parquet"
+    if not selection.exists():
+        hipqeq("select", "--config", config, "--output-xtb", selection, *sampled)
+    chunk_size = load_config(config)["xtb"]["chunk_size"]
+    chunks = []
+    for chunk in range(-(-read_table(selection).num_rows // chunk_size)):
+        labels = work / f"labels/chunk_{chunk}.parquet"
+        if not labels.exists():
+            hipqeq("label", "xtb", "--config", config, "--input", selection, "--chunk", chunk, "--output", labels,
+                   "--no-progress")
+        chunks.append(labels)
+    hipqeq("gather", *chunks, "--output", work / "xtb.parquet", "--counts", work / "xtb_counts.json")
+
+
+def restore_stage_one(study: Path, member: int, commit: str, output: Path) -> Path:
+    """The shipped member's first-stage model directory, as committed at ``commit``, checked
+    against the weights' sha256 the shipped member's model.json names (its ``init_from``)."""
+    shipped = study / SHIPPED / f"4g_{member}"
+    expected = json.loads((shipped / "model.json").read_text())["init_from"]["sha256"]
+    if not (output / "weights.pt").exists():
+        archive = subprocess.run(["git", "archive", "--format=tar", commit, str(shipped)], check=True,
+                                 capture_output=True).stdout
+        output.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            for member_info in tar.getmembers():
+                if member_info.isfile():
+                    target = output / Path(member_info.name).relative_to(shipped)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(tar.extractfile(member_info).read())
+    found = hashlib.sha256((output / "weights.pt").read_bytes()).hexdigest()
+    if found != expected:
+        raise SystemExit(f"{output}: weights sha256 {found[:12]} is not the shipped member's first stage "
+                         f"({expected[:12]}); pass the commit that holds it with --stage-one-commit")
+    return output
+
+
+def training_files(study: Path, config: dict, work: Path) -> tuple[Path, Path]:
+    """The study's training rows plus the siblings' labelled ones, and the study's split with
+    the siblings' parents in every member's training split."""
+    siblings = read_table(work / "xtb.parquet")
+    siblings = siblings.filter(pa.compute.equal(siblings.column("status"), "ok"))
+    dataset = work / "xtb_with_siblings.parquet"
+    study_rows = read_table(study / training_dataset(config))
+    write_table(pa.concat_tables([study_rows, siblings.select(study_rows.schema.names).cast(study_rows.schema)]),
+                dataset)
+    splits = read_splits(study / "results/splits.json")
+    parents = sorted(set(siblings.column("parent_id").to_pylist()))
+    for member in splits["members"]:
+        member["train"] = sorted(set(member["train"]) | set(parents))
+    write_splits(splits, work / "splits.json")
+    return dataset, work / "splits.json"
+
+
+def train(args) -> None:
+    work = args.study / "results/charged_siblings"
+    config = load_config(args.config)
+    dataset, splits = training_files(args.study, config, work)
+    stage_one = restore_stage_one(args.study, args.member, args.stage_one_commit, work / f"stage_one/4g_{args.member}")
+    summary = train_model("short-range", config, dataset=dataset, splits=splits, member=args.member,
+                          output=work / f"4g_{args.member}", charge_model=args.study / SHIPPED / f"charges_{args.member}",
+                          device="cpu", init_from=stage_one)
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / f"train_{args.member}.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def validate(args, models: list, output_dir: Path) -> dict:
+    hipqeq("validate", "--config", args.config, "--xtb", args.study / training_dataset(load_config(args.config)),
+           "--xtb-test", args.study / TEST_LABELS_DATASET, "--dft", args.study / "results/datasets/dft.parquet",
+           "--splits", args.study / "results/splits.json",
+           "--model", *models, "--output-dir", output_dir)
+    return json.loads((output_dir / "metrics.json").read_text())
+
+
+def errors(metrics: dict) -> dict:
+    four_g = metrics["metrics"]["xtb"]["4g"]
+    return {"overall": {k: four_g["overall"].get(k) for k in KEYS},
+            **{family: {k: values.get(k) for k in KEYS} for family, values in four_g["family"].items()}}
+
+
+def compare(args) -> None:
+    work = args.study / "results/charged_siblings"
+    n = load_config(args.config)["training"]["n_models"]
+    committees = {"with_siblings": [work / f"4g_{k}" for k in range(n)],
+                  "shipped": [args.study / SHIPPED / f"4g_{k}" for k in range(n)]}
+    out = {"siblings": sibling_names(work / "siblings.yaml"),
+           "n_sibling_rows": read_table(work / "xtb.parquet").num_rows}
+    for name, models in committees.items():
+        out[name] = {"committee": errors(validate(args, models, work / f"validation_{name}"))}
+        for k, model in enumerate(models):
+            out[name][f"member_{k}"] = errors(validate(args, [model], work / f"validation_{name}_{k}"))
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "compare.json").write_text(json.dumps(out, indent=1) + "\n")
+    for name in committees:
+        print(name, json.dumps(out[name]["committee"], indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("label", "train", "compare"))
+    parser.add_argument("--study", type=Path, default=Path("studies/cspbi-gfn1-k72"))
+    parser.add_argument("--config", type=Path, help="the study's config (default: STUDY/study.yaml)")
+    parser.add_argument("--defect", type=json.loads, action="append",
+                        help=f"a sibling, as a structures.defects entry in JSON (repeatable; default: "
+                             f"{json.dumps(DEFAULT_DEFECT)})")
+    parser.add_argument("--frames", type=int, default=6, help="labelled frames of the siblings (default: 6)")
+    parser.add_argument("--member", type=int, default=0)
+    parser.add_argument("--stage-one-commit", default="b29af5f",
+                        help="the commit holding the shipped members' first-stage weights (default: b29af5f)")
+    parser.add_argument("--docs", type=Path, default=Path("docs/study/charged_siblings"))
+    args = parser.parse_args()
+    args.config = study_config(args.study, args.config)
+    args.defect = args.defect or [DEFAULT_DEFECT]
+    torch.set_num_threads(1)
+    {"label": label, "train": train, "compare": compare}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
