@@ -17,8 +17,10 @@ training rows and measures what they bring, with nothing else changed:
            siblings' (the siblings' parents in every member's training split; the charge
            model is the shipped member's). The shipped member is the same run without them
   compare  `hipqeq validate` of the new committee and of each member on the study's test
-           frames, and a JSON of E / F / q MAE overall and per family beside the shipped
-           committee's
+           frames (with the study's baselines), and a JSON of E / F / q MAE overall and per
+           family beside the shipped committee's; the new committee's is validation_xtb/, so
+           `hipqeq models package --committee <study>/results/charged_siblings
+           --charge-reference xtb` packages it
 
     python scripts/charged_siblings.py label
     python scripts/charged_siblings.py train --member 0
@@ -47,7 +49,7 @@ from hipqeq.config import load_config
 from hipqeq.data import read_table
 from hipqeq.data.io import write_table
 from hipqeq.data.split import read_splits, write_splits
-from hipqeq.plan import TEST_LABELS_DATASET, structure_plan, study_config, training_dataset
+from hipqeq.plan import TEST_DFT_DATASET, TEST_LABELS_DATASET, structure_plan, study_config, training_dataset
 from hipqeq.training import train_model
 
 HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
@@ -164,10 +166,14 @@ def train(args) -> None:
 
 
 def validate(args, models: list, output_dir: Path) -> dict:
-    hipqeq("validate", "--config", args.config, "--xtb", args.study / training_dataset(load_config(args.config)),
-           "--xtb-test", args.study / TEST_LABELS_DATASET, "--dft", args.study / "results/datasets/dft.parquet",
-           "--splits", args.study / "results/splits.json",
-           "--model", *models, "--output-dir", output_dir)
+    """``hipqeq validate`` of ``models`` on the study's test frames, with the study's baselines
+    (the metrics a package of the committee reports for both kinds)."""
+    study, config = args.study, load_config(args.config)
+    hipqeq("validate", "--config", args.config, "--xtb", study / training_dataset(config),
+           "--xtb-test", study / TEST_LABELS_DATASET, "--dft", study / "results/datasets/dft.parquet",
+           "--dft-test", study / TEST_DFT_DATASET, "--splits", study / "results/splits.json", "--model", *models,
+           "--baseline", *(study / f"results/models/baseline_{k}" for k in range(config["training"]["n_models"])),
+           "--output-dir", output_dir)
     return json.loads((output_dir / "metrics.json").read_text())
 
 
@@ -182,12 +188,15 @@ def compare(args) -> None:
     n = load_config(args.config)["training"]["n_models"]
     committees = {"with_siblings": [work / f"4g_{k}" for k in range(n)],
                   "shipped": [args.study / SHIPPED / f"4g_{k}" for k in range(n)]}
+    # the new committee's validation is named for its charge reference, as `hipqeq models
+    # package --committee` reads it
+    folders = {"with_siblings": "validation_xtb", "shipped": "validation_shipped"}
     out = {"siblings": sibling_names(work / "siblings.yaml"),
            "n_sibling_rows": read_table(work / "xtb.parquet").num_rows}
     for name, models in committees.items():
-        out[name] = {"committee": errors(validate(args, models, work / f"validation_{name}"))}
+        out[name] = {"committee": errors(validate(args, models, work / folders[name]))}
         for k, model in enumerate(models):
-            out[name][f"member_{k}"] = errors(validate(args, [model], work / f"validation_{name}_{k}"))
+            out[name][f"member_{k}"] = errors(validate(args, [model], work / f"{folders[name]}_{k}"))
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "compare.json").write_text(json.dumps(out, indent=1) + "\n")
     for name in committees:

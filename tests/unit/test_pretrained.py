@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -139,19 +140,40 @@ def test_models_list_prints_level_data_and_test_errors(packaged, capsys):
     assert "2g (2 members), test vs xTB: energy MAE 12.5 meV/atom, force MAE 80.0 meV/A\n" in out  # no charges
 
 
+def record_training(model: Path, dataset: Path, split: Path, run_in: Path | None = None) -> None:
+    """Write into ``model``'s model.json the dataset and split it trained on, as training
+    does (the paths as given to a run in ``run_in``, e.g. a study's Snakemake run)."""
+    from hipqeq.training.data import file_sha256
+
+    meta = json.loads((model / "model.json").read_text())
+    for key, path in (("dataset", dataset), ("split", split)):
+        meta[key] = {"path": str(path if run_in is None else path.relative_to(run_in)),
+                     "sha256": file_sha256(path)}
+    (model / "model.json").write_text(json.dumps(meta))
+
+
+def other_committee(study: Path, seed: int) -> Path:
+    """Two 4G members beside the study's, with a validation of their own (force MAE 49.7)."""
+    other = study / "results" / "charge_reference" / "mulliken"
+    for k in range(2):
+        write_model(other / f"4g_{k}", seed + k)
+    block = {**BLOCK, "force_mae_mev_per_A": 49.7}
+    (other / "validation_xtb").mkdir()
+    (other / "validation_xtb" / "metrics.json").write_text(json.dumps(
+        {"metrics": {"xtb": {"4g": {"overall": block}, "baseline": {"overall": BLOCK}}}}))
+    return other
+
+
 def test_another_charge_modes_committee_ships_with_its_own_metrics(study, tmp_path):
     """--committee: the 4G members of the study's other charge mode (and not the first
     stages kept beside them), their validation's test errors and charge reference; the
     study's own baselines."""
     study = shutil.copytree(study, tmp_path / "study")
-    other = study / "results" / "charge_reference" / "mulliken"
-    for k in range(2):
-        write_model(other / f"4g_{k}", 40 + k)
+    other = other_committee(study, 40)
     write_model(other / "4g_0_stage_one", 50)
-    block = {**BLOCK, "force_mae_mev_per_A": 49.7}
-    (other / "validation_xtb").mkdir()
-    (other / "validation_xtb" / "metrics.json").write_text(json.dumps(
-        {"metrics": {"xtb": {"4g": {"overall": block}, "baseline": {"overall": BLOCK}}}}))
+    for k in range(2):  # the study's labels and split, the paths as a study's run records them
+        record_training(other / f"4g_{k}", study / "results" / "active" / "xtb.parquet",
+                        study / "results" / "splits.json", run_in=study)
     with pytest.raises(HipqeqError, match="charge_reference"):
         pretrained.package_study(study, ROOT / "config" / "toy.yaml", "x", "x", root=tmp_path / "out", committee=other)
     with pytest.raises(HipqeqError, match="validation_dft/metrics.json missing"):
@@ -166,6 +188,44 @@ def test_another_charge_modes_committee_ships_with_its_own_metrics(study, tmp_pa
                 == (other / f"4g_{k}" / "weights.pt").read_bytes())
     assert manifest["test_errors"]["4g"]["xtb"]["force_mae_mev_per_A"] == 49.7
     assert manifest["level_of_theory"]["charge model learns"] == "xtb charges"
+    assert manifest["training_data"]["only_4g_structures"] == []
+
+
+def test_a_committee_trained_on_more_ships_its_own_labels(study, tmp_path):
+    """A committee trained with extra parents (scripts/charged_siblings.py) ships the labels
+    and split it trained on, names the structures the baselines did not see, and is refused
+    when those files are not the ones it recorded or hold out other test parents."""
+    study = shutil.copytree(study, tmp_path / "study")
+    other = other_committee(study, 60)
+    rows = read_records(study / "results" / "active" / "xtb.parquet")
+    extra = [labelled(slab(seed=30 + k), np.random.default_rng(k), parent_id="sibling", structure_name="s_sibling",
+                      family="pristine", total_charge=0.0) for k in range(2)]
+    write_dataset(rows + extra, other / "xtb_with_siblings.parquet")
+    splits = json.loads((study / "results" / "splits.json").read_text())
+    for member in splits["members"]:
+        member["train"].append("sibling")
+    write_splits(splits, other / "splits.json")
+    for k in range(2):
+        record_training(other / f"4g_{k}", other / "xtb_with_siblings.parquet", other / "splits.json")
+    package = partial(pretrained.package_study, study, ROOT / "config" / "toy.yaml", "xs", "with a sibling",
+                      committee=other, charge_reference="xtb")
+    package(root=tmp_path / "out")
+    manifest = pretrained.info("xs", tmp_path / "out")
+    assert manifest["training_data"]["n_xtb_labels"] == len(rows) + 2
+    assert manifest["training_data"]["only_4g_structures"] == ["s_sibling"]
+    assert "sibling" in json.loads((tmp_path / "out" / "xs" / "data" / "splits.json").read_text())["members"][0]["train"]
+    assert any("s_sibling" in line for line in pretrained.summary_lines("xs", tmp_path / "out"))
+
+    write_dataset(rows + extra[:1], other / "xtb_with_siblings.parquet")  # not what the members trained on
+    with pytest.raises(HipqeqError, match="the dataset it trained on .* is not there as it was"):
+        package(root=tmp_path / "changed")
+    write_dataset(rows + extra, other / "xtb_with_siblings.parquet")
+    splits["test"] = ["sibling"]
+    write_splits(splits, other / "splits.json")
+    for k in range(2):
+        record_training(other / f"4g_{k}", other / "xtb_with_siblings.parquet", other / "splits.json")
+    with pytest.raises(HipqeqError, match="other test parents"):
+        package(root=tmp_path / "other_test")
 
 
 def test_unknown_names_kinds_and_unfinished_studies_are_refused(packaged, study, tmp_path):

@@ -11,7 +11,9 @@ whose energies and forces a fresh install must reproduce. --caveat states what t
 potential is not fit for (e.g. test errors far above a target); every load of it then
 warns with that text, and `models list` prints it. --committee ships another 4G
 committee of the study instead of its own (the other charge mode's, trained with
-scripts/charge_reference.py on the same labels and split), with its validation.
+scripts/charge_reference.py on the same labels and split, or one trained with more
+parents, scripts/charged_siblings.py), with its validation and the labels and split its
+members record (checked by sha256; `models list` names what the baselines did not see).
 
 examples:
   hipqeq models list
@@ -46,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     package.add_argument("--committee", type=Path, default=None,
                          help="ship another 4G committee of the study (DIR/4g_<k>, validated in "
                               "DIR/validation_<charge-reference>/), e.g. the other charge mode's "
-                              "(scripts/charge_reference.py); default: STUDY/results/models")
+                              "(scripts/charge_reference.py), with the labels its members trained on; "
+                              "default: STUDY/results/models")
     package.add_argument("--charge-reference", choices=["dft", "xtb"], default=None,
                          help="the charges that --committee's charge models learned")
 

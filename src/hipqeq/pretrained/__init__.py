@@ -221,6 +221,40 @@ TEST_ERRORS_BOUNDARY = (
     "slabs (README: 'The charge model')")
 
 
+def _trained_on(dirs: list[Path], study_dir: Path) -> dict[str, Path]:
+    """The dataset and split the models ``dirs`` trained on, as their model.json records
+    them (the path as run, from the working directory or the study's), checked by sha256:
+    ``{"dataset": path, "split": path}``."""
+    from hipqeq.training.data import file_sha256
+
+    found = {}
+    for key in ("dataset", "split"):
+        records = {(r["path"], r["sha256"]) for r in (json.loads((d / "model.json").read_text())[key] for d in dirs)}
+        if len(records) != 1:
+            raise HipqeqError(f"{dirs[0].parent}: its members trained on different {key} files: {sorted(records)}")
+        ((path, sha),) = records
+        match = next((c for c in (Path(path), study_dir / path) if c.exists() and file_sha256(c) == sha), None)
+        if match is None:
+            raise HipqeqError(f"{dirs[0]}: the {key} it trained on ({path}, sha256 {sha[:12]}) is not there as it "
+                              "was: package the committee beside the files that made it")
+        found[key] = match
+    return found
+
+
+def _only_in(trained_on: dict, study_dataset: Path, study_split: Path) -> list[str]:
+    """Structures of the 4G committee's training rows that the study's own (the baselines')
+    do not hold; refuses a committee held out on other test parents than the study's."""
+    from hipqeq.data import read_table
+    from hipqeq.data.split import read_splits
+
+    if set(read_splits(trained_on["split"])["test"]) != set(read_splits(study_split)["test"]):
+        raise HipqeqError(f"{trained_on['split']}: holds out other test parents than {study_split}: the "
+                          "committee's test errors and the baselines' would not compare")
+    parents = set(read_table(study_dataset).column("parent_id").to_pylist())
+    rows = read_table(trained_on["dataset"]).select(["parent_id", "structure_name"]).to_pylist()
+    return sorted({r["structure_name"] for r in rows if r["parent_id"] not in parents})
+
+
 def _committee(models: Path, prefix: str) -> list[Path]:
     """The ``<prefix>_<k>`` model directories in ``models`` (not a checkpoint,
     ``<dir>.resume.pt``, nor a first stage kept beside its model, ``<dir>_stage_one``)."""
@@ -239,12 +273,14 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
     structure with the results each kind gives on it now. ``caveat``: what the potential is
     not fit for, stated on every load. Returns the new folder.
 
-    ``committee``: a directory of the study holding another 4G committee trained on the
-    same labels and split (``4g_<k>``, e.g. the other charge mode's of
-    ``scripts/charge_reference.py``) and its validation (``validation_<charge_reference>/
-    metrics.json``, with the study's baselines); ``charge_reference`` (``dft`` or ``xtb``):
-    the charges its charge models learned. Default: the study's own models, validation
-    and ``training.charge_reference``."""
+    ``committee``: a directory of the study holding another 4G committee (``4g_<k>``, e.g.
+    the other charge mode's of ``scripts/charge_reference.py``) and its validation
+    (``validation_<charge_reference>/metrics.json``, with the study's baselines);
+    ``charge_reference`` (``dft`` or ``xtb``): the charges its charge models learned. The
+    labels and split that ship are those its members' model.json record (checked by
+    sha256): the study's, or more (``scripts/charged_siblings.py``), with the same test
+    parents; the structures the baselines did not train on are named in the manifest.
+    Default: the study's own models, labels, validation and ``training.charge_reference``."""
     from hipqeq.config import load_config
     from hipqeq.data.split import read_splits
 
@@ -264,16 +300,20 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
     if not metrics_path.exists():
         raise HipqeqError(f"{metrics_path} missing: run the study's validation first"
                           + ("" if committee is None else " (scripts/charge_reference.py compare)"))
-    # the labels the models trained on: with active learning every round's, not round 0's
-    copies = [(plan.training_dataset(config), "xtb.parquet"), ("results/datasets/dft.parquet", "dft.parquet"),
-              ("results/splits.json", "splits.json")]
+    # the labels the models trained on: with active learning every round's, not round 0's;
+    # another committee's own where it trained on more (scripts/charged_siblings.py)
+    trained_on = {"dataset": study_dir / plan.training_dataset(config), "split": results / "splits.json"}
+    if committee is not None:
+        trained_on = _trained_on(sources["4g"], study_dir)
+    copies = [(trained_on["dataset"], "xtb.parquet"), (results / "datasets/dft.parquet", "dft.parquet"),
+              (trained_on["split"], "splits.json")]
     if plan.test_label_chunks(config):  # the held-out labels the metrics were measured on too
-        copies.append((plan.TEST_LABELS_DATASET, "xtb_test.parquet"))
+        copies.append((study_dir / plan.TEST_LABELS_DATASET, "xtb_test.parquet"))
     if plan.test_dft_chunks(config):
-        copies.append((plan.TEST_DFT_DATASET, "dft_test.parquet"))
+        copies.append((study_dir / plan.TEST_DFT_DATASET, "dft_test.parquet"))
     for source, _ in copies:
-        if not (study_dir / source).exists():
-            raise HipqeqError(f"{study_dir / source} missing: is the study finished?")
+        if not source.exists():
+            raise HipqeqError(f"{source} missing: is the study finished?")
     if destination.exists():  # replaced only once the study is known to be complete
         shutil.rmtree(destination)
     models = {}
@@ -285,7 +325,7 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
     data.mkdir()
     shutil.copy2(config_path, destination / "config.yaml")
     for source, target in copies:
-        shutil.copy2(study_dir / source, data / target)
+        shutil.copy2(source, data / target)
     shutil.copy2(metrics_path, destination / "metrics.json")
     metrics = json.loads(metrics_path.read_text())
     splits = read_splits(data / "splits.json")
@@ -298,12 +338,16 @@ def package_study(study_dir: str | os.PathLike, config_path: str | os.PathLike, 
     reference = {kind: _reference_results(atoms, [destination / d for d in dirs]) for kind, dirs in models.items()}
     (check / "reference.json").write_text(json.dumps(reference, indent=1) + "\n")
 
+    training_data = _training_data(data, splits)
+    if committee is not None:
+        training_data["only_4g_structures"] = _only_in(trained_on, study_dir / plan.training_dataset(config),
+                                                       results / "splits.json")
     manifest = {
         "name": name,
         "description": description,
         "caveat": caveat,
         "level_of_theory": _level_of_theory(config, charge_reference or config["training"]["charge_reference"]),
-        "training_data": _training_data(data, splits),
+        "training_data": training_data,
         "test_errors": {kind: _overall(metrics, KINDS[kind]) for kind in KINDS},
         "test_errors_boundary": TEST_ERRORS_BOUNDARY,
         "models": models,
@@ -332,6 +376,9 @@ def summary_lines(name: str, root: str | os.PathLike | None = None) -> list[str]
                + (f"; {data['n_xtb_test_labels']} more labels of the test parents"
                   if data.get("n_xtb_test_labels") else "")
                + (f" ({data['n_dft_test_labels']} with DFT charges)" if data.get("n_dft_test_labels") else ""))]
+    if data.get("only_4g_structures"):
+        lines.append(f"  the 4G committee also trained on {', '.join(data['only_4g_structures'])} "
+                     "(the 2G baseline did not)")
     if data.get("label_boundaries"):
         lines.append(f"  test errors under the labels' boundaries ({', '.join(data['label_boundaries'])}), not "
                      "the calculator's (a slab's is pbc T,T,F): they differ for charged slabs")
