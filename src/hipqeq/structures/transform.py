@@ -43,18 +43,27 @@ def even_in_plane(supercell) -> tuple[int, int, int]:
     return (supercell[0] + supercell[0] % 2, supercell[1] + supercell[1] % 2, supercell[2])
 
 
+def _pb_bonds(atoms: Atoms, species: str):
+    """Pb->``species`` bonds (at most :data:`PB_I_BOND_MAX_A`): Pb indices, ``species``
+    indices, bond vectors (minimum image), and masks of the bonds in the plane and along z
+    (within ~14 degrees)."""
+    i, j, vectors = neighbor_list("ijD", atoms, PB_I_BOND_MAX_A)
+    symbols = np.array(atoms.get_chemical_symbols())
+    keep = (symbols[i] == "Pb") & (symbols[j] == species)
+    i, j, vectors = i[keep], j[keep], vectors[keep]
+    lengths = np.linalg.norm(vectors, axis=1)
+    in_plane = np.abs(vectors[:, 2]) < 0.25 * lengths
+    along_z = np.linalg.norm(vectors[:, :2], axis=1) < 0.25 * lengths
+    return i, j, vectors, in_plane, along_z
+
+
 def _octahedra(atoms: Atoms):
     """Pb-I bonds split into equatorial (in-plane) and apical (along z) ones.
 
     Returns ``(equatorial, apical)``: arrays of (pb, iodide, dx, dy, dz) rows with the
     Pb->I bond vector (minimum image).
     """
-    i, j, vectors = neighbor_list("ijD", atoms, PB_I_BOND_MAX_A)
-    symbols = np.array(atoms.get_chemical_symbols())
-    keep = (symbols[i] == "Pb") & (symbols[j] == "I")
-    i, j, vectors = i[keep], j[keep], vectors[keep]
-    in_plane = np.abs(vectors[:, 2]) < 0.25 * np.linalg.norm(vectors, axis=1)
-    along_z = np.linalg.norm(vectors[:, :2], axis=1) < 0.25 * np.linalg.norm(vectors, axis=1)
+    i, j, vectors, in_plane, along_z = _pb_bonds(atoms, "I")
     if not np.all(in_plane | along_z):
         raise StructureError("tilt needs untilted octahedra with Pb-I bonds along x, y and z")
     return (i[in_plane], j[in_plane], vectors[in_plane]), (i[along_z], j[along_z])
@@ -140,15 +149,10 @@ HALIDE_SITES = ("equatorial", "apical")
 
 
 def _halides_on_site(atoms: Atoms, species: str, site: str) -> set[int]:
-    """Indices of the ``species`` atoms with a Pb bond (at most :data:`PB_I_BOND_MAX_A`)
-    in the plane (``equatorial``) or along z (``apical``)."""
-    i, j, vectors = neighbor_list("ijD", atoms, PB_I_BOND_MAX_A)
-    symbols = np.array(atoms.get_chemical_symbols())
-    bonded = (symbols[i] == "Pb") & (symbols[j] == species)
-    lengths = np.linalg.norm(vectors[bonded], axis=1)
-    along_z = np.abs(vectors[bonded, 2]) > 0.75 * lengths
-    in_plane = np.abs(vectors[bonded, 2]) < 0.25 * lengths
-    return set(j[bonded][in_plane if site == "equatorial" else along_z].tolist())
+    """Indices of the ``species`` atoms with a Pb bond in the plane (``equatorial``) or
+    along z (``apical``), see :func:`_pb_bonds`."""
+    _, j, _, in_plane, along_z = _pb_bonds(atoms, species)
+    return set(j[in_plane if site == "equatorial" else along_z].tolist())
 
 
 def defect_site(atoms: Atoms, species: str, site: str | None = None) -> int:
