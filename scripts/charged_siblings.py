@@ -1,8 +1,9 @@
 """Does a charged sibling teach the 4G model a charge state's energy on a slab?
 
-The shipped committee (the gated study's GFN1-trained 4G models) is 80 meV/atom off on the
-test parent rp1 V_I+ (the n = 1 slab without its most central iodide, an apical one, at
-Q = +1): the charged iodine vacancy is in training on the n = 2 slab only. This script adds
+The gated study's GFN1-trained 4G committee (the base; it shipped until the one this
+script makes) is 80 meV/atom off on the test parent rp1 V_I+ (the n = 1 slab without its
+most central iodide, an apical one, at Q = +1): the charged iodine vacancy is in training
+on the n = 2 slab only. This script adds
 siblings, new parents such as the same slab's V_I+ at an equatorial site, to every member's
 training rows and measures what they bring, with nothing else changed:
 
@@ -11,14 +12,14 @@ training rows and measures what they bring, with nothing else changed:
            study's farthest-point selection, label them with the study's xTB settings (CP2K
            GFN1-xTB on its gated k-mesh) and gather; each step is a `hipqeq` verb, and a step
            whose output exists is skipped (a stopped run goes on)
-  train    member k: stage two and its energy-reference refits from the shipped member's
+  train    member k: stage two and its energy-reference refits from the base member's
            first-stage weights (restored from git at --stage-one-commit and checked against
            the sha256 its model.json records), on the study's training rows plus the
            siblings' (the siblings' parents in every member's training split; the charge
-           model is the shipped member's). The shipped member is the same run without them
+           model is the base member's). The base member is the same run without them
   compare  `hipqeq validate` of the new committee and of each member on the study's test
            frames (with the study's baselines), and a JSON of E / F / q MAE overall and per
-           family beside the shipped committee's; the new committee's is validation_xtb/, so
+           family beside the base committee's; the new committee's is validation_xtb/, so
            `hipqeq models package --committee <study>/results/charged_siblings
            --charge-reference xtb` packages it
 
@@ -53,7 +54,7 @@ from hipqeq.plan import TEST_DFT_DATASET, TEST_LABELS_DATASET, structure_plan, s
 from hipqeq.training import train_model
 
 HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
-SHIPPED = Path("results/charge_reference/mulliken")  # the shipped committee, in the study
+BASE = Path("results/charge_reference/mulliken")  # the GFN1-trained committee the siblings join
 DEFAULT_DEFECT = {"kind": "vacancy", "species": "I", "total_charge": 1, "site": "equatorial", "seeds": ["rp1_slab"]}
 KEYS = ("energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "force_mae_mev_per_A", "charge_mae_e")
 
@@ -115,23 +116,23 @@ def label(args) -> None:
 
 
 def restore_stage_one(study: Path, member: int, commit: str, output: Path) -> Path:
-    """The shipped member's first-stage model directory, as committed at ``commit``, checked
-    against the weights' sha256 the shipped member's model.json names (its ``init_from``)."""
-    shipped = study / SHIPPED / f"4g_{member}"
-    expected = json.loads((shipped / "model.json").read_text())["init_from"]["sha256"]
+    """The base member's first-stage model directory, as committed at ``commit``, checked
+    against the weights' sha256 the base member's model.json names (its ``init_from``)."""
+    base = study / BASE / f"4g_{member}"
+    expected = json.loads((base / "model.json").read_text())["init_from"]["sha256"]
     if not (output / "weights.pt").exists():
-        archive = subprocess.run(["git", "archive", "--format=tar", commit, str(shipped)], check=True,
+        archive = subprocess.run(["git", "archive", "--format=tar", commit, str(base)], check=True,
                                  capture_output=True).stdout
         output.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             for member_info in tar.getmembers():
                 if member_info.isfile():
-                    target = output / Path(member_info.name).relative_to(shipped)
+                    target = output / Path(member_info.name).relative_to(base)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(tar.extractfile(member_info).read())
     found = hashlib.sha256((output / "weights.pt").read_bytes()).hexdigest()
     if found != expected:
-        raise SystemExit(f"{output}: weights sha256 {found[:12]} is not the shipped member's first stage "
+        raise SystemExit(f"{output}: weights sha256 {found[:12]} is not the base member's first stage "
                          f"({expected[:12]}); pass the commit that holds it with --stage-one-commit")
     return output
 
@@ -159,7 +160,7 @@ def train(args) -> None:
     dataset, splits = training_files(args.study, config, work)
     stage_one = restore_stage_one(args.study, args.member, args.stage_one_commit, work / f"stage_one/4g_{args.member}")
     summary = train_model("short-range", config, dataset=dataset, splits=splits, member=args.member,
-                          output=work / f"4g_{args.member}", charge_model=args.study / SHIPPED / f"charges_{args.member}",
+                          output=work / f"4g_{args.member}", charge_model=args.study / BASE / f"charges_{args.member}",
                           device="cpu", init_from=stage_one)
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / f"train_{args.member}.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -187,10 +188,10 @@ def compare(args) -> None:
     work = args.study / "results/charged_siblings"
     n = load_config(args.config)["training"]["n_models"]
     committees = {"with_siblings": [work / f"4g_{k}" for k in range(n)],
-                  "shipped": [args.study / SHIPPED / f"4g_{k}" for k in range(n)]}
+                  "without_siblings": [args.study / BASE / f"4g_{k}" for k in range(n)]}
     # the new committee's validation is named for its charge reference, as `hipqeq models
     # package --committee` reads it
-    folders = {"with_siblings": "validation_xtb", "shipped": "validation_shipped"}
+    folders = {"with_siblings": "validation_xtb", "without_siblings": "validation_without_siblings"}
     out = {"siblings": sibling_names(work / "siblings.yaml"),
            "n_sibling_rows": read_table(work / "xtb.parquet").num_rows}
     for name, models in committees.items():
@@ -214,7 +215,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=6, help="labelled frames of the siblings (default: 6)")
     parser.add_argument("--member", type=int, default=0)
     parser.add_argument("--stage-one-commit", default="b29af5f",
-                        help="the commit holding the shipped members' first-stage weights (default: b29af5f)")
+                        help="the commit holding the base members' first-stage weights (default: b29af5f)")
     parser.add_argument("--docs", type=Path, default=Path("docs/study/charged_siblings"))
     args = parser.parse_args()
     args.config = study_config(args.study, args.config)

@@ -170,11 +170,11 @@ def test_siblings_join_every_members_training_split(charged_siblings, labels, tm
 
 
 def test_a_first_stage_of_other_weights_is_refused(charged_siblings, tmp_path):
-    shipped = tmp_path / charged_siblings.SHIPPED / "4g_0"
-    shipped.mkdir(parents=True)
-    (shipped / "model.json").write_text(json.dumps({"init_from": {"sha256": "0" * 64}}))
+    base = tmp_path / charged_siblings.BASE / "4g_0"
+    base.mkdir(parents=True)
+    (base / "model.json").write_text(json.dumps({"init_from": {"sha256": "0" * 64}}))
     restored = tmp_path / "stage_one"
     restored.mkdir()
     (restored / "weights.pt").write_bytes(b"other weights")
-    with pytest.raises(SystemExit, match="not the shipped member's first stage"):
+    with pytest.raises(SystemExit, match="not the base member's first stage"):
         charged_siblings.restore_stage_one(tmp_path, 0, "HEAD", restored)
