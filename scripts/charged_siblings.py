@@ -3,20 +3,21 @@
 The gated study's GFN1-trained 4G committee (the base; it shipped until the one this
 script makes) is 80 meV/atom off on the test parent rp1 V_I+ (the n = 1 slab without its
 most central iodide, an apical one, at Q = +1): the charged iodine vacancy is in training
-on the n = 2 slab only. This script adds
-siblings, new parents such as the same slab's V_I+ at an equatorial site, to every member's
-training rows and measures what they bring, with nothing else changed:
+on the n = 2 slab only. This script adds siblings, new parents such as the same slab's V_I+
+at an equatorial site, to every member's training rows and measures what they bring, with
+nothing else changed:
 
   label    build the siblings (the study's config with its defects replaced by --defect),
            sample each with the study's MD and rattle settings, pick --frames frames by the
            study's farthest-point selection, label them with the study's xTB settings (CP2K
            GFN1-xTB on its gated k-mesh) and gather; each step is a `hipqeq` verb, and a step
-           whose output exists is skipped (a stopped run goes on)
+           whose output exists is skipped (a stopped run goes on); then the members'
+           training files: the study's training rows plus the siblings' labelled ones, and
+           the study's split with the siblings' parents in every member's training split
   train    member k: stage two and its energy-reference refits from the base member's
            first-stage weights (restored from git at --stage-one-commit and checked against
-           the sha256 its model.json records), on the study's training rows plus the
-           siblings' (the siblings' parents in every member's training split; the charge
-           model is the base member's). The base member is the same run without them
+           the sha256 its model.json records), on label's training files (the charge model
+           is the base member's). The base member is the same run without them
   compare  `hipqeq validate` of the new committee and of each member on the study's test
            frames (with the study's baselines), and a JSON of E / F / q MAE overall and per
            family beside the base committee's; the new committee's is validation_xtb/, so
@@ -33,7 +34,6 @@ Files go to <study>/results/charged_siblings/, summaries to --docs.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import subprocess
@@ -52,10 +52,13 @@ from hipqeq.data.io import write_table
 from hipqeq.data.split import read_splits, write_splits
 from hipqeq.plan import TEST_DFT_DATASET, TEST_LABELS_DATASET, structure_plan, study_config, training_dataset
 from hipqeq.training import train_model
+from hipqeq.training.data import file_sha256
 
 HIPQEQ = str(Path(sys.executable).parent / "hipqeq")
 BASE = Path("results/charge_reference/mulliken")  # the GFN1-trained committee the siblings join
 DEFAULT_DEFECT = {"kind": "vacancy", "species": "I", "total_charge": 1, "site": "equatorial", "seeds": ["rp1_slab"]}
+# what `label` writes for the members to train on (once, so that both train from one file)
+TRAINING_DATASET, TRAINING_SPLIT = "xtb_with_siblings.parquet", "splits.json"
 KEYS = ("energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "force_mae_mev_per_A", "charge_mae_e")
 
 
@@ -77,19 +80,20 @@ def sibling_config(study_yaml: Path, defects: list, frames: int, output: Path) -
     return output
 
 
-def sibling_names(config_path: Path) -> list[str]:
-    return [spec.name for spec in structure_plan(load_config(config_path)) if spec.transform is not None]
+def sibling_names(config: dict) -> list[str]:
+    return [spec.name for spec in structure_plan(config) if spec.transform is not None]
 
 
 def label(args) -> None:
     work = args.study / "results/charged_siblings"
     config = sibling_config(args.config, args.defect, args.frames, work / "siblings.yaml")
+    settings = load_config(config)
     structures = work / "structures.parquet"
     if not structures.exists():
         hipqeq("build", "--config", config, "--output", structures)
     sampled = []
-    for name in sibling_names(config):
-        for temperature in load_config(config)["sampling"]["temperatures_K"]:
+    for name in sibling_names(settings):
+        for temperature in settings["sampling"]["temperatures_K"]:
             frames = work / f"sampling/{name}/T{temperature:g}.parquet"
             if not frames.exists():
                 hipqeq("sample", "md", "--config", config, "--structures", structures, "--name", name,
@@ -104,7 +108,7 @@ def label(args) -> None:
     selection = work / "selection.parquet"
     if not selection.exists():
         hipqeq("select", "--config", config, "--output-xtb", selection, *sampled)
-    chunk_size = load_config(config)["xtb"]["chunk_size"]
+    chunk_size = settings["xtb"]["chunk_size"]
     chunks = []
     for chunk in range(-(-read_table(selection).num_rows // chunk_size)):
         labels = work / f"labels/chunk_{chunk}.parquet"
@@ -113,6 +117,7 @@ def label(args) -> None:
                    "--no-progress")
         chunks.append(labels)
     hipqeq("gather", *chunks, "--output", work / "xtb.parquet", "--counts", work / "xtb_counts.json")
+    training_files(args.study, load_config(args.config), work)
 
 
 def restore_stage_one(study: Path, member: int, commit: str, output: Path) -> Path:
@@ -130,7 +135,7 @@ def restore_stage_one(study: Path, member: int, commit: str, output: Path) -> Pa
                     target = output / Path(member_info.name).relative_to(base)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(tar.extractfile(member_info).read())
-    found = hashlib.sha256((output / "weights.pt").read_bytes()).hexdigest()
+    found = file_sha256(output / "weights.pt")
     if found != expected:
         raise SystemExit(f"{output}: weights sha256 {found[:12]} is not the base member's first stage "
                          f"({expected[:12]}); pass the commit that holds it with --stage-one-commit")
@@ -142,7 +147,7 @@ def training_files(study: Path, config: dict, work: Path) -> tuple[Path, Path]:
     the siblings' parents in every member's training split."""
     siblings = read_table(work / "xtb.parquet")
     siblings = siblings.filter(pa.compute.equal(siblings.column("status"), "ok"))
-    dataset = work / "xtb_with_siblings.parquet"
+    dataset = work / TRAINING_DATASET
     study_rows = read_table(study / training_dataset(config))
     write_table(pa.concat_tables([study_rows, siblings.select(study_rows.schema.names).cast(study_rows.schema)]),
                 dataset)
@@ -150,26 +155,26 @@ def training_files(study: Path, config: dict, work: Path) -> tuple[Path, Path]:
     parents = sorted(set(siblings.column("parent_id").to_pylist()))
     for member in splits["members"]:
         member["train"] = sorted(set(member["train"]) | set(parents))
-    write_splits(splits, work / "splits.json")
-    return dataset, work / "splits.json"
+    write_splits(splits, work / TRAINING_SPLIT)
+    return dataset, work / TRAINING_SPLIT
 
 
 def train(args) -> None:
     work = args.study / "results/charged_siblings"
     config = load_config(args.config)
-    dataset, splits = training_files(args.study, config, work)
     stage_one = restore_stage_one(args.study, args.member, args.stage_one_commit, work / f"stage_one/4g_{args.member}")
-    summary = train_model("short-range", config, dataset=dataset, splits=splits, member=args.member,
-                          output=work / f"4g_{args.member}", charge_model=args.study / BASE / f"charges_{args.member}",
-                          device="cpu", init_from=stage_one)
+    summary = train_model("short-range", config, dataset=work / TRAINING_DATASET, splits=work / TRAINING_SPLIT,
+                          member=args.member, output=work / f"4g_{args.member}",
+                          charge_model=args.study / BASE / f"charges_{args.member}", device="cpu",
+                          init_from=stage_one)
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / f"train_{args.member}.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
-def validate(args, models: list, output_dir: Path) -> dict:
+def validate(args, config: dict, models: list, output_dir: Path) -> dict:
     """``hipqeq validate`` of ``models`` on the study's test frames, with the study's baselines
     (the metrics a package of the committee reports for both kinds)."""
-    study, config = args.study, load_config(args.config)
+    study = args.study
     hipqeq("validate", "--config", args.config, "--xtb", study / training_dataset(config),
            "--xtb-test", study / TEST_LABELS_DATASET, "--dft", study / "results/datasets/dft.parquet",
            "--dft-test", study / TEST_DFT_DATASET, "--splits", study / "results/splits.json", "--model", *models,
@@ -186,18 +191,19 @@ def errors(metrics: dict) -> dict:
 
 def compare(args) -> None:
     work = args.study / "results/charged_siblings"
-    n = load_config(args.config)["training"]["n_models"]
+    config = load_config(args.config)
+    n = config["training"]["n_models"]
     committees = {"with_siblings": [work / f"4g_{k}" for k in range(n)],
                   "without_siblings": [args.study / BASE / f"4g_{k}" for k in range(n)]}
     # the new committee's validation is named for its charge reference, as `hipqeq models
     # package --committee` reads it
     folders = {"with_siblings": "validation_xtb", "without_siblings": "validation_without_siblings"}
-    out = {"siblings": sibling_names(work / "siblings.yaml"),
+    out = {"siblings": sibling_names(load_config(work / "siblings.yaml")),
            "n_sibling_rows": read_table(work / "xtb.parquet").num_rows}
     for name, models in committees.items():
-        out[name] = {"committee": errors(validate(args, models, work / folders[name]))}
+        out[name] = {"committee": errors(validate(args, config, models, work / folders[name]))}
         for k, model in enumerate(models):
-            out[name][f"member_{k}"] = errors(validate(args, [model], work / f"{folders[name]}_{k}"))
+            out[name][f"member_{k}"] = errors(validate(args, config, [model], work / f"{folders[name]}_{k}"))
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "compare.json").write_text(json.dumps(out, indent=1) + "\n")
     for name in committees:

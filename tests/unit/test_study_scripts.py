@@ -140,7 +140,7 @@ def test_sibling_config_builds_only_the_siblings(charged_siblings, tmp_path):
     study_yaml = SCRIPTS.parent / "config" / "study.yaml"
     path = charged_siblings.sibling_config(study_yaml, [charged_siblings.DEFAULT_DEFECT], 5, tmp_path / "s.yaml")
     config = load_config(path)
-    assert charged_siblings.sibling_names(path) == ["rp1_slab__vac_I_equatorial_qp1"]
+    assert charged_siblings.sibling_names(config) == ["rp1_slab__vac_I_equatorial_qp1"]
     assert config["selection"]["n_xtb"] == 5 and config["selection"]["n_dft"] == 0
     study = load_config(study_yaml)
     for section in ("xtb", "sampling"):  # labelled and sampled as the study's own parents
