@@ -48,7 +48,7 @@ from hipqeq.config import load_config
 from hipqeq.data import read_table
 from hipqeq.data.io import atoms_from_record, label_pbc, write_table
 from hipqeq.data.split import assign_splits, read_splits
-from hipqeq.plan import TEST_DFT_DATASET, TEST_LABELS_DATASET, study_config, training_dataset
+from hipqeq.plan import study_config, validate_options, validation_inputs
 from hipqeq.training import train_model
 from hipqeq.training.stages import energy_reference_weights, finish_stage_two, stage_one_dir
 
@@ -79,17 +79,19 @@ def dft_charges(source: Path, scheme: str, output: Path) -> Path:
 
 def study_paths(args) -> dict:
     """The study's files, and where each mode's models are: ``models[mode]`` (the model
-    directory names' prefix) for the study's own mode and for the other one, trained here."""
+    directory names' prefix) for the study's own mode and for the other one, trained here.
+    ``validation``: what ``hipqeq validate`` reads, the DFT sets with ``--scheme``'s charges."""
     config = load_config(args.config)
     results = args.study / "results"
     work = results / "charge_reference" / args.scheme.lower()
-    dft_test = args.study / TEST_DFT_DATASET
+    validation = validation_inputs(config, args.study)
+    validation["dft"] = dft_charges(args.dft or Path(validation["dft"]), args.scheme, work / "dft.parquet")
+    if "dft_test" in validation:
+        validation["dft_test"] = dft_charges(Path(validation["dft_test"]), args.scheme, work / "dft_test.parquet")
     own = config["training"]["charge_reference"]
     other = {"dft": "xtb", "xtb": "dft"}[own]
-    return {"config": config, "results": results, "work": work, "splits": results / "splits.json",
-            "xtb": args.study / training_dataset(config), "xtb_test": args.study / TEST_LABELS_DATASET,
-            "dft": dft_charges(args.dft or results / "datasets/dft.parquet", args.scheme, work / "dft.parquet"),
-            "dft_test": dft_charges(dft_test, args.scheme, work / "dft_test.parquet") if dft_test.exists() else None,
+    return {"config": config, "results": results, "work": work, "validation": validation,
+            **{name: Path(validation[name]) for name in ("xtb", "xtb_test", "dft", "splits")},
             "other": other, "models": {own: results / "models", other: work},
             "docs": args.docs / args.scheme.lower()}
 
@@ -114,10 +116,7 @@ def train(args) -> None:
 def validate(paths: dict, config_path: Path, models: list, output_dir: Path) -> dict:
     results = paths["results"]
     n = paths["config"]["training"]["n_models"]
-    dft_test = [] if paths["dft_test"] is None else ["--dft-test", str(paths["dft_test"])]
-    subprocess.run([HIPQEQ, "validate", "--config", str(config_path), "--xtb", str(paths["xtb"]),
-                    "--xtb-test", str(paths["xtb_test"]), "--dft", str(paths["dft"]), *dft_test,
-                    "--splits", str(paths["splits"]),
+    subprocess.run([HIPQEQ, "validate", "--config", str(config_path), *validate_options(paths["validation"]),
                     "--model", *map(str, models),
                     "--baseline", *(str(results / f"models/baseline_{k}") for k in range(n)),
                     "--output-dir", str(output_dir)], check=True, capture_output=True)

@@ -41,7 +41,7 @@ from hipqeq.config import load_config
 from hipqeq.data import read_table
 from hipqeq.data.io import write_table
 from hipqeq.data.split import read_splits
-from hipqeq.plan import TEST_LABELS_DATASET, study_config, training_dataset
+from hipqeq.plan import study_config, training_dataset, validate_options, validation_inputs
 from hipqeq.training import train_model
 from hipqeq.training.data import file_sha256
 from hipqeq.training.stages import finish_stage_two, stage_one_dir
@@ -77,10 +77,7 @@ def trained_on(model: Path, dataset: Path) -> bool:
 
 
 def test_errors(study: Path, config: dict, config_path: Path, model: Path, baseline: Path, output_dir: Path) -> dict:
-    more_test_labels = study / TEST_LABELS_DATASET
-    subprocess.run([HIPQEQ, "validate", "--config", str(config_path), "--xtb", str(study / training_dataset(config)),
-                    *(["--xtb-test", str(more_test_labels)] if more_test_labels.exists() else []),
-                    "--dft", str(study / "results/datasets/dft.parquet"), "--splits", str(study / "results/splits.json"),
+    subprocess.run([HIPQEQ, "validate", "--config", str(config_path), *validate_options(validation_inputs(config, study)),
                     "--model", str(model), "--baseline", str(baseline), "--output-dir", str(output_dir)],
                    check=True, capture_output=True)
     metrics = json.loads((output_dir / "metrics.json").read_text())["metrics"]["xtb"]

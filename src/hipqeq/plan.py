@@ -186,7 +186,7 @@ def active_charge_dataset(config: dict, round_: int) -> str:
     rounds), or with ``training.charge_reference: xtb`` every xTB label before the round."""
     if config["training"]["charge_reference"] == "xtb":
         return active_dataset(round_ - 1)
-    return "results/datasets/dft.parquet"
+    return DFT_DATASET
 
 
 def active_model_dir(config: dict, round_: int, member: int, kind: str) -> str:
@@ -225,6 +225,31 @@ TEST_LABELS_DATASET = "results/datasets/xtb_test.parquet"
 #: DFT labels of the same held-out frames (``selection.dft_test``).
 TEST_DFT_DATASET = "results/datasets/dft_test.parquet"
 
+#: The DFT-charge labels (computed or ingested) and the split of the study's parents.
+DFT_DATASET = "results/datasets/dft.parquet"
+SPLITS = "results/splits.json"
+
+
+def validation_inputs(config: dict, study: PurePath | str = "") -> dict[str, str]:
+    """The labels ``hipqeq validate`` reads for a study's models (``results/models``), by
+    its options' names (``xtb``, ``xtb_test``, ``dft``, ``dft_test``, ``splits``), as paths
+    under ``study``: the held-out frames' labels only where the config makes them. The
+    workflow's validate rule and the study scripts read the same files through it."""
+    inputs = {"xtb": training_dataset(config), "xtb_test": TEST_LABELS_DATASET, "dft": DFT_DATASET,
+              "dft_test": TEST_DFT_DATASET, "splits": SPLITS}
+    if not test_label_chunks(config):
+        del inputs["xtb_test"]
+    if not test_dft_chunks(config):
+        del inputs["dft_test"]
+    return {name: str(PurePath(study) / path) for name, path in inputs.items()}
+
+
+def validate_options(inputs: dict) -> list[str]:
+    """``hipqeq validate``'s command-line options for ``inputs`` (named as by
+    :func:`validation_inputs`), e.g. ``["--xtb", "a.parquet", "--xtb-test", ...]``."""
+    return [part for name, path in inputs.items() for part in (f"--{name.replace('_', '-')}", str(path))]
+
+
 #: The config a study directory keeps beside its results: the one its run used.
 STUDY_CONFIG = "study.yaml"
 
@@ -244,10 +269,10 @@ def test_label_chunks(config: dict) -> list[int]:
 
 def test_dft_chunks(config: dict) -> list[int]:
     """DFT labelling jobs of the held-out frames (with ``selection.dft_test``: the
-    ``n_xtb_test`` frames in ``dft.chunk_size`` chunks); none otherwise or for an
-    external DFT set, which is not computed here."""
+    ``n_xtb_test`` frames in ``dft.chunk_size`` chunks); none otherwise, without held-out
+    frames, or for an external DFT set, which is not computed here."""
     selection = config["selection"]
-    if not selection["dft_test"] or config["dft"]["source"] == "external":
+    if not selection["dft_test"] or not selection["n_xtb_test"] or config["dft"]["source"] == "external":
         return []
     return list(range(n_chunks(selection["n_xtb_test"], config["dft"]["chunk_size"])))
 
@@ -259,4 +284,4 @@ def held_out_split(config: dict) -> str:
     (:func:`hipqeq.data.split.make_splits`): active learning's split, which is made
     before any label, holds the same ones as the study's, which waits for the labels;
     `hipqeq validate` refuses held-out rows of any parent its split does not hold out."""
-    return f"{ACTIVE_ROOT}/splits.json" if active_rounds(config) else "results/splits.json"
+    return f"{ACTIVE_ROOT}/splits.json" if active_rounds(config) else SPLITS

@@ -116,6 +116,21 @@ def test_only_slabs_count_as_charged_slabs(production):
                                                    "rp2_slab__vac_I_qp1"]
 
 
+def test_validation_reads_the_held_out_labels_only_where_the_config_makes_them():
+    config = load_config(ROOT / "config" / "study.yaml")
+    inputs = plan.validation_inputs(config, "studies/s")
+    assert inputs == {"xtb": f"studies/s/{plan.training_dataset(config)}",
+                      "xtb_test": "studies/s/results/datasets/xtb_test.parquet",
+                      "dft": "studies/s/results/datasets/dft.parquet",
+                      "dft_test": "studies/s/results/datasets/dft_test.parquet",
+                      "splits": "studies/s/results/splits.json"}
+    assert plan.validate_options(inputs)[:4] == ["--xtb", inputs["xtb"], "--xtb-test", inputs["xtb_test"]]
+    config["selection"].update(n_xtb_test=0)  # no held-out frames: neither their xTB nor their DFT labels
+    assert set(plan.validation_inputs(config)) == {"xtb", "dft", "splits"}
+    config["selection"].update(n_xtb_test=4, dft_test=False)
+    assert set(plan.validation_inputs(config)) == {"xtb", "xtb_test", "dft", "splits"}
+
+
 def test_study_config_is_the_given_file_or_the_studys_own(tmp_path):
     assert plan.study_config(tmp_path, tmp_path / "other.yaml") == tmp_path / "other.yaml"
     assert plan.study_config(tmp_path) == tmp_path / "study.yaml"

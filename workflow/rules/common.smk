@@ -99,16 +99,6 @@ def charge_dataset(wildcards):
     return "results/datasets/dft.parquet"
 
 
-def test_labels(wildcards=None):
-    """More xTB labels of the test parents for validation (none unless selection.n_xtb_test)."""
-    return [plan.TEST_LABELS_DATASET] if XTB_TEST_CHUNKS else []
-
-
-def test_dft_labels(wildcards=None):
-    """DFT labels of the same held-out frames (none unless selection.dft_test)."""
-    return [plan.TEST_DFT_DATASET] if DFT_TEST_CHUNKS else []
-
-
 def models_of(kind):
     return expand("results/models/{kind}_{member}", kind=kind, member=MEMBERS)
 

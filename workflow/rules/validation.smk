@@ -31,11 +31,7 @@ rule md_check:
 
 rule validate:
     input:
-        xtb=plan.training_dataset(config),
-        xtb_test=test_labels(),
-        dft="results/datasets/dft.parquet",
-        dft_test=test_dft_labels(),
-        splits="results/splits.json",
+        **plan.validation_inputs(config),
         models=models_of("4g"),
         baselines=models_of("baseline"),
         peers=peer_models(),
@@ -54,8 +50,7 @@ rule validate:
                         category="Parity per family", caption="../report/parity.rst"),
     params:
         settings=config["validation"],
-        xtb_test=lambda wildcards, input: f"--xtb-test {input.xtb_test}" if input.xtb_test else "",
-        dft_test=lambda wildcards, input: f"--dft-test {input.dft_test}" if input.dft_test else "",
+        datasets=" ".join(plan.validate_options(plan.validation_inputs(config))),
     log:
         "logs/validate.log",
     benchmark:
@@ -67,6 +62,5 @@ rule validate:
         mem_mb=8000,
         runtime=120,
     shell:
-        "hipqeq validate --config {CONFIG_FILE} --xtb {input.xtb} {params.xtb_test} --dft {input.dft} {params.dft_test}"
-        " --splits {input.splits} --model {input.models} --baseline {input.baselines}"
+        "hipqeq validate --config {CONFIG_FILE} {params.datasets} --model {input.models} --baseline {input.baselines}"
         " --peer {input.peers} --md {input.md} --output-dir results/validation > {log} 2>&1"
