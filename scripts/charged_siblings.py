@@ -8,8 +8,8 @@ at an equatorial site, to every member's training rows and measures what they br
 nothing else changed:
 
   label    build the siblings (the study's config with its defects replaced by --defect),
-           sample each with the study's MD and rattle settings, pick --frames frames by the
-           study's farthest-point selection, label them with the study's xTB settings (CP2K
+           sample each with the study's MD and rattle settings, pick --frames frames of each
+           by the study's farthest-point selection, label them with the study's xTB settings (CP2K
            GFN1-xTB on its gated k-mesh) and gather; each step is a `hipqeq` verb, and a step
            whose output exists is skipped (a stopped run goes on); then the members'
            training files: the study's training rows plus the siblings' labelled ones, and
@@ -21,14 +21,21 @@ nothing else changed:
   compare  `hipqeq validate` of the new committee and of each member on the study's test
            frames (with the study's baselines), and a JSON of E / F / q MAE overall and per
            family beside the base committee's; the new committee's is validation_xtb/, so
-           `hipqeq models package --committee <study>/results/charged_siblings
+           `hipqeq models package --committee <study>/results/<experiment>
            --charge-reference xtb` packages it
 
     python scripts/charged_siblings.py label
     python scripts/charged_siblings.py train --member 0
     python scripts/charged_siblings.py compare
 
-Files go to <study>/results/charged_siblings/, summaries to --docs.
+Files go to <study>/results/<experiment>/, summaries to docs/study/<experiment>/ (--experiment
+names a set of siblings: the shipped committee's is charged_siblings; more, e.g.
+
+    python scripts/charged_siblings.py label --experiment charged_twins \
+        --defect '{"kind": "vacancy", "species": "I", "total_charge": 1, "site": "equatorial", "seeds": ["rp1_slab", "rp2_slab"]}' \
+        --defect '{"kind": "vacancy", "species": "I", "site": "equatorial", "seeds": ["rp1_slab"]}'
+
+adds the n = 2 slab's equatorial V_I+ and the n = 1 sibling's neutral twin).
 """
 
 from __future__ import annotations
@@ -50,7 +57,8 @@ from hipqeq.config import load_config
 from hipqeq.data import read_table
 from hipqeq.data.io import write_table
 from hipqeq.data.split import read_splits, write_splits
-from hipqeq.plan import TEST_DFT_DATASET, TEST_LABELS_DATASET, structure_plan, study_config, training_dataset
+from hipqeq.plan import (SPLITS, n_chunks, structure_plan, study_config, training_dataset, validate_options,
+                         validation_inputs)
 from hipqeq.training import train_model
 from hipqeq.training.data import file_sha256
 
@@ -85,39 +93,46 @@ def sibling_names(config: dict) -> list[str]:
 
 
 def label(args) -> None:
-    work = args.study / "results/charged_siblings"
+    work = args.study / "results" / args.experiment
     config = sibling_config(args.config, args.defect, args.frames, work / "siblings.yaml")
     settings = load_config(config)
     structures = work / "structures.parquet"
     if not structures.exists():
         hipqeq("build", "--config", config, "--output", structures)
-    sampled = []
+    chunks = []
     for name in sibling_names(settings):
-        for temperature in settings["sampling"]["temperatures_K"]:
-            frames = work / f"sampling/{name}/T{temperature:g}.parquet"
-            if not frames.exists():
-                hipqeq("sample", "md", "--config", config, "--structures", structures, "--name", name,
-                       "--temperature-K", temperature, "--output", frames,
-                       "--trajectory", frames.with_suffix(".traj"))
-            sampled.append(frames)
-        rattles = work / f"sampling/{name}/rattle.parquet"
-        if not rattles.exists():
-            hipqeq("sample", "rattle", "--config", config, "--structures", structures, "--name", name,
-                   "--output", rattles)
-        sampled.append(rattles)
-    selection = work / "selection.parquet"
+        chunks += label_sibling(config, settings, structures, name, work)
+    hipqeq("gather", *chunks, "--output", work / "xtb.parquet", "--counts", work / "xtb_counts.json")
+    training_files(args.study, load_config(args.config), work)
+
+
+def label_sibling(config: Path, settings: dict, structures: Path, name: str, work: Path) -> list[Path]:
+    """Sample sibling ``name``, select its ``selection.n_xtb`` frames (each sibling its own
+    farthest-point selection, so that every one gets as many labels) and label them; the
+    label chunks' paths. A step whose output exists is skipped."""
+    sampled = []
+    for temperature in settings["sampling"]["temperatures_K"]:
+        frames = work / f"sampling/{name}/T{temperature:g}.parquet"
+        if not frames.exists():
+            hipqeq("sample", "md", "--config", config, "--structures", structures, "--name", name,
+                   "--temperature-K", temperature, "--output", frames, "--trajectory", frames.with_suffix(".traj"))
+        sampled.append(frames)
+    rattles = work / f"sampling/{name}/rattle.parquet"
+    if not rattles.exists():
+        hipqeq("sample", "rattle", "--config", config, "--structures", structures, "--name", name,
+               "--output", rattles)
+    sampled.append(rattles)
+    selection = work / f"selection/{name}.parquet"
     if not selection.exists():
         hipqeq("select", "--config", config, "--output-xtb", selection, *sampled)
-    chunk_size = settings["xtb"]["chunk_size"]
     chunks = []
-    for chunk in range(-(-read_table(selection).num_rows // chunk_size)):
-        labels = work / f"labels/chunk_{chunk}.parquet"
+    for chunk in range(n_chunks(read_table(selection).num_rows, settings["xtb"]["chunk_size"])):
+        labels = work / f"labels/{name}/chunk_{chunk}.parquet"
         if not labels.exists():
             hipqeq("label", "xtb", "--config", config, "--input", selection, "--chunk", chunk, "--output", labels,
                    "--no-progress")
         chunks.append(labels)
-    hipqeq("gather", *chunks, "--output", work / "xtb.parquet", "--counts", work / "xtb_counts.json")
-    training_files(args.study, load_config(args.config), work)
+    return chunks
 
 
 def restore_stage_one(study: Path, member: int, commit: str, output: Path) -> Path:
@@ -151,7 +166,7 @@ def training_files(study: Path, config: dict, work: Path) -> tuple[Path, Path]:
     study_rows = read_table(study / training_dataset(config))
     write_table(pa.concat_tables([study_rows, siblings.select(study_rows.schema.names).cast(study_rows.schema)]),
                 dataset)
-    splits = read_splits(study / "results/splits.json")
+    splits = read_splits(study / SPLITS)
     parents = sorted(set(siblings.column("parent_id").to_pylist()))
     for member in splits["members"]:
         member["train"] = sorted(set(member["train"]) | set(parents))
@@ -160,7 +175,7 @@ def training_files(study: Path, config: dict, work: Path) -> tuple[Path, Path]:
 
 
 def train(args) -> None:
-    work = args.study / "results/charged_siblings"
+    work = args.study / "results" / args.experiment
     config = load_config(args.config)
     stage_one = restore_stage_one(args.study, args.member, args.stage_one_commit, work / f"stage_one/4g_{args.member}")
     summary = train_model("short-range", config, dataset=work / TRAINING_DATASET, splits=work / TRAINING_SPLIT,
@@ -175,9 +190,7 @@ def validate(args, config: dict, models: list, output_dir: Path) -> dict:
     """``hipqeq validate`` of ``models`` on the study's test frames, with the study's baselines
     (the metrics a package of the committee reports for both kinds)."""
     study = args.study
-    hipqeq("validate", "--config", args.config, "--xtb", study / training_dataset(config),
-           "--xtb-test", study / TEST_LABELS_DATASET, "--dft", study / "results/datasets/dft.parquet",
-           "--dft-test", study / TEST_DFT_DATASET, "--splits", study / "results/splits.json", "--model", *models,
+    hipqeq("validate", "--config", args.config, *validate_options(validation_inputs(config, study)), "--model", *models,
            "--baseline", *(study / f"results/models/baseline_{k}" for k in range(config["training"]["n_models"])),
            "--output-dir", output_dir)
     return json.loads((output_dir / "metrics.json").read_text())
@@ -190,7 +203,7 @@ def errors(metrics: dict) -> dict:
 
 
 def compare(args) -> None:
-    work = args.study / "results/charged_siblings"
+    work = args.study / "results" / args.experiment
     config = load_config(args.config)
     n = config["training"]["n_models"]
     committees = {"with_siblings": [work / f"4g_{k}" for k in range(n)],
@@ -218,14 +231,18 @@ def main() -> None:
     parser.add_argument("--defect", type=json.loads, action="append",
                         help=f"a sibling, as a structures.defects entry in JSON (repeatable; default: "
                              f"{json.dumps(DEFAULT_DEFECT)})")
-    parser.add_argument("--frames", type=int, default=6, help="labelled frames of the siblings (default: 6)")
+    parser.add_argument("--experiment", default="charged_siblings",
+                        help="the set of siblings: its files' folder in STUDY/results and docs/study "
+                             "(default: charged_siblings, the shipped committee's)")
+    parser.add_argument("--frames", type=int, default=6, help="labelled frames of each sibling (default: 6)")
     parser.add_argument("--member", type=int, default=0)
     parser.add_argument("--stage-one-commit", default="b29af5f",
                         help="the commit holding the base members' first-stage weights (default: b29af5f)")
-    parser.add_argument("--docs", type=Path, default=Path("docs/study/charged_siblings"))
+    parser.add_argument("--docs", type=Path, help="where summaries go (default: docs/study/EXPERIMENT)")
     args = parser.parse_args()
     args.config = study_config(args.study, args.config)
     args.defect = args.defect or [DEFAULT_DEFECT]
+    args.docs = args.docs or Path("docs/study") / args.experiment
     torch.set_num_threads(1)
     {"label": label, "train": train, "compare": compare}[args.command](args)
 

@@ -178,3 +178,31 @@ def test_a_first_stage_of_other_weights_is_refused(charged_siblings, tmp_path):
     (restored / "weights.pt").write_bytes(b"other weights")
     with pytest.raises(SystemExit, match="not the base member's first stage"):
         charged_siblings.restore_stage_one(tmp_path, 0, "HEAD", restored)
+
+
+def test_every_sibling_gets_its_own_selection_and_labels(charged_siblings, labels, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_hipqeq(*args):  # writes each step's output as the verb would (a selection: 5 frames)
+        calls.append(args)
+        output = Path(args[args.index("--output-xtb" if args[0] == "select" else "--output") + 1])
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if args[0] == "select":
+            write_table(read_table(labels).slice(0, 5), output)
+        else:
+            output.touch()
+
+    monkeypatch.setattr(charged_siblings, "hipqeq", fake_hipqeq)
+    settings = {"sampling": {"temperatures_K": [150, 450]}, "xtb": {"chunk_size": 2}}
+    work = tmp_path / "work"
+    chunks = charged_siblings.label_sibling(Path("s.yaml"), settings, Path("structures.parquet"), "sib_a", work)
+    assert chunks == [work / f"labels/sib_a/chunk_{k}.parquet" for k in range(3)]  # 5 frames in pairs
+    select = next(c for c in calls if c[0] == "select")
+    assert select[select.index("--output-xtb") + 1] == work / "selection/sib_a.parquet"
+    assert sorted(map(str, select[select.index("--output-xtb") + 2:])) == sorted(
+        str(work / f"sampling/sib_a/{name}.parquet") for name in ("T150", "T450", "rattle"))
+    calls.clear()
+    assert charged_siblings.label_sibling(Path("s.yaml"), settings, Path("structures.parquet"), "sib_a", work) == chunks
+    assert calls == [], "a step whose output exists is not run again"
+    charged_siblings.label_sibling(Path("s.yaml"), settings, Path("structures.parquet"), "sib_b", work)
+    assert all("sib_a" not in str(arg) for call in calls for arg in call), "another sibling reads none of its files"
