@@ -48,16 +48,18 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 (pa.compute)
 import torch
 import yaml
 
 from hipqeq.config import load_config
+from hipqeq.calculator import predict
 from hipqeq.data import read_table
-from hipqeq.data.io import write_table
-from hipqeq.data.split import read_splits, write_splits
-from hipqeq.plan import (SPLITS, n_chunks, structure_plan, study_config, training_dataset, validate_options,
+from hipqeq.data.io import atoms_from_record, label_pbc, read_records, write_table
+from hipqeq.data.split import assign_splits, read_splits, write_splits
+from hipqeq.plan import (SPLITS, TEST_LABELS_DATASET, n_chunks, structure_plan, study_config, training_dataset, validate_options,
                          validation_inputs)
 from hipqeq.training import train_model
 from hipqeq.training.data import file_sha256
@@ -174,12 +176,22 @@ def training_files(study: Path, config: dict, work: Path) -> tuple[Path, Path]:
     return dataset, work / TRAINING_SPLIT
 
 
+def run_dir(args) -> Path:
+    """Where the members trained on the experiment's rows go: the experiment's folder, or
+    with --stage-two-force-weight a folder of their own in it."""
+    work = args.study / "results" / args.experiment
+    weight = args.stage_two_force_weight
+    return work if weight is None else work / f"stage_two_fw{weight:g}"
+
+
 def train(args) -> None:
     work = args.study / "results" / args.experiment
     config = load_config(args.config)
+    if args.stage_two_force_weight is not None:
+        config["training"]["short_range"]["stage_two"]["force_weight"] = args.stage_two_force_weight
     stage_one = restore_stage_one(args.study, args.member, args.stage_one_commit, work / f"stage_one/4g_{args.member}")
     summary = train_model("short-range", config, dataset=work / TRAINING_DATASET, splits=work / TRAINING_SPLIT,
-                          member=args.member, output=work / f"4g_{args.member}",
+                          member=args.member, output=run_dir(args) / f"4g_{args.member}",
                           charge_model=args.study / BASE / f"charges_{args.member}", device="cpu",
                           init_from=stage_one)
     args.docs.mkdir(parents=True, exist_ok=True)
@@ -206,7 +218,7 @@ def compare(args) -> None:
     work = args.study / "results" / args.experiment
     config = load_config(args.config)
     n = config["training"]["n_models"]
-    committees = {"with_siblings": [work / f"4g_{k}" for k in range(n)],
+    committees = {"with_siblings": [run_dir(args) / f"4g_{k}" for k in range(n)],
                   "without_siblings": [args.study / BASE / f"4g_{k}" for k in range(n)]}
     # the new committee's validation is named for its charge reference, as `hipqeq models
     # package --committee` reads it
@@ -214,18 +226,60 @@ def compare(args) -> None:
     out = {"siblings": sibling_names(load_config(work / "siblings.yaml")),
            "n_sibling_rows": read_table(work / "xtb.parquet").num_rows}
     for name, models in committees.items():
-        out[name] = {"committee": errors(validate(args, config, models, work / folders[name]))}
+        out[name] = {"committee": errors(validate(args, config, models, run_dir(args) / folders[name]))}
         for k, model in enumerate(models):
-            out[name][f"member_{k}"] = errors(validate(args, config, [model], work / f"{folders[name]}_{k}"))
+            out[name][f"member_{k}"] = errors(validate(args, config, [model], run_dir(args) / f"{folders[name]}_{k}"))
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "compare.json").write_text(json.dumps(out, indent=1) + "\n")
     for name in committees:
         print(name, json.dumps(out[name]["committee"], indent=1))
 
 
+def signed_errors(models: list, records: list[dict], splits: dict, member: int) -> dict:
+    """Per parent (by structure name): its rows' split for ``member``, how many, and the mean
+    signed energy error (model - label, meV/atom) of ``models`` predicting under each
+    label's boundary, as ``hipqeq validate`` compares them; where an error sits that the
+    test MAE alone does not say (a charge state fitted on one slab and not the other)."""
+    atoms = []
+    for record in records:
+        atoms.append(atoms_from_record(record))
+        atoms[-1].calc = None
+    predicted = predict([str(m) for m in models], atoms, device="cpu", progress=False,
+                        charge_pbc=[label_pbc(r) for r in records])
+    names = assign_splits([r["parent_id"] for r in records], splits, member)
+    by_parent = {}
+    for record, prediction, split in zip(records, predicted, names):
+        error = 1000 * (prediction["energy"] - record["energy"]) / len(record["numbers"])
+        by_parent.setdefault(record["structure_name"], {"split": split, "errors": []})["errors"].append(error)
+    return {name: {"split": entry["split"], "n": len(entry["errors"]),
+                   "signed_energy_mev_per_atom": round(float(np.mean(entry["errors"])), 2)}
+            for name, entry in sorted(by_parent.items())}
+
+
+def parents(args) -> None:
+    """Each member's signed energy error per parent, with and without the siblings, on the
+    members' training rows and the study's test labels."""
+    work = args.study / "results" / args.experiment
+    config = load_config(args.config)
+    records = [r for path in (work / TRAINING_DATASET, args.study / TEST_LABELS_DATASET)
+               for r in read_records(path) if r["status"] == "ok"]
+    splits = read_splits(work / TRAINING_SPLIT)
+    out = {}
+    for k in range(config["training"]["n_models"]):
+        out[f"member_{k}"] = {"with_siblings": signed_errors([run_dir(args) / f"4g_{k}"], records, splits, k),
+                              "without_siblings": signed_errors([args.study / BASE / f"4g_{k}"], records, splits, k)}
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "parents.json").write_text(json.dumps(out, indent=1) + "\n")
+    for member, models in out.items():
+        print(member)
+        for name, entry in models["with_siblings"].items():
+            print(f"  {name:45s} {entry['split']:5s} n={entry['n']:2d} with {entry['signed_energy_mev_per_atom']:+7.1f}"
+                  f"  without {models['without_siblings'][name]['signed_energy_mev_per_atom']:+7.1f} meV/atom")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("label", "train", "compare"))
+    parser.add_argument("command", choices=("label", "train", "compare", "parents"))
     parser.add_argument("--study", type=Path, default=Path("studies/cspbi-gfn1-k72"))
     parser.add_argument("--config", type=Path, help="the study's config (default: STUDY/study.yaml)")
     parser.add_argument("--defect", type=json.loads, action="append",
@@ -238,13 +292,17 @@ def main() -> None:
     parser.add_argument("--member", type=int, default=0)
     parser.add_argument("--stage-one-commit", default="b29af5f",
                         help="the commit holding the base members' first-stage weights (default: b29af5f)")
-    parser.add_argument("--docs", type=Path, help="where summaries go (default: docs/study/EXPERIMENT)")
+    parser.add_argument("--stage-two-force-weight", type=float,
+                        help="train (and compare) members whose stage two weighs the forces by this in place of "
+                             "the config's training.short_range.stage_two.force_weight, in a folder of their own")
+    parser.add_argument("--docs", type=Path,
+                        help="where summaries go (default: docs/study/EXPERIMENT[/stage_two_fwW])")
     args = parser.parse_args()
     args.config = study_config(args.study, args.config)
     args.defect = args.defect or [DEFAULT_DEFECT]
-    args.docs = args.docs or Path("docs/study") / args.experiment
+    args.docs = args.docs or Path("docs/study") / run_dir(args).relative_to(args.study / "results")
     torch.set_num_threads(1)
-    {"label": label, "train": train, "compare": compare}[args.command](args)
+    {"label": label, "train": train, "compare": compare, "parents": parents}[args.command](args)
 
 
 if __name__ == "__main__":

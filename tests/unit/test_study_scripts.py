@@ -14,7 +14,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from hipqeq.config import load_config
 from hipqeq.data import read_table
-from hipqeq.data.io import write_dataset, write_table
+from hipqeq.data.io import label_pbc, read_records, write_dataset, write_table
 from hipqeq.plan import training_dataset
 from hipqeq.structures.transform import strain
 from hipqeq.training.data import file_sha256
@@ -206,3 +206,23 @@ def test_every_sibling_gets_its_own_selection_and_labels(charged_siblings, label
     assert calls == [], "a step whose output exists is not run again"
     charged_siblings.label_sibling(Path("s.yaml"), settings, Path("structures.parquet"), "sib_b", work)
     assert all("sib_a" not in str(arg) for call in calls for arg in call), "another sibling reads none of its files"
+
+
+def test_signed_errors_are_per_parent_means_per_atom_under_each_labels_boundary(charged_siblings, labels,
+                                                                               monkeypatch):
+    records = [r for r in read_records(labels) if r["status"] == "ok"]
+    seen = {}
+
+    def fake_predict(models, atoms_list, device, progress, charge_pbc):  # parent p: p meV/atom too high
+        seen["pbc"] = charge_pbc
+        assert all(atoms.calc is None for atoms in atoms_list), "the labels must not reach the model"
+        return [{"energy": r["energy"] + 1e-3 * int(r["parent_id"][-1]) * len(r["numbers"])} for r in records]
+
+    monkeypatch.setattr(charged_siblings, "predict", fake_predict)
+    splits = {"test": ["parent0"], "members": [{"train": ["parent1", "parent3"], "valid": ["parent2"]}]}
+    errors = charged_siblings.signed_errors(["m"], records, splits, 0)
+    assert errors == {"s0": {"split": "test", "n": 3, "signed_energy_mev_per_atom": 0.0},
+                      "s1": {"split": "train", "n": 3, "signed_energy_mev_per_atom": 1.0},
+                      "s2": {"split": "valid", "n": 3, "signed_energy_mev_per_atom": 2.0},
+                      "s3": {"split": "train", "n": 2, "signed_energy_mev_per_atom": 3.0}}
+    assert [list(p) for p in seen["pbc"]] == [list(label_pbc(r)) for r in records]
