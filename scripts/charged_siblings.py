@@ -32,7 +32,8 @@ Files go to <study>/results/<experiment>/, summaries to docs/study/<experiment>/
 names a set of siblings: the shipped committee's is charged_siblings; more, e.g.
 
     python scripts/charged_siblings.py label --experiment charged_twins \
-        --defect '{"kind": "vacancy", "species": "I", "total_charge": 1, "site": "equatorial", "seeds": ["rp1_slab", "rp2_slab"]}' \
+        --defect '{"kind": "vacancy", "species": "I", "total_charge": 1, "site": "equatorial",
+                   "seeds": ["rp1_slab", "rp2_slab"]}' \
         --defect '{"kind": "vacancy", "species": "I", "site": "equatorial", "seeds": ["rp1_slab"]}'
 
 adds the n = 2 slab's equatorial V_I+ and the n = 1 sibling's neutral twin).
@@ -59,8 +60,8 @@ from hipqeq.calculator import predict
 from hipqeq.data import read_table
 from hipqeq.data.io import atoms_from_record, label_pbc, read_records, write_table
 from hipqeq.data.split import assign_splits, read_splits, write_splits
-from hipqeq.plan import (SPLITS, TEST_LABELS_DATASET, n_chunks, structure_plan, study_config, training_dataset, validate_options,
-                         validation_inputs)
+from hipqeq.plan import (SPLITS, TEST_LABELS_DATASET, n_chunks, structure_plan, study_config, training_dataset,
+                         validate_options, validation_inputs)
 from hipqeq.training import train_model
 from hipqeq.training.data import file_sha256
 

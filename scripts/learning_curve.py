@@ -77,8 +77,9 @@ def trained_on(model: Path, dataset: Path) -> bool:
 
 
 def test_errors(study: Path, config: dict, config_path: Path, model: Path, baseline: Path, output_dir: Path) -> dict:
-    subprocess.run([HIPQEQ, "validate", "--config", str(config_path), *validate_options(validation_inputs(config, study)),
-                    "--model", str(model), "--baseline", str(baseline), "--output-dir", str(output_dir)],
+    subprocess.run([HIPQEQ, "validate", "--config", str(config_path),
+                    *validate_options(validation_inputs(config, study)), "--model", str(model),
+                    "--baseline", str(baseline), "--output-dir", str(output_dir)],
                    check=True, capture_output=True)
     metrics = json.loads((output_dir / "metrics.json").read_text())["metrics"]["xtb"]
     return {kind: {k: metrics[kind]["overall"][k] for k in METRICS} for kind in KINDS}
