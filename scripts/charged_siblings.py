@@ -179,17 +179,19 @@ def training_files(study: Path, config: dict, work: Path) -> tuple[Path, Path]:
 
 def run_dir(args) -> Path:
     """Where the members trained on the experiment's rows go: the experiment's folder, or
-    with --stage-two-force-weight a folder of their own in it."""
+    with --stage-two-force-weight / --stage-two-l2-weight a folder of their own in it."""
     work = args.study / "results" / args.experiment
-    weight = args.stage_two_force_weight
-    return work if weight is None else work / f"stage_two_fw{weight:g}"
+    tags = [f"{tag}{value:g}" for tag, value in (("fw", args.stage_two_force_weight), ("l2w", args.stage_two_l2_weight))
+            if value is not None]
+    return work / ("stage_two_" + "_".join(tags)) if tags else work
 
 
 def train(args) -> None:
     work = args.study / "results" / args.experiment
     config = load_config(args.config)
-    if args.stage_two_force_weight is not None:
-        config["training"]["short_range"]["stage_two"]["force_weight"] = args.stage_two_force_weight
+    for key, value in (("force_weight", args.stage_two_force_weight), ("l2_weight", args.stage_two_l2_weight)):
+        if value is not None:
+            config["training"]["short_range"]["stage_two"][key] = value
     stage_one = restore_stage_one(args.study, args.member, args.stage_one_commit, work / f"stage_one/4g_{args.member}")
     summary = train_model("short-range", config, dataset=work / TRAINING_DATASET, splits=work / TRAINING_SPLIT,
                           member=args.member, output=run_dir(args) / f"4g_{args.member}",
@@ -296,8 +298,11 @@ def main() -> None:
     parser.add_argument("--stage-two-force-weight", type=float,
                         help="train (and compare) members whose stage two weighs the forces by this in place of "
                              "the config's training.short_range.stage_two.force_weight, in a folder of their own")
+    parser.add_argument("--stage-two-l2-weight", type=float,
+                        help="likewise for the L2 penalty's weight in stage two (the config's "
+                             "training.short_range.l2_weight by default)")
     parser.add_argument("--docs", type=Path,
-                        help="where summaries go (default: docs/study/EXPERIMENT[/stage_two_fwW])")
+                        help="where summaries go (default: docs/study/EXPERIMENT[/stage_two_fwW_l2wL])")
     args = parser.parse_args()
     args.config = study_config(args.study, args.config)
     args.defect = args.defect or [DEFAULT_DEFECT]

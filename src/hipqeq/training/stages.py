@@ -22,7 +22,10 @@ After each schedule the zeroth term is refit by least squares to the trained mod
 energy residuals on the training rows (:func:`refit_energy_reference`): with forces
 dominating the loss the network drifts a constant per atom that the best epoch keeps
 (the study's kept epochs were 20-130 meV/atom off on their own training rows);
-charges: charge squared error (e) + dipole_weight x dipole squared error (e*A).
+charges: charge squared error (e) + dipole_weight x dipole squared error (e*A). The
+training loss adds l2_weight x the squared HIP-NN weights (hippynn's ``l2reg``); with losses
+in these units (a 10 meV/atom energy error is 1e-4) hippynn's usual 1e-6, made for kcal/mol,
+weighs as much as the fit itself (a trained network's squared weights sum to ~400).
 
 Charge training takes every structure with its own total charge (``total_charge``
 column, e.g. +1 e for a charged iodine vacancy next to neutral cells) and its own
@@ -91,9 +94,6 @@ from hipqeq.training.fit import fit
 from hipqeq.units import DATASET_UNITS
 
 log = logging.getLogger(__name__)
-
-#: Weight of the L2 penalty on HIP-NN weights (hippynn's examples use 1e-6).
-L2_WEIGHT = 1e-6
 
 
 def _element_names(numbers) -> str:
@@ -233,17 +233,18 @@ def core_energies(model: ShortRangeModel, arrays: dict) -> np.ndarray:
     return energies
 
 
-def _energy_losses(graph, force_weight: float):
-    """Training loss and validation metrics of an energy model."""
+def _energy_losses(graph, force_weight: float, l2_weight: float):
+    """Training loss and validation metrics of an energy model (the L2 penalty in the
+    training loss only, so that the validation loss measures the fit)."""
     network = graph.henergy.parents[0]
     fit_loss = (hippynn_loss.MSELoss.of_node(graph.energy_per_atom)
                 + force_weight * hippynn_loss.MSELoss.of_node(graph.forces))
     metrics = {STOPPING_KEY: fit_loss, **_rmse_mae(graph.energy_per_atom, "E_per_atom"),
                **_rmse_mae(graph.forces, "F")}
-    return fit_loss + L2_WEIGHT * _l2(network), metrics
+    return fit_loss + l2_weight * _l2(network), metrics
 
 
-def _charge_losses(model: ChargeModel, dipole_weight: float):
+def _charge_losses(model: ChargeModel, dipole_weight: float, l2_weight: float):
     """Training loss and validation metrics of a charge model."""
     graph = charge_graph(model)
     charges = graph.qeq.charges
@@ -254,7 +255,7 @@ def _charge_losses(model: ChargeModel, dipole_weight: float):
         fit_loss = fit_loss + dipole_weight * hippynn_loss.MSELoss.of_node(dipole)
         metrics.update(_rmse_mae(dipole, "D"))
     metrics[STOPPING_KEY] = fit_loss
-    return fit_loss + L2_WEIGHT * _l2(graph.network), metrics
+    return fit_loss + l2_weight * _l2(graph.network), metrics
 
 
 def electrostatic_labels(charge_model_dir: str | os.PathLike, atoms_list, charge_pbc=None) -> Iterator[dict]:
@@ -362,7 +363,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
         model = ChargeModel(charge_hyperparameters(network_hp, training["qeq_tolerance"],
                                                    training["qeq_parameters"])).to(dtype)
         arrays["D"] = np.einsum("sa,sax->sx", arrays["q"][..., 0], arrays["R"])
-        train_loss, metrics = _charge_losses(model, fit_settings["dipole_weight"])
+        train_loss, metrics = _charge_losses(model, fit_settings["dipole_weight"], fit_settings["l2_weight"])
     else:
         if stage == "short-range":
             _short_range_inputs(table, arrays, Path(charge_model))
@@ -370,7 +371,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
         network_hp["repulsive_core"] = training["network"]["repulsive_core"]
         model = ShortRangeModel(network_hp).to(dtype)
         graph = short_range_graph(model)
-        train_loss, metrics = _energy_losses(graph, fit_settings["force_weight"])
+        train_loss, metrics = _energy_losses(graph, fit_settings["force_weight"], fit_settings["l2_weight"])
 
         if model.core is not None:
             arrays["E_core"] = core_energies(model, arrays)
@@ -408,7 +409,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
     if stage != "charges":
         refit_reference()
     if stage_two is not None:
-        train_loss, metrics = _energy_losses(graph, stage_two["force_weight"])
+        train_loss, metrics = _energy_losses(graph, stage_two["force_weight"], stage_two["l2_weight"])
         seed_stage_two(run_seed)
         results.append(fit(train_loss, metrics, arrays, split_names, stage_two, torch_device,
                            output / "hippynn" / "stage_two", run_seed, description=f"{description}, stage two",

@@ -19,6 +19,7 @@ from hipqeq.config import ConfigError, validate_config
 from hipqeq.data import atoms_from_record, read_records, read_splits
 from hipqeq.data.split import assign_splits
 from hipqeq.errors import HipqeqError
+from hipqeq.models.store import load_model
 from hipqeq.training import train_model
 
 STAGE_TWO = {"max_epochs": 6, "learning_rate": 0.002, "force_weight": 0.0}
@@ -122,6 +123,25 @@ def test_without_stage_two_init_from_runs_the_main_schedule_from_the_weights(bas
     assert float(rows[0]["train_Loss"]) < float(curves(baselines["main"])[0]["train_Loss"])
     meta = json.loads((output / "model.json").read_text())
     assert meta["stage_two"] is None and meta["init_from"]["path"] == str(baselines["main"])
+
+
+def test_stage_two_weighs_the_l2_penalty_by_its_own_weight(baselines, study, toy_config, tmp_path):
+    """The L2 penalty on the network's weights is in the training loss with the weight the
+    config gives: stage two from one model under a strong penalty ends with smaller weights
+    than without one, and the model records the weight it trained with."""
+    def squared_weights(model_dir) -> float:
+        return float(sum((p.detach().double() ** 2).sum() for p in load_model(model_dir).network.regularization_params()))
+
+    runs = {}
+    for l2_weight in (0.0, 1.0):
+        config = with_stage_two(toy_config)
+        config["training"]["short_range"]["stage_two"]["l2_weight"] = l2_weight
+        runs[l2_weight] = tmp_path / f"l2_{l2_weight:g}"
+        train_model("baseline", config, study["dataset"], study["splits"], 0, runs[l2_weight], device="cpu",
+                    init_from=baselines["main"])
+        assert json.loads((runs[l2_weight] / "model.json").read_text())["stage_two"]["l2_weight"] == l2_weight
+    assert squared_weights(runs[1.0]) < 0.9 * squared_weights(runs[0.0])
+    assert toy_config["training"]["short_range"]["l2_weight"] == 1e-6  # the schema's default
 
 
 def test_finishing_a_first_stage_model_gives_the_whole_run(baselines, study, toy_config, tmp_path):
