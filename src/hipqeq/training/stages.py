@@ -25,7 +25,9 @@ dominating the loss the network drifts a constant per atom that the best epoch k
 charges: charge squared error (e) + dipole_weight x dipole squared error (e*A). The
 training loss adds l2_weight x the squared HIP-NN weights (hippynn's ``l2reg``); with losses
 in these units (a 10 meV/atom energy error is 1e-4) hippynn's usual 1e-6, made for kcal/mol,
-weighs as much as the fit itself (a trained network's squared weights sum to ~400).
+is as large as the fit terms in value (a trained network's squared weights sum to ~400),
+though its gradient is not what limits a fit (stage two at 1e-8 fitted the study's
+training energies as at 1e-6).
 
 Charge training takes every structure with its own total charge (``total_charge``
 column, e.g. +1 e for a charged iodine vacancy next to neutral cells) and its own
