@@ -70,6 +70,8 @@ BASE = Path("results/charge_reference/mulliken")  # the GFN1-trained committee t
 DEFAULT_DEFECT = {"kind": "vacancy", "species": "I", "total_charge": 1, "site": "equatorial", "seeds": ["rp1_slab"]}
 # what `label` writes for the members to train on (once, so that both train from one file)
 TRAINING_DATASET, TRAINING_SPLIT = "xtb_with_siblings.parquet", "splits.json"
+# stage-two settings the command line may override, and their tags in the members' folder name
+STAGE_TWO_TAGS = {"force_weight": "fw", "l2_weight": "l2w"}
 KEYS = ("energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "force_mae_mev_per_A", "charge_mae_e")
 
 
@@ -96,7 +98,7 @@ def sibling_names(config: dict) -> list[str]:
 
 
 def label(args) -> None:
-    work = args.study / "results" / args.experiment
+    work = experiment_dir(args)
     config = sibling_config(args.config, args.defect, args.frames, work / "siblings.yaml")
     settings = load_config(config)
     structures = work / "structures.parquet"
@@ -177,21 +179,28 @@ def training_files(study: Path, config: dict, work: Path) -> tuple[Path, Path]:
     return dataset, work / TRAINING_SPLIT
 
 
+def experiment_dir(args) -> Path:
+    """The experiment's folder: its siblings' files and the members' training files."""
+    return args.study / "results" / args.experiment
+
+
+def stage_two_overrides(args) -> dict:
+    """The stage-two settings given on the command line, by their config names."""
+    return {key: getattr(args, f"stage_two_{key}") for key in STAGE_TWO_TAGS
+            if getattr(args, f"stage_two_{key}") is not None}
+
+
 def run_dir(args) -> Path:
     """Where the members trained on the experiment's rows go: the experiment's folder, or
     with --stage-two-force-weight / --stage-two-l2-weight a folder of their own in it."""
-    work = args.study / "results" / args.experiment
-    tags = [f"{tag}{value:g}" for tag, value in (("fw", args.stage_two_force_weight), ("l2w", args.stage_two_l2_weight))
-            if value is not None]
-    return work / ("stage_two_" + "_".join(tags)) if tags else work
+    tags = [f"{STAGE_TWO_TAGS[key]}{value:g}" for key, value in stage_two_overrides(args).items()]
+    return experiment_dir(args) / ("stage_two_" + "_".join(tags)) if tags else experiment_dir(args)
 
 
 def train(args) -> None:
-    work = args.study / "results" / args.experiment
+    work = experiment_dir(args)
     config = load_config(args.config)
-    for key, value in (("force_weight", args.stage_two_force_weight), ("l2_weight", args.stage_two_l2_weight)):
-        if value is not None:
-            config["training"]["short_range"]["stage_two"][key] = value
+    config["training"]["short_range"]["stage_two"].update(stage_two_overrides(args))
     stage_one = restore_stage_one(args.study, args.member, args.stage_one_commit, work / f"stage_one/4g_{args.member}")
     summary = train_model("short-range", config, dataset=work / TRAINING_DATASET, splits=work / TRAINING_SPLIT,
                           member=args.member, output=run_dir(args) / f"4g_{args.member}",
@@ -218,7 +227,7 @@ def errors(metrics: dict) -> dict:
 
 
 def compare(args) -> None:
-    work = args.study / "results" / args.experiment
+    work = experiment_dir(args)
     config = load_config(args.config)
     n = config["training"]["n_models"]
     committees = {"with_siblings": [run_dir(args) / f"4g_{k}" for k in range(n)],
@@ -262,7 +271,7 @@ def signed_errors(models: list, records: list[dict], splits: dict, member: int) 
 def parents(args) -> None:
     """Each member's signed energy error per parent, with and without the siblings, on the
     members' training rows and the study's test labels."""
-    work = args.study / "results" / args.experiment
+    work = experiment_dir(args)
     config = load_config(args.config)
     records = [r for path in (work / TRAINING_DATASET, args.study / TEST_LABELS_DATASET)
                for r in read_records(path) if r["status"] == "ok"]

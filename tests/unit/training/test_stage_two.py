@@ -130,7 +130,8 @@ def test_stage_two_weighs_the_l2_penalty_by_its_own_weight(baselines, study, toy
     config gives: stage two from one model under a strong penalty ends with smaller weights
     than without one, and the model records the weight it trained with."""
     def squared_weights(model_dir) -> float:
-        return float(sum((p.detach().double() ** 2).sum() for p in load_model(model_dir).network.regularization_params()))
+        network = load_model(model_dir).network
+        return float(sum((p.detach().double() ** 2).sum() for p in network.regularization_params()))
 
     runs = {}
     for l2_weight in (0.0, 1.0):
