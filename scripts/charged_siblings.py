@@ -17,7 +17,9 @@ nothing else changed:
   train    member k: stage two and its energy-reference refits from the base member's
            first-stage weights (restored from git at --stage-one-commit and checked against
            the sha256 its model.json records), on label's training files (the charge model
-           is the base member's). The base member is the same run without them
+           is the base member's). The base member is the same run without them.
+           --stage-two-force-weight, --stage-two-l2-weight and --charge-energy change one
+           setting each, in a folder of their own (compare and parents take them too)
   compare  `hipqeq validate` of the new committee and of each member on the study's test
            frames (with the study's baselines), and a JSON of E / F / q MAE overall and per
            family beside the base committee's; the new committee's is validation_xtb/, so
@@ -192,8 +194,11 @@ def stage_two_overrides(args) -> dict:
 
 def run_dir(args) -> Path:
     """Where the members trained on the experiment's rows go: the experiment's folder, or
-    with --stage-two-force-weight / --stage-two-l2-weight a folder of their own in it."""
+    with --stage-two-force-weight / --stage-two-l2-weight / --charge-energy a folder of
+    their own in it."""
     tags = [f"{STAGE_TWO_TAGS[key]}{value:g}" for key, value in stage_two_overrides(args).items()]
+    if args.charge_energy is not None:
+        tags.append(f"charge_energy_{args.charge_energy}")
     return experiment_dir(args) / ("stage_two_" + "_".join(tags)) if tags else experiment_dir(args)
 
 
@@ -201,6 +206,8 @@ def train(args) -> None:
     work = experiment_dir(args)
     config = load_config(args.config)
     config["training"]["short_range"]["stage_two"].update(stage_two_overrides(args))
+    if args.charge_energy is not None:
+        config["training"]["network"]["charge_energy"] = args.charge_energy
     stage_one = restore_stage_one(args.study, args.member, args.stage_one_commit, work / f"stage_one/4g_{args.member}")
     summary = train_model("short-range", config, dataset=work / TRAINING_DATASET, splits=work / TRAINING_SPLIT,
                           member=args.member, output=run_dir(args) / f"4g_{args.member}",
@@ -310,8 +317,11 @@ def main() -> None:
     parser.add_argument("--stage-two-l2-weight", type=float,
                         help="likewise for the L2 penalty's weight in stage two (the config's "
                              "training.short_range.l2_weight by default)")
+    parser.add_argument("--charge-energy", choices=("global", "environment"),
+                        help="likewise for the short range's energy of the total charge (training.network."
+                             "charge_energy; environment: its head starts at zero in stage two)")
     parser.add_argument("--docs", type=Path,
-                        help="where summaries go (default: docs/study/EXPERIMENT[/stage_two_fwW_l2wL])")
+                        help="where summaries go (default: docs/study/EXPERIMENT[/stage_two_fwW_l2wL_charge_energy_C])")
     args = parser.parse_args()
     args.config = study_config(args.study, args.config)
     args.defect = args.defect or [DEFAULT_DEFECT]

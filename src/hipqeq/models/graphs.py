@@ -33,7 +33,7 @@ from hippynn.graphs.nodes.pairs import PeriodicPairIndexer
 from hipqeq.models.charges import ChargeModel
 from hipqeq.models.network import species_set, tensor_order
 from hipqeq.models.repulsion import ZBLRepulsion
-from hipqeq.models.short_range import ChargeInputFeatures, ShortRangeModel
+from hipqeq.models.short_range import ChargeEnergy, ChargeInputFeatures, ShortRangeModel
 from hipqeq.qeq.nodes import QEqNode
 
 
@@ -86,6 +86,19 @@ class RepulsiveCoreNode(AutoNoKw, SingleNode):
         super().__init__(name, parents, module=module)
 
 
+class ChargeEnergyNode(AutoNoKw, SingleNode):
+    """Environment-dependent energy of the total charge per system (eV,
+    :class:`~hipqeq.models.short_range.ChargeEnergy`), from the network's features and
+    each system's total charge (``Qtot``, e)."""
+
+    _input_names = "hier_features", "mol_index", "n_molecules", "total_charge"
+    _index_state = IdxType.Molecules
+    _auto_module_class = ChargeEnergy
+
+    def __init__(self, name: str, parents, module: ChargeEnergy):
+        super().__init__(name, parents, module=module)
+
+
 class ChargeAwareForces(torch.nn.Module):
     r"""Forces of an energy that reads geometry and charges, with the charges' response
     given as a fixed Jacobian (eV/A, padded (n_sys, n_max, 3)):
@@ -124,7 +137,8 @@ class EnergyGraph:
     ``T_per_atom`` (eV/atom) and forces ``F`` (eV/A) with their database names; for a
     charge-aware short range also its inputs ``q_model`` (the frozen charge model's
     charges, e) and ``dq_dR`` (their Jacobian, e/A; see
-    :func:`hipqeq.models.potential.charge_response`)."""
+    :func:`hipqeq.models.potential.charge_response`), and with an environment-dependent
+    charge energy ``Qtot`` (each system's total charge, e)."""
 
     inputs: GraphInputs
     energy: object
@@ -133,6 +147,7 @@ class EnergyGraph:
     henergy: targets.HEnergyNode
     charges: inputs.InputNode | None = None
     charge_jacobian: inputs.InputNode | None = None
+    total_charge: inputs.InputNode | None = None
 
 
 def short_range_graph(model: ShortRangeModel) -> EnergyGraph:
@@ -165,6 +180,11 @@ def short_range_graph(model: ShortRangeModel) -> EnergyGraph:
                                             pairs.pair_second, padding.mol_index, padding.n_molecules),
                                  module=model.core)
         energy = energy + core
+    total_charge = None
+    if model.charge_energy is not None:
+        total_charge = inputs.InputNode(db_name="Qtot", index_state=IdxType.Molecules)
+        energy = energy + ChargeEnergyNode("E_Q", (network, padding.mol_index, padding.n_molecules, total_charge),
+                                           module=model.charge_energy)
     energy.db_name = "T"
     per_atom = physics.PerAtom("E_short/atom", (energy, graph_in.species))
     per_atom.db_name = "T_per_atom"
@@ -173,7 +193,7 @@ def short_range_graph(model: ShortRangeModel) -> EnergyGraph:
     else:
         forces = physics.GradientNode("F_short", (energy, graph_in.positions), sign=-1)
     forces.db_name = "F"
-    return EnergyGraph(graph_in, energy, per_atom, forces, henergy, charges, jacobian)
+    return EnergyGraph(graph_in, energy, per_atom, forces, henergy, charges, jacobian, total_charge)
 
 
 @dataclass

@@ -31,6 +31,25 @@ with 11.6 eV/e), while the electronegativities are fitted to
 charges, which fix them only up to a constant. Forces and stress take the charges' response
 to the geometry, :math:`\\partial E_\\mathrm{short}/\\partial q \\cdot \\mathrm dq^*/\\mathrm dR`,
 by autograd through the charge solve (see :mod:`hipqeq.models.potential`).
+
+Environment-dependent energy of the total charge (``charge_energy: environment`` in the
+hyperparameters): one global :math:`\\mu_Q` cannot hold what removing an electron costs in
+slabs whose band edges differ (the n = 1 and n = 2 slabs' V_I+, README "Charged twins").
+The model then adds
+
+.. math::
+
+    E_Q = Q \\, \\frac{1}{N} \\sum_i \\mu_i, \\qquad
+    \\mu_i = \\sum_{\\ell=0}^{L} \\mathbf{u}_\\ell \\cdot \\mathbf{z}_i^{(\\ell)} + c_\\ell
+
+an energy per unit of total charge (eV/e) that is the mean of a second hierarchical head
+on the same features (:class:`ChargeEnergy`): intensive, as an ionisation energy is (a
+supercell of the same charged defect gets the same :math:`E_Q`), and structure-dependent.
+Its weights start at zero, so it begins as the global term alone and learns from the
+charged cells only (:math:`E_Q = 0` at :math:`Q = 0`). :math:`Q = \\sum_i q_i^*` is fixed by the
+charge solve's constraint, so :math:`\\partial E_Q / \\partial q_i` is the same for every
+atom and, since :math:`\\sum_i \\mathrm dq_i^*/\\mathrm dR = 0`, adds no force through the
+charges: training may read Q from the labels' total charge.
 """
 
 from __future__ import annotations
@@ -50,6 +69,33 @@ class ChargeInputFeatures(torch.nn.Module):
         return torch.cat([one_hot.to(charges.dtype), charges.reshape(-1, 1)], dim=1)
 
 
+#: ``charge_energy`` settings: one global eV/e (the zeroth energy term's charge column),
+#: or that plus a structure-dependent mean over atoms (:class:`ChargeEnergy`).
+CHARGE_ENERGIES = ("global", "environment")
+
+
+class ChargeEnergy(torch.nn.Module):
+    """The environment-dependent energy of the total charge, :math:`E_Q = Q \\bar\\mu`
+    (eV), with :math:`\\bar\\mu` (eV/e) the mean over a system's atoms of a hierarchical
+    head on the network's features (hippynn's ``HEnergy``), started at zero."""
+
+    def __init__(self, feature_sizes):
+        super().__init__()
+        self.head = HEnergy(feature_sizes=feature_sizes, first_is_interacting=False)
+        for layer in self.head.layers:
+            torch.nn.init.zeros_(layer.weight)
+            if layer.bias is not None:
+                torch.nn.init.zeros_(layer.bias)
+
+    def forward(self, features, mol_index, n_molecules, total_charge):
+        """``features``: the network's per-layer features of the atoms of ``n_molecules``
+        systems (``mol_index``: each atom's system); ``total_charge`` (n_molecules, 1) e.
+        Returns (n_molecules, 1) eV."""
+        mu_sum, *_ = self.head(features, mol_index, n_molecules)
+        n_atoms = torch.bincount(mol_index, minlength=n_molecules).to(mu_sum.dtype).reshape(-1, 1)
+        return total_charge * mu_sum / n_atoms
+
+
 class ShortRangeModel(HipnnModel):
     """HIP-NN with a hierarchical energy head; charge-aware when
     ``hyperparameters["charge_features"]`` is true.
@@ -62,6 +108,12 @@ class ShortRangeModel(HipnnModel):
         if self.charge_features:
             self.inputs = ChargeInputFeatures()
         self.energy = HEnergy(feature_sizes=self.network.feature_sizes, first_is_interacting=False)
+        charge_energy = hyperparameters.get("charge_energy", "global")
+        if charge_energy not in CHARGE_ENERGIES:
+            raise ValueError(f"charge_energy {charge_energy!r}: choose one of {', '.join(CHARGE_ENERGIES)}")
+        if charge_energy == "environment" and not self.charge_features:
+            raise ValueError("an environment-dependent charge energy needs a charge-aware model (charge_features)")
+        self.charge_energy = ChargeEnergy(self.network.feature_sizes) if charge_energy == "environment" else None
         scale = hyperparameters.get("repulsive_core")
         self.core = None if scale is None else ZBLRepulsion(hyperparameters["species"], scale)
         if self.core is not None and self.core.range_A > self.cutoff_A:
@@ -87,6 +139,8 @@ class ShortRangeModel(HipnnModel):
         features = self.features(one_hot, vectors, distances, pair_first, pair_second, inputs=inputs)
         mol_index = torch.zeros(species.shape[0], dtype=torch.long, device=species.device)
         total, *_ = self.energy(features, mol_index, 1)
+        if self.charge_energy is not None:
+            total = total + self.charge_energy(features, mol_index, 1, charges.sum().reshape(1, 1))
         if self.core is not None:
             total = total + self.core(one_hot, distances, pair_first, pair_second, mol_index, 1)
         return total.reshape(())

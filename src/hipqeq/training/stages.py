@@ -173,7 +173,9 @@ def load_initial_weights(model: torch.nn.Module, init_from: str | os.PathLike, s
     """Load the weights of the trained model directory ``init_from`` into ``model`` (built
     from this run's config and dataset). It must hold a model of ``stage`` with the same
     species and network, and a short range the charge model it was trained with: its
-    targets are E - E_elec of that charge model."""
+    targets are E - E_elec of that charge model. A short range with the
+    environment-dependent charge energy may start from one without it: its head starts
+    at zero (the global term alone, as in the stored model)."""
     init_from = Path(init_from)
     meta = read_metadata(init_from)
     if meta["kind"] != stage:
@@ -186,7 +188,7 @@ def load_initial_weights(model: torch.nn.Module, init_from: str | os.PathLike, s
                               f"--charge-model {init_from / CHARGE_MODEL_DIR}")
     load_weights(init_from / "weights.pt", model, retrain=(
         "--init-from needs a model of this config's network and of the dataset's species "
-        "(training.network; the elements of --dataset)"))
+        "(training.network; the elements of --dataset)"), fresh="charge_energy")
 
 
 def refit_energy_reference(model: ShortRangeModel, records: list[dict],
@@ -370,6 +372,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
         if stage == "short-range":
             _short_range_inputs(table, arrays, Path(charge_model))
             network_hp["charge_features"] = True
+            network_hp["charge_energy"] = training["network"]["charge_energy"]
         network_hp["repulsive_core"] = training["network"]["repulsive_core"]
         model = ShortRangeModel(network_hp).to(dtype)
         graph = short_range_graph(model)

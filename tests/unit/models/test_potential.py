@@ -31,17 +31,24 @@ CORE_SCALE = 1.3
 
 
 def make_potential(seed: int = 0, dtype=torch.float64, tolerance: float = 1e-8,
-                   core_scale: float | None = CORE_SCALE, tensor_order: int = 0) -> Potential:
+                   core_scale: float | None = CORE_SCALE, tensor_order: int = 0,
+                   charge_energy: str = "global") -> Potential:
     """A 4G potential with random weights: the electronegativity head scaled up so that
     charges are far from zero, and the charge column of the charge-aware short range's
     input weighted up so that dE_short/dq matters as much as the geometry; its short range
     has a repulsive core that the test cells reach, so every force, stress and graph test
-    covers it too. ``tensor_order`` 1 or 2 makes both networks HIP-NN-TS."""
+    covers it too. ``tensor_order`` 1 or 2 makes both networks HIP-NN-TS;
+    ``charge_energy="environment"`` adds the structure-dependent energy of the total
+    charge, its head given random weights of about 1 eV/e (it starts at zero)."""
     torch.manual_seed(seed)
     hp = network_hyperparameters({**NETWORK, "tensor_order": tensor_order}, [29, 79])
     charges = ChargeModel(charge_hyperparameters(hp, tolerance))
-    short_range = ShortRangeModel({**hp, "charge_features": True, "repulsive_core": core_scale})
+    short_range = ShortRangeModel({**hp, "charge_features": True, "repulsive_core": core_scale,
+                                   "charge_energy": charge_energy})
     with torch.no_grad():
+        if short_range.charge_energy is not None:
+            for parameter in short_range.charge_energy.parameters():
+                parameter.normal_()
         for layer in charges.electronegativity.layers:
             layer.weight.mul_(20.0)
         first = short_range.network.blocks[0][0]
@@ -104,6 +111,53 @@ def test_forces_are_minus_the_energy_gradient(tight_potential, pbc, total_charge
     atoms = cell_atoms(pbc)
     atoms.info["total_charge"] = total_charge
     assert_forces_are_central_differences(tight_potential, atoms, qeq_solver=solver)
+
+
+@pytest.mark.parametrize("pbc", [(True, True, True), (True, True, False)], ids=["periodic", "slab"])
+def test_charge_energy_forces_are_minus_the_energy_gradient(pbc):
+    """With the environment-dependent energy of the total charge, the forces of a charged
+    cell still match central differences of the float64 energy: E_Q's path through the
+    features (and through the charges the features read) is in them."""
+    potential = make_potential(charge_energy="environment")
+    potential.charges.qeq.solve_tolerance = 1e-13
+    atoms = cell_atoms(pbc)
+    atoms.info["total_charge"] = 1.0
+    assert_forces_are_central_differences(potential, atoms, qeq_solver="dense")
+
+
+def _charge_energy(short_range, atoms, charges) -> float:
+    """E_Q (eV) of ``short_range`` on ``atoms`` with the given charges (e): its energy
+    less that of the same model without the charge-energy head."""
+    from hipqeq.qeq.neighbors import neighbor_pairs
+
+    positions = torch.as_tensor(atoms.positions)
+    cell = torch.as_tensor(atoms.cell.array)
+    pairs = neighbor_pairs(positions, cell, tuple(atoms.pbc), short_range.cutoff_A)
+    species, charges = torch.as_tensor(atoms.numbers), torch.as_tensor(charges)
+    head = short_range.charge_energy
+    with torch.no_grad():
+        with_head = short_range(species, positions, cell, *pairs, charges=charges)
+        short_range.charge_energy = None
+        try:
+            without = short_range(species, positions, cell, *pairs, charges=charges)
+        finally:
+            short_range.charge_energy = head
+    return float(with_head - without)
+
+
+def test_charge_energy_is_intensive_and_vanishes_for_a_neutral_cell():
+    """E_Q = Q x (mean over atoms of mu_i): a 2x1x1 supercell with the cell's charges
+    repeated (every atom sees what it saw, Q doubles) has twice the cell's E_Q, so the
+    same energy per unit of charge, where a sum over atoms would give four times; with
+    charges summing to zero E_Q is 0."""
+    short_range = make_potential(charge_energy="environment").short_range
+    atoms = cell_atoms(True)
+    charges = np.linspace(-0.3, 0.5, len(atoms))
+    cell_energy = _charge_energy(short_range, atoms, charges)
+    assert abs(cell_energy) > 0.1
+    assert _charge_energy(short_range, atoms * (2, 1, 1), np.tile(charges, 2)) == pytest.approx(2 * cell_energy,
+                                                                                                rel=1e-9)
+    assert _charge_energy(short_range, atoms, charges - charges.mean()) == pytest.approx(0.0, abs=1e-12)
 
 
 def assert_forces_are_central_differences(potential, atoms, **options):
@@ -250,8 +304,9 @@ def test_invariant_under_rotation_translation_and_permutation(potential, pbc, te
         np.testing.assert_allclose(result["stress"], reference["stress"], atol=1e-9)
 
 
-def test_saved_and_reloaded_potential_gives_identical_outputs(tmp_path):
-    potential = make_potential(seed=5, dtype=torch.float32)
+@pytest.mark.parametrize("charge_energy", ["global", "environment"])
+def test_saved_and_reloaded_potential_gives_identical_outputs(tmp_path, charge_energy):
+    potential = make_potential(seed=5, dtype=torch.float32, charge_energy=charge_energy)
     charge_dir, potential_dir = tmp_path / "charges", tmp_path / "4g"
     meta = {"dtype": "float32"}
     save_model(charge_dir, "charges", potential.charges, meta, {})
@@ -263,6 +318,7 @@ def test_saved_and_reloaded_potential_gives_identical_outputs(tmp_path):
 
     reloaded = load_potential(potential_dir)
     atoms = cell_atoms((True, True, False))
+    atoms.info["total_charge"] = 1.0
     before, after = evaluate(potential, atoms, True), evaluate(reloaded, atoms, True)
     assert set(before) == set(after)
     for key in before:
@@ -270,22 +326,24 @@ def test_saved_and_reloaded_potential_gives_identical_outputs(tmp_path):
 
 
 @pytest.mark.parametrize("tensor_order", [0, 1, 2], ids=["hipnn", "hipnn-ts1", "hipnn-ts2"])
-@pytest.mark.parametrize("charge_aware", [False, True], ids=["baseline", "4g"])
-def test_training_graph_matches_the_deployed_model(charge_aware, tensor_order):
+@pytest.mark.parametrize("charge_aware, charge_energy", [(False, "global"), (True, "global"), (True, "environment")],
+                         ids=["baseline", "4g", "4g-charge-energy"])
+def test_training_graph_matches_the_deployed_model(charge_aware, charge_energy, tensor_order):
     """The padded hippynn graph (periodic pair finder on the pair cell) and the deployed
     module (external neighbour list) give the same short-range energy and forces, for a
     cell shorter than twice the cutoff, a charged slab labelled as a 3D-periodic cell (as
     tblite computes it) and an open cluster. The charge-aware graph solves the QEq under
     each label's boundary and its forces include the charges' response (through their
     Jacobian, fixed per structure), as the deployed potential's autograd through the
-    solve does when given that boundary."""
+    solve does when given that boundary. With the environment-dependent charge energy the
+    graph reads Q from the labels (``Qtot``), the deployed model from the charges' sum."""
     from hippynn.graphs import Predictor
 
     from hipqeq.data import label_pbc, record_from_atoms, table_from_records
     from hipqeq.models.graphs import short_range_graph
     from hipqeq.training.data import training_arrays
 
-    potential = make_potential(seed=7, tensor_order=tensor_order)
+    potential = make_potential(seed=7, tensor_order=tensor_order, charge_energy=charge_energy)
     frames = [cell_atoms(True), cell_atoms((True, True, False)), cell_atoms((False, False, False))]
     frames[1].info.update(total_charge=1.0, label_boundary="periodic")
     records = [record_from_atoms(a) for a in frames]
@@ -296,6 +354,9 @@ def test_training_graph_matches_the_deployed_model(charge_aware, tensor_order):
         nodes = [graph.inputs.species, graph.inputs.positions, graph.inputs.pair_cell, graph.charges,
                  graph.charge_jacobian]
         names += ["q_model", "dq_dR"]
+        if graph.total_charge is not None:
+            nodes.append(graph.total_charge)
+            names.append("Qtot")
         n_max = arrays["Z"].shape[1]
         arrays["q_model"] = np.zeros((len(frames), n_max, 1))
         arrays["dq_dR"] = np.zeros((len(frames), n_max, n_max, 3))

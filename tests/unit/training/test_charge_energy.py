@@ -1,0 +1,98 @@
+"""The environment-dependent energy of the total charge (``training.network.charge_energy:
+environment``): trained by the charged cells alone, and a short range with it can start
+from one without it (``--init-from``, its head at zero)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from hipqeq.data import make_splits, write_dataset, write_splits
+from hipqeq.errors import HipqeqError
+from hipqeq.models.store import load_model
+from hipqeq.training import train_model
+
+
+def charged_frames(n_frames: int = 16, n_parents: int = 8) -> list:
+    """Rattled 8-atom CuAu cells with 2-5 Au; every other pair of frames at Q = +1 e, whose
+    EMT energy gets Q (2 + 6 x_Au) eV: an energy per unit of charge that depends on the
+    composition, which one global eV/e cannot fit."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(n_frames):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (1, 1, 2)
+        n_au = 2 + i % 4
+        atoms.numbers[rng.choice(len(atoms), n_au, replace=False)] = 79
+        atoms.rattle(0.08, seed=i)
+        atoms.calc = EMT()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        total_charge = float((i // 2) % 2)
+        charges = np.where(atoms.numbers == 79, -0.2, 0.0)
+        charges += (total_charge - charges.sum()) / len(atoms)
+        energy += total_charge * (2.0 + 6.0 * n_au / len(atoms))
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, charges=charges)
+        atoms.info.update(parent_id=f"parent{i % n_parents}", total_charge=total_charge)
+        frames.append(atoms)
+    return frames
+
+
+def with_charge_energy(config: dict, charge_energy: str = "environment") -> dict:
+    config = copy.deepcopy(config)
+    config["training"]["network"]["charge_energy"] = charge_energy
+    return config
+
+
+def head_weights(model_dir) -> list[torch.Tensor]:
+    return [w.detach() for w in load_model(model_dir).charge_energy.parameters()]
+
+
+@pytest.fixture(scope="module")
+def charged_study(toy_config, tmp_path_factory):
+    root = tmp_path_factory.mktemp("charged")
+    dataset = write_dataset(charged_frames(), root / "charged.parquet")
+    splits = root / "splits.json"
+    write_splits(make_splits([f"parent{i}" for i in range(8)], toy_config["training"]["split_fractions"], 0, 1),
+                 splits)
+    charges = root / "charges"
+    train_model("charges", toy_config, dataset, splits, 0, charges, device="cpu")
+    return {"root": root, "dataset": dataset, "splits": splits, "charges": charges}
+
+
+def test_only_charged_cells_train_the_charge_energy(study, charged_study, toy_config, tmp_path):
+    """Its head starts at zero and stays there on neutral cells (E_Q = 0 at Q = 0, no
+    gradient), while charged ones move it."""
+    config = with_charge_energy(toy_config)
+    neutral_charges = tmp_path / "neutral_charges"
+    train_model("charges", toy_config, study["dataset"], study["splits"], 0, neutral_charges, device="cpu")
+    train_model("short-range", config, study["dataset"], study["splits"], 0, tmp_path / "neutral",
+                charge_model=neutral_charges, device="cpu")
+    assert all(torch.count_nonzero(w) == 0 for w in head_weights(tmp_path / "neutral"))
+    train_model("short-range", config, charged_study["dataset"], charged_study["splits"], 0, tmp_path / "charged",
+                charge_model=charged_study["charges"], device="cpu")
+    assert max(float(w.abs().max()) for w in head_weights(tmp_path / "charged")) > 1e-2
+
+
+def test_a_short_range_with_the_charge_energy_starts_from_one_without(charged_study, toy_config, tmp_path):
+    """--init-from a global-charge-energy model: its weights load, the head starts at zero
+    and stage two trains it; the other way round is refused (the stored head would be
+    dropped)."""
+    trained = tmp_path / "global"
+    train_model("short-range", toy_config, charged_study["dataset"], charged_study["splits"], 0, trained,
+                charge_model=charged_study["charges"], device="cpu")
+    config = with_charge_energy(toy_config)
+    config["training"]["short_range"]["stage_two"] = {"max_epochs": 4, "learning_rate": 0.01, "force_weight": 0.1}
+    refined = tmp_path / "environment"
+    train_model("short-range", config, charged_study["dataset"], charged_study["splits"], 0, refined,
+                charge_model=charged_study["charges"], device="cpu", init_from=trained)
+    assert load_model(refined).hyperparameters["charge_energy"] == "environment"
+    assert max(float(w.abs().max()) for w in head_weights(refined)) > 1e-2
+    with pytest.raises(HipqeqError, match="weights do not fit"):
+        train_model("short-range", with_charge_energy(config, "global"), charged_study["dataset"],
+                    charged_study["splits"], 0, tmp_path / "back", charge_model=charged_study["charges"],
+                    device="cpu", init_from=refined)
