@@ -256,9 +256,13 @@ def compare(args) -> None:
 
 def signed_errors(models: list, records: list[dict], splits: dict, member: int) -> dict:
     """Per parent (by structure name): its rows' split for ``member``, how many, and the mean
-    signed energy error (model - label, meV/atom) of ``models`` predicting under each
-    label's boundary, as ``hipqeq validate`` compares them; where an error sits that the
-    test MAE alone does not say (a charge state fitted on one slab and not the other)."""
+    signed energy error (model - label) of ``models`` predicting under each label's
+    boundary, as ``hipqeq validate`` compares them, per atom (meV/atom) and per structure
+    (eV); for a parent derived from a seed whose own rows are there too, the latter less
+    the seed's (``against_seed_eV``): the error of the energy of making it from the seed,
+    a vacancy's formation energy at fixed chemical potentials. Where an error sits that the
+    test MAE alone does not say (a charge state fitted on one slab and not the other, every
+    vacancy too costly)."""
     atoms = []
     for record in records:
         atoms.append(atoms_from_record(record))
@@ -268,11 +272,26 @@ def signed_errors(models: list, records: list[dict], splits: dict, member: int) 
     names = assign_splits([r["parent_id"] for r in records], splits, member)
     by_parent = {}
     for record, prediction, split in zip(records, predicted, names):
-        error = 1000 * (prediction["energy"] - record["energy"]) / len(record["numbers"])
-        by_parent.setdefault(record["structure_name"], {"split": split, "errors": []})["errors"].append(error)
-    return {name: {"split": entry["split"], "n": len(entry["errors"]),
-                   "signed_energy_mev_per_atom": round(float(np.mean(entry["errors"])), 2)}
-            for name, entry in sorted(by_parent.items())}
+        entry = by_parent.setdefault(record["structure_name"], {"split": split, "errors_eV": [], "n_atoms": []})
+        entry["errors_eV"].append(prediction["energy"] - record["energy"])
+        entry["n_atoms"].append(len(record["numbers"]))
+    out = {name: {"split": entry["split"], "n": len(entry["errors_eV"]),
+                  "signed_energy_mev_per_atom": round(float(np.mean(np.divide(entry["errors_eV"], entry["n_atoms"]))
+                                                            * 1000), 2),
+                  "signed_energy_eV": float(np.mean(entry["errors_eV"]))}
+           for name, entry in sorted(by_parent.items())}
+    for name, entry in out.items():
+        seed = seed_name(name)
+        if seed != name and seed in out:
+            entry["against_seed_eV"] = round(entry["signed_energy_eV"] - out[seed]["signed_energy_eV"], 3)
+        entry["signed_energy_eV"] = round(entry["signed_energy_eV"], 3)
+    return out
+
+
+def seed_name(structure_name: str) -> str:
+    """The seed a structure derives from: its name up to ``__`` (``rp1_slab__vac_I_qp1`` is
+    ``rp1_slab``'s V_I+, as :func:`hipqeq.plan.structure_plan` names them)."""
+    return structure_name.split("__")[0]
 
 
 def parents(args) -> None:
@@ -292,8 +311,10 @@ def parents(args) -> None:
     for member, models in out.items():
         print(member)
         for name, entry in models["with_siblings"].items():
+            against_seed = f"  {entry['against_seed_eV']:+6.2f} eV against the seed" if "against_seed_eV" in entry else ""
             print(f"  {name:45s} {entry['split']:5s} n={entry['n']:2d} with {entry['signed_energy_mev_per_atom']:+7.1f}"
-                  f"  without {models['without_siblings'][name]['signed_energy_mev_per_atom']:+7.1f} meV/atom")
+                  f"  without {models['without_siblings'][name]['signed_energy_mev_per_atom']:+7.1f} meV/atom"
+                  + against_seed)
 
 
 def main() -> None:

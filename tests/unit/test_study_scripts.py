@@ -221,8 +221,27 @@ def test_signed_errors_are_per_parent_means_per_atom_under_each_labels_boundary(
     monkeypatch.setattr(charged_siblings, "predict", fake_predict)
     splits = {"test": ["parent0"], "members": [{"train": ["parent1", "parent3"], "valid": ["parent2"]}]}
     errors = charged_siblings.signed_errors(["m"], records, splits, 0)
-    assert errors == {"s0": {"split": "test", "n": 3, "signed_energy_mev_per_atom": 0.0},
-                      "s1": {"split": "train", "n": 3, "signed_energy_mev_per_atom": 1.0},
-                      "s2": {"split": "valid", "n": 3, "signed_energy_mev_per_atom": 2.0},
-                      "s3": {"split": "train", "n": 2, "signed_energy_mev_per_atom": 3.0}}
+    n_atoms = {r["structure_name"]: len(r["numbers"]) for r in records}
+    assert errors == {f"s{k}": {"split": split, "n": n, "signed_energy_mev_per_atom": float(k),
+                                "signed_energy_eV": pytest.approx(1e-3 * k * n_atoms[f"s{k}"], abs=1e-3)}
+                      for k, split, n in ((0, "test", 3), (1, "train", 3), (2, "valid", 3), (3, "train", 2))}
     assert [list(p) for p in seen["pbc"]] == [list(label_pbc(r)) for r in records]
+
+
+def test_a_parents_error_against_its_seed_is_the_error_of_making_it_from_the_seed(charged_siblings, labels,
+                                                                                   monkeypatch):
+    """A vacancy parent's energy error less its seed's, per structure: the model 0.5 eV too
+    high on the seed's rows and 2 eV on the vacancy's puts the vacancy's formation 1.5 eV
+    too high, whatever the cells' sizes."""
+    records = [r for r in read_records(labels) if r["status"] == "ok"]
+    names = {"parent0": "slab", "parent1": "slab__vac_I", "parent2": "slab__vac_I_qp1", "parent3": "other__vac_I"}
+    offsets_eV = {"slab": 0.5, "slab__vac_I": 2.0, "slab__vac_I_qp1": -1.0, "other__vac_I": 3.0}
+    for record in records:
+        record["structure_name"] = names[record["parent_id"]]
+    monkeypatch.setattr(charged_siblings, "predict", lambda models, atoms_list, **kwargs: [
+        {"energy": r["energy"] + offsets_eV[r["structure_name"]]} for r in records])
+    splits = {"test": [], "members": [{"train": list(names), "valid": []}]}
+    errors = charged_siblings.signed_errors(["m"], records, splits, 0)
+    assert errors["slab__vac_I"]["against_seed_eV"] == pytest.approx(1.5)
+    assert errors["slab__vac_I_qp1"]["against_seed_eV"] == pytest.approx(-1.5)
+    assert "against_seed_eV" not in errors["slab"] and "against_seed_eV" not in errors["other__vac_I"]
