@@ -18,8 +18,9 @@ nothing else changed:
            first-stage weights (restored from git at --stage-one-commit and checked against
            the sha256 its model.json records), on label's training files (the charge model
            is the base member's). The base member is the same run without them.
-           --stage-two-force-weight, --stage-two-l2-weight and --charge-energy change one
-           setting each, in a folder of their own (compare and parents take them too)
+           --stage-two-force-weight, --stage-two-l2-weight, --charge-energy and
+           --charge-hardness change one setting each, in a folder of their own (compare and
+           parents take them too)
   compare  `hipqeq validate` of the new committee and of each member on the study's test
            frames (with the study's baselines), and a JSON of E / F / q MAE overall and per
            family beside the base committee's; the new committee's is validation_xtb/, so
@@ -194,11 +195,13 @@ def stage_two_overrides(args) -> dict:
 
 def run_dir(args) -> Path:
     """Where the members trained on the experiment's rows go: the experiment's folder, or
-    with --stage-two-force-weight / --stage-two-l2-weight / --charge-energy a folder of
-    their own in it."""
+    with --stage-two-force-weight / --stage-two-l2-weight / --charge-energy /
+    --charge-hardness a folder of their own in it."""
     tags = [f"{STAGE_TWO_TAGS[key]}{value:g}" for key, value in stage_two_overrides(args).items()]
     if args.charge_energy is not None:
         tags.append(f"charge_energy_{args.charge_energy}")
+    if args.charge_hardness:
+        tags.append("charge_hardness")
     return experiment_dir(args) / ("stage_two_" + "_".join(tags)) if tags else experiment_dir(args)
 
 
@@ -208,6 +211,7 @@ def train(args) -> None:
     config["training"]["short_range"]["stage_two"].update(stage_two_overrides(args))
     if args.charge_energy is not None:
         config["training"]["network"]["charge_energy"] = args.charge_energy
+    config["training"]["network"]["charge_hardness"] |= args.charge_hardness
     stage_one = restore_stage_one(args.study, args.member, args.stage_one_commit, work / f"stage_one/4g_{args.member}")
     summary = train_model("short-range", config, dataset=work / TRAINING_DATASET, splits=work / TRAINING_SPLIT,
                           member=args.member, output=run_dir(args) / f"4g_{args.member}",
@@ -341,8 +345,11 @@ def main() -> None:
     parser.add_argument("--charge-energy", choices=("global", "environment"),
                         help="likewise for the short range's energy of the total charge (training.network."
                              "charge_energy; environment: its head starts at zero in stage two)")
+    parser.add_argument("--charge-hardness", action="store_true",
+                        help="likewise with the energy's curvature in the total charge (training.network."
+                             "charge_hardness; set by the energy reference refit before stage two)")
     parser.add_argument("--docs", type=Path,
-                        help="where summaries go (default: docs/study/EXPERIMENT[/stage_two_fwW_l2wL_charge_energy_C])")
+                        help="where summaries go (default: docs/study/EXPERIMENT[/stage_two_<the options' tags>])")
     args = parser.parse_args()
     args.config = study_config(args.study, args.config)
     args.defect = args.defect or [DEFAULT_DEFECT]

@@ -33,7 +33,7 @@ from hippynn.graphs.nodes.pairs import PeriodicPairIndexer
 from hipqeq.models.charges import ChargeModel
 from hipqeq.models.network import species_set, tensor_order
 from hipqeq.models.repulsion import ZBLRepulsion
-from hipqeq.models.short_range import ChargeEnergy, ChargeInputFeatures, ShortRangeModel
+from hipqeq.models.short_range import ChargeEnergy, ChargeHardness, ChargeInputFeatures, ShortRangeModel
 from hipqeq.qeq.nodes import QEqNode
 
 
@@ -99,6 +99,18 @@ class ChargeEnergyNode(AutoNoKw, SingleNode):
         super().__init__(name, parents, module=module)
 
 
+class ChargeHardnessNode(AutoNoKw, SingleNode):
+    """The energy's curvature in the total charge per system (eV,
+    :class:`~hipqeq.models.short_range.ChargeHardness`), from each system's ``Qtot`` (e)."""
+
+    _input_names = ("total_charge",)
+    _index_state = IdxType.Molecules
+    _auto_module_class = ChargeHardness
+
+    def __init__(self, name: str, parents, module: ChargeHardness):
+        super().__init__(name, parents, module=module)
+
+
 class ChargeAwareForces(torch.nn.Module):
     r"""Forces of an energy that reads geometry and charges, with the charges' response
     given as a fixed Jacobian (eV/A, padded (n_sys, n_max, 3)):
@@ -138,7 +150,7 @@ class EnergyGraph:
     charge-aware short range also its inputs ``q_model`` (the frozen charge model's
     charges, e) and ``dq_dR`` (their Jacobian, e/A; see
     :func:`hipqeq.models.potential.charge_response`), and with an environment-dependent
-    charge energy ``Qtot`` (each system's total charge, e)."""
+    charge energy or a charge hardness ``Qtot`` (each system's total charge, e)."""
 
     inputs: GraphInputs
     energy: object
@@ -181,10 +193,13 @@ def short_range_graph(model: ShortRangeModel) -> EnergyGraph:
                                  module=model.core)
         energy = energy + core
     total_charge = None
-    if model.charge_energy is not None:
+    if model.charge_energy is not None or model.charge_hardness is not None:
         total_charge = inputs.InputNode(db_name="Qtot", index_state=IdxType.Molecules)
+    if model.charge_energy is not None:
         energy = energy + ChargeEnergyNode("E_Q", (network, padding.mol_index, padding.n_molecules, total_charge),
                                            module=model.charge_energy)
+    if model.charge_hardness is not None:
+        energy = energy + ChargeHardnessNode("E_QQ", (total_charge,), module=model.charge_hardness)
     energy.db_name = "T"
     per_atom = physics.PerAtom("E_short/atom", (energy, graph_in.species))
     per_atom.db_name = "T_per_atom"

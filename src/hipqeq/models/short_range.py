@@ -32,6 +32,14 @@ charges, which fix them only up to a constant. Forces and stress take the charge
 to the geometry, :math:`\\partial E_\\mathrm{short}/\\partial q \\cdot \\mathrm dq^*/\\mathrm dR`,
 by autograd through the charge solve (see :mod:`hipqeq.models.potential`).
 
+Charge hardness (``charge_hardness`` in the hyperparameters): the zeroth term is linear in
+:math:`Q`, so it moves a cell at :math:`Q = +1` and one at :math:`Q = -1` in opposite
+directions; the energy's curvature in the total charge, :math:`\\eta_Q Q^2 / 2` (eV/e^2, the
+fundamental gap's part in :math:`E(+1) + E(-1) - 2E(0)` that the charge model's
+electrostatics do not give), is a further global term (:class:`ChargeHardness`), fitted
+by least squares with the per-species references and :math:`\\mu_Q` and frozen like them.
+Like :math:`\\mu_Q Q` it has no force.
+
 Environment-dependent energy of the total charge (``charge_energy: environment`` in the
 hyperparameters): one global :math:`\\mu_Q` cannot hold what removing an electron costs in
 slabs whose band edges differ (the n = 1 and n = 2 slabs' V_I+, README "Charged twins").
@@ -96,6 +104,20 @@ class ChargeEnergy(torch.nn.Module):
         return total_charge * mu_sum / n_atoms
 
 
+class ChargeHardness(torch.nn.Module):
+    """The energy's curvature in the total charge, :math:`E = \\eta_Q Q^2 / 2` (eV), with
+    :math:`\\eta_Q` (eV/e^2, ``eta``) set by least squares with the energy reference
+    (:func:`hipqeq.training.common.energy_reference_weights`) and not trained."""
+
+    def __init__(self):
+        super().__init__()
+        self.eta = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
+
+    def forward(self, total_charge: torch.Tensor) -> torch.Tensor:
+        """``total_charge`` (n_molecules, 1) e; returns (n_molecules, 1) eV."""
+        return self.eta * total_charge ** 2 / 2
+
+
 class ShortRangeModel(HipnnModel):
     """HIP-NN with a hierarchical energy head; charge-aware when
     ``hyperparameters["charge_features"]`` is true.
@@ -114,6 +136,9 @@ class ShortRangeModel(HipnnModel):
         if charge_energy == "environment" and not self.charge_features:
             raise ValueError("an environment-dependent charge energy needs a charge-aware model (charge_features)")
         self.charge_energy = ChargeEnergy(self.network.feature_sizes) if charge_energy == "environment" else None
+        if hyperparameters.get("charge_hardness") and not self.charge_features:
+            raise ValueError("a charge hardness needs a charge-aware model (charge_features)")
+        self.charge_hardness = ChargeHardness() if hyperparameters.get("charge_hardness") else None
         scale = hyperparameters.get("repulsive_core")
         self.core = None if scale is None else ZBLRepulsion(hyperparameters["species"], scale)
         if self.core is not None and self.core.range_A > self.cutoff_A:
@@ -141,6 +166,8 @@ class ShortRangeModel(HipnnModel):
         total, *_ = self.energy(features, mol_index, 1)
         if self.charge_energy is not None:
             total = total + self.charge_energy(features, mol_index, 1, charges.sum().reshape(1, 1))
+        if self.charge_hardness is not None:
+            total = total + self.charge_hardness(charges.sum().reshape(1, 1))
         if self.core is not None:
             total = total + self.core(one_hot, distances, pair_first, pair_second, mol_index, 1)
         return total.reshape(())

@@ -129,10 +129,10 @@ def save_model(model_dir: str | os.PathLike, kind: str, model: torch.nn.Module, 
 RETRAIN = "re-run `hipqeq train` for this model (or restore the directory from a copy)"
 
 
-def load_weights(path: Path, model: torch.nn.Module, retrain: str = RETRAIN, fresh: str | None = None) -> None:
+def load_weights(path: Path, model: torch.nn.Module, retrain: str = RETRAIN, fresh: tuple[str, ...] = ()) -> None:
     """Load the state_dict in ``path`` into ``model``; a missing, truncated or foreign
     file raises :class:`HipqeqError` naming it, with ``retrain``: what the user does.
-    ``fresh``: a submodule name whose weights the file may lack (a part the stored model
+    ``fresh``: names of submodules whose weights the file may lack (parts the stored model
     did not have); they keep ``model``'s own."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -141,8 +141,8 @@ def load_weights(path: Path, model: torch.nn.Module, retrain: str = RETRAIN, fre
     except Exception as exc:  # noqa: BLE001 - torch raises several types for a corrupt file
         raise HipqeqError(f"{path}: not a readable torch state_dict ({type(exc).__name__}: {exc}); "
                           f"{retrain}") from None
-    if fresh is not None:
-        state = {**{k: v for k, v in model.state_dict().items() if k.startswith(f"{fresh}.")}, **state}
+    own = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in fresh}
+    state = {**own, **state}
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:

@@ -113,30 +113,39 @@ def joined_history(results: list[FitResult], first_stage: int = 1) -> FitResult:
                      last.valid_is_train, sum(r.resumed_epochs for r in results))
 
 
-def reference_design(counts: torch.Tensor, total_charge_e: torch.Tensor | None = None) -> torch.Tensor:
+def reference_design(counts: torch.Tensor, total_charge_e: torch.Tensor | None = None,
+                     charge_hardness: bool = False) -> torch.Tensor:
     """The design matrix of the zeroth energy term: species ``counts`` (n_rows,
-    n_species) and, where given, the total charges (e, rounded to 1e-4 e: see
-    :func:`energy_reference_weights`) as a last column."""
+    n_species) and, where given, the total charges Q (e, rounded to 1e-4 e: see
+    :func:`energy_reference_weights`) as a further column, and with ``charge_hardness``
+    Q^2 / 2 as the last."""
     columns = [counts.to(torch.float64)]
     if total_charge_e is not None:
         columns.append(torch.round(total_charge_e.to(torch.float64).reshape(-1, 1) * 1e4) / 1e4)
+        if charge_hardness:
+            columns.append(columns[-1] ** 2 / 2)
+    elif charge_hardness:
+        raise ValueError("a charge hardness needs the total charges")
     return torch.cat(columns, dim=1)
 
 
 def energy_reference_weights(counts: torch.Tensor, energy_eV: torch.Tensor,
-                             total_charge_e: torch.Tensor | None = None, per_atom: bool = False) -> torch.Tensor:
+                             total_charge_e: torch.Tensor | None = None, per_atom: bool = False,
+                             charge_hardness: bool = False) -> torch.Tensor:
     """Least-squares per-species energies (eV) from the species ``counts`` (n_rows,
     n_species) and, when ``total_charge_e`` (n_rows,) is given, the energy per unit of
-    total charge (eV/e, last weight); the minimum-norm solution where the rows do not
-    determine a weight (an absent species gets 0 eV; a charge state seen in one
-    composition only leaves its split between Q and that composition to the network).
+    total charge (eV/e, the next weight) and with ``charge_hardness`` the energy's
+    curvature in the total charge (eV/e^2, the last: E = ... + mu_Q Q + eta_Q Q^2 / 2);
+    the minimum-norm solution where the rows do not determine a weight (an absent species
+    gets 0 eV; a charge state seen in one composition only leaves its split between Q and
+    that composition to the network).
 
     ``per_atom``: fit the energies per atom (rows divided by their atom counts), as the
     training loss weighs them.
 
     The total charges are rounded to 1e-4 e: summed float32 charges are off by ~1e-7 e,
     which would make a rank-deficient design look determined, with weights of 1e5 eV."""
-    design = reference_design(counts, total_charge_e)
+    design = reference_design(counts, total_charge_e, charge_hardness)
     energy_eV = energy_eV.to(torch.float64).reshape(-1)
     if per_atom:
         atoms = counts.to(torch.float64).sum(dim=1)
@@ -147,19 +156,22 @@ def energy_reference_weights(counts: torch.Tensor, energy_eV: torch.Tensor,
         log.warning("energy reference: the %d training rows determine %d of %d weights (species present%s): "
                     "structures whose composition and charge are not combinations of the training "
                     "ones get an extrapolated energy (see `hipqeq split`)", len(design), rank,
-                    int(present.sum()), "" if total_charge_e is None else " and the energy per unit of charge")
+                    int(present.sum()), "" if total_charge_e is None else
+                    " and the energy's terms in the total charge")
     return torch.linalg.pinv(design) @ energy_eV
 
 
 def reference_refit(counts: torch.Tensor, residuals_eV: torch.Tensor,
-                    total_charge_e: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                    total_charge_e: torch.Tensor | None = None,
+                    charge_hardness: bool = False) -> tuple[torch.Tensor, dict]:
     """The shift of a trained model's zeroth energy term that fits its energy residuals
     (eV) on the training rows per atom (:func:`energy_reference_weights`), and what a model
     directory records of it: the rows' energy RMSE per atom (meV/atom) before and after
     (the fit minimises it) and the shift (eV per species in the model's species order,
-    then eV/e for a charge-aware model)."""
-    weights = energy_reference_weights(counts, residuals_eV, total_charge_e, per_atom=True)
-    after = residuals_eV - reference_design(counts, total_charge_e) @ weights
+    then eV/e for a charge-aware model, then eV/e^2 with a charge hardness)."""
+    weights = energy_reference_weights(counts, residuals_eV, total_charge_e, per_atom=True,
+                                       charge_hardness=charge_hardness)
+    after = residuals_eV - reference_design(counts, total_charge_e, charge_hardness) @ weights
     n_atoms = counts.to(torch.float64).sum(dim=1)
 
     def rmse(values):

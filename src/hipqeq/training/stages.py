@@ -83,7 +83,7 @@ from hipqeq.models.charges import ChargeModel, charge_hyperparameters
 from hipqeq.models.graphs import charge_graph, short_range_graph
 from hipqeq.models.network import network_hyperparameters, pair_geometry
 from hipqeq.models.potential import Potential, charge_response, evaluate, resolve_device
-from hipqeq.models.short_range import ShortRangeModel
+from hipqeq.models.short_range import ChargeHardness, ShortRangeModel
 from hipqeq.models.store import CHARGE_MODEL_DIR, load_model, load_weights, read_json, read_metadata, save_model
 from hipqeq.qeq import neighbor_pairs
 from hipqeq.training import STAGES
@@ -129,12 +129,14 @@ def _l2(network_node_):
 
 
 def fit_energy_reference(henergy, database, energy_name: str, charge_name: str | None = None,
-                         core_name: str | None = None, decay_factor: float = 1e-2) -> torch.Tensor:
+                         core_name: str | None = None, decay_factor: float = 1e-2,
+                         charge_hardness: ChargeHardness | None = None) -> torch.Tensor:
     """Set the zeroth energy term of ``henergy`` (hippynn ``HEnergyNode``) by least squares
     on the training rows (:func:`energy_reference_weights`) and freeze it: per-species
     energies (eV) and, for a charge-aware model (``charge_name``: the database's per-atom
     charges), the energy per unit of total charge (eV/e), the weight of the charge input
-    column (sum_i q_i = Q). ``energy_name`` is the database's energy target (eV), from which
+    column (sum_i q_i = Q), and with ``charge_hardness`` (the model's module) its
+    curvature in Q (eV/e^2). ``energy_name`` is the database's energy target (eV), from which
     the fixed repulsive core's energy (``core_name``, eV per system) is taken first: the
     network's terms fit what the core leaves. The interacting terms are scaled down by
     ``decay_factor`` per layer, as hippynn's ``hierarchical_energy_initialization`` does.
@@ -148,7 +150,11 @@ def fit_energy_reference(henergy, database, energy_name: str, charge_name: str |
         energy = energy - train[core_name].reshape(-1)
     one_hot, _ = encoder(species)
     total_charge = None if charge_name is None else train[charge_name].reshape(len(energy), -1).sum(dim=1)
-    weights = energy_reference_weights(one_hot.sum(dim=1), energy, total_charge)
+    weights = energy_reference_weights(one_hot.sum(dim=1), energy, total_charge,
+                                       charge_hardness=charge_hardness is not None)
+    if charge_hardness is not None:
+        charge_hardness.eta.data.fill_(float(weights[-1]))
+        weights = weights[:-1]
     layer = module.layers[0]
     if layer.weight.shape[-1] != len(weights):
         raise HipqeqError(f"energy reference: {len(weights)} fitted weights for a zeroth layer of "
@@ -174,8 +180,9 @@ def load_initial_weights(model: torch.nn.Module, init_from: str | os.PathLike, s
     from this run's config and dataset). It must hold a model of ``stage`` with the same
     species and network, and a short range the charge model it was trained with: its
     targets are E - E_elec of that charge model. A short range with the
-    environment-dependent charge energy may start from one without it: its head starts
-    at zero (the global term alone, as in the stored model)."""
+    environment-dependent charge energy or the charge hardness may start from one without
+    them: they start at zero (the global term alone, as in the stored model), and the
+    energy reference refit before stage two sets the hardness."""
     init_from = Path(init_from)
     meta = read_metadata(init_from)
     if meta["kind"] != stage:
@@ -188,15 +195,16 @@ def load_initial_weights(model: torch.nn.Module, init_from: str | os.PathLike, s
                               f"--charge-model {init_from / CHARGE_MODEL_DIR}")
     load_weights(init_from / "weights.pt", model, retrain=(
         "--init-from needs a model of this config's network and of the dataset's species "
-        "(training.network; the elements of --dataset)"), fresh="charge_energy")
+        "(training.network; the elements of --dataset)"), fresh=("charge_energy", "charge_hardness"))
 
 
 def refit_energy_reference(model: ShortRangeModel, records: list[dict],
                            charge_model: ChargeModel | None = None) -> dict:
     """Refit the fixed zeroth energy term of a trained energy ``model`` to its residuals
     on the training ``records`` (dataset rows): least squares of E_label - E_model on the
-    species counts (and, for a charge-aware model, the total charge), added to the
-    term's weights (:func:`energy_reference_weights`). The network, forces and charges
+    species counts (and, for a charge-aware model, the total charge, and Q^2 / 2 with a
+    charge hardness), added to the term's weights and the hardness
+    (:func:`energy_reference_weights`). The network, forces and charges
     are untouched; the training rows' energy residuals lose every component a change of
     per-species energies (and the energy per unit of charge) can remove, which the
     network's slow, noisy drift of a constant per atom otherwise leaves (tens of
@@ -213,7 +221,11 @@ def refit_energy_reference(model: ShortRangeModel, records: list[dict],
         residuals.append(record["energy"] - evaluate(potential, atoms, charge_pbc=label_pbc(record))["energy"])
         totals.append(record["total_charge"])
     weights, refit = reference_refit(torch.stack(counts), torch.tensor(residuals, dtype=torch.float64),
-                                      torch.tensor(totals) if model.charge_features else None)
+                                      torch.tensor(totals) if model.charge_features else None,
+                                      charge_hardness=model.charge_hardness is not None)
+    if model.charge_hardness is not None:
+        model.charge_hardness.eta.data += float(weights[-1])
+        weights = weights[:-1]
     layer = model.energy.layers[0]
     layer.weight.data += weights.to(layer.weight.dtype).reshape(1, -1)
     return refit
@@ -373,6 +385,7 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
             _short_range_inputs(table, arrays, Path(charge_model))
             network_hp["charge_features"] = True
             network_hp["charge_energy"] = training["network"]["charge_energy"]
+            network_hp["charge_hardness"] = training["network"]["charge_hardness"]
         network_hp["repulsive_core"] = training["network"]["repulsive_core"]
         model = ShortRangeModel(network_hp).to(dtype)
         graph = short_range_graph(model)
@@ -384,7 +397,8 @@ def train_model(stage: str, config: dict, dataset: str | os.PathLike, splits: st
         def before_training(database):
             fit_energy_reference(graph.henergy, database, graph.energy.db_name,
                                  "q_model" if model.charge_features else None,
-                                 "E_core" if model.core is not None else None)
+                                 "E_core" if model.core is not None else None,
+                                 charge_hardness=model.charge_hardness)
 
         if init_from is not None:
             load_initial_weights(model, init_from, stage, charge_model)

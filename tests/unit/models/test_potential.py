@@ -32,20 +32,23 @@ CORE_SCALE = 1.3
 
 def make_potential(seed: int = 0, dtype=torch.float64, tolerance: float = 1e-8,
                    core_scale: float | None = CORE_SCALE, tensor_order: int = 0,
-                   charge_energy: str = "global") -> Potential:
+                   charge_energy: str = "global", charge_hardness: bool = False) -> Potential:
     """A 4G potential with random weights: the electronegativity head scaled up so that
     charges are far from zero, and the charge column of the charge-aware short range's
     input weighted up so that dE_short/dq matters as much as the geometry; its short range
     has a repulsive core that the test cells reach, so every force, stress and graph test
     covers it too. ``tensor_order`` 1 or 2 makes both networks HIP-NN-TS;
     ``charge_energy="environment"`` adds the structure-dependent energy of the total
-    charge, its head given random weights of about 1 eV/e (it starts at zero)."""
+    charge, its head given random weights of about 1 eV/e (it starts at zero), and
+    ``charge_hardness`` the curvature in Q, set to 1.5 eV/e^2."""
     torch.manual_seed(seed)
     hp = network_hyperparameters({**NETWORK, "tensor_order": tensor_order}, [29, 79])
     charges = ChargeModel(charge_hyperparameters(hp, tolerance))
     short_range = ShortRangeModel({**hp, "charge_features": True, "repulsive_core": core_scale,
-                                   "charge_energy": charge_energy})
+                                   "charge_energy": charge_energy, "charge_hardness": charge_hardness})
     with torch.no_grad():
+        if short_range.charge_hardness is not None:
+            short_range.charge_hardness.eta.fill_(1.5)
         if short_range.charge_energy is not None:
             for parameter in short_range.charge_energy.parameters():
                 parameter.normal_()
@@ -125,24 +128,25 @@ def test_charge_energy_forces_are_minus_the_energy_gradient(pbc):
     assert_forces_are_central_differences(potential, atoms, qeq_solver="dense")
 
 
-def _charge_energy(short_range, atoms, charges) -> float:
-    """E_Q (eV) of ``short_range`` on ``atoms`` with the given charges (e): its energy
-    less that of the same model without the charge-energy head."""
+def _charge_energy_of(short_range, atoms, charges, term: str = "charge_energy") -> float:
+    """The energy (eV) of ``short_range``'s ``term`` (its ``charge_energy`` or
+    ``charge_hardness``) on ``atoms`` with the given charges (e): its energy less that of
+    the same model without the term."""
     from hipqeq.qeq.neighbors import neighbor_pairs
 
     positions = torch.as_tensor(atoms.positions)
     cell = torch.as_tensor(atoms.cell.array)
     pairs = neighbor_pairs(positions, cell, tuple(atoms.pbc), short_range.cutoff_A)
     species, charges = torch.as_tensor(atoms.numbers), torch.as_tensor(charges)
-    head = short_range.charge_energy
+    module = getattr(short_range, term)
     with torch.no_grad():
-        with_head = short_range(species, positions, cell, *pairs, charges=charges)
-        short_range.charge_energy = None
+        with_term = short_range(species, positions, cell, *pairs, charges=charges)
+        setattr(short_range, term, None)
         try:
             without = short_range(species, positions, cell, *pairs, charges=charges)
         finally:
-            short_range.charge_energy = head
-    return float(with_head - without)
+            setattr(short_range, term, module)
+    return float(with_term - without)
 
 
 def test_charge_energy_is_intensive_and_vanishes_for_a_neutral_cell():
@@ -153,11 +157,27 @@ def test_charge_energy_is_intensive_and_vanishes_for_a_neutral_cell():
     short_range = make_potential(charge_energy="environment").short_range
     atoms = cell_atoms(True)
     charges = np.linspace(-0.3, 0.5, len(atoms))
-    cell_energy = _charge_energy(short_range, atoms, charges)
+    cell_energy = _charge_energy_of(short_range, atoms, charges)
     assert abs(cell_energy) > 0.1
-    assert _charge_energy(short_range, atoms * (2, 1, 1), np.tile(charges, 2)) == pytest.approx(2 * cell_energy,
+    assert _charge_energy_of(short_range, atoms * (2, 1, 1), np.tile(charges, 2)) == pytest.approx(2 * cell_energy,
                                                                                                 rel=1e-9)
-    assert _charge_energy(short_range, atoms, charges - charges.mean()) == pytest.approx(0.0, abs=1e-12)
+    assert _charge_energy_of(short_range, atoms, charges - charges.mean()) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_charge_hardness_is_the_energys_curvature_in_the_total_charge():
+    """At fixed charges, E(Q) - E(0) from the hardness alone is eta Q^2 / 2: the same for
+    Q = +1 and -1 (a linear term would flip its sign), four times that at Q = 2."""
+    short_range = make_potential(charge_hardness=True).short_range
+    atoms = cell_atoms(True)
+    neutral = np.linspace(-0.3, 0.3, len(atoms))
+
+    def hardness_energy(total_charge):
+        return _charge_energy_of(short_range, atoms, neutral + total_charge / len(atoms), "charge_hardness")
+
+    assert hardness_energy(0.0) == pytest.approx(0.0, abs=1e-12)
+    assert hardness_energy(1.0) == pytest.approx(1.5 / 2, rel=1e-9)
+    assert hardness_energy(-1.0) == pytest.approx(1.5 / 2, rel=1e-9)
+    assert hardness_energy(2.0) == pytest.approx(4 * 1.5 / 2, rel=1e-9)
 
 
 def assert_forces_are_central_differences(potential, atoms, **options):
@@ -304,9 +324,10 @@ def test_invariant_under_rotation_translation_and_permutation(potential, pbc, te
         np.testing.assert_allclose(result["stress"], reference["stress"], atol=1e-9)
 
 
-@pytest.mark.parametrize("charge_energy", ["global", "environment"])
-def test_saved_and_reloaded_potential_gives_identical_outputs(tmp_path, charge_energy):
-    potential = make_potential(seed=5, dtype=torch.float32, charge_energy=charge_energy)
+@pytest.mark.parametrize("charge_terms", [{}, {"charge_energy": "environment", "charge_hardness": True}],
+                         ids=["global", "environment-hardness"])
+def test_saved_and_reloaded_potential_gives_identical_outputs(tmp_path, charge_terms):
+    potential = make_potential(seed=5, dtype=torch.float32, **charge_terms)
     charge_dir, potential_dir = tmp_path / "charges", tmp_path / "4g"
     meta = {"dtype": "float32"}
     save_model(charge_dir, "charges", potential.charges, meta, {})
@@ -326,24 +347,27 @@ def test_saved_and_reloaded_potential_gives_identical_outputs(tmp_path, charge_e
 
 
 @pytest.mark.parametrize("tensor_order", [0, 1, 2], ids=["hipnn", "hipnn-ts1", "hipnn-ts2"])
-@pytest.mark.parametrize("charge_aware, charge_energy", [(False, "global"), (True, "global"), (True, "environment")],
-                         ids=["baseline", "4g", "4g-charge-energy"])
-def test_training_graph_matches_the_deployed_model(charge_aware, charge_energy, tensor_order):
+@pytest.mark.parametrize("charge_aware, charge_terms", [(False, {}), (True, {}),
+                                                         (True, {"charge_energy": "environment"}),
+                                                         (True, {"charge_hardness": True})],
+                         ids=["baseline", "4g", "4g-charge-energy", "4g-charge-hardness"])
+def test_training_graph_matches_the_deployed_model(charge_aware, charge_terms, tensor_order):
     """The padded hippynn graph (periodic pair finder on the pair cell) and the deployed
     module (external neighbour list) give the same short-range energy and forces, for a
     cell shorter than twice the cutoff, a charged slab labelled as a 3D-periodic cell (as
     tblite computes it) and an open cluster. The charge-aware graph solves the QEq under
     each label's boundary and its forces include the charges' response (through their
     Jacobian, fixed per structure), as the deployed potential's autograd through the
-    solve does when given that boundary. With the environment-dependent charge energy the
-    graph reads Q from the labels (``Qtot``), the deployed model from the charges' sum."""
+    solve does when given that boundary. With the environment-dependent charge energy or
+    the charge hardness the graph reads Q from the labels (``Qtot``), the deployed model
+    from the charges' sum."""
     from hippynn.graphs import Predictor
 
     from hipqeq.data import label_pbc, record_from_atoms, table_from_records
     from hipqeq.models.graphs import short_range_graph
     from hipqeq.training.data import training_arrays
 
-    potential = make_potential(seed=7, tensor_order=tensor_order, charge_energy=charge_energy)
+    potential = make_potential(seed=7, tensor_order=tensor_order, **charge_terms)
     frames = [cell_atoms(True), cell_atoms((True, True, False)), cell_atoms((False, False, False))]
     frames[1].info.update(total_charge=1.0, label_boundary="periodic")
     records = [record_from_atoms(a) for a in frames]

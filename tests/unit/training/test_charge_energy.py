@@ -1,10 +1,13 @@
-"""The environment-dependent energy of the total charge (``training.network.charge_energy:
-environment``): trained by the charged cells alone, and a short range with it can start
-from one without it (``--init-from``, its head at zero)."""
+"""The short range's terms in the total charge beyond the global energy per unit of charge:
+the environment-dependent one (``training.network.charge_energy: environment``), trained by
+the charged cells alone, and the charge hardness (``training.network.charge_hardness``),
+fitted with the energy reference; a short range with them can start from one without
+(``--init-from``)."""
 
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -20,9 +23,9 @@ from hipqeq.training import train_model
 
 
 def charged_frames(n_frames: int = 16, n_parents: int = 8) -> list:
-    """Rattled 8-atom CuAu cells with 2-5 Au; every other pair of frames at Q = +1 e, whose
-    EMT energy gets Q (2 + 6 x_Au) eV: an energy per unit of charge that depends on the
-    composition, which one global eV/e cannot fit."""
+    """Rattled 8-atom CuAu cells with 2-5 Au, pairs of frames in turn at Q = -1, 0 and +1 e,
+    whose EMT energy gets Q (2 + 6 x_Au) + 0.9 Q^2 eV: an energy per unit of charge that
+    depends on the composition, which one global eV/e cannot fit, and a curvature in Q."""
     rng = np.random.default_rng(0)
     frames = []
     for i in range(n_frames):
@@ -32,10 +35,10 @@ def charged_frames(n_frames: int = 16, n_parents: int = 8) -> list:
         atoms.rattle(0.08, seed=i)
         atoms.calc = EMT()
         energy, forces = atoms.get_potential_energy(), atoms.get_forces()
-        total_charge = float((i // 2) % 2)
+        total_charge = float((i // 2) % 3 - 1)
         charges = np.where(atoms.numbers == 79, -0.2, 0.0)
         charges += (total_charge - charges.sum()) / len(atoms)
-        energy += total_charge * (2.0 + 6.0 * n_au / len(atoms))
+        energy += total_charge * (2.0 + 6.0 * n_au / len(atoms)) + 0.9 * total_charge ** 2
         atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, charges=charges)
         atoms.info.update(parent_id=f"parent{i % n_parents}", total_charge=total_charge)
         frames.append(atoms)
@@ -96,3 +99,28 @@ def test_a_short_range_with_the_charge_energy_starts_from_one_without(charged_st
         train_model("short-range", with_charge_energy(config, "global"), charged_study["dataset"],
                     charged_study["splits"], 0, tmp_path / "back", charge_model=charged_study["charges"],
                     device="cpu", init_from=refined)
+
+
+def test_the_charge_hardness_is_fitted_with_the_energy_reference(charged_study, toy_config, tmp_path):
+    """Not trained, but set by the least-squares reference and each refit (recorded as the
+    last weight of the refits' shifts), and a short range with it starts from one
+    without (--init-from: the refit before stage two sets it)."""
+    config = copy.deepcopy(toy_config)
+    config["training"]["network"]["charge_hardness"] = True
+    trained = tmp_path / "hardness"
+    train_model("short-range", config, charged_study["dataset"], charged_study["splits"], 0, trained,
+                charge_model=charged_study["charges"], device="cpu")
+    model = load_model(trained)
+    assert abs(float(model.charge_hardness.eta)) > 0.1
+    meta = json.loads((trained / "model.json").read_text())
+    [refit] = meta["energy_reference_refits"]
+    assert len(refit["shift"]) == len(model.hyperparameters["species"]) + 2
+    plain = tmp_path / "plain"
+    train_model("short-range", toy_config, charged_study["dataset"], charged_study["splits"], 0, plain,
+                charge_model=charged_study["charges"], device="cpu")
+    config["training"]["short_range"]["stage_two"] = {"max_epochs": 2, "learning_rate": 0.01, "force_weight": 0.1}
+    refined = tmp_path / "refined"
+    train_model("short-range", config, charged_study["dataset"], charged_study["splits"], 0, refined,
+                charge_model=charged_study["charges"], device="cpu", init_from=plain)
+    first_refit = json.loads((refined / "model.json").read_text())["energy_reference_refits"][0]
+    assert first_refit["shift"][-1] != 0.0 and abs(float(load_model(refined).charge_hardness.eta)) > 0.1

@@ -276,6 +276,24 @@ def test_the_charge_aware_energy_reference_fits_an_energy_per_unit_of_total_char
     assert e1["energy_short"] - e0["energy_short"] == pytest.approx(mu_q, rel=0.1)
 
 
+def test_the_energy_reference_fits_the_energys_curvature_in_the_total_charge():
+    """With a charge hardness the least-squares reference has a Q^2 / 2 column: cells at
+    Q = -1, 0 and +1 give mu_Q and eta_Q apart, where the linear fit alone moves the
+    cells at +1 and -1 in opposite directions and leaves eta_Q's share in the residuals."""
+    from hipqeq.training.stages import energy_reference_weights
+
+    counts = torch.tensor([[8, 4, 16], [8, 4, 15], [7, 4, 16], [12, 8, 28], [12, 8, 27], [8, 4, 15]],
+                          dtype=torch.float64)
+    charge = torch.tensor([0.0, 1.0, -1.0, 0.0, 1.0, 0.0])
+    charge = charge.double()
+    energy = counts @ torch.tensor([-3.0, -2.0, -4.0], dtype=torch.float64) + 11.6 * charge + 1.8 * charge ** 2 / 2
+    weights = energy_reference_weights(counts, energy, charge, charge_hardness=True)
+    np.testing.assert_allclose(weights.numpy(), [-3.0, -2.0, -4.0, 11.6, 1.8], atol=1e-9)
+    linear = energy_reference_weights(counts, energy, charge)
+    residuals = energy - torch.cat([counts, charge[:, None]], 1) @ linear
+    assert residuals.abs().max() > 0.1
+
+
 def test_an_energy_reference_a_charge_state_does_not_determine_stays_finite_and_warns(caplog):
     """Training rows whose only charged ones share one composition (a V_Cs- cell, Q = -1)
     cannot split their energy between Q and that composition: with charges summed in
