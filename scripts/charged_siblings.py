@@ -315,7 +315,8 @@ def parents(args) -> None:
     for member, models in out.items():
         print(member)
         for name, entry in models["with_siblings"].items():
-            against_seed = f"  {entry['against_seed_eV']:+6.2f} eV against the seed" if "against_seed_eV" in entry else ""
+            against_seed = (f"  {entry['against_seed_eV']:+6.2f} eV against the seed"
+                            if "against_seed_eV" in entry else "")
             print(f"  {name:45s} {entry['split']:5s} n={entry['n']:2d} with {entry['signed_energy_mev_per_atom']:+7.1f}"
                   f"  without {models['without_siblings'][name]['signed_energy_mev_per_atom']:+7.1f} meV/atom"
                   + against_seed)
