@@ -31,13 +31,14 @@ PEER = {"num_channels": 8, "max_L": 1, "num_interactions": 2, "correlation": 2,
         "fit": {"max_epochs": 3, "batch_size": 4, "learning_rate": 0.01, "force_weight": 2.0}}
 
 
-def emt_frames(n_frames: int, n_parents: int, seed: int = 0) -> list:
-    """Rattled 8-atom CuAu cells with EMT labels; charges -0.2 e on Au, neutralised on Cu."""
+def emt_frames(n_frames: int, n_parents: int, seed: int = 0, gold_counts: tuple[int, ...] = (3,)) -> list:
+    """Rattled 8-atom CuAu cells with EMT labels, frame i with gold_counts[i % len] Au;
+    charges -0.2 e on Au, neutralised on Cu."""
     rng = np.random.default_rng(seed)
     frames = []
     for i in range(n_frames):
         atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (1, 1, 2)
-        atoms.numbers[rng.choice(len(atoms), 3, replace=False)] = 79
+        atoms.numbers[rng.choice(len(atoms), gold_counts[i % len(gold_counts)], replace=False)] = 79
         atoms.rattle(0.08, seed=seed * 100 + i)
         atoms.calc = EMT()
         energy, forces = atoms.get_potential_energy(), atoms.get_forces()

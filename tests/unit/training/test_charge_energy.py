@@ -12,9 +12,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 
 from hipqeq.data import make_splits, write_dataset, write_splits
 from hipqeq.errors import HipqeqError
@@ -22,26 +19,18 @@ from hipqeq.models.store import load_model
 from hipqeq.training import train_model
 
 
-def charged_frames(n_frames: int = 16, n_parents: int = 8) -> list:
-    """Rattled 8-atom CuAu cells with 2-5 Au, pairs of frames in turn at Q = -1, 0 and +1 e,
-    whose EMT energy gets Q (2 + 6 x_Au) + 0.9 Q^2 eV: an energy per unit of charge that
-    depends on the composition, which one global eV/e cannot fit, and a curvature in Q."""
-    rng = np.random.default_rng(0)
-    frames = []
-    for i in range(n_frames):
-        atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (1, 1, 2)
-        n_au = 2 + i % 4
-        atoms.numbers[rng.choice(len(atoms), n_au, replace=False)] = 79
-        atoms.rattle(0.08, seed=i)
-        atoms.calc = EMT()
-        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+def charged_frames(make_frames) -> list:
+    """16 of :func:`make_frames`' rattled 8-atom CuAu cells with 2-5 Au, pairs of frames in
+    turn at Q = -1, 0 and +1 e (charges shifted to sum to Q), whose EMT energy gets
+    Q (2 + 6 x_Au) + 0.9 Q^2 eV: an energy per unit of charge that depends on the
+    composition, which one global eV/e cannot fit, and a curvature in Q."""
+    frames = make_frames(16, 8, gold_counts=(2, 3, 4, 5))
+    for i, atoms in enumerate(frames):
         total_charge = float((i // 2) % 3 - 1)
-        charges = np.where(atoms.numbers == 79, -0.2, 0.0)
-        charges += (total_charge - charges.sum()) / len(atoms)
-        energy += total_charge * (2.0 + 6.0 * n_au / len(atoms)) + 0.9 * total_charge ** 2
-        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, charges=charges)
-        atoms.info.update(parent_id=f"parent{i % n_parents}", total_charge=total_charge)
-        frames.append(atoms)
+        x_gold = np.mean(atoms.numbers == 79)
+        atoms.info["total_charge"] = total_charge
+        atoms.calc.results["charges"] = atoms.calc.results["charges"] + total_charge / len(atoms)
+        atoms.calc.results["energy"] += total_charge * (2.0 + 6.0 * x_gold) + 0.9 * total_charge ** 2
     return frames
 
 
@@ -56,15 +45,18 @@ def head_weights(model_dir) -> list[torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def charged_study(toy_config, tmp_path_factory):
+def charged_study(toy_config, tmp_path_factory, make_frames):
+    """The charged frames' dataset and split, a charge model and a short range with
+    neither term ("plain") trained on them."""
     root = tmp_path_factory.mktemp("charged")
-    dataset = write_dataset(charged_frames(), root / "charged.parquet")
+    dataset = write_dataset(charged_frames(make_frames), root / "charged.parquet")
     splits = root / "splits.json"
     write_splits(make_splits([f"parent{i}" for i in range(8)], toy_config["training"]["split_fractions"], 0, 1),
                  splits)
-    charges = root / "charges"
+    charges, plain = root / "charges", root / "plain"
     train_model("charges", toy_config, dataset, splits, 0, charges, device="cpu")
-    return {"root": root, "dataset": dataset, "splits": splits, "charges": charges}
+    train_model("short-range", toy_config, dataset, splits, 0, plain, charge_model=charges, device="cpu")
+    return {"root": root, "dataset": dataset, "splits": splits, "charges": charges, "plain": plain}
 
 
 def test_only_charged_cells_train_the_charge_energy(study, charged_study, toy_config, tmp_path):
@@ -85,14 +77,11 @@ def test_a_short_range_with_the_charge_energy_starts_from_one_without(charged_st
     """--init-from a global-charge-energy model: its weights load, the head starts at zero
     and stage two trains it; the other way round is refused (the stored head would be
     dropped)."""
-    trained = tmp_path / "global"
-    train_model("short-range", toy_config, charged_study["dataset"], charged_study["splits"], 0, trained,
-                charge_model=charged_study["charges"], device="cpu")
     config = with_charge_energy(toy_config)
     config["training"]["short_range"]["stage_two"] = {"max_epochs": 4, "learning_rate": 0.01, "force_weight": 0.1}
     refined = tmp_path / "environment"
     train_model("short-range", config, charged_study["dataset"], charged_study["splits"], 0, refined,
-                charge_model=charged_study["charges"], device="cpu", init_from=trained)
+                charge_model=charged_study["charges"], device="cpu", init_from=charged_study["plain"])
     assert load_model(refined).hyperparameters["charge_energy"] == "environment"
     assert max(float(w.abs().max()) for w in head_weights(refined)) > 1e-2
     with pytest.raises(HipqeqError, match="weights do not fit"):
@@ -115,12 +104,9 @@ def test_the_charge_hardness_is_fitted_with_the_energy_reference(charged_study, 
     meta = json.loads((trained / "model.json").read_text())
     [refit] = meta["energy_reference_refits"]
     assert len(refit["shift"]) == len(model.hyperparameters["species"]) + 2
-    plain = tmp_path / "plain"
-    train_model("short-range", toy_config, charged_study["dataset"], charged_study["splits"], 0, plain,
-                charge_model=charged_study["charges"], device="cpu")
     config["training"]["short_range"]["stage_two"] = {"max_epochs": 2, "learning_rate": 0.01, "force_weight": 0.1}
     refined = tmp_path / "refined"
     train_model("short-range", config, charged_study["dataset"], charged_study["splits"], 0, refined,
-                charge_model=charged_study["charges"], device="cpu", init_from=plain)
+                charge_model=charged_study["charges"], device="cpu", init_from=charged_study["plain"])
     first_refit = json.loads((refined / "model.json").read_text())["energy_reference_refits"][0]
     assert first_refit["shift"][-1] != 0.0 and abs(float(load_model(refined).charge_hardness.eta)) > 0.1
