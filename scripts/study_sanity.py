@@ -11,7 +11,7 @@
    the study's labeller (CP2K: 12x12x12 k-points at the study's 72 A), or with
    ``--cubic-reference tblite`` tblite's GFN1 at the Gamma point of the supercell (CP2K's
    SCF on this cell lands in different states from one strain to the next, or diverges:
-   README, "Physics sanity of the shipped committee").
+   docs/study/README.md, "Cubic CsPbI3's lattice constant").
 3. Stability: NVT Langevin MD of the 3x3 n = 1 slab (63 atoms) at each temperature for
    ``--md-ps`` ps, then an NVE tail, judged by :func:`hipqeq.md.run_md` (an atom with no
    neighbour within 5 A has flown off: 4 A, the issue's number, flags every Cs of the

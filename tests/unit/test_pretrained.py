@@ -262,7 +262,7 @@ def test_the_shipped_potential_is_listed_and_describes_its_study():
     assert data["total_charges_e"] == [-1.0, 0.0, 1.0]
     assert manifest["level_of_theory"]["energy, forces"].startswith("GFN1-xTB (cp2k, k-point density 72")  # gated
     assert "CP2K, k-point density 36.0 A" in manifest["level_of_theory"]["charges"]  # the study's dft.source
-    # the study's other charge mode ships (README "Both charge modes"): its charges are GFN1's
+    # the study's other charge mode ships (docs/study/README.md "Both charge modes"): its charges are GFN1's
     assert manifest["level_of_theory"]["charge model learns"] == "xtb charges"
     assert manifest["test_errors"]["4g"]["xtb"]["charge_mae_e"] < 0.1 < manifest["test_errors"]["4g"]["dft"]["charge_mae_e"]
     dft_rows = read_records(pretrained.dataset(SHIPPED, "dft"))

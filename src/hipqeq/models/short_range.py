@@ -42,7 +42,7 @@ Like :math:`\\mu_Q Q` it has no force.
 
 Environment-dependent energy of the total charge (``charge_energy: environment`` in the
 hyperparameters): one global :math:`\\mu_Q` cannot hold what removing an electron costs in
-slabs whose band edges differ (the n = 1 and n = 2 slabs' V_I+, README "Charged twins").
+slabs whose band edges differ (the n = 1 and n = 2 slabs' V_I+, docs/study/README.md "Charged twins").
 The model then adds
 
 .. math::
