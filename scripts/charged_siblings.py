@@ -111,7 +111,7 @@ def label(args) -> None:
     for name in sibling_names(settings):
         chunks += label_sibling(config, settings, structures, name, work)
     hipqeq("gather", *chunks, "--output", work / "xtb.parquet", "--counts", work / "xtb_counts.json")
-    training_files(args.study, load_config(args.config), work)
+    training_files(args.study, load_config(args.config), work, args.study_rows)
 
 
 def label_sibling(config: Path, settings: dict, structures: Path, name: str, work: Path) -> list[Path]:
@@ -165,15 +165,15 @@ def restore_stage_one(study: Path, member: int, commit: str, output: Path) -> Pa
     return output
 
 
-def training_files(study: Path, config: dict, work: Path) -> tuple[Path, Path]:
-    """The study's training rows plus the siblings' labelled ones, and the study's split with
-    the siblings' parents in every member's training split."""
+def training_files(study: Path, config: dict, work: Path, study_rows: Path | None = None) -> tuple[Path, Path]:
+    """The study's training rows (``study_rows``, by default the dataset its own models
+    trained on) plus the siblings' labelled ones, and the study's split with the siblings'
+    parents in every member's training split."""
     siblings = read_table(work / "xtb.parquet")
     siblings = siblings.filter(pa.compute.equal(siblings.column("status"), "ok"))
     dataset = work / TRAINING_DATASET
-    study_rows = read_table(study / training_dataset(config))
-    write_table(pa.concat_tables([study_rows, siblings.select(study_rows.schema.names).cast(study_rows.schema)]),
-                dataset)
+    rows = read_table(study_rows or study / training_dataset(config))
+    write_table(pa.concat_tables([rows, siblings.select(rows.schema.names).cast(rows.schema)]), dataset)
     splits = read_splits(study / SPLITS)
     parents = sorted(set(siblings.column("parent_id").to_pylist()))
     for member in splits["members"]:
@@ -334,6 +334,9 @@ def main() -> None:
                         help="the set of siblings: its files' folder in STUDY/results and docs/study "
                              "(default: charged_siblings, the shipped committee's)")
     parser.add_argument("--frames", type=int, default=6, help="labelled frames of each sibling (default: 6)")
+    parser.add_argument("--study-rows", type=Path,
+                        help="label: the study's rows the members train on beside the siblings' (default: the "
+                             "dataset its own models trained on; e.g. a later round's results/active/r<k>/xtb.parquet)")
     parser.add_argument("--member", type=int, default=0)
     parser.add_argument("--stage-one-commit", default="b29af5f",
                         help="the commit holding the base members' first-stage weights (default: b29af5f)")

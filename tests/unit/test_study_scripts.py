@@ -169,6 +169,21 @@ def test_siblings_join_every_members_training_split(charged_siblings, labels, tm
     assert [m["valid"] for m in written["members"]] == [["parent2"], ["parent1"]]
 
 
+def test_siblings_join_the_study_rows_they_are_given(charged_siblings, labels, tmp_path):
+    """--study-rows (e.g. a later round's labels) in place of the study models' dataset."""
+    study, work = tmp_path / "study", tmp_path / "work"
+    rows = read_table(labels)
+    keep = np.array([p != "parent3" for p in rows.column("parent_id").to_pylist()])
+    write_table(rows.filter(keep).slice(0, 2), tmp_path / "later_round.parquet")
+    work.mkdir()
+    write_table(rows.filter(~keep), work / "xtb.parquet")
+    (study / "results").mkdir(parents=True)
+    (study / "results" / "splits.json").write_text(json.dumps({"test": [], "members": [{"train": [], "valid": []}]}))
+    dataset, _ = charged_siblings.training_files(study, {"active_learning": {"enabled": False}}, work,
+                                                 tmp_path / "later_round.parquet")
+    assert read_table(dataset).num_rows == 2 + 2
+
+
 def test_a_first_stage_of_other_weights_is_refused(charged_siblings, tmp_path):
     base = tmp_path / charged_siblings.BASE / "4g_0"
     base.mkdir(parents=True)
