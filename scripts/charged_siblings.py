@@ -74,7 +74,7 @@ DEFAULT_DEFECT = {"kind": "vacancy", "species": "I", "total_charge": 1, "site": 
 # what `label` writes for the members to train on (once, so that both train from one file)
 TRAINING_DATASET, TRAINING_SPLIT = "xtb_with_siblings.parquet", "splits.json"
 # stage-two settings the command line may override, and their tags in the members' folder name
-STAGE_TWO_TAGS = {"force_weight": "fw", "l2_weight": "l2w"}
+STAGE_TWO_TAGS = {"force_weight": "fw", "l2_weight": "l2w", "learning_rate": "lr"}
 KEYS = ("energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "force_mae_mev_per_A", "charge_mae_e")
 
 
@@ -346,6 +346,8 @@ def main() -> None:
     parser.add_argument("--stage-two-l2-weight", type=float,
                         help="likewise for the L2 penalty's weight in stage two (the config's "
                              "training.short_range.l2_weight by default)")
+    parser.add_argument("--stage-two-learning-rate", type=float,
+                        help="likewise for stage two's learning rate (training.short_range.stage_two.learning_rate)")
     parser.add_argument("--charge-energy", choices=("global", "environment"),
                         help="likewise for the short range's energy of the total charge (training.network."
                              "charge_energy; environment: its head starts at zero in stage two)")

@@ -260,3 +260,12 @@ def test_a_parents_error_against_its_seed_is_the_error_of_making_it_from_the_see
     assert errors["slab__vac_I"]["against_seed_eV"] == pytest.approx(1.5)
     assert errors["slab__vac_I_qp1"]["against_seed_eV"] == pytest.approx(-1.5)
     assert "against_seed_eV" not in errors["slab"] and "against_seed_eV" not in errors["other__vac_I"]
+
+
+def test_each_stage_two_option_trains_into_a_folder_of_its_own(charged_siblings, tmp_path):
+    args = argparse.Namespace(study=tmp_path, experiment="twins", stage_two_force_weight=0.1, stage_two_l2_weight=None,
+                              stage_two_learning_rate=5e-5, charge_energy=None, charge_hardness=True)
+    assert charged_siblings.stage_two_overrides(args) == {"force_weight": 0.1, "learning_rate": 5e-5}
+    assert charged_siblings.run_dir(args) == tmp_path / "results/twins/stage_two_fw0.1_lr5e-05_charge_hardness"
+    args.stage_two_force_weight, args.stage_two_learning_rate, args.charge_hardness = None, None, False
+    assert charged_siblings.run_dir(args) == tmp_path / "results/twins"
