@@ -147,21 +147,28 @@ def test_sibling_config_builds_only_the_siblings(charged_siblings, tmp_path):
         assert config[section] == study[section]
 
 
+def study_rows_and_siblings(labels, work):
+    """The labels' rows but parent3's, for the study; parent3's (two labelled frames, one
+    failed) as the siblings' ``work/xtb.parquet``."""
+    rows = read_table(labels)
+    keep = np.array([p != "parent3" for p in rows.column("parent_id").to_pylist()])
+    work.mkdir()
+    write_table(rows.filter(~keep), work / "xtb.parquet")
+    return rows.filter(keep)
+
+
 def test_siblings_join_every_members_training_split(charged_siblings, labels, tmp_path):
     study, work = tmp_path / "study", tmp_path / "work"
     config = {"active_learning": {"enabled": False}}
     (study / training_dataset(config)).parent.mkdir(parents=True)
-    rows = read_table(labels)
-    keep = np.array([p != "parent3" for p in rows.column("parent_id").to_pylist()])
-    write_table(rows.filter(keep), study / training_dataset(config))
-    work.mkdir()
-    write_table(rows.filter(~keep), work / "xtb.parquet")  # parent3: two labelled frames, one failed
+    study_rows = study_rows_and_siblings(labels, work)
+    write_table(study_rows, study / training_dataset(config))
     splits = {"test": ["parent0"], "members": [{"train": ["parent1"], "valid": ["parent2"]},
                                                {"train": ["parent2"], "valid": ["parent1"]}]}
     (study / "results" / "splits.json").write_text(json.dumps(splits))
     dataset, split_path = charged_siblings.training_files(study, config, work)
     joined = read_table(dataset)
-    assert joined.num_rows == keep.sum() + 2, "the failed sibling frame is left out"
+    assert joined.num_rows == study_rows.num_rows + 2, "the failed sibling frame is left out"
     assert joined.column("parent_id").to_pylist().count("parent3") == 2
     written = json.loads(split_path.read_text())
     assert written["test"] == ["parent0"]
@@ -172,11 +179,7 @@ def test_siblings_join_every_members_training_split(charged_siblings, labels, tm
 def test_siblings_join_the_study_rows_they_are_given(charged_siblings, labels, tmp_path):
     """--study-rows (e.g. a later round's labels) in place of the study models' dataset."""
     study, work = tmp_path / "study", tmp_path / "work"
-    rows = read_table(labels)
-    keep = np.array([p != "parent3" for p in rows.column("parent_id").to_pylist()])
-    write_table(rows.filter(keep).slice(0, 2), tmp_path / "later_round.parquet")
-    work.mkdir()
-    write_table(rows.filter(~keep), work / "xtb.parquet")
+    write_table(study_rows_and_siblings(labels, work).slice(0, 2), tmp_path / "later_round.parquet")
     (study / "results").mkdir(parents=True)
     (study / "results" / "splits.json").write_text(json.dumps({"test": [], "members": [{"train": [], "valid": []}]}))
     dataset, _ = charged_siblings.training_files(study, {"active_learning": {"enabled": False}}, work,
