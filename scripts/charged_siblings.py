@@ -7,8 +7,8 @@ on the n = 2 slab only. This script adds siblings, new parents such as the same 
 at an equatorial site, to every member's training rows and measures what they bring, with
 nothing else changed:
 
-  label    build the siblings (the study's config with its defects replaced by --defect),
-           sample each with the study's MD and rattle settings, pick --frames frames of each
+  label    build the siblings (the study's config with its defects replaced by --defect,
+           its strains by --strain), sample each with the study's MD and rattle settings, pick --frames frames of each
            by the study's farthest-point selection, label them with the study's xTB settings (CP2K
            GFN1-xTB on its gated k-mesh) and gather; each step is a `hipqeq` verb, and a step
            whose output exists is skipped (a stopped run goes on); then the members'
@@ -82,11 +82,14 @@ def hipqeq(*args) -> None:
     subprocess.run([HIPQEQ, *map(str, args)], check=True)
 
 
-def sibling_config(study_yaml: Path, defects: list, frames: int, output: Path) -> Path:
-    """The study's config with ``defects`` as its only variants and ``frames`` xTB frames (no DFT)."""
+def sibling_config(study_yaml: Path, defects: list, frames: int, output: Path,
+                   strains_percent: list[float] = ()) -> Path:
+    """The study's config with ``defects`` and the biaxial ``strains_percent`` of every seed
+    as its only variants and ``frames`` xTB frames (no DFT)."""
     config = yaml.safe_load(study_yaml.read_text())
     structures = config["structures"]
-    structures["strains"] = {"biaxial_percent": [], "seeds": []}
+    structures["strains"] = {"biaxial_percent": list(strains_percent),
+                             "seeds": [seed["name"] for seed in structures["seeds"]] if strains_percent else []}
     structures["tilts"] = {"angles_deg": [], "seeds": []}
     structures["defects"] = defects
     config["selection"].update(n_xtb=frames, n_dft=0, n_xtb_test=0, dft_test=False)  # xTB labels only
@@ -102,7 +105,7 @@ def sibling_names(config: dict) -> list[str]:
 
 def label(args) -> None:
     work = experiment_dir(args)
-    config = sibling_config(args.config, args.defect, args.frames, work / "siblings.yaml")
+    config = sibling_config(args.config, args.defect, args.frames, work / "siblings.yaml", args.strain)
     settings = load_config(config)
     structures = work / "structures.parquet"
     if not structures.exists():
@@ -330,6 +333,9 @@ def main() -> None:
     parser.add_argument("--defect", type=json.loads, action="append",
                         help=f"a sibling, as a structures.defects entry in JSON (repeatable; default: "
                              f"{json.dumps(DEFAULT_DEFECT)})")
+    parser.add_argument("--strain", type=float, action="append", default=[],
+                        help="a biaxial strain (%%) of every seed slab as a sibling too (repeatable; with no "
+                             "--defect, only the strains)")
     parser.add_argument("--experiment", default="charged_siblings",
                         help="the set of siblings: its files' folder in STUDY/results and docs/study "
                              "(default: charged_siblings, the shipped committee's)")
@@ -358,7 +364,7 @@ def main() -> None:
                         help="where summaries go (default: docs/study/EXPERIMENT[/stage_two_<the options' tags>])")
     args = parser.parse_args()
     args.config = study_config(args.study, args.config)
-    args.defect = args.defect or [DEFAULT_DEFECT]
+    args.defect = args.defect or ([] if args.strain else [DEFAULT_DEFECT])
     args.docs = args.docs or Path("docs/study") / run_dir(args).relative_to(args.study / "results")
     torch.set_num_threads(1)
     {"label": label, "train": train, "compare": compare, "parents": parents}[args.command](args)

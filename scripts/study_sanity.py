@@ -1,10 +1,14 @@
 """Physics sanity checks of a pretrained potential (issue 15), written to JSON and a figure.
 
-1. In-plane lattice constant of the RP n = 1 slab: the 2x2 slab strained biaxially over
-   a grid, internal positions relaxed with the potential at each strain, E(a) fitted by a
-   parabola. The reference level's energies (CP2K GFN1-xTB, the study's k-mesh) are taken
-   on the same relaxed geometries (a relaxation with CP2K costs too much here), so its
-   minimum is that of the reference on the potential's geometries.
+1. In-plane lattice constant of the RP n = 1 slab: the 2x2 slab (N x N with
+   ``--in-plane-repeat N``) strained biaxially over a grid, internal positions relaxed
+   with the potential at each strain, E(a) fitted by a parabola. The reference level's
+   energies (CP2K GFN1-xTB, the study's k-mesh) are taken on the same relaxed geometries
+   (a relaxation with CP2K costs too much here), so its minimum is that of the reference
+   on the potential's geometries; with ``--in-plane-reference tblite`` the reference
+   relaxes the positions itself (tblite's GFN1 at the Gamma point of the N x N slab, N >=
+   3 for the ~18 A a Gamma-point label needs), the reference level's own lattice
+   constant from a relaxation.
 2. Lattice constant of cubic CsPbI3 (``--cubic-strains``): the Pm-3m cell (an N x N x N
    supercell with ``--cubic-repeat N``) scaled isotropically; its positions are fixed by
    symmetry, so model and reference see the same, fully relaxed geometries. Reference:
@@ -22,6 +26,8 @@
     python scripts/study_sanity.py --name cspbi-gfn1 --output docs/study/sanity/sanity
     python scripts/study_sanity.py --output docs/study/sanity/cubic_tblite --strains --temperatures-K \\
         --cubic-reference tblite --cubic-repeat 3 --cubic-strains -7 -6 -5 -4 -3 -2 -1 0 1 2 3 4 5
+    python scripts/study_sanity.py --output docs/study/sanity/in_plane_tblite --temperatures-K \\
+        --in-plane-reference tblite --in-plane-repeat 3 --strains -4 -3 -2 -1 0 1 2
 """
 
 from __future__ import annotations
@@ -47,10 +53,10 @@ from hipqeq.structures.builders import phase, ruddlesden_popper
 from hipqeq.structures.transform import strain
 
 
-def in_plane_seed(vacuum_A: float):
-    """The 2x2 RP n = 1 slab and its pseudo-cubic in-plane constant (A)."""
-    seed = ruddlesden_popper(1, kind="slab", vacuum=vacuum_A).repeat((2, 2, 1))
-    return seed, float(np.linalg.norm(seed.cell[0])) / 2
+def in_plane_seed(vacuum_A: float, repeat: int = 2):
+    """The ``repeat`` x ``repeat`` RP n = 1 slab and its pseudo-cubic in-plane constant (A)."""
+    seed = ruddlesden_popper(1, kind="slab", vacuum=vacuum_A).repeat((repeat, repeat, 1))
+    return seed, float(np.linalg.norm(seed.cell[0])) / repeat
 
 
 def cubic_seed(repeat: int = 1):
@@ -60,17 +66,23 @@ def cubic_seed(repeat: int = 1):
     return seed, float(np.linalg.norm(seed.cell[0])) / repeat
 
 
-def lattice_scan(seed, a_seed: float, deform, strains_percent, calc, labeller) -> dict:
+def relax(atoms, calc, fmax_eV_A: float = 0.02, steps: int = 300) -> bool:
+    """Relax ``atoms``' positions with ``calc`` in place (BFGS); whether it converged."""
+    atoms.calc = calc
+    return bool(BFGS(atoms, logfile=None).run(fmax=fmax_eV_A, steps=steps))
+
+
+def lattice_scan(seed, a_seed: float, deform, strains_percent, calc, labeller=None, reference_calc=None,
+                 reference: dict | None = None) -> dict:
     """E(a) of ``seed`` deformed by ``deform(seed, percent)`` at each strain, positions
     relaxed with the potential (the cubic cell's stay put: Pm-3m leaves them no force),
-    and the reference level's energies on the same geometries; a parabola's minimum per
-    curve where :func:`parabola_minimum` finds one."""
+    and the reference level's energies: ``labeller``'s on the same geometries, or
+    ``reference_calc``'s on positions it relaxes itself (``reference`` names it); a
+    parabola's minimum per curve where :func:`parabola_minimum` finds one."""
     rows = []
     for percent in strains_percent:
         atoms = deform(seed, percent)
-        atoms.calc = calc
-        BFGS(atoms, logfile=None).run(fmax=0.02, steps=300)
-        row = {"strain_percent": percent, "a_A": a_seed * (1 + percent / 100),
+        row = {"strain_percent": percent, "a_A": a_seed * (1 + percent / 100), "model_relaxed": relax(atoms, calc),
                "energy_model_eV_per_atom": atoms.get_potential_energy() / len(atoms)}
         if labeller is not None:
             # through the labelling stage's retry: a failed SCF leaves the point out, named
@@ -78,11 +90,17 @@ def lattice_scan(seed, a_seed: float, deform, strains_percent, calc, labeller) -
             row["reference_status"] = label["status"]
             if label["status"] == "ok":
                 row["energy_reference_eV_per_atom"] = label["energy"] / len(atoms)
+        if reference_calc is not None:
+            own = deform(seed, percent)
+            row["reference_relaxed"] = relax(own, reference_calc)
+            row["energy_reference_eV_per_atom"] = own.get_potential_energy() / len(own)
         rows.append(row)
     result = {"a_seed_A": a_seed, "n_atoms": len(seed), "points": rows}
     if labeller is not None:
         result["reference"] = {"method": labeller.method, "software": labeller.software,
-                               "parameters": labeller.parameters}
+                               "parameters": labeller.parameters, "geometries": "the model's"}
+    if reference_calc is not None:
+        result["reference"] = {**(reference or {}), "geometries": "its own relaxation"}
     for key in ("model", "reference"):
         column = f"energy_{key}_eV_per_atom"
         points = [r for r in rows if column in r]
@@ -174,6 +192,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True, help="output stem (writes .json and .png)")
     parser.add_argument("--strains", type=float, nargs="*", default=[-4, -2, 0, 2, 4],
                         help="biaxial strains of the slab (%%); none: no in-plane scan")
+    parser.add_argument("--in-plane-repeat", type=int, default=2, help="the slab N x N (default 2)")
+    parser.add_argument("--in-plane-reference", choices=["study", "tblite"], default="study",
+                        help="the in-plane scan's reference: the study's labeller on the model's geometries, or "
+                             "tblite's GFN1 relaxing the positions itself at the Gamma point of the N x N slab")
     parser.add_argument("--cubic-strains", type=float, nargs="*", default=[],
                         help="isotropic strains of cubic CsPbI3 (%%); none (the default): no cubic scan")
     parser.add_argument("--cubic-reference", choices=["study", "tblite"], default="study",
@@ -187,23 +209,36 @@ def main() -> None:
     args = parser.parse_args()
 
     from hipqeq.config import load_config
+    from hipqeq.engines import XTB_ENGINE_SETTINGS, xtb_calculator
     from hipqeq.labels import xtb_labeller
 
     config = load_config(pretrained.dataset(args.name, root=args.root).parents[1] / "config.yaml")
+    vacuum_A = config["structures"]["seeds"][0].get("vacuum_A", 30.0)
+    in_plane = in_plane_seed(vacuum_A, args.in_plane_repeat)
     labeller = cubic_labeller = None if args.no_reference else xtb_labeller(config["xtb"])
     if labeller is not None and args.cubic_reference == "tblite":
         cubic_labeller = xtb_labeller({**config["xtb"], "engine": "tblite"})
+    in_plane_reference = {"labeller": labeller}
+    if labeller is not None and args.in_plane_reference == "tblite":
+        minimum_A = config["xtb"]["min_periodic_length_A"]
+        if in_plane[1] * args.in_plane_repeat * (1 + min(args.strains, default=0) / 100) < minimum_A:
+            parser.error(f"--in-plane-reference tblite labels at the Gamma point: the {args.in_plane_repeat}x"
+                         f"{args.in_plane_repeat} slab is below the {minimum_A} A it needs at the smallest strain; "
+                         "raise --in-plane-repeat")
+        method = config["xtb"]["method"]
+        settings = {k: config["xtb"][k] for k in XTB_ENGINE_SETTINGS}
+        in_plane_reference = {"reference_calc": xtb_calculator(method, engine="tblite", **settings),
+                              "reference": {"method": method, "software": ["tblite"], "parameters": settings}}
     calc = pretrained.calculator(args.name, root=args.root, device="cpu")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    vacuum_A = config["structures"]["seeds"][0].get("vacuum_A", 30.0)
-    requested = {"lattice": (args.strains, in_plane_seed(vacuum_A), strain, labeller),
+    requested = {"lattice": (args.strains, in_plane, strain, in_plane_reference),
                  "cubic_lattice": (args.cubic_strains, cubic_seed(args.cubic_repeat), partial(strain, mode="isotropic"),
-                                   cubic_labeller)}
+                                   {"labeller": cubic_labeller})}
     scans = {}
     for key, (strains, (seed, a_seed), deform, reference) in requested.items():
         if strains:
             started = time.perf_counter()
-            scans[key] = lattice_scan(seed, a_seed, deform, strains, calc, reference)
+            scans[key] = lattice_scan(seed, a_seed, deform, strains, calc, **reference)
             scans[key]["wall_time_s"] = time.perf_counter() - started
     runs = [stability(calc, t, args.md_ps, args.timestep_fs, args.output.parent) for t in args.temperatures_K]
     args.output.with_suffix(".json").write_text(json.dumps(

@@ -113,6 +113,31 @@ def test_cubic_scan_finds_the_lattice_constant(study_sanity):
     assert "a0_reference_A" not in scan
 
 
+class TetheredWell(CubicWell):
+    """:class:`CubicWell` plus springs (eV/A^2) pulling every atom to z = 0: only positions
+    relaxed to z = 0 have the well's energy."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        z = self.atoms.positions[:, 2]
+        self.results["energy"] += 0.5 * float(np.sum(z ** 2))
+        self.results["forces"][:, 2] = -z
+
+
+def test_the_reference_relaxes_its_own_geometries(study_sanity):
+    seed, a_seed = study_sanity.cubic_seed()
+    assert np.abs(seed.positions[:, 2]).max() > 1.0  # the springs hold energy before relaxing
+    scan = study_sanity.lattice_scan(seed, a_seed, partial(strain, mode="isotropic"), [-2, 0, 2, 4, 6],
+                                     CubicWell(a_seed * 1.021), reference_calc=TetheredWell(a_seed * 1.005),
+                                     reference={"method": "well", "software": ["test"]})
+    assert scan["a0_model_A"] == pytest.approx(a_seed * 1.021, rel=1e-6)
+    assert scan["a0_reference_A"] == pytest.approx(a_seed * 1.005, rel=1e-4)
+    assert all(p["reference_relaxed"] for p in scan["points"])
+    well = [0.5 * (p["a_A"] - a_seed * 1.005) ** 2 for p in scan["points"]]
+    assert [p["energy_reference_eV_per_atom"] for p in scan["points"]] == pytest.approx(well, abs=1e-4)
+    assert scan["reference"] == {"method": "well", "software": ["test"], "geometries": "its own relaxation"}
+
+
 def test_no_lattice_constant_outside_the_scan_or_from_a_ragged_curve(study_sanity):
     a = np.linspace(6.0, 6.5, 6)
     assert study_sanity.parabola_minimum(a, (a - 6.2) ** 2)[0] == pytest.approx(6.2)
@@ -145,6 +170,16 @@ def test_sibling_config_builds_only_the_siblings(charged_siblings, tmp_path):
     study = load_config(study_yaml)
     for section in ("xtb", "sampling"):  # labelled and sampled as the study's own parents
         assert config[section] == study[section]
+
+
+def test_strained_siblings_strain_every_seed(charged_siblings, tmp_path):
+    study_yaml = SCRIPTS.parent / "config" / "study.yaml"
+    path = charged_siblings.sibling_config(study_yaml, [], 6, tmp_path / "s.yaml", strains_percent=[-2.25, 2.25])
+    names = charged_siblings.sibling_names(load_config(path))
+    seeds = [seed["name"] for seed in load_config(study_yaml)["structures"]["seeds"]]
+    assert len(names) == 2 * len(seeds) and all("biaxial" in name for name in names)
+    assert {name.split("__")[0] for name in names} == set(seeds)
+    assert len(set(names)) == len(names)  # -2.25 and +2.25 % are two parents of each seed
 
 
 def study_rows_and_siblings(labels, work):
