@@ -8,10 +8,11 @@ at an equatorial site, to every member's training rows and measures what they br
 nothing else changed:
 
   label    build the siblings (the study's config with its defects replaced by --defect,
-           its strains by --strain), sample each with the study's MD and rattle settings, pick --frames frames of each
-           by the study's farthest-point selection, label them with the study's xTB settings (CP2K
-           GFN1-xTB on its gated k-mesh) and gather; each step is a `hipqeq` verb, and a step
-           whose output exists is skipped (a stopped run goes on); then the members'
+           its strains by --strain), sample each with the study's MD and rattle settings,
+           pick --frames frames of each by the study's farthest-point selection, label them
+           with the study's xTB settings (CP2K GFN1-xTB on its gated k-mesh) and gather;
+           each step is a `hipqeq` verb, and a step whose output exists is skipped (a
+           stopped run goes on); then the members'
            training files: the study's training rows plus the siblings' labelled ones, and
            the study's split with the siblings' parents in every member's training split
   train    member k: stage two and its energy-reference refits from the base member's

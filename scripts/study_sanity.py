@@ -7,8 +7,10 @@
    (a relaxation with CP2K costs too much here), so its minimum is that of the reference
    on the potential's geometries; with ``--in-plane-reference tblite`` the reference
    relaxes the positions itself (tblite's GFN1 at the Gamma point of the N x N slab, N >=
-   3 for the ~18 A a Gamma-point label needs), the reference level's own lattice
-   constant from a relaxation.
+   3 for the ~18 A a Gamma-point label needs). Its Gamma-point error moves with the
+   strain by tens of meV/atom at N = 3, so that minimum is not the level's converged
+   lattice constant (docs/study/README.md, "The in-plane E(a) of the n = 1 slab, and the
+   labeller's").
 2. Lattice constant of cubic CsPbI3 (``--cubic-strains``): the Pm-3m cell (an N x N x N
    supercell with ``--cubic-repeat N``) scaled isotropically; its positions are fixed by
    symmetry, so model and reference see the same, fully relaxed geometries. Reference:
