@@ -211,26 +211,26 @@ def main() -> None:
     args = parser.parse_args()
 
     from hipqeq.config import load_config
-    from hipqeq.engines import XTB_ENGINE_SETTINGS, xtb_calculator
-    from hipqeq.labels import xtb_labeller
+    from hipqeq.engines import xtb_calculator
+    from hipqeq.labels import shortest_periodic_length, xtb_labeller
 
     config = load_config(pretrained.dataset(args.name, root=args.root).parents[1] / "config.yaml")
     vacuum_A = config["structures"]["seeds"][0].get("vacuum_A", 30.0)
     in_plane = in_plane_seed(vacuum_A, args.in_plane_repeat)
     labeller = cubic_labeller = None if args.no_reference else xtb_labeller(config["xtb"])
-    if labeller is not None and args.cubic_reference == "tblite":
-        cubic_labeller = xtb_labeller({**config["xtb"], "engine": "tblite"})
+    tblite = None if args.no_reference else xtb_labeller({**config["xtb"], "engine": "tblite"})
+    if args.cubic_reference == "tblite":
+        cubic_labeller = tblite
     in_plane_reference = {"labeller": labeller}
-    if labeller is not None and args.in_plane_reference == "tblite":
+    if tblite is not None and args.in_plane_reference == "tblite":
         minimum_A = config["xtb"]["min_periodic_length_A"]
-        if in_plane[1] * args.in_plane_repeat * (1 + min(args.strains, default=0) / 100) < minimum_A:
+        if shortest_periodic_length(strain(in_plane[0], min(args.strains, default=0))) < minimum_A:
             parser.error(f"--in-plane-reference tblite labels at the Gamma point: the {args.in_plane_repeat}x"
                          f"{args.in_plane_repeat} slab is below the {minimum_A} A it needs at the smallest strain; "
                          "raise --in-plane-repeat")
-        method = config["xtb"]["method"]
-        settings = {k: config["xtb"][k] for k in XTB_ENGINE_SETTINGS}
-        in_plane_reference = {"reference_calc": xtb_calculator(method, engine="tblite", **settings),
-                              "reference": {"method": method, "software": ["tblite"], "parameters": settings}}
+        in_plane_reference = {
+            "reference_calc": xtb_calculator(tblite.method, tblite.engine, **tblite.engine_options()),
+            "reference": {"method": tblite.method, "software": tblite.software, "parameters": tblite.parameters}}
     calc = pretrained.calculator(args.name, root=args.root, device="cpu")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     requested = {"lattice": (args.strains, in_plane, strain, in_plane_reference),
