@@ -23,12 +23,16 @@ def test_shipped_configs_are_valid(path):
 
 
 def test_study_config_is_gated_and_equals_the_running_study_copy():
-    """The accuracy study labels at the gated k-point density with its gates on, and the
-    copy its gated run was started with (studies/cspbi-gfn1-k72) has the same settings."""
+    """The accuracy study labels at the gated k-point density with its gates on (the strain
+    path included), its slabs' vacuum beyond the labeller's Coulomb reach (~37 A), and the
+    copy its run was started with (studies/cspbi-gfn1-sr35) has the same settings."""
     study = load_config(ROOT / "config" / "study.yaml")
     assert study["convergence"]["enabled"] and not study["convergence"]["allow_unconverged"]
+    assert study["convergence"]["strain_percent"] and min(study["convergence"]["vacuum_A"]) > 45.0
     assert study["xtb"]["engine"] == "cp2k" and study["xtb"]["cp2k"]["kpoint_density_A"] == 72.0
-    assert study == load_config(ROOT / "studies" / "cspbi-gfn1-k72" / "study.yaml")
+    assert study["xtb"]["cp2k"]["coulomb_sr_cut_bohr"] == 35.0
+    assert all(seed["vacuum_A"] >= 40.0 for seed in study["structures"]["seeds"] if seed.get("kind") == "slab")
+    assert study == load_config(ROOT / "studies" / "cspbi-gfn1-sr35" / "study.yaml")
 
 
 def test_defaults_are_filled(toy):
@@ -39,7 +43,7 @@ def test_defaults_are_filled(toy):
     assert config["convergence"]["enabled"] is True  # the toy runs its gates ...
     assert config["convergence"]["allow_unconverged"] is True  # ... and goes on when they fail
     assert config["convergence"]["tolerance"] == {"energy_meV_per_atom": 1.0, "force_meV_per_A": 10.0,
-                                                  "charge_e": 0.01}
+                                                  "charge_e": 0.01, "strain_residual_meV_per_atom": 1.0}
     assert config["xtb"]["cp2k"]["kpoint_density_A"] == 72.0  # the gated density (README)
 
 

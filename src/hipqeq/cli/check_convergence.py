@@ -39,7 +39,7 @@ import sys
 from pathlib import Path
 
 from hipqeq.cli._common import add_config_argument
-from hipqeq.labels.convergence import LEVELS, QUANTITIES
+from hipqeq.labels.convergence import LEVELS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hipqeq.cli._common import load
     from hipqeq.errors import ConvergenceGateFailed
-    from hipqeq.labels.convergence import check_convergence, gate_failures, plot_convergence, write_report, write_table
+    from hipqeq.labels.convergence import (check_convergence, gate_failures, plot_convergence, summary_lines,
+                                           write_report, write_table)
 
     config = load(args)
     report = check_convergence(config, args.structures, args.name, args.level)
@@ -68,12 +69,8 @@ def run(args: argparse.Namespace) -> int:
         write_table(report, args.table)
     if args.plot:
         plot_convergence(report, args.plot)
-    for series in report["series"]:
-        labelled = next(p for p in series["points"] if p["value"] == series["labelled"])
-        changes = ", ".join(f"{key} {labelled[key]:.4g} {unit}" if labelled[key] is not None else f"{key} n/a"
-                            for key, _, unit in QUANTITIES if key in report["quantities"])
-        print(f"{args.name} {args.level} {series['series']} {series['labelled']:g} vs {series['reference']:g}: "
-              f"{changes}; converged from {series['converged_from']}")
+    for line in summary_lines(report):
+        print(f"{args.name} {args.level} {line}")
     if failures and not config["convergence"]["allow_unconverged"]:
         raise ConvergenceGateFailed("convergence gate failed (set convergence.allow_unconverged: true to "
                                     "label anyway, toy runs only):\n  " + "\n  ".join(failures))

@@ -16,6 +16,15 @@ symmetry) in two series:
   direction for Gamma-point xTB engines (a k-mesh of m samples the same Born-von Karman
   supercell as an m-fold repeat at Gamma).
 
+- **strain path** (seeds): the seed strained in-plane (slabs) or isotropically (3D cells)
+  by each ``convergence.strain_percent`` at fixed fractional positions, labelled with the
+  study's settings. Nothing converges here: the energies must lie on a smooth curve, and a
+  labeller whose real-space cutoffs truncate an interaction steps it as pairs cross the
+  cutoff (CP2K's default xTB Coulomb cutoff stepped the RP n = 1 slab by 25 meV/atom
+  between -3 and -2 %, where a vacuum or k-point series at one geometry sees nothing).
+  Each energy is compared with a cubic fit through all of them
+  (``energy_residual_meV_per_atom``).
+
 Each point is compared with its series' most converged setting (largest vacuum, largest
 m): energy per atom (meV/atom), the largest change of a force component (meV/Angstrom)
 and of a charge (e) of the same atoms (image 0 of a repeat), each where the level labels
@@ -31,7 +40,8 @@ raw label's changes are reported beside them (``d_label_energy_meV_per_atom``,
 structures with a total charge) get a vacuum series of their own; their in-plane
 sampling is their seed's gate.
 
-The labelled setting passes when the gated quantities are within ``convergence.tolerance``;
+The labelled setting passes when the gated quantities are within ``convergence.tolerance``
+(a strain path: every residual within ``tolerance.strain_residual_meV_per_atom``);
 :func:`gate_failures` names each failure with its numbers, and the check-convergence verb
 stops the study unless ``convergence.allow_unconverged`` is set.
 """
@@ -55,6 +65,7 @@ from hipqeq.geometry import slab_normal, vacuum_of, with_vacuum
 from hipqeq.labels.common import label_structure
 from hipqeq.plan import gated_structures
 from hipqeq.qeq import fixed_charge_electrostatics
+from hipqeq.structures.transform import strain
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +88,15 @@ DIFFERENCES = {"d_energy_meV_per_atom": ("target_energy_per_atom_eV", 1000.0),
 #: The raw label's counterpart of a gated energy or force difference (plotted beside it).
 RAW_LABEL_DIFFERENCES = {"d_energy_meV_per_atom": "d_label_energy_meV_per_atom",
                          "max_d_force_meV_A": "max_d_label_force_meV_A"}
+
+#: Name of the strain-path series, and the degree of the polynomial its energies must follow:
+#: cubic, so that a smooth E(strain) over +-3 % fits to ~0.1 meV/atom (tblite's GFN1 on the
+#: RP n = 1 slab: third differences of 0.4 meV/atom per 1 %).
+STRAIN_SERIES, STRAIN_FIT_DEGREE = "strain_percent", 3
+
+#: Each strain-path residual: report key -> point entry (gated: the short-range target).
+RESIDUALS = {"energy_residual_meV_per_atom": "target_energy_per_atom_eV",
+             "label_energy_residual_meV_per_atom": "energy_per_atom_eV"}
 
 
 def _label_electrostatics(atoms: Atoms, row: dict, sigma_A: dict[int, float]) -> tuple[float, np.ndarray] | None:
@@ -156,6 +176,40 @@ def _series(name: str, values: list, points: list[dict], labelled, tolerance: di
         point["value"] = value
     return {"series": name, "labelled": labelled, "reference": values[-1], "passed": within[index],
             "converged_from": converged_from, "points": points}
+
+
+def _strain_series(seed: Atoms, labelled: dict, labeller, name: str, sigma_A: dict[int, float],
+                   strains_percent: list[float], axis: int | None, tolerance: dict) -> dict:
+    """The strain-path series: ``seed`` (its ``labelled`` point at 0 %) strained by each of
+    ``strains_percent``, in-plane for a slab with normal ``axis``, isotropically for a 3D cell."""
+    values = sorted({0.0, *map(float, strains_percent)})
+    if len(values) < STRAIN_FIT_DEGREE + 2:
+        raise ConfigError(f"convergence.strain_percent {strains_percent}: a cubic fit needs at least "
+                          f"{STRAIN_FIT_DEGREE + 1} strains besides 0 to leave residuals")
+    if axis not in (None, 2):
+        raise StructureError(f"{name}: the strain path strains cell vectors a and b in-plane; this slab's "
+                             f"normal is cell vector {'abc'[axis]}")
+    mode = "isotropic" if axis is None else "biaxial"
+    points = [dict(labelled) if value == 0 else
+              _labelled_point(strain(seed, value, mode), labeller, f"{name}_strain{value:g}", sigma_A)
+              for value in values]
+    ok = all(point["status"] == STATUS_OK for point in points)
+    for key, entry in RESIDUALS.items():
+        residuals = [None] * len(points)
+        if ok:
+            energies = np.array([point[entry] for point in points])
+            fit = np.polyval(np.polyfit(values, energies, STRAIN_FIT_DEGREE), values)
+            residuals = (1000.0 * (energies - fit)).tolist()
+        for point, residual in zip(points, residuals):
+            point[key] = residual
+    for value, point in zip(values, points):
+        point["value"] = value
+        for entry in ("forces", "charges", "target_forces"):
+            point.pop(entry, None)
+    worst = max(abs(point["energy_residual_meV_per_atom"]) for point in points) if ok else None
+    passed = ok and worst <= tolerance["strain_residual_meV_per_atom"]
+    return {"series": STRAIN_SERIES, "labelled": 0.0, "reference": None, "mode": mode,
+            "fit_degree": STRAIN_FIT_DEGREE, "passed": passed, "converged_from": None, "points": points}
 
 
 def _labeller(config: dict, level: str, densify: int = 1, pbc=(True, True, True)):
@@ -253,6 +307,9 @@ def check_convergence(config: dict, structures_path: str | os.PathLike, name: st
         _compare(points, len(seed))
         series = "supercell x" if level == "xtb" and engine != "cp2k" else "k-point density x"
         report["series"].append(_series(series, multipliers, points, 1, gate["tolerance"], quantities))
+        if gate["strain_percent"] and "d_energy_meV_per_atom" in report["quantities"]:
+            report["series"].append(_strain_series(seed, labelled, labeller, name, sigma_A, gate["strain_percent"],
+                                                   axis, gate["tolerance"]))
     report["passed"] = all(s["passed"] for s in report["series"])
     return report
 
@@ -261,6 +318,9 @@ def gate_failures(report: dict) -> list[str]:
     """One message per failed quantity of the labelled setting, naming the structure and numbers."""
     messages = []
     for series in report["series"]:
+        if series["series"] == STRAIN_SERIES:
+            messages += _strain_failures(report, series)
+            continue
         point = next(p for p in series["points"] if p["value"] == series["labelled"])
         reference = series["points"][-1]
         where = (f"{report.get('kind', 'seed')} {report['name']}: {report['level']} {report['method']} ({report['engine']}) at {series['series']} "
@@ -277,13 +337,49 @@ def gate_failures(report: dict) -> list[str]:
     return messages
 
 
+def summary_lines(report: dict) -> list[str]:
+    """One line per series: the labelled setting's changes against the reference, or a
+    strain path's largest distance from its cubic fit."""
+    lines = []
+    for series in report["series"]:
+        if series["series"] == STRAIN_SERIES:
+            residuals = [p["energy_residual_meV_per_atom"] for p in series["points"]]
+            worst = (f"{max(map(abs, residuals)):.4g} meV/atom" if None not in residuals else "n/a (a label failed)")
+            lines.append(f"{series['series']} {series['points'][0]['value']:g}..{series['points'][-1]['value']:g}: "
+                         f"largest distance from a cubic fit {worst}")
+            continue
+        labelled = next(p for p in series["points"] if p["value"] == series["labelled"])
+        changes = ", ".join(f"{key} {labelled[key]:.4g} {unit}" if labelled[key] is not None else f"{key} n/a"
+                            for key, _, unit in QUANTITIES if key in report["quantities"])
+        lines.append(f"{series['series']} {series['labelled']:g} vs {series['reference']:g}: {changes}; "
+                     f"converged from {series['converged_from']}")
+    return lines
+
+
+def _strain_failures(report: dict, series: dict) -> list[str]:
+    strains = ", ".join(f"{point['value']:g}" for point in series["points"])
+    where = (f"{report.get('kind', 'seed')} {report['name']}: {report['level']} {report['method']} "
+             f"({report['engine']}) along its {series['mode']} strain path {strains} %")
+    failed = [p for p in series["points"] if p["status"] != STATUS_OK]
+    if failed:
+        return [f"{where}: the label at {failed[0]['value']:g} % failed ({failed[0]['status']}: {failed[0]['error']})"]
+    if series["passed"]:
+        return []
+    worst = max(series["points"], key=lambda p: abs(p["energy_residual_meV_per_atom"]))
+    tolerance = report["tolerance"]["strain_residual_meV_per_atom"]
+    return [f"{where}: the energy (label minus E_elec of its own charges) leaves a smooth cubic E(strain) by "
+            f"{worst['energy_residual_meV_per_atom']:.4g} meV/atom at {worst['value']:g} %, above the tolerance "
+            f"{tolerance:g} meV/atom: the labeller's energy steps as the cell changes (a real-space cutoff "
+            "that truncates an interaction, such as CP2K's xtb.cp2k.coulomb_sr_*)"]
+
+
 def write_table(report: dict, path: str | os.PathLike) -> Path:
     """The gate as CSV (one row per labelled point; ``labelled``/``reference`` mark the compared pair)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = ["series", "value", "role", "n_atoms", "kmesh", "status", "scf_cycles", "energy_per_atom_eV",
                "elec_energy_per_atom_eV", "d_energy_meV_per_atom", "max_d_force_meV_A", "max_d_charge_e",
-               "d_label_energy_meV_per_atom", "max_d_label_force_meV_A", "passed"]
+               "d_label_energy_meV_per_atom", "max_d_label_force_meV_A", *RESIDUALS, "passed"]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -309,6 +405,9 @@ def plot_convergence(report: dict, path: str | os.PathLike) -> Path:
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), constrained_layout=True,
                              squeeze=False)
     for ax_row, series in zip(axes, report["series"]):
+        if series["series"] == STRAIN_SERIES:
+            _plot_strain_path(ax_row, series, report["tolerance"]["strain_residual_meV_per_atom"])
+            continue
         for ax, (key, tol, unit) in zip(ax_row, quantities):
             # the reference (last point) differs from itself by zero: not drawn on a log axis
             ok = [p for p in series["points"][:-1] if p[key] is not None]
@@ -336,6 +435,35 @@ def plot_convergence(report: dict, path: str | os.PathLike) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _plot_strain_path(axes, series: dict, tolerance_meV: float) -> None:
+    """A strain path's energies (relative to 0 %) with their cubic fit, and the residuals."""
+    points = [p for p in series["points"] if p["energy_residual_meV_per_atom"] is not None]
+    for ax in axes[2:]:
+        ax.axis("off")
+    if not points:
+        axes[0].set_title("strain path: a label failed")
+        return
+    strains = np.array([p["value"] for p in points])
+    dense = np.linspace(strains.min(), strains.max(), 200)
+    for key, entry, style, label in (("energy_residual_meV_per_atom", "target_energy_per_atom_eV", "o", "gated"),
+                                     ("label_energy_residual_meV_per_atom", "energy_per_atom_eV", "s", "raw label")):
+        energies = 1000.0 * np.array([p[entry] for p in points])
+        energies -= energies[np.argmin(np.abs(strains))]
+        line, = axes[1].plot(strains, energies, style, label=label)
+        axes[1].plot(dense, np.polyval(np.polyfit(strains, energies, series["fit_degree"]), dense), "-",
+                     color=line.get_color(), lw=1)
+        floor = tolerance_meV / 1000
+        axes[0].plot(strains, [max(abs(p[key]), floor) for p in points], style + ("-" if style == "o" else ":"),
+                     color=line.get_color(), label=label)
+    axes[0].axhline(tolerance_meV, color="grey", ls="--", lw=1)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("|E - cubic fit| (meV/atom)")
+    axes[1].set_ylabel("E - E(0 %) (meV/atom)")
+    for ax in axes[:2]:
+        ax.set_xlabel(f"{series['mode']} strain (%)")
+        ax.legend(fontsize="small")
 
 
 def write_report(report: dict, path: str | os.PathLike) -> Path:

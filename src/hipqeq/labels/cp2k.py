@@ -3,7 +3,8 @@
 tblite is Gamma-point only and its energies drift with the vacuum of a slab without
 converging (PHYSICS.md, "tblite's cell dependence"); CP2K's xTB (``&QS METHOD xTB``,
 ``&xTB DO_EWALD T``) takes a Monkhorst-Pack k-mesh and its slab energies are flat to
-0.1 meV per formula unit beyond ~25 A of vacuum (measured here, CP2K 2023.1).
+0.01 meV/atom beyond the reach of its short-range Coulomb cutoff (~25 A at CP2K's
+defaults, ~37 A at hipqeq's; measured here, CP2K 2023.1).
 
 Why an input writer of our own and not ASE's ``CP2K`` calculator: ASE drives the
 interactive ``cp2k_shell``, which keeps no output file to inspect when an SCF fails,
@@ -13,7 +14,9 @@ directory; the directory is deleted after a successful parse and kept (its path 
 the error message) after any failure.
 
 Boundary: CP2K treats every cell as 3D periodic with Ewald sums, slabs included (k-mesh
-1 along a non-periodic direction); ``calc_params['boundary']`` says so.
+1 along a non-periodic direction); ``calc_params['boundary']`` says so. The short-range
+part of the Coulomb kernel is cut where the ``xtb.cp2k`` section says (:func:`gfn1_xtb`):
+that cutoff is part of the level of theory, and a slab needs more vacuum than its reach.
 
 Open shells: an odd electron count (sum Z - Q; the xTB cores hold an even number of
 electrons for every element here) gets multiplicity 2 and an unrestricted (UKS)
@@ -132,12 +135,31 @@ class Hamiltonian:
 #: +0.06 e (PBE/SZV, here); atomic-density pro-atoms give Cs +0.42, Pb +0.21, I -0.21.
 _POPULATION_OPTIONS = {"HIRSHFELD": "        SHAPE_FUNCTION DENSITY\n"}
 
-#: GFN1-xTB with Ewald sums (the ``xtb`` labeller).
-GFN1_XTB = Hamiltonian(dft="    &QS\n      METHOD xTB\n      &xTB\n        DO_EWALD T\n      &END xTB\n    &END QS\n")
+def gfn1_xtb(cp2k: dict) -> Hamiltonian:
+    """GFN1-xTB with Ewald sums and the real-space cutoffs of an ``xtb.cp2k`` section (the
+    ``xtb`` labeller).
+
+    CP2K sums GFN1's Coulomb kernel as Ewald 1/r plus a short-range part gamma - 1/r,
+    which keeps a shell-dependent 1/r^3 tail; CP2K switches it off over 1 bohr at a radius
+    from ``COULOMB_SR_CUT`` (bohr) and ``COULOMB_SR_EPS``. That sum has no converged limit
+    (in 3D it diverges): the energies depend on the cutoff, and pairs passing through the
+    switch make them wiggle along any path that changes distances. Measured here (CP2K
+    2023.1; README, "Reference labels"): CP2K's defaults (20, 1e-3) leave the RP n = 1
+    slab's E(strain) 6.7 meV/atom off a cubic, with a 25 meV/atom step from -3 to -2 %; 35
+    and 1e-14 (the schema's defaults) 2.1, reaching ~37 A across a slab's vacuum; from 40
+    on, cubic CsPbI3's SCF diverges. The coordination-number and dispersion cutoffs are
+    tightened too (1 % of the change).
+    """
+    parameters = (f"          COULOMB_SR_CUT {cp2k['coulomb_sr_cut_bohr']}\n"
+                  f"          COULOMB_SR_EPS {cp2k['coulomb_sr_eps']:.3E}\n"
+                  f"          COORDINATION_CUTOFF {cp2k['coordination_cutoff']:.3E}\n"
+                  f"          DISPERSION_RADIUS {cp2k['dispersion_radius_bohr']}\n")
+    return Hamiltonian(dft="    &QS\n      METHOD xTB\n      &xTB\n        DO_EWALD T\n        &PARAMETER\n"
+                           f"{parameters}        &END PARAMETER\n      &END xTB\n    &END QS\n")
 
 
 def write_input(atoms: Atoms, kmesh, scf: dict, total_charge: int, spin_multiplicity: int, uks: bool,
-                hamiltonian: Hamiltonian = GFN1_XTB) -> str:
+                hamiltonian: Hamiltonian) -> str:
     """The CP2K input (text) of a single point of ``atoms``: energy, forces and stress as
     ``hamiltonian`` asks, and its population analyses.
 
@@ -214,7 +236,7 @@ MAX_LAST_ENERGY_CHANGE_MEV_PER_ATOM = 1.0
 _CHARGE_RANGE = "Atomic charges outside chemical"
 
 
-def parse_output(text: str, n_atoms: int, hamiltonian: Hamiltonian = GFN1_XTB) -> dict:
+def parse_output(text: str, n_atoms: int, hamiltonian: Hamiltonian) -> dict:
     """Energy (eV), Mulliken charges (e, ``charges``), ``scf_cycles`` and ``scf_converged``
     from a CP2K output, with forces (eV/Angstrom), stress (Voigt, eV/Angstrom^3, ASE sign)
     and Hirshfeld charges (``hirshfeld_charges``, e) where ``hamiltonian`` asked for them.
@@ -329,6 +351,7 @@ class CP2KLabeller:
         self.executable = settings["cp2k"]["executable"]
         self.parameters = {k: v for k, v in settings.items() if k not in _NOT_PARAMETERS}
         self.software = {"cp2k": cp2k_version(self.executable)}
+        self.hamiltonian = gfn1_xtb(settings["cp2k"])
 
     def kmesh(self, atoms: Atoms) -> tuple[int, int, int]:
         """The k-mesh of ``atoms`` (see :func:`kmesh_from_density`)."""
@@ -347,8 +370,8 @@ class CP2KLabeller:
         kmesh = self.kmesh(atoms)
         uks = spin_multiplicity > 1 and kmesh == (1, 1, 1)
         scf = scf_settings(self.settings, safer)
-        result = self._run_input(write_input(atoms, kmesh, scf, int(round(total_charge)), spin_multiplicity, uks),
-                                 len(atoms))
+        result = self._run_input(write_input(atoms, kmesh, scf, int(round(total_charge)), spin_multiplicity, uks,
+                                             self.hamiltonian), len(atoms), self.hamiltonian)
         spin = ("unrestricted (UKS)" if uks else "restricted" if spin_multiplicity == 1 else
                 "restricted with Fermi smearing (CP2K 2023 xTB cannot do UKS with k-points)")
         details = {"kmesh": list(kmesh), "scf": scf, "scf_cycles": result["scf_cycles"], "multiplicity": spin_multiplicity,
@@ -357,7 +380,7 @@ class CP2KLabeller:
                       charges=result["charges"], charge_scheme="Mulliken", details=details,
                       boundary="periodic")
 
-    def _run_input(self, text: str, n_atoms: int, hamiltonian: Hamiltonian = GFN1_XTB) -> dict:
+    def _run_input(self, text: str, n_atoms: int, hamiltonian: Hamiltonian) -> dict:
         """Run the input ``text`` in a fresh directory, deleted after a parsed run and kept
         (named in the error) after a failure; :func:`parse_output`'s result."""
         workdir = Path(tempfile.mkdtemp(prefix="hipqeq-cp2k-"))

@@ -14,8 +14,8 @@ from hipqeq.data import record_from_atoms
 from hipqeq.errors import ConfigError, LabellingFailed, SCFNotConverged
 from hipqeq.labels import xtb_labeller
 from hipqeq.labels.common import label_structure
-from hipqeq.labels.cp2k import (CP2KLabeller, kmesh_from_density, multiplicity, parse_output, scf_settings,
-                                write_input)
+from hipqeq.labels.cp2k import (CP2KLabeller, gfn1_xtb, kmesh_from_density, multiplicity, parse_output,
+                                scf_settings, write_input)
 from hipqeq.structures.builders import ruddlesden_popper
 from hipqeq.structures.transform import vacancy
 from tests.unit.labels.cells import A_CUBIC, cubic_cspbi3
@@ -26,6 +26,10 @@ needs_cp2k = pytest.mark.skipif(shutil.which("cp2k.psmp") is None,
 
 def cp2k_settings(**cp2k) -> dict:
     return validate_section("xtb", {"engine": "cp2k", "allow_small_cells": True, "cp2k": cp2k})
+
+
+#: The default labeller's Hamiltonian (what the parser reads: forces, stress, Mulliken).
+XTB = gfn1_xtb(cp2k_settings()["cp2k"])
 
 
 def test_kmesh_from_density_samples_at_least_that_length_along_periodic_directions():
@@ -57,13 +61,16 @@ def test_multiplicity_follows_the_electron_count():
         multiplicity(cell, 0.5)
 
 
-def test_input_carries_charge_spin_kmesh_and_scf_settings():
-    settings = cp2k_settings(mixing_alpha=0.07, nbroyden=12)
-    text = write_input(cubic_cspbi3(), (2, 2, 2), scf_settings(settings), -1, 2, uks=True)
+def test_input_carries_charge_spin_kmesh_scf_settings_and_cutoffs():
+    settings = cp2k_settings(mixing_alpha=0.07, nbroyden=12, coulomb_sr_cut_bohr=55.0, coulomb_sr_eps=1e-9)
+    hamiltonian = gfn1_xtb(settings["cp2k"])
+    text = write_input(cubic_cspbi3(), (2, 2, 2), scf_settings(settings), -1, 2, True, hamiltonian)
     for line in ("CHARGE -1", "UKS T", "MULTIPLICITY 2", "SCHEME MONKHORST-PACK 2 2 2", "ALPHA 0.07",
-                 "NBROYDEN 12", "MAX_SCF 250", "PERIODIC XYZ", "DO_EWALD T", "ELECTRONIC_TEMPERATURE [K] 300.0"):
+                 "NBROYDEN 12", "MAX_SCF 250", "PERIODIC XYZ", "DO_EWALD T", "ELECTRONIC_TEMPERATURE [K] 300.0",
+                 "COULOMB_SR_CUT 55.0", "COULOMB_SR_EPS 1.000E-09", "COORDINATION_CUTOFF 1.000E-12",
+                 "DISPERSION_RADIUS 30.0"):
         assert line in text
-    gamma = write_input(cubic_cspbi3(), (1, 1, 1), scf_settings(settings, safer=True), 0, 1, uks=False)
+    gamma = write_input(cubic_cspbi3(), (1, 1, 1), scf_settings(settings, safer=True), 0, 1, False, hamiltonian)
     assert "KPOINTS" not in gamma and "UKS" not in gamma
     assert "ALPHA 0.05" in gamma and "MAX_SCF 1000" in gamma  # the retry's settings
 
@@ -71,11 +78,12 @@ def test_input_carries_charge_spin_kmesh_and_scf_settings():
 def test_unconverged_and_aborted_outputs_raise_with_the_cycle_count():
     steps = "".join(f"    {i} Broy./Diag. 0.10E+00    0.0     0.5     -14.1  1.0E-01\n" for i in range(1, 4))
     with pytest.raises(SCFNotConverged, match="in 3 cycles"):
-        parse_output(steps + " *** WARNING in qs_scf.F:601 :: SCF run NOT converged ***\n", 5)
+        parse_output(steps + " *** WARNING in qs_scf.F:601 :: SCF run NOT converged ***\n", 5, XTB)
     with pytest.raises(SCFNotConverged, match="chemical range after 3 cycles"):
-        parse_output(steps + " *** WARNING in xtb_matrices.F:1688 :: Atomic charges outside chemical   ***\n", 5)
+        parse_output(steps + " *** WARNING in xtb_matrices.F:1688 :: Atomic charges outside chemical   ***\n", 5,
+                     XTB)
     with pytest.raises(LabellingFailed, match="no SCF result"):
-        parse_output("", 5)
+        parse_output("", 5, XTB)
 
 
 #: The SCF of a model-relaxed 2x2 RP n = 1 slab at +2 % strain (28 atoms) in CP2K 2023.1:
@@ -93,10 +101,10 @@ SPURIOUS_SCF = """\
 
 def test_a_converged_scf_whose_energy_still_moves_is_not_converged():
     with pytest.raises(SCFNotConverged, match="spuriously after 5 cycles.*1.41e\\+03 meV/atom"):
-        parse_output(SPURIOUS_SCF, 28)
+        parse_output(SPURIOUS_SCF, 28, XTB)
     settled = SPURIOUS_SCF.replace("1.45E+00", "2.10E-06")  # 2 ueV/atom: passes on to the energy block
     with pytest.raises(LabellingFailed, match="no 'ENERGY"):
-        parse_output(settled, 28)
+        parse_output(settled, 28, XTB)
 
 
 def test_cp2k_implements_gfn1_only():
@@ -113,24 +121,32 @@ def test_a_missing_binary_is_an_error_row(tmp_path):
     shutil.rmtree(kept)
 
 
+#: CP2K's own real-space cutoffs of xTB, the labeller's before 2026-12-07.
+CP2K_CUTOFFS = {"coulomb_sr_cut_bohr": 20.0, "coulomb_sr_eps": 1e-3, "coordination_cutoff": 1e-6,
+                "dispersion_radius_bohr": 15.0}
+
+
 @pytest.mark.slow
 @needs_cp2k
-def test_cubic_cell_with_a_2x2x2_mesh_reproduces_the_stored_energy():
-    """~2 s. -384.0190 eV: this labeller (CP2K 2023.1, Debian package, GFN1-xTB, Ewald,
-    EPS_SCF 1e-5, Broyden alpha 0.1, 300 K Fermi smearing) on the ideal 5-atom cell with a
-    2x2x2 Monkhorst-Pack mesh, 2026-12-01. The earlier independent input (PHYSICS.md)
-    gave -384.023 eV with its own SCF settings; the Gamma-point large-cell limit of tblite
-    is -384.17 (3x3x3) / -383.87 (4x4x4) eV per formula unit."""
+def test_cubic_cell_with_a_2x2x2_mesh_reproduces_the_stored_energies():
+    """~4 s. -385.0834 eV: this labeller (CP2K 2023.1, Debian package, GFN1-xTB, Ewald,
+    EPS_SCF 1e-5, Broyden alpha 0.1, 300 K Fermi smearing, COULOMB_SR_CUT 35 with EPS
+    1e-14) on the ideal 5-atom cell with a 2x2x2 Monkhorst-Pack mesh, 2026-12-07; with
+    CP2K's own cutoffs -384.0190 eV (2026-12-01), 213 meV/atom higher: the short-range
+    Coulomb cutoff defines the energy (README, "Reference labels"). The Gamma-point
+    large-cell limit of tblite is -384.17 (3x3x3) / -383.87 (4x4x4) eV per formula unit."""
     labels = CP2KLabeller(cp2k_settings(kpoint_density_A=12.0)).label(cubic_cspbi3())
-    assert labels.energy == pytest.approx(-384.0190, abs=2e-3)
+    assert labels.energy == pytest.approx(-385.0834, abs=2e-3)
     assert labels.details["kmesh"] == [2, 2, 2] and labels.details["multiplicity"] == 1
     assert 0 < labels.details["scf_cycles"] <= 250
     assert labels.details["scf"]["eps_scf"] == 1e-5 and labels.details["boundary"].startswith("3D-periodic")
     assert np.abs(labels.forces).max() < 1e-3  # ideal Pm-3m: no force by symmetry
     assert labels.charges.sum() == pytest.approx(0.0, abs=1e-5)
-    assert labels.charges[0] == pytest.approx(0.49, abs=0.01)  # Pb; Cs +0.49, I -0.33
+    assert labels.charges[0] == pytest.approx(0.41, abs=0.01)  # Pb; Cs +0.50, I -0.31
     assert labels.stress[:3] == pytest.approx([labels.stress[0]] * 3, rel=1e-6)  # cubic: isotropic
     assert np.abs(labels.stress[3:]).max() < 1e-8
+    cp2k_cutoffs = CP2KLabeller(cp2k_settings(kpoint_density_A=12.0, **CP2K_CUTOFFS)).label(cubic_cspbi3())
+    assert cp2k_cutoffs.energy == pytest.approx(-384.0190, abs=2e-3)
 
 
 @pytest.mark.slow
