@@ -1,4 +1,5 @@
-"""Convergence gate of one seed or charged slab: do its labels depend on the vacuum or the sampling?
+"""Convergence gate of one seed or charged slab: do its labels depend on the vacuum or the sampling, or jump
+along a strain path?
 
 Labels the seed as built (rattled by convergence.rattle_A) with the config's settings of
 one level of theory (--level xtb: the xtb section; --level dft: the dft section, PySCF)
@@ -10,11 +11,14 @@ most converged one (DFT: charges, plus energy and forces with dft.energy_forces)
 and forces are compared as the 4G short range learns them: the label minus the Coulomb
 energy and forces of the label's own charges under the engine's boundary (3D-periodic
 for tblite and CP2K, with the neutralising background of a charged cell); the raw
-label's changes are in the report too. A charged slab (a built structure with a total
-charge, convergence.charged_slabs) gets the vacuum series only: a 3D-periodic label of
-it grows with the vacuum by the charge's interaction with the background, which the
-model subtracts, so the rest must not. Writes the gate as JSON, CSV (the report's table)
-and a plot.
+label's changes are in the report too. A seed is also labelled along a strain path
+(convergence.strain_percent, in-plane for slabs): its energies must lie within
+convergence.tolerance.strain_residual_meV_per_atom of a cubic through them, which a
+labeller that truncates an interaction at a cutoff fails. A charged slab (a built
+structure with a total charge, convergence.charged_slabs) gets the vacuum series only: a
+3D-periodic label of it grows with the vacuum by the charge's interaction with the
+background, which the model subtracts, so the rest must not. Writes the gate as JSON,
+CSV (the report's table) and a plot.
 
 Exits non-zero with one line per failure (seed, setting, quantity, value, tolerance)
 when the labelled setting is outside convergence.tolerance; with
