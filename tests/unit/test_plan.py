@@ -136,7 +136,7 @@ def test_study_config_is_the_given_file_or_the_studys_own(tmp_path):
     assert plan.study_config(tmp_path) == tmp_path / "study.yaml"
 
 
-@pytest.mark.parametrize("study", ["cspbi-gfn1", "cspbi-gfn1-k72"])
+@pytest.mark.parametrize("study", ["cspbi-gfn1", "cspbi-gfn1-k72", "cspbi-gfn1-sr35"])
 def test_each_committed_study_keeps_the_config_it_ran_with(study):
     """The scripts and `hipqeq models package` read a study with STUDY/study.yaml by default."""
     root = Path(__file__).resolve().parents[2] / "studies" / study
