@@ -180,15 +180,17 @@ def test_forces_and_stress_are_derivatives_of_the_energy():
         energies.append(labeller.label(displaced).energy)
     assert forces[4, 2] == pytest.approx(-(energies[0] - energies[1]) / (2 * h), abs=2e-3)
 
-    # isotropic strain of -0.4 % and the ideal cell (a +0.4 % cell sent this SCF to a wrong,
-    # charge-separated state, see hipqeq.labels.cp2k): d E / d eps = 3 V mean(stress)
+    # isotropic strain of -0.1 % and the ideal cell (a +0.4 % cell sent this SCF to a wrong,
+    # charge-separated state, see hipqeq.labels.cp2k): d E / d eps = 3 V mean(stress). Over
+    # -0.4 % the secant missed by 27 % (6 % at CP2K's own cutoffs): the labeller's E(strain)
+    # wiggles (its Coulomb cutoff, README "Reference labels"); over -0.1 % it agrees to 0.2 %
     cell = cubic_cspbi3()
     strained = cell.copy()
-    strained.set_cell(cell.cell.array * 0.996, scale_atoms=True)
+    strained.set_cell(cell.cell.array * 0.999, scale_atoms=True)
     high, low = labeller.label(cell), labeller.label(strained)
     mean_stress = (high.stress[:3].mean() + low.stress[:3].mean()) / 2
     volume = (cell.get_volume() + strained.get_volume()) / 2
-    assert mean_stress == pytest.approx((high.energy - low.energy) / 0.004 / (3 * volume), rel=0.1)
+    assert mean_stress == pytest.approx((high.energy - low.energy) / 0.001 / (3 * volume), rel=0.02)
 
 
 @pytest.mark.slow
