@@ -141,9 +141,10 @@ def gfn1_xtb(cp2k: dict) -> Hamiltonian:
 
     CP2K sums GFN1's Coulomb kernel as Ewald 1/r plus a short-range part gamma - 1/r,
     which keeps a shell-dependent 1/r^3 tail; CP2K switches it off over 1 bohr at a radius
-    from ``COULOMB_SR_CUT`` (bohr) and ``COULOMB_SR_EPS``. That sum has no converged limit
-    (in 3D it diverges): the energies depend on the cutoff, and pairs passing through the
-    switch make them wiggle along any path that changes distances. Measured here (CP2K
+    from ``COULOMB_SR_CUT`` (bohr) and ``COULOMB_SR_EPS``. That sum converges slowly over a
+    slab and not at all over a 3D crystal: the energies depend on the cutoff (no value
+    measured converges them), and pairs passing through the switch make them wiggle along
+    any path that changes distances. Measured here (CP2K
     2023.1; README, "Reference labels"): CP2K's defaults (20, 1e-3) leave the RP n = 1
     slab's E(strain) 6.7 meV/atom off a cubic, with a 25 meV/atom step from -3 to -2 %; 35
     and 1e-14 (the schema's defaults) 2.1, reaching ~37 A across a slab's vacuum; from 40
