@@ -23,6 +23,7 @@ import argparse
 import numpy as np
 
 from hipqeq.config import validate_section
+from hipqeq.labels.convergence import cubic_fit_residuals_meV
 from hipqeq.labels.cp2k import CP2KLabeller
 from hipqeq.structures.builders import ruddlesden_popper
 from hipqeq.structures.transform import strain
@@ -58,13 +59,14 @@ def main() -> None:
     for spec in args.cutoffs:
         cut_bohr, eps = map(float, spec.split(","))
         energies = strain_path(labeller(cut_bohr, eps), args.path_vacuum)
-        residual = 1000 * (energies - np.polyval(np.polyfit(STRAINS_PERCENT, energies, 3), STRAINS_PERCENT))
+        residual = cubic_fit_residuals_meV(STRAINS_PERCENT, energies)
         relative = " ".join(f"{1000 * (e - energies[3]):6.1f}" for e in energies)
         print(f"{spec:>18}  {energies[3]:.5f}  {relative}   {np.abs(residual).max():.2f} meV/atom", flush=True)
     if args.vacuum:
         default = validate_section("xtb", {"engine": "cp2k"})["cp2k"]
         label = labeller(default["coulomb_sr_cut_bohr"], default["coulomb_sr_eps"])
-        energies = [label.label(ruddlesden_popper(1, "slab", vacuum=v)).energy / 7 for v in args.vacuum]
+        slabs = [ruddlesden_popper(1, "slab", vacuum=v) for v in args.vacuum]
+        energies = [label.label(slab).energy / len(slab) for slab in slabs]
         for vacuum_A, energy in zip(args.vacuum, energies):
             print(f"vacuum {vacuum_A:5.1f} A: {energy:.5f} eV/atom, {1000 * (energy - energies[-1]):+.2f} meV/atom "
                   "from the last")

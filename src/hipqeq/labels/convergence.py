@@ -178,6 +178,12 @@ def _series(name: str, values: list, points: list[dict], labelled, tolerance: di
             "converged_from": converged_from, "points": points}
 
 
+def cubic_fit_residuals_meV(strains_percent, energies_eV) -> np.ndarray:
+    """Distance (meV/atom) of each energy per atom (eV) from the cubic through all of them."""
+    energies = np.asarray(energies_eV, dtype=float)
+    return 1000.0 * (energies - np.polyval(np.polyfit(strains_percent, energies, STRAIN_FIT_DEGREE), strains_percent))
+
+
 def _strain_series(seed: Atoms, labelled: dict, labeller, name: str, sigma_A: dict[int, float],
                    strains_percent: list[float], axis: int | None, tolerance: dict) -> dict:
     """The strain-path series: ``seed`` (its ``labelled`` point at 0 %) strained by each of
@@ -195,21 +201,19 @@ def _strain_series(seed: Atoms, labelled: dict, labeller, name: str, sigma_A: di
               for value in values]
     ok = all(point["status"] == STATUS_OK for point in points)
     for key, entry in RESIDUALS.items():
-        residuals = [None] * len(points)
-        if ok:
-            energies = np.array([point[entry] for point in points])
-            fit = np.polyval(np.polyfit(values, energies, STRAIN_FIT_DEGREE), values)
-            residuals = (1000.0 * (energies - fit)).tolist()
+        residuals = cubic_fit_residuals_meV(values, [p[entry] for p in points]).tolist() if ok else [None] * len(points)
         for point, residual in zip(points, residuals):
             point[key] = residual
     for value, point in zip(values, points):
         point["value"] = value
         for entry in ("forces", "charges", "target_forces"):
             point.pop(entry, None)
-    worst = max(abs(point["energy_residual_meV_per_atom"]) for point in points) if ok else None
-    passed = ok and worst <= tolerance["strain_residual_meV_per_atom"]
+    # the point farthest from the fit, or None where a label failed
+    worst = max(points, key=lambda p: abs(p["energy_residual_meV_per_atom"])) if ok else None
+    passed = ok and abs(worst["energy_residual_meV_per_atom"]) <= tolerance["strain_residual_meV_per_atom"]
     return {"series": STRAIN_SERIES, "labelled": 0.0, "reference": None, "mode": mode,
-            "fit_degree": STRAIN_FIT_DEGREE, "passed": passed, "converged_from": None, "points": points}
+            "fit_degree": STRAIN_FIT_DEGREE, "passed": passed, "converged_from": None, "points": points,
+            "worst": None if worst is None else {key: worst[key] for key in ("value", "energy_residual_meV_per_atom")}}
 
 
 def _labeller(config: dict, level: str, densify: int = 1, pbc=(True, True, True)):
@@ -343,8 +347,9 @@ def summary_lines(report: dict) -> list[str]:
     lines = []
     for series in report["series"]:
         if series["series"] == STRAIN_SERIES:
-            residuals = [p["energy_residual_meV_per_atom"] for p in series["points"]]
-            worst = (f"{max(map(abs, residuals)):.4g} meV/atom" if None not in residuals else "n/a (a label failed)")
+            worst = series["worst"]
+            worst = (f"{abs(worst['energy_residual_meV_per_atom']):.4g} meV/atom" if worst is not None
+                     else "n/a (a label failed)")
             lines.append(f"{series['series']} {series['points'][0]['value']:g}..{series['points'][-1]['value']:g}: "
                          f"largest distance from a cubic fit {worst}")
             continue
@@ -365,7 +370,7 @@ def _strain_failures(report: dict, series: dict) -> list[str]:
         return [f"{where}: the label at {failed[0]['value']:g} % failed ({failed[0]['status']}: {failed[0]['error']})"]
     if series["passed"]:
         return []
-    worst = max(series["points"], key=lambda p: abs(p["energy_residual_meV_per_atom"]))
+    worst = series["worst"]
     tolerance = report["tolerance"]["strain_residual_meV_per_atom"]
     return [f"{where}: the energy (label minus E_elec of its own charges) leaves a smooth cubic E(strain) by "
             f"{worst['energy_residual_meV_per_atom']:.4g} meV/atom at {worst['value']:g} %, above the tolerance "
