@@ -118,6 +118,9 @@ def _labelled_point(atoms: Atoms, labeller, name: str, sigma_A: dict[int, float]
     row = label_structure(record_from_atoms(atoms), labeller)
     params = json.loads(row["calc_params"])
     energy = None if row["energy"] is None else row["energy"] / len(atoms)
+    # a gate runs for up to an hour or more: one line per label shows where it is
+    log.info("%s: %s in %.0f s%s", name, row["status"], row["wall_time_s"],
+             "" if energy is None else f", {energy:.6f} eV/atom")
     point = {"n_atoms": len(atoms), "status": row["status"], "error": row["error"],
              "wall_time_s": row["wall_time_s"], "kmesh": params.get("kmesh", [1, 1, 1]),
              "scf_cycles": params.get("scf_cycles"), "energy_per_atom_eV": energy,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -272,15 +273,22 @@ def test_only_seeds_and_charged_slabs_are_gated_and_only_against_a_larger_vacuum
     assert gated_structures({**config, "convergence": {**config["convergence"], "charged_slabs": False}}) == ["rp1"]
 
 
-def test_a_labeller_whose_energy_steps_along_a_strain_path_fails_the_strain_gate(tmp_path, monkeypatch):
+def test_a_labeller_whose_energy_steps_along_a_strain_path_fails_the_strain_gate(tmp_path, monkeypatch, caplog):
     """The seed strained in-plane by -3..3 % at fixed fractional positions: the point-charge
     labeller's energies follow a cubic to far below the tolerance; with a 5 meV/atom step
-    between -2 and -1 % (a cutoff crossed) the gate fails and names the strain and the size."""
+    between -2 and -1 % (a cutoff crossed) the gate fails and names the strain and the size.
+    Each label is logged as it finishes, once."""
     config = charged_slab_study(tmp_path)
     sigma_A = {"Cs": covalent_radii[55], "Pb": covalent_radii[82], "I": 1.2}
     monkeypatch.setattr(convergence, "_labeller", lambda config, level, *args: PointChargeLabeller(sigma_A))
-    report = check_convergence(config, tmp_path / "structures.parquet", "rp1")
+    with caplog.at_level(logging.INFO, logger=convergence.__name__):
+        report = check_convergence(config, tmp_path / "structures.parquet", "rp1")
     vacuum, sampling, path = report["series"]
+    # the labelled point, two more vacua, the denser k-mesh and six strains
+    labelled_names = [r.getMessage().partition(":")[0] for r in caplog.records]
+    assert labelled_names == ["rp1_labelled", "rp1_vacuum25", "rp1_vacuum40", "rp1_k2",
+                              *(f"rp1_strain{s}" for s in (-3, -2, -1, 1, 2, 3))]
+    assert all(": ok in " in r.getMessage() and "eV/atom" in r.getMessage() for r in caplog.records)
     assert path["series"] == "strain_percent" and path["mode"] == "biaxial" and path["labelled"] == 0.0
     assert [p["value"] for p in path["points"]] == [-3, -2, -1, 0, 1, 2, 3]
     zero = next(p for p in path["points"] if p["value"] == 0)
