@@ -21,7 +21,9 @@ background, which the model subtracts, so the rest must not. Writes the gate as 
 CSV (the report's table) and a plot.
 
 Exits non-zero with one line per failure (seed, setting, quantity, value, tolerance)
-when the labelled setting is outside convergence.tolerance; with
+when the labelled setting is outside convergence.tolerance, and keeps a copy of each file
+it wrote beside it as NAME.failed.EXT (Snakemake removes a failed job's outputs; the copy
+shows why, and a passing gate removes it); with
 convergence.allow_unconverged: true it prints the same lines as warnings and exits 0
 (toy runs: their labels then depend on the cell). Size checks (min_periodic_length_A)
 do not apply here: measuring the size error is the point.
@@ -39,6 +41,7 @@ example:
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -68,16 +71,30 @@ def run(args: argparse.Namespace) -> int:
     config = load(args)
     report = check_convergence(config, args.structures, args.name, args.level)
     failures = gate_failures(report)
-    write_report({**report, "failures": failures}, args.output)
+    written = [write_report({**report, "failures": failures}, args.output)]
     if args.table:
-        write_table(report, args.table)
+        written.append(write_table(report, args.table))
     if args.plot:
-        plot_convergence(report, args.plot)
+        written.append(plot_convergence(report, args.plot))
     for line in summary_lines(report):
         print(f"{args.name} {args.level} {line}")
-    if failures and not config["convergence"]["allow_unconverged"]:
+    failed = not config["convergence"]["allow_unconverged"] and bool(failures)
+    kept = [_failed_copy(path, keep=failed) for path in written]
+    if failed:
         raise ConvergenceGateFailed("convergence gate failed (set convergence.allow_unconverged: true to "
-                                    "label anyway, toy runs only):\n  " + "\n  ".join(failures))
+                                    "label anyway, toy runs only):\n  " + "\n  ".join(failures)
+                                    + "\nthe gate's report is kept in " + ", ".join(map(str, kept)))
     for failure in failures:
         print(f"warning: {failure} (allowed by convergence.allow_unconverged)", file=sys.stderr)
     return 0
+
+
+def _failed_copy(path: Path, keep: bool) -> Path:
+    """``path``'s NAME.failed.EXT sibling: a copy of it when ``keep``, else removed (a stale
+    one from an earlier failure would contradict the passing report)."""
+    copy = path.with_name(f"{path.stem}.failed{path.suffix}")
+    if keep:
+        shutil.copyfile(path, copy)
+    else:
+        copy.unlink(missing_ok=True)
+    return copy

@@ -82,6 +82,10 @@ def test_a_failing_gate_stops_the_study_and_the_switch_lets_it_through(tmp_path,
     assert "d_energy_meV_per_atom" in error and "exceeds the tolerance 1 meV/atom" in error
     report = json.loads((tmp_path / "alpha.json").read_text())
     assert report["passed"] is False and report["failures"]
+    # Snakemake deletes a failed job's outputs: the copies beside them keep the evidence
+    copies = [tmp_path / f"alpha.failed.{ext}" for ext in ("json", "csv", "png")]
+    assert all(copy.read_bytes() == (tmp_path / copy.name.replace(".failed", "")).read_bytes() for copy in copies)
+    assert f"the gate's report is kept in {copies[0]}" in error
     (point, reference), = [s["points"] for s in report["series"]]
     # 1x1x1 vs 2x2x2 per atom: (-387.98 - -382.47) / 5 eV, PHYSICS.md (rattled by 0.05 A here)
     assert point["d_energy_meV_per_atom"] == pytest.approx(-1102, abs=30)
@@ -90,6 +94,7 @@ def test_a_failing_gate_stops_the_study_and_the_switch_lets_it_through(tmp_path,
     config.write_text(config.read_text().replace("enabled: true", "enabled: true\n  allow_unconverged: true"))
     assert main(args) == 0
     assert "allowed by convergence.allow_unconverged" in capsys.readouterr().err
+    assert not any(copy.exists() for copy in copies)  # a gate let through leaves no stale failure behind
     with open(tmp_path / "alpha.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["role"] for r in rows] == ["labelled", "reference"] and rows[0]["passed"] == "False"
