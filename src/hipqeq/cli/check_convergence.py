@@ -20,6 +20,11 @@ structure with a total charge, convergence.charged_slabs) gets the vacuum series
 background, which the model subtracts, so the rest must not. Writes the gate as JSON,
 CSV (the report's table) and a plot.
 
+Each label is kept as it finishes in --labels (default: the report's name with
+.labels.parquet, a hipqeq dataset): a gate rerun with the same labelling settings, after
+an interruption or with another tolerance, reuses those labels instead of computing them
+again (a gate of CP2K labels takes an hour or more).
+
 Exits non-zero with one line per failure (seed, setting, quantity, value, tolerance)
 when the labelled setting is outside convergence.tolerance, and keeps a copy of each file
 it wrote beside it as NAME.failed.EXT (Snakemake removes a failed job's outputs; the copy
@@ -60,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="JSON", help="the gate report (JSON)")
     parser.add_argument("--table", type=Path, default=None, metavar="CSV", help="also the gate table here")
     parser.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also plot it here")
+    parser.add_argument("--labels", type=Path, default=None, metavar="PARQUET",
+                        help="the gate's labels, reused and extended (default: OUTPUT's name with .labels.parquet)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
                                            write_report, write_table)
 
     config = load(args)
-    report = check_convergence(config, args.structures, args.name, args.level)
+    labels = args.labels or args.output.with_name(f"{args.output.stem}.labels.parquet")
+    report = check_convergence(config, args.structures, args.name, args.level, labels)
     failures = gate_failures(report)
     written = [write_report({**report, "failures": failures}, args.output)]
     if args.table:

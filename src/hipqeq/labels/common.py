@@ -218,6 +218,13 @@ def partial_path(output: str | os.PathLike) -> Path:
     return output.with_name(output.name + ".partial")
 
 
+def labelled_with(row: dict, parameters: dict) -> bool:
+    """Whether ``row`` was labelled with the labeller ``parameters`` (its ``calc_params``'),
+    so that reusing it is the same as labelling again."""
+    params = json.loads(row["calc_params"] or "{}").get("parameters")
+    return params == json.loads(json.dumps(parameters, default=str))
+
+
 def _reusable_rows(sidecar: Path, wanted: set[str], parameters: dict) -> dict[str, dict]:
     """Rows of a previous run of this chunk that used the same parameters."""
     if not sidecar.exists():
@@ -227,11 +234,8 @@ def _reusable_rows(sidecar: Path, wanted: set[str], parameters: dict) -> dict[st
     except DatasetError as exc:
         log.warning("ignoring unreadable partial file %s: %s", sidecar, exc)
         return {}
-    reuse = {}
-    for row in rows:
-        params = json.loads(row["calc_params"] or "{}").get("parameters")
-        if row["structure_id"] in wanted and params == json.loads(json.dumps(parameters, default=str)):
-            reuse[row["structure_id"]] = row
+    reuse = {row["structure_id"]: row for row in rows
+             if row["structure_id"] in wanted and labelled_with(row, parameters)}
     log.info("resuming from %s: %d of %d structures already done", sidecar, len(reuse), len(wanted))
     return reuse
 

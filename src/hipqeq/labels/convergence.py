@@ -44,6 +44,10 @@ The labelled setting passes when the gated quantities are within ``convergence.t
 (a strain path: every residual within ``tolerance.strain_residual_meV_per_atom``);
 :func:`gate_failures` names each failure with its numbers, and the check-convergence verb
 stops the study unless ``convergence.allow_unconverged`` is set.
+
+A gate of CP2K labels runs for an hour or more: given a :class:`GateLabels` file, each
+label is kept there as it finishes, and a rerun with the same labelling settings (an
+interrupted gate, a changed tolerance) reuses it instead of labelling again.
 """
 
 from __future__ import annotations
@@ -58,11 +62,11 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from hipqeq.data import read_structure, record_from_atoms
+from hipqeq.data import read_records, read_structure, record_from_atoms, write_dataset
 from hipqeq.data.schema import LABEL_BOUNDARY_PBC, STATUS_OK
 from hipqeq.errors import ConfigError, StructureError
 from hipqeq.geometry import slab_normal, vacuum_of, with_vacuum
-from hipqeq.labels.common import label_structure
+from hipqeq.labels.common import label_structure, labelled_with
 from hipqeq.plan import gated_structures
 from hipqeq.qeq import fixed_charge_electrostatics
 from hipqeq.structures.transform import strain
@@ -112,10 +116,31 @@ def _label_electrostatics(atoms: Atoms, row: dict, sigma_A: dict[int, float]) ->
     return fixed_charge_electrostatics(under_label_boundary, row["charges"], [sigma_A[z] for z in atoms.numbers])
 
 
-def _labelled_point(atoms: Atoms, labeller, name: str, sigma_A: dict[int, float]) -> dict:
+class GateLabels:
+    """A gate's labels as rows of a hipqeq dataset at ``path`` (None: kept in memory only):
+    :meth:`label` returns the stored row of the same structure labelled with the same
+    parameters, or labels it and writes the file again (atomically) before returning."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = None if path is None else Path(path)
+        self.rows = read_records(self.path) if self.path is not None and self.path.exists() else []
+
+    def label(self, record: dict, labeller) -> dict:
+        for row in self.rows:
+            if row["structure_id"] == record["structure_id"] and labelled_with(row, labeller.parameters):
+                log.info("%s: reusing its label%s", record["structure_name"], f" from {self.path}" if self.path else "")
+                return row
+        row = label_structure(record, labeller)
+        self.rows.append(row)
+        if self.path is not None:
+            write_dataset(self.rows, self.path)
+        return row
+
+
+def _labelled_point(atoms: Atoms, labeller, name: str, sigma_A: dict[int, float], store: GateLabels) -> dict:
     atoms = atoms.copy()
     atoms.info.update(structure_name=name, source="build")
-    row = label_structure(record_from_atoms(atoms), labeller)
+    row = store.label(record_from_atoms(atoms), labeller)
     params = json.loads(row["calc_params"])
     energy = None if row["energy"] is None else row["energy"] / len(atoms)
     # a gate runs for up to an hour or more: one line per label shows where it is
@@ -188,7 +213,7 @@ def cubic_fit_residuals_meV(strains_percent, energies_eV) -> np.ndarray:
 
 
 def _strain_series(seed: Atoms, labelled: dict, labeller, name: str, sigma_A: dict[int, float],
-                   strains_percent: list[float], axis: int | None, tolerance: dict) -> dict:
+                   strains_percent: list[float], axis: int | None, tolerance: dict, store: GateLabels) -> dict:
     """The strain-path series: ``seed`` (its ``labelled`` point at 0 %) strained by each of
     ``strains_percent``, in-plane for a slab with normal ``axis``, isotropically for a 3D cell."""
     values = sorted({0.0, *map(float, strains_percent)})
@@ -200,7 +225,7 @@ def _strain_series(seed: Atoms, labelled: dict, labeller, name: str, sigma_A: di
                              f"normal is cell vector {'abc'[axis]}")
     mode = "isotropic" if axis is None else "biaxial"
     points = [dict(labelled) if value == 0 else
-              _labelled_point(strain(seed, value, mode), labeller, f"{name}_strain{value:g}", sigma_A)
+              _labelled_point(strain(seed, value, mode), labeller, f"{name}_strain{value:g}", sigma_A, store)
               for value in values]
     ok = all(point["status"] == STATUS_OK for point in points)
     for key, entry in RESIDUALS.items():
@@ -248,10 +273,12 @@ def _denser_kpoints(settings: dict, densify: int) -> dict:
     return {**settings, "cp2k": {**cp2k, "kpoint_density_A": densify * cp2k["kpoint_density_A"]}}
 
 
-def check_convergence(config: dict, structures_path: str | os.PathLike, name: str, level: str = "xtb") -> dict:
+def check_convergence(config: dict, structures_path: str | os.PathLike, name: str, level: str = "xtb",
+                      labels: str | os.PathLike | None = None) -> dict:
     """The gate report (a JSON-ready dict) of structure ``name`` (a seed, or a charged slab
     of :func:`hipqeq.plan.gated_structures`) under the config's ``level`` (``xtb`` or
-    ``dft``) labelling settings."""
+    ``dft``) labelling settings; ``labels``: the :class:`GateLabels` file to reuse and
+    extend (None: label everything, keep nothing)."""
     if level not in LEVELS:
         raise ConfigError(f"no convergence gate for level '{level}' (levels: {', '.join(LEVELS)})")
     if level == "dft" and config["dft"]["source"] == "external":
@@ -271,6 +298,7 @@ def check_convergence(config: dict, structures_path: str | os.PathLike, name: st
     species = sorted({int(z) for z in seed.numbers})
     sigma_A = dict(zip(species, qeq_parameters(species, config["training"]["qeq_parameters"])["sigma_A"]))
     labeller = _labeller(config, level)
+    store = GateLabels(labels)
     quantities = gated_quantities(config, level)
     engine = config["xtb"]["engine"] if level == "xtb" else config["dft"]["source"]
     report = {"name": name, "level": level, "method": labeller.method, "software": labeller.software,
@@ -292,11 +320,11 @@ def check_convergence(config: dict, structures_path: str | os.PathLike, name: st
                               f"convergence.vacuum_A {gate['vacuum_A']}: the gate needs a larger vacuum to compare with")
         seed = with_vacuum(seed, axis, own)  # the labelled geometry of both series
     # the labelled setting is the same calculation in both series: computed once
-    labelled = _labelled_point(seed, labeller, f"{name}_labelled", sigma_A)
+    labelled = _labelled_point(seed, labeller, f"{name}_labelled", sigma_A, store)
     if axis is not None:
         vacua = sorted({own, *gate["vacuum_A"]})
         points = [dict(labelled) if v == own else
-                  _labelled_point(with_vacuum(seed, axis, v), labeller, f"{name}_vacuum{v:g}", sigma_A)
+                  _labelled_point(with_vacuum(seed, axis, v), labeller, f"{name}_vacuum{v:g}", sigma_A, store)
                   for v in vacua]
         _compare(points, len(seed))
         report["series"].append(_series("vacuum_A", vacua, points, own, gate["tolerance"], quantities))
@@ -307,16 +335,16 @@ def check_convergence(config: dict, structures_path: str | os.PathLike, name: st
         for m in multipliers[1:]:
             denser = _labeller(config, level, m, seed.pbc)
             if denser is not None:
-                points.append(_labelled_point(seed, denser, f"{name}_k{m}", sigma_A))
+                points.append(_labelled_point(seed, denser, f"{name}_k{m}", sigma_A, store))
             else:
                 repeat = [m if seed.pbc[i] else 1 for i in range(3)]
-                points.append(_labelled_point(seed.repeat(repeat), labeller, f"{name}_x{m}", sigma_A))
+                points.append(_labelled_point(seed.repeat(repeat), labeller, f"{name}_x{m}", sigma_A, store))
         _compare(points, len(seed))
         series = "supercell x" if level == "xtb" and engine != "cp2k" else "k-point density x"
         report["series"].append(_series(series, multipliers, points, 1, gate["tolerance"], quantities))
         if gate["strain_percent"] and "d_energy_meV_per_atom" in report["quantities"]:
             report["series"].append(_strain_series(seed, labelled, labeller, name, sigma_A, gate["strain_percent"],
-                                                   axis, gate["tolerance"]))
+                                                   axis, gate["tolerance"], store))
     report["passed"] = all(s["passed"] for s in report["series"])
     return report
 

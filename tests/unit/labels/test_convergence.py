@@ -66,10 +66,11 @@ def write_study(tmp_path, seed, convergence: dict, xtb: dict | None = None):
 
 
 @pytest.mark.slow
-def test_a_failing_gate_stops_the_study_and_the_switch_lets_it_through(tmp_path, capsys):
+def test_a_failing_gate_stops_the_study_and_the_switch_lets_it_through(tmp_path, capsys, caplog):
     """tblite, the 5-atom cubic cell against its 2x2x2 supercell (~5 s): Gamma-point
     labels of a 6.3 A cell are far from converged (PHYSICS.md: -387.98 vs -382.47 eV per
-    formula unit), so the gate must fail with the numbers, unless allow_unconverged."""
+    formula unit), so the gate must fail with the numbers, unless allow_unconverged; the
+    second run reuses the first's labels."""
     seed = cubic_cspbi3()
     seed.info["structure_name"] = "alpha"
     config, _ = write_study(tmp_path, seed, {"sampling_multipliers": [2], "strain_percent": []})
@@ -92,8 +93,15 @@ def test_a_failing_gate_stops_the_study_and_the_switch_lets_it_through(tmp_path,
     assert [point["n_atoms"], reference["n_atoms"]] == [5, 40]
 
     config.write_text(config.read_text().replace("enabled: true", "enabled: true\n  allow_unconverged: true"))
-    assert main(args) == 0
+    with caplog.at_level(logging.INFO, logger=convergence.__name__):
+        assert main(args) == 0
     assert "allowed by convergence.allow_unconverged" in capsys.readouterr().err
+    # the same two labels, reused from the first run's alpha.labels.parquet, none computed again
+    reused = [r.getMessage() for r in caplog.records if "reusing its label" in r.getMessage()]
+    assert reused == [f"alpha_{point}: reusing its label from {tmp_path / 'alpha.labels.parquet'}"
+                      for point in ("labelled", "x2")]
+    assert json.loads((tmp_path / "alpha.json").read_text())["series"][0]["points"][0]["d_energy_meV_per_atom"] \
+        == pytest.approx(point["d_energy_meV_per_atom"])
     assert not any(copy.exists() for copy in copies)  # a gate let through leaves no stale failure behind
     with open(tmp_path / "alpha.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -290,10 +298,11 @@ def test_a_labeller_whose_energy_steps_along_a_strain_path_fails_the_strain_gate
         report = check_convergence(config, tmp_path / "structures.parquet", "rp1")
     vacuum, sampling, path = report["series"]
     # the labelled point, two more vacua, the denser k-mesh and six strains
-    labelled_names = [r.getMessage().partition(":")[0] for r in caplog.records]
-    assert labelled_names == ["rp1_labelled", "rp1_vacuum25", "rp1_vacuum40", "rp1_k2",
-                              *(f"rp1_strain{s}" for s in (-3, -2, -1, 1, 2, 3))]
-    assert all(": ok in " in r.getMessage() and "eV/atom" in r.getMessage() for r in caplog.records)
+    # (the fake's denser k-mesh has the same parameters, so that label is the labelled point's, reused)
+    done = [r.getMessage() for r in caplog.records if "reusing" not in r.getMessage()]
+    assert [m.partition(":")[0] for m in done] == ["rp1_labelled", "rp1_vacuum25", "rp1_vacuum40", "rp1_k2",
+                                                   *(f"rp1_strain{s}" for s in (-3, -2, -1, 1, 2, 3))]
+    assert all(": ok in " in m and "eV/atom" in m for m in done)
     assert path["series"] == "strain_percent" and path["mode"] == "biaxial" and path["labelled"] == 0.0
     assert [p["value"] for p in path["points"]] == [-3, -2, -1, 0, 1, 2, 3]
     zero = next(p for p in path["points"] if p["value"] == 0)
