@@ -152,6 +152,24 @@ def test_an_odd_electron_cell_runs_unrestricted_with_kpoints_and_hirshfeld_fills
     assert row["energy"] is None and row["forces"] is None  # charges only without dft.energy_forces
 
 
+@pytest.mark.slow
+@needs_cp2k
+def test_the_retry_of_an_open_shell_runs_restricted_and_says_so():
+    """The same odd-electron cell (~5 s a run): the safer retry drops UKS (cp2k.retry_restricted),
+    and calc_params' spin tells the two apart, since here, where UKS holds a moment, they
+    differ (measured 0.018 e, UKS 0.28 eV lower); with the option off the retry stays UKS."""
+    atoms = cubic_cspbi3(rattle=0.05, seed=1)[:-1]
+    labeller = dft_labeller(dft_settings("cp2k", energy_forces=True, cp2k={"kpoint_density_A": 12.0}))
+    unrestricted, restricted = labeller.label(atoms), labeller.label(atoms, safer=True)
+    assert unrestricted.details["spin"] == "unrestricted (UKS)"
+    assert restricted.details["spin"].startswith("restricted with Fermi smearing")
+    assert sum(restricted.charges) == pytest.approx(0.0, abs=1e-5)
+    assert restricted.charges == pytest.approx(unrestricted.charges, abs=0.05)
+    assert unrestricted.energy < restricted.energy - 0.1  # the spin-polarised state, variationally lower
+    kept = dft_labeller(dft_settings("cp2k", cp2k={"kpoint_density_A": 12.0, "retry_restricted": False}))
+    assert kept.label(atoms, safer=True).details["spin"] == "unrestricted (UKS)"
+
+
 def test_the_dft_gate_densifies_cp2ks_kpoint_density():
     from hipqeq.labels.convergence import _labeller
 
