@@ -159,6 +159,14 @@ def gfn1_xtb(cp2k: dict) -> Hamiltonian:
                            f"{parameters}        &END PARAMETER\n      &END xTB\n    &END QS\n")
 
 
+def spin_treatment(open_shell: bool, uks: bool, why_restricted: str) -> str:
+    """``calc_params['spin']`` of a run: unrestricted, restricted, or an open shell run
+    restricted with Fermi smearing for the reason ``why_restricted``."""
+    if uks:
+        return "unrestricted (UKS)"
+    return f"restricted with Fermi smearing ({why_restricted})" if open_shell else "restricted"
+
+
 def write_input(atoms: Atoms, kmesh, scf: dict, total_charge: int, spin_multiplicity: int, uks: bool,
                 hamiltonian: Hamiltonian) -> str:
     """The CP2K input (text) of a single point of ``atoms``: energy, forces and stress as
@@ -373,8 +381,7 @@ class CP2KLabeller:
         scf = scf_settings(self.settings, safer)
         result = self._run_input(write_input(atoms, kmesh, scf, int(round(total_charge)), spin_multiplicity, uks,
                                              self.hamiltonian), len(atoms), self.hamiltonian)
-        spin = ("unrestricted (UKS)" if uks else "restricted" if spin_multiplicity == 1 else
-                "restricted with Fermi smearing (CP2K 2023 xTB cannot do UKS with k-points)")
+        spin = spin_treatment(spin_multiplicity > 1, uks, "CP2K 2023 xTB cannot do UKS with k-points")
         details = {"kmesh": list(kmesh), "scf": scf, "scf_cycles": result["scf_cycles"], "multiplicity": spin_multiplicity,
                    "spin": spin, "boundary": "3D-periodic (Ewald; slabs as vacuum-separated images)"}
         return Labels(energy=result["energy"], forces=result["forces"], stress=result["stress"],
@@ -541,8 +548,9 @@ class CP2KDFTLabeller(CP2KLabeller):
                                              hamiltonian), len(atoms), hamiltonian)
         charges = {"Mulliken": result["charges"], "Hirshfeld": result["hirshfeld_charges"]}
         chosen = self.settings["charge_scheme"]
+        spin = spin_treatment(unpaired > 0, uks, "the safer retry of an open shell")
         details = {"kmesh": list(kmesh), "scf": scf, "scf_cycles": result["scf_cycles"],
-                   "multiplicity": unpaired + 1, "spin": _dft_spin(unpaired, uks),
+                   "multiplicity": unpaired + 1, "spin": spin,
                    "other_charges": {k: v.tolist() for k, v in charges.items() if k != chosen},
                    "scf_energy_eV": result["energy"],
                    "boundary": "3D-periodic (GPW; slabs as vacuum-separated images)"}
@@ -550,13 +558,6 @@ class CP2KDFTLabeller(CP2KLabeller):
         if self.settings["energy_forces"]:
             labels.energy, labels.forces = result["energy"], result["forces"]
         return labels
-
-
-def _dft_spin(unpaired: int, uks: bool) -> str:
-    """``calc_params['spin']`` of a DFT run."""
-    if uks:
-        return "unrestricted (UKS)"
-    return "restricted with Fermi smearing (the safer retry of an open shell)" if unpaired else "restricted"
 
 
 @functools.lru_cache(maxsize=None)
