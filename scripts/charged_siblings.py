@@ -122,6 +122,14 @@ def label_sibling(config: Path, settings: dict, structures: Path, name: str, wor
     """Sample sibling ``name``, select its ``selection.n_xtb`` frames (each sibling its own
     farthest-point selection, so that every one gets as many labels) and label them; the
     label chunks' paths. A step whose output exists is skipped."""
+    selection = select_sibling(config, settings, structures, name, work)
+    return label_chunks(config, selection, settings["xtb"]["chunk_size"], work / f"labels/{name}")
+
+
+def select_sibling(config: Path, settings: dict, structures: Path, name: str, work: Path) -> Path:
+    """Sample sibling ``name`` with the config's MD temperatures and rattles and select its
+    ``selection.n_xtb`` frames (``work/selection/<name>.parquet``); a step whose output
+    exists is skipped."""
     sampled = []
     for temperature in settings["sampling"]["temperatures_K"]:
         frames = work / f"sampling/{name}/T{temperature:g}.parquet"
@@ -137,9 +145,16 @@ def label_sibling(config: Path, settings: dict, structures: Path, name: str, wor
     selection = work / f"selection/{name}.parquet"
     if not selection.exists():
         hipqeq("select", "--config", config, "--output-xtb", selection, *sampled)
+    return selection
+
+
+def label_chunks(config: Path, selection: Path, chunk_size: int, output: Path) -> list[Path]:
+    """``hipqeq label xtb`` of ``selection`` with ``config``'s xTB settings, ``chunk_size``
+    frames a job, as ``output/chunk_<k>.parquet``; the chunks' paths. A chunk that exists is
+    skipped."""
     chunks = []
-    for chunk in range(n_chunks(read_table(selection).num_rows, settings["xtb"]["chunk_size"])):
-        labels = work / f"labels/{name}/chunk_{chunk}.parquet"
+    for chunk in range(n_chunks(read_table(selection).num_rows, chunk_size)):
+        labels = output / f"chunk_{chunk}.parquet"
         if not labels.exists():
             hipqeq("label", "xtb", "--config", config, "--input", selection, "--chunk", chunk, "--output", labels,
                    "--no-progress")

@@ -307,3 +307,104 @@ def test_each_stage_two_option_trains_into_a_folder_of_its_own(charged_siblings,
     assert charged_siblings.run_dir(args) == tmp_path / "results/twins/stage_two_fw0.1_lr5e-05_charge_hardness"
     args.stage_two_force_weight, args.stage_two_learning_rate, args.charge_hardness = None, None, False
     assert charged_siblings.run_dir(args) == tmp_path / "results/twins"
+
+
+@pytest.fixture(scope="module")
+def common_benchmark():
+    import sys
+    sys.path.insert(0, str(SCRIPTS))  # it imports charged_siblings, as `python scripts/...` lets it
+    try:
+        return load_script("common_benchmark")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+def test_no_run_trained_on_a_benchmark_parent(common_benchmark, tmp_path):
+    """Every parent the benchmark labels is a variant that neither study's plan nor the
+    shipped potential's siblings build, by name (a variant of a seed, as the plan names it)
+    and by structure (the same atoms under another name)."""
+    from hipqeq import pretrained
+    from hipqeq.data import atoms_id
+    from hipqeq.structures.build import build_structures
+
+    study_yaml = SCRIPTS.parent / "config" / "study.yaml"
+    config = load_config(common_benchmark.benchmark_config(study_yaml, 3, tmp_path / "b.yaml"))
+    names = common_benchmark.sibling_names(config)
+    built = {atoms.info["structure_name"]: atoms for atoms in build_structures(config)}
+    k72 = SCRIPTS.parent / "studies/cspbi-gfn1-k72"
+    trained = [load_config(study_yaml), load_config(k72 / "study.yaml"),
+               load_config(k72 / "results/charged_twins_r4/siblings.yaml")]  # the shipped potential's siblings
+    seen = [atoms for trained_config in trained for atoms in build_structures(trained_config)]
+    seen_names = {atoms.info["structure_name"] for atoms in seen}
+    assert set(pretrained.info("cspbi-gfn1")["training_data"]["only_4g_structures"]) <= seen_names
+    assert len(names) == 6 and not set(names) & seen_names
+    assert not {atoms_id(built[name]) for name in names} & {atoms_id(atoms) for atoms in seen}
+    assert sorted(built[name].info["total_charge"] for name in names) == [-1, 0, 0, 0, 0, 1]
+    assert config["selection"]["n_xtb"] == 3 and config["xtb"] == load_config(study_yaml)["xtb"]
+
+
+def test_benchmark_errors_are_per_group_under_each_labels_boundary(common_benchmark, labels, monkeypatch):
+    records = [r for r in read_records(labels) if r["status"] == "ok"]
+    for record in records:
+        record.update(family="vacancy_I" if record["parent_id"] == "parent3" else "bulk",
+                      total_charge=1.0 if record["parent_id"] == "parent3" else 0.0)
+    seen = {}
+
+    def fake_predict(models, atoms_list, device, progress, charge_pbc):  # parent p: p meV/atom too high
+        seen["pbc"] = charge_pbc
+        assert all(atoms.calc is None for atoms in atoms_list), "the labels must not reach the model"
+        return [{"energy": r["energy"] + 1e-3 * int(r["parent_id"][-1]) * len(r["numbers"]),
+                 "forces": np.asarray(r["forces"]) + 0.01, "charges": np.asarray(r["charges"]) - 0.1}
+                for r in records]
+
+    monkeypatch.setattr(common_benchmark, "predict", fake_predict)
+    errors = common_benchmark.errors(["m"], records)
+    assert errors["s3"]["energy_mae_mev_per_atom"] == pytest.approx(3) and errors["s3"]["n_frames"] == 2
+    assert errors["vacancy_I, Q = +1"] == errors["s3"]
+    assert errors["bulk, Q = +0"]["energy_mean_signed_mev_per_atom"] == pytest.approx(1, abs=1e-3)  # 0, 1, 2
+    assert errors["overall"]["n_frames"] == 11
+    assert errors["overall"]["energy_rmse_mev_per_atom"] > errors["overall"]["energy_mae_mev_per_atom"]
+    assert errors["overall"]["force_mae_mev_per_A"] == pytest.approx(10)
+    assert errors["overall"]["charge_mae_e"] == pytest.approx(0.1)
+    assert [list(p) for p in seen["pbc"]] == [list(label_pbc(r)) for r in records]
+
+
+def test_labellers_differ_by_what_no_energy_reference_absorbs(common_benchmark, labels):
+    """A per-composition offset between two labellers is their mean difference, not their
+    spread; a frame off its composition's offset is."""
+    first = [r for r in read_records(labels) if r["status"] == "ok"]
+    second = [dict(r, energy=r["energy"] - 0.5 * len(r["numbers"])) for r in first]  # 500 meV/atom lower
+    assert first and len({tuple(sorted(r["numbers"])) for r in first}) == 1
+    distance = common_benchmark.labeller_distance(first, second)["overall"]
+    assert distance["energy_mean_mev_per_atom"] == pytest.approx(500)
+    assert distance["energy_spread_mae_mev_per_atom"] == pytest.approx(0, abs=1e-6)
+    assert distance["force_mae_mev_per_A"] == 0 and distance["charge_mae_e"] == 0
+    second[0]["energy"] -= 0.011 * len(second[0]["numbers"])  # one frame 11 meV/atom further
+    spread = common_benchmark.labeller_distance(first, second)["overall"]["energy_spread_mae_mev_per_atom"]
+    assert spread == pytest.approx(2 * 11 * (len(first) - 1) / len(first) / len(first), abs=1e-3)
+    assert common_benchmark.labeller_distance(first, second[1:])["overall"]["n_frames"] == len(first) - 1
+
+
+def test_every_labeller_labels_every_parent_into_its_own_folder(common_benchmark, labels, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_hipqeq(*args):
+        calls.append(args)
+        Path(args[args.index("--output") + 1]).parent.mkdir(parents=True, exist_ok=True)
+        Path(args[args.index("--output") + 1]).touch()
+
+    monkeypatch.setattr(common_benchmark, "hipqeq", fake_hipqeq)
+    monkeypatch.setattr(common_benchmark, "select_sibling", lambda config, settings, structures, name, work: labels)
+    (tmp_path / "structures.parquet").touch()
+    study_yaml = SCRIPTS.parent / "config" / "study.yaml"
+    args = argparse.Namespace(labeller=[["a", str(study_yaml)], ["b", str(study_yaml)]], frames=3, work=tmp_path)
+    common_benchmark.label(args)
+    names = common_benchmark.sibling_names(load_config(tmp_path / "benchmark.yaml"))
+    labelled = [(c[c.index("--config") + 1], c[c.index("--output") + 1]) for c in calls if c[0] == "label"]
+    n_chunks = 6  # the 12 rows of `labels` in chunks of 2
+    for labeller in "ab":
+        outputs = {str(o) for _, o in labelled if f"labels/{labeller}/" in str(o)}
+        assert outputs == {str(tmp_path / f"labels/{labeller}/{name}/chunk_{k}.parquet")
+                           for name in names for k in range(n_chunks)}
+    gathers = [c for c in calls if c[0] == "gather"]
+    assert [g[g.index("--output") + 1] for g in gathers] == [tmp_path / "a.parquet", tmp_path / "b.parquet"]
