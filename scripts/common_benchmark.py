@@ -11,10 +11,11 @@ others', where the labellers' own difference is part of the error):
 
   label    build the benchmark parents (PARENTS: the n = 1 and n = 2 slabs at a strain, a
            tilt, a defect site or a lattice parameter no run trained on, neutral and
-           charged), sample each with the first labeller's study settings (MD and rattles),
-           select --frames of each by farthest point, and label them with every --labeller's
-           xTB settings; each step is a `hipqeq` verb, and a step whose output exists is
-           skipped (a stopped run goes on)
+           charged) from --study-config's seeds, sample each with its settings (MD and
+           rattles), select --frames of each by farthest point, and label them with every
+           --labeller's xTB settings; each step is a `hipqeq` verb, and a step whose output
+           exists is skipped (a stopped run goes on; one process per labeller, each with
+           its own --labeller, label side by side)
   compare  E / F / q MAE of every --potential against every labeller's labels, overall, per
            family and charge, and per parent; how far the labellers are from each other on
            the same frames; compare.json and compare.md in --docs
@@ -93,7 +94,7 @@ def benchmark_config(study_yaml: Path, frames: int, output: Path) -> Path:
 
 
 def label(args) -> None:
-    config = benchmark_config(Path(args.labeller[0][1]), args.frames, args.work / "benchmark.yaml")
+    config = benchmark_config(args.study_config, args.frames, args.work / "benchmark.yaml")
     settings = load_config(config)
     structures = args.work / "structures.parquet"
     if not structures.exists():
@@ -227,12 +228,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("label", "compare"))
     parser.add_argument("--labeller", nargs=2, action="append", metavar=("NAME", "CONFIG"),
-                        help="a labeller: its name and the study config whose xTB settings it labels with; the "
-                             "first's study settings also sample the parents (repeatable; default: "
+                        help="a labeller: its name and the study config whose xTB settings it labels with "
+                             "(repeatable; default: "
                              + ", ".join(" ".join(pair) for pair in DEFAULT_LABELLERS) + ")")
     parser.add_argument("--potential", nargs=3, action="append", metavar=("NAME", "LABELLER", "SOURCE"),
                         help="compare: a potential, the labeller it learned and its models (repeatable; default: "
                              + "; ".join(" ".join(spec) for spec in DEFAULT_POTENTIALS) + ")")
+    parser.add_argument("--study-config", type=Path, default=Path("config/study.yaml"),
+                        help="label: the study config whose seeds, MD and rattle settings make the parents' frames "
+                             "(default: config/study.yaml, the sr35 run's)")
     parser.add_argument("--frames", type=int, default=3, help="labelled frames of each parent (default: 3)")
     parser.add_argument("--work", type=Path, default=Path("studies/common-benchmark"),
                         help="where structures, samples and labels go (default: studies/common-benchmark)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -311,7 +312,6 @@ def test_each_stage_two_option_trains_into_a_folder_of_its_own(charged_siblings,
 
 @pytest.fixture(scope="module")
 def common_benchmark():
-    import sys
     sys.path.insert(0, str(SCRIPTS))  # it imports charged_siblings, as `python scripts/...` lets it
     try:
         return load_script("common_benchmark")
@@ -393,11 +393,14 @@ def test_every_labeller_labels_every_parent_into_its_own_folder(common_benchmark
         Path(args[args.index("--output") + 1]).parent.mkdir(parents=True, exist_ok=True)
         Path(args[args.index("--output") + 1]).touch()
 
-    monkeypatch.setattr(common_benchmark, "hipqeq", fake_hipqeq)
+    # label_chunks runs the verbs from the module it was imported from (charged_siblings)
+    for module in {common_benchmark, sys.modules[common_benchmark.label_chunks.__module__]}:
+        monkeypatch.setattr(module, "hipqeq", fake_hipqeq)
     monkeypatch.setattr(common_benchmark, "select_sibling", lambda config, settings, structures, name, work: labels)
     (tmp_path / "structures.parquet").touch()
     study_yaml = SCRIPTS.parent / "config" / "study.yaml"
-    args = argparse.Namespace(labeller=[["a", str(study_yaml)], ["b", str(study_yaml)]], frames=3, work=tmp_path)
+    args = argparse.Namespace(labeller=[["a", str(study_yaml)], ["b", str(study_yaml)]], frames=3, work=tmp_path,
+                             study_config=study_yaml)
     common_benchmark.label(args)
     names = common_benchmark.sibling_names(load_config(tmp_path / "benchmark.yaml"))
     labelled = [(c[c.index("--config") + 1], c[c.index("--output") + 1]) for c in calls if c[0] == "label"]
