@@ -87,12 +87,18 @@ def sibling_config(study_yaml: Path, defects: list, frames: int, output: Path,
                    strains_percent: list[float] = ()) -> Path:
     """The study's config with ``defects`` and the biaxial ``strains_percent`` of every seed
     as its only variants and ``frames`` xTB frames (no DFT)."""
+    seeds = [seed["name"] for seed in yaml.safe_load(study_yaml.read_text())["structures"]["seeds"]]
+    variants = {"strains": {"biaxial_percent": list(strains_percent), "seeds": seeds if strains_percent else []},
+                "tilts": {"angles_deg": [], "seeds": []}, "defects": defects}
+    return variants_config(study_yaml, variants, frames, output)
+
+
+def variants_config(study_yaml: Path, variants: dict, frames: int, output: Path, seeds_added: list = ()) -> Path:
+    """The study's config with ``variants`` (its ``structures`` strains, tilts and defects) in
+    place of its own, ``seeds_added`` after its seeds, and ``frames`` xTB frames (no DFT)."""
     config = yaml.safe_load(study_yaml.read_text())
-    structures = config["structures"]
-    structures["strains"] = {"biaxial_percent": list(strains_percent),
-                             "seeds": [seed["name"] for seed in structures["seeds"]] if strains_percent else []}
-    structures["tilts"] = {"angles_deg": [], "seeds": []}
-    structures["defects"] = defects
+    config["structures"]["seeds"] += list(seeds_added)
+    config["structures"].update(variants)
     config["selection"].update(n_xtb=frames, n_dft=0, n_xtb_test=0, dft_test=False)  # xTB labels only
     config["validation"]["md_structures"] = []  # they name the study's structures
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -277,6 +283,17 @@ def compare(args) -> None:
         print(name, json.dumps(out[name]["committee"], indent=1))
 
 
+def predict_records(models: list, records: list[dict]) -> list[dict]:
+    """``models``' predictions for labelled ``records``, each structure's charges solved under
+    its label's boundary, as ``hipqeq validate`` compares them (the labels kept from the model)."""
+    atoms = []
+    for record in records:
+        atoms.append(atoms_from_record(record))
+        atoms[-1].calc = None
+    return predict([str(m) for m in models], atoms, device="cpu", progress=False,
+                   charge_pbc=[label_pbc(r) for r in records])
+
+
 def signed_errors(models: list, records: list[dict], splits: dict, member: int) -> dict:
     """Per parent (by structure name): its rows' split for ``member``, how many, and the mean
     signed energy error (model - label) of ``models`` predicting under each label's
@@ -286,12 +303,7 @@ def signed_errors(models: list, records: list[dict], splits: dict, member: int) 
     a vacancy's formation energy at fixed chemical potentials. Where an error sits that the
     test MAE alone does not say (a charge state fitted on one slab and not the other, every
     vacancy too costly)."""
-    atoms = []
-    for record in records:
-        atoms.append(atoms_from_record(record))
-        atoms[-1].calc = None
-    predicted = predict([str(m) for m in models], atoms, device="cpu", progress=False,
-                        charge_pbc=[label_pbc(r) for r in records])
+    predicted = predict_records(models, records)
     names = assign_splits([r["parent_id"] for r in records], splits, member)
     by_parent = {}
     for record, prediction, split in zip(records, predicted, names):

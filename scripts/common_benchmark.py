@@ -42,11 +42,10 @@ import numpy as np
 import torch
 import yaml
 
-from charged_siblings import hipqeq, label_chunks, select_sibling, sibling_names
+from charged_siblings import hipqeq, label_chunks, predict_records, select_sibling, sibling_names, variants_config
 from hipqeq import pretrained
-from hipqeq.calculator import predict
 from hipqeq.config import load_config
-from hipqeq.data.io import atoms_from_record, label_pbc, read_records
+from hipqeq.data.io import read_records
 from hipqeq.structures.builders import structure_data
 
 # Variants of the studies' seed slabs that no run trained on: the runs strain biaxially by
@@ -58,7 +57,8 @@ from hipqeq.structures.builders import structure_data
 A_RP_A = structure_data()["ruddlesden_popper"]["a"]  # the seeds' lattice parameter
 PARENTS = {
     "seeds_added": [
-        {"name": "rp1_expanded", "builder": "ruddlesden_popper", "n": 1, "kind": "slab", "a_A": round(1.02 * A_RP_A, 4)},
+        {"name": "rp1_expanded", "builder": "ruddlesden_popper", "n": 1, "kind": "slab",
+         "a_A": round(1.02 * A_RP_A, 4)},
         {"name": "rp1_compressed", "builder": "ruddlesden_popper", "n": 1, "kind": "slab",
          "a_A": round(0.98 * A_RP_A, 4)},
     ],
@@ -80,17 +80,11 @@ DEFAULT_POTENTIALS = [["shipped_4g", "k72", "pretrained:cspbi-gfn1"],
 def benchmark_config(study_yaml: Path, frames: int, output: Path) -> Path:
     """The study's config with PARENTS as its only variants (the added seeds with the
     vacuum and supercell of the study's first seed) and ``frames`` xTB frames a parent."""
-    config = yaml.safe_load(study_yaml.read_text())
-    structures = config["structures"]
-    template = structures["seeds"][0]
-    structures["seeds"] += [{**seed, "vacuum_A": template["vacuum_A"], "supercell": template["supercell"]}
-                            for seed in PARENTS["seeds_added"]]
-    structures.update(strains=PARENTS["strains"], tilts=PARENTS["tilts"], defects=PARENTS["defects"])
-    config["selection"].update(n_xtb=frames, n_dft=0, n_xtb_test=0, dft_test=False)
-    config["validation"]["md_structures"] = []  # they name the study's structures
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(yaml.safe_dump(config, sort_keys=False))
-    return output
+    template = yaml.safe_load(study_yaml.read_text())["structures"]["seeds"][0]
+    seeds = [{**seed, "vacuum_A": template["vacuum_A"], "supercell": list(template["supercell"])}
+             for seed in PARENTS["seeds_added"]]
+    variants = {key: PARENTS[key] for key in ("strains", "tilts", "defects")}
+    return variants_config(study_yaml, variants, frames, output, seeds_added=seeds)
 
 
 def label(args) -> None:
@@ -129,11 +123,7 @@ def errors(models: list[str], records: list[dict]) -> dict:
     """E MAE / RMSE (meV/atom), F MAE (meV/A) and, for a 4G potential, q MAE (e) of ``models``
     against ``records``, overall, per family and charge and per parent; each structure's
     charges solved under its label's boundary, as `hipqeq validate` compares them."""
-    atoms = []
-    for record in records:
-        atoms.append(atoms_from_record(record))
-        atoms[-1].calc = None
-    predicted = predict(models, atoms, device="cpu", progress=False, charge_pbc=[label_pbc(r) for r in records])
+    predicted = predict_records(models, records)
     groups = defaultdict(lambda: defaultdict(list))
     for record, prediction in zip(records, predicted):
         n_atoms = len(record["numbers"])
@@ -220,8 +210,9 @@ def compare(args) -> None:
             out["labeller_distance"][f"{first} - {second}"] = labeller_distance(labels[first], labels[second])
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "compare.json").write_text(json.dumps(out, indent=1) + "\n")
-    (args.docs / "compare.md").write_text(markdown(out))
-    sys.stdout.write(markdown(out))
+    table = markdown(out)
+    (args.docs / "compare.md").write_text(table)
+    sys.stdout.write(table)
 
 
 def main() -> None:

@@ -357,7 +357,8 @@ def test_benchmark_errors_are_per_group_under_each_labels_boundary(common_benchm
                  "forces": np.asarray(r["forces"]) + 0.01, "charges": np.asarray(r["charges"]) - 0.1}
                 for r in records]
 
-    monkeypatch.setattr(common_benchmark, "predict", fake_predict)
+    # predict_records runs the model from the module it was imported from (charged_siblings)
+    monkeypatch.setattr(sys.modules[common_benchmark.predict_records.__module__], "predict", fake_predict)
     errors = common_benchmark.errors(["m"], records)
     assert errors["s3"]["energy_mae_mev_per_atom"] == pytest.approx(3) and errors["s3"]["n_frames"] == 2
     assert errors["vacancy_I, Q = +1"] == errors["s3"]
