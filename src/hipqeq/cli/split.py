@@ -8,10 +8,12 @@ by every committee member; train and valid differ per member. Every member's tra
 holds every total charge of the non-test parents and spans their compositions and
 charges (a 4G member fits per-species energies and an energy per unit of total charge by
 least squares on what it trains on), counted over the parents with ok rows in --labels
-(a built structure no frame of which was labelled adds nothing to the fit). Test
-parents are drawn among those the other parents determine, as built (their total charge
-occurs among the others' and their composition and charge are a combination of the
-others'): another's test energy would be the fit's extrapolation, not the model's. A
+(a built structure no frame of which was labelled adds nothing to the fit), and its
+valid split holds the valid share of those rows (parents carry unequal numbers of
+frames, and the validation rows pick each model's best epoch). Test parents are drawn
+among those the other parents determine, as built (their total charge occurs among the
+others' and their composition and charge are a combination of the others'): another's
+test energy would be the fit's extrapolation, not the model's. A
 test parent outside the span of the others' labelled rows (too few parents qualified, or
 the labels lack some) is named in a warning.
 Training and validation read this file, so the charge model, the short-range model and
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 from hipqeq.cli._common import add_config_argument, load
@@ -70,21 +73,25 @@ def run(args: argparse.Namespace) -> int:
     split_rows = [row for path in args.datasets for row in _records(path)]
     parents = [row["parent_id"] for row in split_rows]
     parent_rows = _reference_rows(split_rows)
-    rows = parent_rows if args.labels is None else _reference_rows(
-        row for path in args.labels for row in _records(path) if row["status"] == "ok")
+    labelled = None if args.labels is None else [
+        row for path in args.labels for row in _records(path) if row["status"] == "ok"]
+    rows = parent_rows if labelled is None else _reference_rows(labelled)
+    row_counts = None if labelled is None else Counter(row["parent_id"] for row in labelled)
     training = config["training"]
     members = training["n_models"] if args.members is None else args.members
     if members < 1:
         raise ConfigError(f"--members must be >= 1, got {members}")
     splits = make_splits(parents, training["split_fractions"], config["seed"], members, reference_rows=rows,
-                         test_rows=parent_rows)
+                         test_rows=parent_rows, row_counts=row_counts)
     write_splits(splits, args.output)
     non_test = sorted(set(parents) - set(splits["test"]))
     for parent in outside_span(splits["test"], non_test, rows):
         print(f"warning: test parent {parent} has a composition and total charge no combination of "
               f"the other parents' gives: its test energy is an extrapolation of the energy reference",
               file=sys.stderr)
-    sizes = [f"member {k}: train {len(m['train'])}, valid {len(m['valid'])}"
-             for k, m in enumerate(splits["members"])]
-    print(f"{len(set(parents))} parent structures: test {len(splits['test'])}; " + "; ".join(sizes))
+    def size(chosen):
+        return f"{len(chosen)}" if row_counts is None else f"{len(chosen)} ({sum(row_counts[p] for p in chosen)} rows)"
+
+    sizes = [f"member {k}: train {size(m['train'])}, valid {size(m['valid'])}" for k, m in enumerate(splits["members"])]
+    print(f"{len(set(parents))} parent structures: test {size(splits['test'])}; " + "; ".join(sizes))
     return 0

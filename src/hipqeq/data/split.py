@@ -96,6 +96,29 @@ def _cover(train: list, valid: list, rows: Mapping) -> tuple[list, list]:
     return sorted(train), sorted(valid)
 
 
+def _fill_valid(train: list, valid: list, fraction: float, row_counts: Mapping, rows: Mapping,
+                rng: np.random.Generator) -> tuple[list, list]:
+    """Move train parents with labelled rows into valid until valid holds ``fraction`` of
+    train + valid's rows (``row_counts``, rounded): first those that fit in what is
+    missing, in ``rng``'s shuffled order, then the smallest; a parent whose move would
+    leave train without valid's charges or span (:func:`_determined`) stays."""
+    def rows_in(parents):
+        return sum(row_counts.get(p, 0) for p in parents)
+
+    goal = round(fraction * rows_in(train + valid))
+    order = list(train)
+    rng.shuffle(order)
+    while rows_in(valid) < goal:
+        gap = goal - rows_in(valid)
+        candidates = sorted((p for p in order if p in train and row_counts.get(p, 0)),
+                            key=lambda p: (row_counts[p] > gap, row_counts[p] if row_counts[p] > gap else 0))
+        parent = next((p for p in candidates if _determined(valid + [p], [q for q in train if q != p], rows)), None)
+        if parent is None:
+            break
+        train, valid = [p for p in train if p != parent], valid + [parent]
+    return sorted(train), sorted(valid)
+
+
 def _determined(test: list, others: list, rows: Mapping) -> bool:
     """Whether an energy reference fitted on ``others`` determines every ``test`` parent's:
     their total charges occur among the others' and their rows lie in the others' span."""
@@ -125,7 +148,7 @@ def _draw_test(parents: np.ndarray, fraction: float, rng: np.random.Generator,
 
 def make_splits(parent_ids: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1),
                 seed: int = 0, n_members: int = 1, reference_rows: Mapping | None = None,
-                test_rows: Mapping | None = None) -> dict:
+                test_rows: Mapping | None = None, row_counts: Mapping | None = None) -> dict:
     """Assign parent structures to splits.
 
     Parameters
@@ -154,6 +177,13 @@ def make_splits(parent_ids: Sequence[str], fractions: Sequence[float] = (0.8, 0.
         ``reference_rows``): ``hipqeq split`` passes the built structures' own, so that
         the study's split and active learning's, whose labelled rows differ, hold out
         the same parents.
+    row_counts : each parent's number of labelled rows; when given, a member's valid
+        split also takes train parents (in a seeded order, keeping the coverage above)
+        until it holds the valid share of the non-test rows (``fractions[1] /
+        (fractions[0] + fractions[1])``). Parents carry unequal numbers of frames, and the
+        validation rows pick a model's best epoch: by parents alone, the sr35 run's active
+        member 0 validated on 2 of 56 rows (two parents of one frame each) and its charge
+        model kept epoch 7 of 150.
 
     Returns
     -------
@@ -168,9 +198,12 @@ def make_splits(parent_ids: Sequence[str], fractions: Sequence[float] = (0.8, 0.
     members = []
     for member in range(n_members):
         valid_fraction = fractions[1] / max(fractions[0] + fractions[1], 1e-12)
-        train, valid = _take(np.array(rest), valid_fraction, np.random.default_rng([seed, 1 + member]))
+        rng = np.random.default_rng([seed, 1 + member])
+        train, valid = _take(np.array(rest), valid_fraction, rng)
         if reference_rows is not None:
             train, valid = _cover(train, valid, reference_rows)
+        if row_counts is not None:
+            train, valid = _fill_valid(train, valid, valid_fraction, row_counts, reference_rows or {}, rng)
         if not train:
             raise HipqeqError(f"{len(parents)} parent structures are too few for the split {fractions.tolist()}")
         members.append({"train": train, "valid": valid})

@@ -90,6 +90,40 @@ def test_every_member_trains_on_every_charge_state_and_the_span_of_the_energy_re
         assert sorted(member["train"] + member["valid"]) == sorted(before["train"] + before["valid"])
 
 
+def test_valid_holds_its_share_of_the_rows_where_parents_carry_unequal_frames():
+    """Active learning labels more frames of some parents than of others: by parents alone
+    a member can validate on a couple of frames (the sr35 run's member 0: 2 of 56). With
+    row counts every member's valid split holds the valid share of the non-test rows
+    (what fits first, so no parent of 12 frames is moved while small ones fit), train keeps
+    its coverage, the test split and the draw without counts are unchanged, and parents
+    only move from train to valid."""
+    records = [(f"p{k:02d}", _slab(), 0.0) for k in range(16)]
+    records += [("vi_plus", _slab(i=15), 1.0), ("vi_plus_b", _slab(i=15), 1.0), ("vcs_minus", _slab(cs=7), -1.0)]
+    rows = reference_rows(records)
+    parents = [parent for parent, _, _ in records]
+    counts = {parent: 12 if k % 4 == 0 else 1 + k % 3 for k, parent in enumerate(parents)}
+    covered = make_splits(parents, (0.7, 0.15, 0.15), seed=0, n_members=8, reference_rows=rows)
+    filled = make_splits(parents, (0.7, 0.15, 0.15), seed=0, n_members=8, reference_rows=rows, row_counts=counts)
+    assert filled["test"] == covered["test"]
+    assert make_splits(parents, (0.7, 0.15, 0.15), seed=0, n_members=8, reference_rows=rows) == covered
+    non_test = sorted(set(parents) - set(covered["test"]))
+    goal = round(0.15 / 0.85 * sum(counts[p] for p in non_test))
+
+    def rows_in(chosen):
+        return sum(counts[p] for p in chosen)
+
+    assert min(rows_in(m["valid"]) for m in covered["members"]) < goal
+    for member, before in zip(filled["members"], covered["members"]):
+        assert set(member["valid"]) >= set(before["valid"])
+        assert sorted(member["train"] + member["valid"]) == non_test
+        if rows_in(before["valid"]) < goal:
+            assert goal <= rows_in(member["valid"]) < goal + 3
+        else:
+            assert member == before
+        assert not outside_span(member["valid"], member["train"], rows)
+        assert {q for p in member["train"] for q in rows[p][:, -1]} == {0.0, 1.0, -1.0}
+
+
 def test_test_parents_are_ones_the_rest_determine():
     """The toy's pattern: a slab, its strained copy, a bulk cell, and a vacancy slab, the only
     parent of its composition (and a charged one, the only parent of its charge). Whatever
