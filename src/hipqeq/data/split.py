@@ -5,9 +5,10 @@ correlated; putting them on both sides of a split would make test errors look be
 than they are. Every split therefore takes whole parents.
 
 The split is made once per study over every built structure and every ingested
-external structure (``hipqeq split`` writes it to ``results/splits.json``), so the xTB and DFT datasets, the charge model, the
-short-range model and the baseline all see the same held-out parents. The test set is
-shared by all committee members; train/valid differ per member.
+external structure (``hipqeq split`` writes it to ``results/splits.json``), so the xTB
+and DFT datasets, the charge model, the short-range model and the baseline all see the
+same held-out parents. The test set is shared by all committee members; train/valid
+differ per member.
 """
 
 from __future__ import annotations
