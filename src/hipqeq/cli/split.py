@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: test parent {parent} has a composition and total charge no combination of "
               f"the other parents' gives: its test energy is an extrapolation of the energy reference",
               file=sys.stderr)
+
     def size(chosen):
         return f"{len(chosen)}" if row_counts is None else f"{len(chosen)} ({sum(row_counts[p] for p in chosen)} rows)"
 
