@@ -112,7 +112,7 @@ def _fill_valid(train: list, valid: list, fraction: float, row_counts: Mapping, 
     while rows_in(valid) < goal:
         gap = goal - rows_in(valid)
         candidates = sorted((p for p in order if p in train and row_counts.get(p, 0)),
-                            key=lambda p: (row_counts[p] > gap, row_counts[p] if row_counts[p] > gap else 0))
+                            key=lambda p: max(row_counts[p] - gap, 0))  # stable: fitting ones keep their order
         parent = next((p for p in candidates if _determined(valid + [p], [q for q in train if q != p], rows)), None)
         if parent is None:
             break
